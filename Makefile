@@ -1,0 +1,28 @@
+# Everything a developer or CI runs, in one place. `make test` is what .ci/run calls.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CI runs the property-based tests with at least 10k examples.
+IYS_HYPOTHESIS_EXAMPLES ?= 10000
+
+.PHONY: install test lint simulator clean
+
+$(BIN)/activate: requirements.txt include/iys_provider/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $(BIN)/activate
+
+install: $(BIN)/activate
+
+test: install
+	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+simulator: install
+	$(BIN)/python -m iys_provider.simulator --port 8099
+
+clean:
+	rm -rf $(VENV) .pytest_cache

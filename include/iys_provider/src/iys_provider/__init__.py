@@ -1,0 +1,3 @@
+"""Apache Airflow provider for İYS (İleti Yönetim Sistemi), Turkey's consent registry."""
+
+__version__ = "0.1.0"

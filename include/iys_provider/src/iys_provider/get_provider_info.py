@@ -1,0 +1,93 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point.
+
+The connection form is declared here (``conn-fields``), not on the hook: Airflow 3.2+ reads it
+without importing the hook and deprecates the ``get_connection_form_widgets`` hook methods.
+"""
+
+from __future__ import annotations
+
+from iys_provider import __version__
+
+DEFAULT_BASE_URL = "https://api.iys.org.tr"
+
+
+def get_provider_info() -> dict:
+    return {
+        "package-name": "iys-airflow-provider",
+        "name": "İYS (İleti Yönetim Sistemi)",
+        "description": "Keep a brand's PostgreSQL consent tables in sync with İYS, Turkey's "
+        "registry of consent for commercial SMS, calls and e-mail (İYS Sync Mode).",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "İYS",
+                "external-doc-url": "https://apidocs.iys.org.tr/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": "İYS", "python-modules": ["iys_provider.hooks.iys"]}],
+        "connection-types": [
+            {
+                "connection-type": "iys",
+                "hook-class-name": "iys_provider.hooks.iys.IysHook",
+                "hook-name": "İYS",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {
+                        "host": "API base URL",
+                        "login": "API username",
+                        "password": "API password",
+                    },
+                    "placeholders": {
+                        "host": DEFAULT_BASE_URL,
+                        "login": "API user created in the İYS panel (hs.iys.org.tr)",
+                    },
+                },
+                "conn-fields": {
+                    "iys_code": {
+                        "label": "İYS code",
+                        "description": "Your service provider (HS) İYS number, as shown in the İYS panel.",
+                        "schema": {"type": "integer", "minimum": 1},
+                    },
+                    "brand_code": {
+                        "label": "Brand code",
+                        "description": "The brand's İYS number. For a single-brand account it equals the İYS code.",
+                        "schema": {"type": "integer", "minimum": 1},
+                    },
+                    "rate_limit_per_second": {
+                        "label": "Request rate limit (per second)",
+                        "description": "Aggregate requests per second this package may send, shared by every "
+                        "task and worker. İYS allows 10 per second per IP; keep headroom.",
+                        "schema": {"type": ["number", "null"], "minimum": 0.1, "maximum": 10, "default": 8},
+                    },
+                    "token_requests_per_hour": {
+                        "label": "Token requests per hour",
+                        "description": "Hard cap on token requests per hour from this installation. İYS blocks "
+                        "the IP for an hour (H084) above its limit.",
+                        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 100, "default": 10},
+                    },
+                    "batch_result_delay_seconds": {
+                        "label": "Batch result delay (s)",
+                        "description": "Wait before polling an async batch result. İYS requires at least 300 s.",
+                        "schema": {"type": ["integer", "null"], "minimum": 0, "default": 300},
+                    },
+                    "timeout": {
+                        "label": "Request timeout (s)",
+                        "description": "Connect and read timeout of each HTTP request.",
+                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 30},
+                    },
+                    "shared_state_conn_id": {
+                        "label": "Shared state Postgres connection",
+                        "description": "Postgres connection holding the shared token cache and rate limiter "
+                        "(schema iys). Empty means per-process state: only for single-process use.",
+                        "schema": {"type": ["string", "null"], "default": "iys_postgres"},
+                    },
+                    "verify_ssl": {
+                        "label": "Verify TLS certificates",
+                        "description": "Leave on. Turn off only for a local simulator on plain HTTP.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                },
+            }
+        ],
+    }

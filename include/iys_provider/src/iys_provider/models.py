@@ -1,0 +1,231 @@
+"""Pydantic models and enums for the İYS API.
+
+Field names are Pythonic; aliases carry İYS's camelCase spelling. ``consentDate`` and
+``creationDate`` travel as Turkey local time (``YYYY-MM-DD HH:mm:ss``, Europe/Istanbul) and
+are held here as timezone-aware datetimes, so a value read from İYS and written back
+lands on the same instant. Several public clients build these strings from UTC parts and
+end up three hours off; :func:`format_iys_datetime` refuses naive datetimes for that reason.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+
+IYS_TIMEZONE = ZoneInfo("Europe/Istanbul")
+IYS_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class ConsentType(enum.StrEnum):
+    """Channel of a consent: call, SMS or e-mail."""
+
+    ARAMA = "ARAMA"
+    MESAJ = "MESAJ"
+    EPOSTA = "EPOSTA"
+
+
+PHONE_TYPES = (ConsentType.MESAJ, ConsentType.ARAMA)
+
+
+class ConsentStatus(enum.StrEnum):
+    ONAY = "ONAY"
+    RET = "RET"
+
+
+class RecipientType(enum.StrEnum):
+    BIREYSEL = "BIREYSEL"
+    TACIR = "TACIR"
+
+
+class ConsentSource(enum.StrEnum):
+    """Where a consent movement came from.
+
+    ``HS_*`` values are written by the brand (service provider); ``IYS_*`` values only ever
+    come from İYS itself (citizens acting through e-Devlet, the İYS app, SMS 3338 …).
+    """
+
+    HS_2015 = "HS_2015"
+    HS_KARAR = "HS_KARAR"
+    HS_FIZIKSEL_ORTAM = "HS_FIZIKSEL_ORTAM"
+    HS_ISLAK_IMZA = "HS_ISLAK_IMZA"
+    HS_ETKINLIK = "HS_ETKINLIK"
+    HS_ATM = "HS_ATM"
+    HS_EORTAM = "HS_EORTAM"
+    HS_WEB = "HS_WEB"
+    HS_MOBIL = "HS_MOBIL"
+    HS_MESAJ = "HS_MESAJ"
+    HS_EPOSTA = "HS_EPOSTA"
+    HS_CAGRI_MERKEZI = "HS_CAGRI_MERKEZI"
+    HS_SOSYAL_MEDYA = "HS_SOSYAL_MEDYA"
+    IYS_KISAMESAJ = "IYS_KISAMESAJ"
+    IYS_CM = "IYS_CM"
+    IYS_WEB = "IYS_WEB"
+    IYS_WEB_YENI = "IYS_WEB_YENI"
+    IYS_MOBIL = "IYS_MOBIL"
+    IYS_EPOSTA = "IYS_EPOSTA"
+    IYS_AHS_HAT_KAPATMA = "IYS_AHS_HAT_KAPATMA"
+    IYS_FRAME_EPOSTA = "IYS_FRAME_EPOSTA"
+    IYS_FRAME_SMS = "IYS_FRAME_SMS"
+
+    @property
+    def writable_by_brand(self) -> bool:
+        return self.value.startswith("HS_")
+
+
+class ChangeStream(enum.StrEnum):
+    """The two change feeds: movements by recipients through İYS, and by service providers."""
+
+    IYS = "IYS"
+    HS = "HS"
+
+
+def format_iys_datetime(value: datetime) -> str:
+    """Render an aware datetime as İYS expects it: Turkey local time, second precision."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            "İYS dates must be timezone-aware; a naive datetime is ambiguous "
+            "(attach tzinfo=UTC or Europe/Istanbul explicitly)"
+        )
+    return value.astimezone(IYS_TIMEZONE).strftime(IYS_DATETIME_FORMAT)
+
+
+def parse_iys_datetime(value: str) -> datetime:
+    """Parse İYS's ``YYYY-MM-DD HH:mm:ss`` Turkey-local string into an aware datetime."""
+    return datetime.strptime(value.strip(), IYS_DATETIME_FORMAT).replace(tzinfo=IYS_TIMEZONE)
+
+
+def _coerce_iys_datetime(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_iys_datetime(value)
+    if isinstance(value, datetime) and (value.tzinfo is None or value.utcoffset() is None):
+        raise ValueError("naive datetime: attach a timezone before building an İYS model")
+    return value
+
+
+IysDateTime = Annotated[
+    datetime,
+    BeforeValidator(_coerce_iys_datetime),
+    PlainSerializer(format_iys_datetime, return_type=str, when_used="json"),
+]
+
+
+class _IysModel(BaseModel):
+    """Base: accept either spelling on input, ignore fields İYS adds in later versions."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class Consent(_IysModel):
+    """A consent movement the brand sends to İYS (single or batch add)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+    recipient: str
+    type: ConsentType
+    status: ConsentStatus
+    recipient_type: RecipientType = Field(RecipientType.BIREYSEL, alias="recipientType")
+    source: ConsentSource | None = None
+    consent_date: IysDateTime | None = Field(None, alias="consentDate")
+    retailer_code: int | None = Field(None, alias="retailerCode")
+    retailer_access: list[int] | None = Field(None, alias="retailerAccess")
+
+    def to_api(self) -> dict[str, Any]:
+        """JSON body for İYS. Optional fields are omitted, never sent as null (İYS rejects nulls)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ConsentRecord(_IysModel):
+    """A consent as İYS reports it: single-status answer or one change-feed movement."""
+
+    recipient: str
+    type: ConsentType
+    status: ConsentStatus
+    recipient_type: RecipientType = Field(RecipientType.BIREYSEL, alias="recipientType")
+    source: ConsentSource | None = None
+    consent_date: IysDateTime | None = Field(None, alias="consentDate")
+    creation_date: IysDateTime | None = Field(None, alias="creationDate")
+    transaction_id: str | None = Field(None, alias="transactionId")
+    retailer_code: int | None = Field(None, alias="retailerCode")
+    citizen_name: str | None = Field(None, alias="citizenName")
+
+
+class AddConsentResult(_IysModel):
+    transaction_id: str = Field(alias="transactionId")
+    creation_date: IysDateTime | None = Field(None, alias="creationDate")
+
+
+class BatchSubRequest(_IysModel):
+    recipient: str
+    type: ConsentType
+    status: ConsentStatus
+    sub_request_id: str = Field(validation_alias=AliasChoices("subRequestId", "subrequestId"))
+
+
+class BatchSubmission(_IysModel):
+    """İYS's 202 answer to an async batch: accepted for processing, not yet written."""
+
+    request_id: str = Field(alias="requestId")
+    sub_requests: list[BatchSubRequest] = Field(default_factory=list, alias="subRequests")
+
+
+class BatchItemStatus(enum.StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ENQUEUE = "enqueue"
+
+
+class IysErrorDetail(_IysModel):
+    code: str | None = None
+    message: str | None = None
+
+
+class BatchResultItem(_IysModel):
+    """One line of a batch result. İYS spells the sub-request id both ways; accept both."""
+
+    index: int
+    status: BatchItemStatus
+    sub_request_id: str | None = Field(
+        None, validation_alias=AliasChoices("subRequestId", "subrequestId")
+    )
+    request_id: str | None = Field(None, alias="requestId")
+    transaction_id: str | None = Field(None, alias="transactionId")
+    creation_date: IysDateTime | None = Field(None, alias="creationDate")
+    error: IysErrorDetail | None = None
+
+
+class ChangePage(_IysModel):
+    """One page of the change feed; ``after`` is an opaque cursor to store as-is."""
+
+    after: str | None = None
+    changes: list[ConsentRecord] = Field(default_factory=list, alias="list")
+
+
+class MultiStatusResult(_IysModel):
+    """Multi status lists only the recipients whose consent is ONAY."""
+
+    request_id: str | None = Field(None, alias="requestId")
+    onay: list[str] = Field(default_factory=list, alias="list")
+
+
+class Brand(_IysModel):
+    brand_code: int = Field(alias="brandCode")
+    name: str | None = None
+    master: bool | None = None
+
+
+class TokenPair(_IysModel):
+    access_token: str
+    refresh_token: str | None = None
+    expires_in: int = 7200
+    refresh_expires_in: int | None = None

@@ -1,0 +1,227 @@
+"""State the İYS hook shares across task processes and workers.
+
+İYS limits requests per IP, not per process: 10 requests per second, and a small number of
+token requests per hour, with a one-hour block (H084) that restarts on every call made during
+it. So the token, the token-request budget, the block and the request-rate schedule must be
+shared by every task of every DAG. :class:`PostgresSharedState` keeps them in the ``iys``
+schema of a Postgres database all workers reach; :class:`InProcessSharedState` keeps them in
+memory for single-process use (scripts, ``test_connection`` without a Postgres connection).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from iys_provider.schema import migrate
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    access_token: str | None = None
+    access_expires_at: datetime | None = None
+    refresh_token: str | None = None
+    refresh_expires_at: datetime | None = None
+    blocked_until: datetime | None = None
+    block_reason: str | None = None
+
+    def access_valid(self, now: datetime, margin: timedelta) -> bool:
+        return bool(self.access_token and self.access_expires_at and self.access_expires_at - margin > now)
+
+    def refresh_valid(self, now: datetime, margin: timedelta) -> bool:
+        return bool(self.refresh_token and self.refresh_expires_at and self.refresh_expires_at - margin > now)
+
+    def blocked(self, now: datetime) -> bool:
+        return bool(self.blocked_until and self.blocked_until > now)
+
+
+class TokenSlot:
+    """The locked token row of one account, handed to the caller inside :meth:`token_lock`."""
+
+    def __init__(self, token: StoredToken) -> None:
+        self.token = token
+
+    def update(self, **changes: object) -> None:
+        self.token = replace(self.token, **changes)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PostgresSharedState:
+    """Shared token cache, token budget and rate scheduler in Postgres.
+
+    :param connect: returns a new psycopg 3 connection (e.g. ``PostgresHook.get_conn``).
+    """
+
+    def __init__(self, connect: Callable[[], psycopg.Connection]) -> None:
+        self._connect = connect
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = self._connect()
+            conn.autocommit = True
+            migrate(conn)
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def reserve_request_slot(self, limiter_key: str, rate_per_second: float) -> float:
+        """Reserve the next request slot; returns how many seconds to wait before sending.
+
+        Slots are spaced 1/rate apart on the database clock, so no two workers can send in the
+        same slot whatever their own clocks say.
+        """
+        spacing = 1.0 / rate_per_second
+        with self._lock:
+            row = self.conn.execute(
+                """
+                INSERT INTO iys.rate_limiter AS r (limiter_key, next_slot)
+                VALUES (%(key)s, clock_timestamp() + make_interval(secs => %(spacing)s))
+                ON CONFLICT (limiter_key) DO UPDATE
+                   SET next_slot = greatest(r.next_slot, clock_timestamp())
+                                   + make_interval(secs => %(spacing)s)
+                RETURNING extract(epoch FROM r.next_slot - clock_timestamp())::float8 - %(spacing)s
+                """,
+                {"key": limiter_key, "spacing": spacing},
+            ).fetchone()
+        return max(0.0, row[0]) if row else 0.0
+
+    def token_requests_since(self, budget_key: str, window: timedelta) -> tuple[int, datetime | None]:
+        """Token requests in the window, and when the oldest of them leaves it."""
+        with self._lock:
+            row = self.conn.execute(
+                """
+                SELECT count(*), min(requested_at)
+                  FROM iys.token_requests
+                 WHERE budget_key = %s AND requested_at > clock_timestamp() - %s
+                """,
+                (budget_key, window),
+            ).fetchone()
+        count, oldest = row
+        return count, (oldest + window if oldest else None)
+
+    def record_token_request(self, budget_key: str, account_key: str, grant_type: str) -> int:
+        with self._lock:
+            row = self.conn.execute(
+                "INSERT INTO iys.token_requests (budget_key, account_key, grant_type) "
+                "VALUES (%s, %s, %s) RETURNING id",
+                (budget_key, account_key, grant_type),
+            ).fetchone()
+        return row[0]
+
+    def record_token_outcome(self, request_id: int, outcome: str) -> None:
+        with self._lock:
+            self.conn.execute("UPDATE iys.token_requests SET outcome = %s WHERE id = %s", (outcome, request_id))
+
+    def peek_token(self, account_key: str) -> StoredToken:
+        with self._lock:
+            row = self.conn.execute(_SELECT_TOKEN, (account_key,)).fetchone()
+        return StoredToken(*row) if row else StoredToken()
+
+    @contextmanager
+    def token_lock(self, account_key: str) -> Iterator[TokenSlot]:
+        """Hold the account's token row locked: one refresher at a time, everyone else waits.
+
+        The row lock lives on a dedicated connection so the token-request log, written on the
+        main connection, is committed before the HTTP call and survives a crash during it.
+        """
+        conn = self._connect()  # psycopg starts a transaction on the first statement
+        try:
+            conn.execute(
+                "INSERT INTO iys.api_tokens (account_key) VALUES (%s) ON CONFLICT DO NOTHING", (account_key,)
+            )
+            row = conn.execute(_SELECT_TOKEN + " FOR UPDATE", (account_key,)).fetchone()
+            slot = TokenSlot(StoredToken(*row))
+            before = slot.token
+            try:
+                yield slot
+            finally:
+                # Persist whatever was learnt (a new token, an H084 block) and commit even when the
+                # caller raises: losing a block would let the next task call İYS again.
+                if slot.token != before:
+                    conn.execute(_UPDATE_TOKEN, (*astuple(slot.token), account_key))
+                conn.commit()
+        finally:
+            conn.close()
+
+
+_UPDATE_TOKEN = """
+UPDATE iys.api_tokens
+   SET access_token = %s, access_expires_at = %s, refresh_token = %s, refresh_expires_at = %s,
+       blocked_until = %s, block_reason = %s, updated_at = now()
+ WHERE account_key = %s
+"""
+_SELECT_TOKEN = """
+SELECT access_token, access_expires_at, refresh_token, refresh_expires_at, blocked_until, block_reason
+  FROM iys.api_tokens WHERE account_key = %s
+"""
+
+
+class InProcessSharedState:
+    """The same contract held in memory: correct only while a single process talks to İYS."""
+
+    _tokens: dict[str, StoredToken] = {}
+    _token_log: dict[str, deque[float]] = {}
+    _next_slot: dict[str, float] = {}
+    _locks: dict[str, threading.Lock] = {}
+    _guard = threading.Lock()
+
+    def close(self) -> None:
+        """Nothing to release: the state is process-wide by design."""
+
+    def reserve_request_slot(self, limiter_key: str, rate_per_second: float) -> float:
+        spacing = 1.0 / rate_per_second
+        with self._guard:
+            now = time.monotonic()
+            slot = max(self._next_slot.get(limiter_key, now), now)
+            self._next_slot[limiter_key] = slot + spacing
+        return slot - now
+
+    def token_requests_since(self, budget_key: str, window: timedelta) -> tuple[int, datetime | None]:
+        with self._guard:
+            log = self._token_log.setdefault(budget_key, deque())
+            horizon = time.time() - window.total_seconds()
+            while log and log[0] <= horizon:
+                log.popleft()
+            oldest = datetime.fromtimestamp(log[0], UTC) + window if log else None
+            return len(log), oldest
+
+    def record_token_request(self, budget_key: str, account_key: str, grant_type: str) -> int:
+        with self._guard:
+            self._token_log.setdefault(budget_key, deque()).append(time.time())
+        return 0
+
+    def record_token_outcome(self, request_id: int, outcome: str) -> None:
+        """Outcomes are only kept in the Postgres log."""
+
+    def peek_token(self, account_key: str) -> StoredToken:
+        with self._guard:
+            return self._tokens.get(account_key, StoredToken())
+
+    @contextmanager
+    def token_lock(self, account_key: str) -> Iterator[TokenSlot]:
+        with self._guard:
+            lock = self._locks.setdefault(account_key, threading.Lock())
+        with lock:
+            slot = TokenSlot(self.peek_token(account_key))
+            try:
+                yield slot
+            finally:
+                with self._guard:
+                    self._tokens[account_key] = slot.token

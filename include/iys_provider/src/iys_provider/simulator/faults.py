@@ -1,0 +1,97 @@
+"""Fault injection: latency, random errors, dropped connections and scripted failures."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class FailRule:
+    """Answer the next ``count`` requests whose path contains ``path_contains`` with an error."""
+
+    path_contains: str
+    status: int = 503
+    code: str = "H192"
+    count: int = 1
+    retry_after: float | None = None
+    body: str | None = None  # raw body override, e.g. "not json"
+    method: str | None = None
+
+
+@dataclass
+class FaultSettings:
+    latency_ms: float = 0
+    latency_jitter_ms: float = 0
+    latency_spike_rate: float = 0.0
+    latency_spike_ms: float = 0
+    error_rate: float = 0.0  # 500 H015 or 503 H192
+    drop_rate: float = 0.0  # close the socket without a response, before processing
+    html_error_rate: float = 0.0  # 502 with an HTML page, as a proxy would answer
+    drop_after_commit_next: int = 0  # next N write requests are committed, then the connection is closed
+    fail_next: list[FailRule] = field(default_factory=list)
+    enqueue_rate: float = 0.0  # batch items reported as "enqueue" (processed late)
+    apply_to_control: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], base: FaultSettings | None = None) -> FaultSettings:
+        """Merge ``data`` into ``base`` (or defaults); unknown keys raise ValueError."""
+        settings = cls(**{**asdict(base or cls()), "fail_next": list((base or cls()).fail_next)})
+        for name, value in data.items():
+            if name == "fail_next":
+                settings.fail_next = [rule if isinstance(rule, FailRule) else FailRule(**rule) for rule in value or []]
+            elif name in cls.__dataclass_fields__:
+                setattr(settings, name, value)
+            else:
+                raise ValueError(f"unknown fault option {name!r}")
+        return settings
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FaultInjector:
+    """Draws faults from a seeded ``random.Random`` so a given seed replays the same fault sequence."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.settings = FaultSettings()
+        self._random = random.Random(seed)
+
+    def latency_seconds(self, base_latency_ms: float) -> float:
+        settings = self.settings
+        latency = base_latency_ms + settings.latency_ms
+        if settings.latency_jitter_ms:
+            latency += self._random.uniform(0, settings.latency_jitter_ms)
+        if settings.latency_spike_rate and self._random.random() < settings.latency_spike_rate:
+            latency += settings.latency_spike_ms
+        return max(latency, 0) / 1000.0
+
+    def should_drop(self) -> bool:
+        return bool(self.settings.drop_rate) and self._random.random() < self.settings.drop_rate
+
+    def html_error(self) -> bool:
+        return bool(self.settings.html_error_rate) and self._random.random() < self.settings.html_error_rate
+
+    def random_error_code(self) -> str | None:
+        if self.settings.error_rate and self._random.random() < self.settings.error_rate:
+            return self._random.choice(("H015", "H192"))
+        return None
+
+    def take_fail_rule(self, method: str, path: str) -> FailRule | None:
+        for rule in self.settings.fail_next:
+            if rule.count > 0 and rule.path_contains in path and (rule.method is None or rule.method == method):
+                rule.count -= 1
+                if rule.count == 0:
+                    self.settings.fail_next.remove(rule)
+                return rule
+        return None
+
+    def take_drop_after_commit(self) -> bool:
+        if self.settings.drop_after_commit_next > 0:
+            self.settings.drop_after_commit_next -= 1
+            return True
+        return False
+
+    def enqueue_item(self) -> bool:
+        return bool(self.settings.enqueue_rate) and self._random.random() < self.settings.enqueue_rate

@@ -1,0 +1,288 @@
+"""Consent records, the change-event streams and the HS write rules. Not thread-safe on its own:
+the application serialises access with one lock."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import format_turkey_time
+from .errors import error_item
+from .synthetic import SyntheticPopulation
+from .validation import ConsentInput
+
+ConsentKey = tuple[int, str, str, str]  # (brandCode, recipient, recipientType, type)
+
+STREAM_IYS = "IYS"
+STREAM_HS = "HS"
+
+
+def stream_of(source: str | None) -> str:
+    """Movements made through İYS channels (IYS_*) form the IYS stream; everything else is HS."""
+    return STREAM_IYS if (source or "").startswith("IYS_") else STREAM_HS
+
+
+@dataclass
+class StoredConsent:
+    brand_code: int
+    recipient: str
+    recipient_type: str
+    consent_type: str
+    status: str
+    consent_date: str | None
+    source: str | None
+    creation_date: str
+    transaction_id: str
+    origin_request_id: str | None = None
+    origin_sub_request_id: str | None = None
+
+    def status_body(self) -> dict[str, Any]:
+        """Single-status response shape; TACIR records may lack consentDate/source."""
+        body: dict[str, Any] = {}
+        if self.consent_date is not None:
+            body["consentDate"] = self.consent_date
+        if self.source is not None:
+            body["source"] = self.source
+        body.update(
+            recipient=self.recipient,
+            recipientType=self.recipient_type,
+            status=self.status,
+            type=self.consent_type,
+            creationDate=self.creation_date,
+            transactionId=self.transaction_id,
+            retailerAccessCount=0,
+        )
+        return body
+
+    def state_body(self) -> dict[str, Any]:
+        return {"brandCode": self.brand_code, **self.status_body()}
+
+
+@dataclass
+class ConsentEvent:
+    brand_code: int
+    stream: str
+    creation_ms: int
+    transaction_id: str
+    consent: dict[str, Any]
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        return (self.creation_ms, self.transaction_id)
+
+    @property
+    def cursor(self) -> str:
+        return f"{self.creation_ms}_{self.transaction_id}"
+
+    def pull_body(self) -> dict[str, Any]:
+        return dict(self.consent)
+
+
+@dataclass
+class EventStream:
+    events: list[ConsentEvent] = field(default_factory=list)
+    keys: list[tuple[int, str]] = field(default_factory=list)
+    dirty: bool = False
+
+    def append(self, event: ConsentEvent) -> None:
+        if self.keys and event.sort_key < self.keys[-1]:
+            self.dirty = True  # explicit back-dated creationDate; re-sort on the next read
+        self.events.append(event)
+        self.keys.append(event.sort_key)
+
+    def sorted_view(self) -> tuple[list[ConsentEvent], list[tuple[int, str]]]:
+        if self.dirty:
+            self.events.sort(key=lambda event: event.sort_key)
+            self.keys = [event.sort_key for event in self.events]
+            self.dirty = False
+        return self.events, self.keys
+
+
+class WriteRejected(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["code"])
+        self.error = error
+
+
+class ConsentStore:
+    def __init__(self, id_seed: int | None) -> None:
+        self._ids = random.Random(id_seed)
+        self.records: dict[ConsentKey, StoredConsent] = {}
+        self.streams: dict[tuple[int, str], EventStream] = {}
+        self.populations: list[SyntheticPopulation] = []
+        self._synthetic_overridden: dict[tuple[int, str], int] = {}  # (brand, status) -> count replaced
+
+    # -- identifiers ---------------------------------------------------------------------------
+    def new_transaction_id(self) -> str:
+        return f"{self._ids.getrandbits(256):064x}"
+
+    def new_uuid(self) -> str:
+        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
+
+    # -- lookup --------------------------------------------------------------------------------
+    def get(self, key: ConsentKey) -> StoredConsent | None:
+        record = self.records.get(key)
+        if record is not None:
+            return record
+        return self._synthetic_record(key)
+
+    def _synthetic_record(self, key: ConsentKey) -> StoredConsent | None:
+        brand_code, recipient, recipient_type, consent_type = key
+        for population in self.populations:
+            status = population.status(brand_code, recipient, recipient_type, consent_type)
+            if status is not None:
+                digest = hashlib.sha256(f"{brand_code}|{recipient}|{consent_type}".encode()).hexdigest()
+                return StoredConsent(
+                    brand_code=brand_code,
+                    recipient=recipient,
+                    recipient_type=recipient_type,
+                    consent_type=consent_type,
+                    status=status,
+                    consent_date=population.consent_date,
+                    source="HS_WEB",
+                    creation_date=population.consent_date,
+                    transaction_id=digest,
+                )
+        return None
+
+    # -- writes --------------------------------------------------------------------------------
+    def put(self, record: StoredConsent) -> bool:
+        """Store ``record``; returns True when the key had no record at all before (a new recipient)."""
+        key = (record.brand_code, record.recipient, record.recipient_type, record.consent_type)
+        if key not in self.records:
+            synthetic = self._synthetic_record(key)
+            if synthetic is not None:
+                overridden = (record.brand_code, synthetic.status)
+                self._synthetic_overridden[overridden] = self._synthetic_overridden.get(overridden, 0) + 1
+            existed = synthetic is not None
+        else:
+            existed = True
+        self.records[key] = record
+        return not existed
+
+    def append_event(self, record: StoredConsent, creation_ms: int) -> ConsentEvent:
+        consent: dict[str, Any] = {}
+        if record.consent_date is not None:
+            consent["consentDate"] = record.consent_date
+        consent["creationDate"] = record.creation_date
+        if record.source is not None:
+            consent["source"] = record.source
+        consent.update(
+            recipient=record.recipient,
+            recipientType=record.recipient_type,
+            status=record.status,
+            type=record.consent_type,
+            transactionId=record.transaction_id,
+        )
+        event = ConsentEvent(record.brand_code, stream_of(record.source), creation_ms, record.transaction_id, consent)
+        self.streams.setdefault((record.brand_code, event.stream), EventStream()).append(event)
+        return event
+
+    def apply_hs_write(
+        self,
+        brand_code: int,
+        consent: ConsentInput,
+        now_epoch: float,
+        *,
+        index: int | None = None,
+        origin: tuple[str, str] | None = None,
+    ) -> tuple[StoredConsent, bool]:
+        """Apply the stateful İYS rules to a field-valid HS consent and commit it.
+
+        Returns (record, created_new_recipient). Raises WriteRejected with an error item otherwise.
+        Order of checks: H408 (HS_KARAR first), H175, H462/H463, H174, H178.
+        """
+        existing = self.get((brand_code, *consent.key))
+        if existing is None:
+            if consent.source == "HS_KARAR":
+                raise WriteRejected(error_item("H408", location=["source"], value=consent.source, index=index))
+            if consent.status == "RET":
+                raise WriteRejected(error_item("H175", location=["status"], index=index))
+        else:
+            if consent.recipient_type == "TACIR":
+                if consent.consent_date is None:
+                    raise WriteRejected(error_item("H462", location=["consentDate"], index=index))
+                if consent.source is None:
+                    raise WriteRejected(error_item("H463", location=["source"], index=index))
+            if consent.status == existing.status:
+                raise WriteRejected(error_item("H174", location=["status"], index=index, status=existing.status))
+            if existing.consent_date is not None and consent.consent_date <= existing.consent_date:
+                # Same fixed-width format, so string order is chronological order.
+                raise WriteRejected(error_item("H178", location=["consentDate"], value=consent.consent_date, index=index))
+        record = StoredConsent(
+            brand_code=brand_code,
+            recipient=consent.recipient,
+            recipient_type=consent.recipient_type,
+            consent_type=consent.consent_type,
+            status=consent.status,
+            consent_date=consent.consent_date,
+            source=consent.source,
+            creation_date=format_turkey_time(now_epoch),
+            transaction_id=self.new_transaction_id(),
+            origin_request_id=origin[0] if origin else None,
+            origin_sub_request_id=origin[1] if origin else None,
+        )
+        created = self.put(record)
+        self.append_event(record, int(now_epoch * 1000))
+        return record, created
+
+    # -- change feed ---------------------------------------------------------------------------
+    def events_after(
+        self, brand_code: int, stream: str, after: tuple[int, str] | None, window_start_ms: int, window_end_ms: int, limit: int
+    ) -> list[ConsentEvent]:
+        """Events with window_start <= creation <= window_end, strictly after ``after``, oldest first."""
+        event_stream = self.streams.get((brand_code, stream))
+        if event_stream is None:
+            return []
+        events, keys = event_stream.sorted_view()
+        lower = (window_start_ms, "")
+        if after is not None and after >= lower:
+            start = bisect.bisect_right(keys, after)
+        else:
+            start = bisect.bisect_left(keys, lower)
+        selected = []
+        for event in events[start:]:
+            if event.creation_ms > window_end_ms or len(selected) >= limit:
+                break
+            selected.append(event)
+        return selected
+
+    def all_events(self) -> list[ConsentEvent]:
+        merged = []
+        for event_stream in self.streams.values():
+            merged.extend(event_stream.sorted_view()[0])
+        merged.sort(key=lambda event: event.sort_key)
+        return merged
+
+    # -- brand statistics ------------------------------------------------------------------------
+    def brand_stats(self, brand_code: int) -> dict[str, int]:
+        approval = rejection = 0
+        for record in self.records.values():
+            if record.brand_code == brand_code:
+                if record.status == "ONAY":
+                    approval += 1
+                else:
+                    rejection += 1
+        synthetic = self._synthetic_stats(brand_code)
+        approval += synthetic["ONAY"] - self._synthetic_overridden.get((brand_code, "ONAY"), 0)
+        rejection += synthetic["RET"] - self._synthetic_overridden.get((brand_code, "RET"), 0)
+        return {"approval": approval, "rejection": rejection, "total": approval + rejection}
+
+    def _synthetic_stats(self, brand_code: int) -> dict[str, int]:
+        # Expected counts (users × 3 types × ratio): exact counts would hash millions of pairs under
+        # the lock, and brand statistics are informational only.
+        stats = {"ONAY": 0, "RET": 0}
+        for population in self.populations:
+            if population.brand_codes and brand_code not in population.brand_codes:
+                continue
+            pairs = population.count * 3
+            stats["ONAY"] += round(pairs * population.onay_ratio)
+            stats["RET"] += round(pairs * population.ret_ratio)
+        return stats
+
+    def add_population(self, population: SyntheticPopulation) -> None:
+        self.populations.append(population)
