@@ -139,3 +139,15 @@ def reset_shared_hook_state(dsn: str) -> None:
         migrate(conn)
         conn.execute("TRUNCATE iys.api_tokens, iys.token_requests, iys.rate_limiter")
     iys_hook_module._process_tokens.clear()
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """An initialised Airflow metadata database (SQLite in the temporary AIRFLOW_HOME)."""
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, timeout=600
+    )
+    yield AIRFLOW_HOME

@@ -24,3 +24,23 @@ def iys_connection_json_with(url: str, *, password: str = SIM_PASSWORD, **extra_
     return json.dumps(
         {"conn_type": "iys", "host": url, "login": SIM_USERNAME, "password": password, "extra": extra}
     )
+
+
+def sim_control(sim, path: str, payload: dict | None = None, method: str = "POST"):
+    """Call the simulator's control API (``/__sim/<path>``) and return the decoded answer."""
+    import requests
+
+    response = requests.request(method, f"{sim.url}/__sim/{path}", json=payload, timeout=30)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def load_dag(dag_id: str):
+    """The DAG as Airflow parses it from the project's dags/ folder (so dag.test() can serialise it)."""
+    import pathlib
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(pathlib.Path(__file__).resolve().parents[1] / "dags"), safe_mode=False)
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[dag_id]

@@ -1,0 +1,1 @@
+"""DAG factories. The files in the project's ``dags/`` folder only call these."""

@@ -1,0 +1,320 @@
+"""Operators of the initial sync: plan batches, check each batch against İYS, finish the scan.
+
+Compose them with dynamic task mapping::
+
+    plan = IysPlanInitialSyncOperator(task_id="plan_batches")
+    batches = IysInitialSyncBatchOperator.partial(task_id="sync_batch", pool="iys_api").expand(batch=plan.output)
+    plan >> batches >> IysFinishInitialSyncOperator(task_id="finish_scan")
+
+A scan's plan is stored in ``iys.initial_sync_batches``; every run processes only the batches not
+finished yet, so a run that dies halfway is simply run (or cleared) again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import Variable
+from airflow.sdk.exceptions import AirflowException
+
+from iys_provider.consent_store import BatchLedgerEntry, write_checked_users
+from iys_provider.hooks.iys import MAX_RECIPIENTS_PER_STATUS_CALL
+from iys_provider.operators.base import IysBaseOperator
+from iys_provider.recipients import prepare_users
+from iys_provider.user_source import DEFAULT_RECIPIENTS_SQL, RECIPIENTS_SQL_VARIABLE, UserSource
+
+#: Mapped task instances are scheduler and database rows; stay far below ``max_map_length`` (1024).
+DEFAULT_MAX_BATCHES = 500
+DEFAULT_BATCH_SIZE = 5000
+INITIAL_SYNC_STREAM = "initial_sync"
+
+OPEN_SCAN_SQL = """
+SELECT scan_id, batch_count, total_users FROM iys.initial_sync_scans
+ WHERE brand_code = %s AND finished_at IS NULL
+"""
+LAST_FINISHED_SCAN_SQL = """
+SELECT scan_id, finished_at, total_users FROM iys.initial_sync_scans
+ WHERE brand_code = %s AND finished_at IS NOT NULL AND NOT abandoned
+ ORDER BY scan_id DESC LIMIT 1
+"""
+ABANDON_OPEN_SCAN_SQL = """
+UPDATE iys.initial_sync_scans SET finished_at = now(), abandoned = true
+ WHERE brand_code = %s AND finished_at IS NULL
+"""
+INSERT_SCAN_SQL = """
+INSERT INTO iys.initial_sync_scans (brand_code, recipients_sql, batch_size, total_users, batch_count)
+VALUES (%s, %s, %s, %s, %s) RETURNING scan_id
+"""
+INSERT_BATCH_SQL = """
+INSERT INTO iys.initial_sync_batches (scan_id, batch_no, lower_key, upper_key) VALUES (%s, %s, %s, %s)
+"""
+PENDING_BATCHES_SQL = """
+SELECT batch_no, lower_key, upper_key FROM iys.initial_sync_batches
+ WHERE scan_id = %s AND finished_at IS NULL ORDER BY batch_no
+"""
+BATCH_SQL = """
+SELECT b.lower_key, b.upper_key, b.finished_at, s.recipients_sql, s.batch_count, s.brand_code
+  FROM iys.initial_sync_batches b JOIN iys.initial_sync_scans s USING (scan_id)
+ WHERE b.scan_id = %s AND b.batch_no = %s
+"""
+SCAN_PROGRESS_SQL = """
+SELECT count(*) FILTER (WHERE b.finished_at IS NOT NULL), count(*),
+       coalesce(sum(b.users) FILTER (WHERE b.finished_at IS NOT NULL), 0),
+       extract(epoch FROM clock_timestamp() - s.started_at)
+  FROM iys.initial_sync_batches b JOIN iys.initial_sync_scans s USING (scan_id)
+ WHERE b.scan_id = %s GROUP BY s.started_at
+"""
+FINISH_SCAN_SQL = """
+UPDATE iys.initial_sync_scans SET finished_at = now()
+ WHERE scan_id = %s AND finished_at IS NULL
+   AND NOT EXISTS (SELECT 1 FROM iys.initial_sync_batches WHERE scan_id = %s AND finished_at IS NULL)
+RETURNING total_users
+"""
+MARK_STREAM_SYNCED_SQL = """
+INSERT INTO iys.sync_state (brand_code, stream, last_success_at, details)
+VALUES (%s, %s, now(), %s::jsonb)
+ON CONFLICT (brand_code, stream) DO UPDATE
+   SET last_success_at = EXCLUDED.last_success_at, details = EXCLUDED.details, updated_at = now()
+"""
+
+
+def choose_batch_size(total_users: int, requested: int, max_batches: int = DEFAULT_MAX_BATCHES) -> int:
+    """The requested size, grown just enough that the batch count stays within ``max_batches``."""
+    return max(requested, math.ceil(total_users / max_batches) if total_users else requested)
+
+
+def batch_label(batch: dict[str, Any]) -> str:
+    lower = batch.get("lower") or "start"
+    return f"{batch['batch_no'] + 1}/{batch['of']} ({lower}, {batch['upper']}]"
+
+
+class IysPlanInitialSyncOperator(IysBaseOperator):
+    """Plan (or resume) a scan of every user; returns the batches still to process.
+
+    The first run plans keyset ranges over the source query; later runs return only the
+    unfinished batches of the open scan, and nothing once the scan is complete (unless
+    ``rescan``). The returned list is what ``IysInitialSyncBatchOperator`` is mapped over.
+
+    :param recipients_sql: source query; default: the ``iys_recipients_sql`` Variable, else
+        ``SELECT id::text AS user_id, phone, email FROM public.users``.
+    :param batch_size: users per batch (grown automatically to keep ≤ ``max_batches`` batches).
+    :param rescan: abandon the current or finished scan and start over.
+    :param dry_run: plan and report, write nothing.
+    """
+
+    template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "recipients_sql", "batch_size", "rescan", "dry_run")
+
+    def __init__(
+        self,
+        *,
+        recipients_sql: str | None = None,
+        batch_size: int | str = DEFAULT_BATCH_SIZE,
+        max_batches: int = DEFAULT_MAX_BATCHES,
+        rescan: bool | str = False,
+        dry_run: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.recipients_sql = recipients_sql
+        self.batch_size = batch_size
+        self.max_batches = max_batches
+        self.rescan = rescan
+        self.dry_run = dry_run
+
+    def execute(self, context) -> list[dict[str, Any]]:
+        brand_code = self.iys_hook.brand_code
+        sql_text = self.recipients_sql or Variable.get(RECIPIENTS_SQL_VARIABLE, default=DEFAULT_RECIPIENTS_SQL)
+        source = UserSource(sql_text)
+        conn = self.connect()
+        try:
+            if _truthy(self.dry_run):
+                total = source.count_users(conn)
+                size = choose_batch_size(total, int(self.batch_size), self.max_batches)
+                self.log.info(
+                    "Dry run: %d users would be processed in %d batches of up to %d; nothing written",
+                    total, math.ceil(total / size), size,
+                )
+                return []
+            with conn.transaction():
+                if _truthy(self.rescan):
+                    abandoned = conn.execute(ABANDON_OPEN_SCAN_SQL, (brand_code,)).rowcount
+                    self.log.info("Rescan requested: starting over%s", " (open scan abandoned)" if abandoned else "")
+                else:
+                    open_scan = conn.execute(OPEN_SCAN_SQL, (brand_code,)).fetchone()
+                    if open_scan:
+                        return self._pending(conn, open_scan[0], open_scan[1], resumed=True)
+                    finished = conn.execute(LAST_FINISHED_SCAN_SQL, (brand_code,)).fetchone()
+                    if finished:
+                        self.log.info(
+                            "Every existing user was processed (scan %s finished %s, %s users); nothing to do. "
+                            "New and changed users are picked up by iys_incremental_sync; trigger with "
+                            "rescan=true to start over.",
+                            finished[0],
+                            finished[1],
+                            finished[2],
+                        )
+                        return []
+                total = source.count_users(conn)
+                size = choose_batch_size(total, int(self.batch_size), self.max_batches)
+                bounds = source.batch_bounds(conn, size)
+                scan_id = conn.execute(INSERT_SCAN_SQL, (brand_code, sql_text, size, total, len(bounds))).fetchone()[0]
+                lowers = [None, *bounds[:-1]]
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        INSERT_BATCH_SQL,
+                        [(scan_id, no, low, up) for no, (low, up) in enumerate(zip(lowers, bounds, strict=True))],
+                    )
+                skipped = source.count_null_user_ids(conn)
+                if skipped:
+                    self.log.warning("%d source rows have a NULL user_id and cannot be linked; fix the source query", skipped)
+                self.log.info("Planned scan %s: %d users in %d batches of up to %d", scan_id, total, len(bounds), size)
+                return self._pending(conn, scan_id, len(bounds), resumed=False)
+        finally:
+            conn.close()
+
+    def _pending(self, conn, scan_id: int, batch_count: int, *, resumed: bool) -> list[dict[str, Any]]:
+        rows = conn.execute(PENDING_BATCHES_SQL, (scan_id,)).fetchall()
+        if resumed:
+            self.log.info("Resuming scan %s: %d of %d batches still to process", scan_id, len(rows), batch_count)
+        return [
+            {"scan_id": scan_id, "batch_no": no, "of": batch_count, "lower": low, "upper": up} for no, low, up in rows
+        ]
+
+
+class IysInitialSyncBatchOperator(IysBaseOperator):
+    """Check one planned batch of users against İYS and record the result in one transaction.
+
+    Reads the batch's users, normalises phones and e-mails (invalid ones go to
+    ``iys.rejected_recipients`` with a reason), asks multi status about each unique recipient
+    per channel in calls of ≤1000, then writes consents, user links, quarantine rows and the
+    batch's completion together. A batch already finished (by an earlier try or run) is a no-op.
+
+    :param batch: one element of ``IysPlanInitialSyncOperator``'s result.
+    """
+
+    def __init__(self, *, batch: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batch = batch
+
+    def execute(self, context) -> dict[str, Any]:
+        scan_id, batch_no = int(self.batch["scan_id"]), int(self.batch["batch_no"])
+        conn = self.connect()
+        try:
+            row = conn.execute(BATCH_SQL, (scan_id, batch_no)).fetchone()
+            if row is None:
+                raise AirflowException(f"batch {batch_no} of scan {scan_id} is not planned; rerun plan_batches")
+            lower, upper, finished_at, sql_text, batch_count, brand_code = row
+            if finished_at is not None:
+                self.log.info("Batch %d/%d was already finished at %s; nothing to do", batch_no + 1, batch_count, finished_at)
+                return {"batch_no": batch_no, "already_done": True}
+            if brand_code != self.iys_hook.brand_code:
+                raise AirflowException(
+                    f"scan {scan_id} belongs to brand {brand_code}, the connection to brand {self.iys_hook.brand_code}"
+                )
+            started = time.monotonic()
+            prepared = prepare_users(UserSource(sql_text).read_range(conn, lower, upper))
+            local_seconds = time.monotonic() - started
+            checked_at = datetime.now(UTC)
+            requests_before = self.iys_hook.stats.requests
+            api_started = time.monotonic()
+            onay = {
+                (rtype, ctype): self.iys_hook.get_onay_recipients(sorted(recipients), ctype, rtype)
+                for (rtype, ctype), recipients in prepared.to_check.items()
+            }
+            api_seconds = time.monotonic() - api_started
+            requests = self.iys_hook.stats.requests - requests_before
+            write_started = time.monotonic()
+            outcome = write_checked_users(
+                conn,
+                brand_code=brand_code,
+                prepared=prepared,
+                onay=onay,
+                checked_at=checked_at,
+                requests=requests,
+                ledger=BatchLedgerEntry(scan_id, batch_no),
+            )
+            local_seconds += time.monotonic() - write_started
+            self._log_progress(conn, scan_id, batch_no, batch_count, prepared, requests, api_seconds, local_seconds)
+            return {
+                "batch_no": batch_no,
+                "users": prepared.users,
+                "recipients": prepared.unique_recipients,
+                "quarantined": outcome.quarantined,
+                "status_changes": outcome.status_changes,
+                "requests": requests,
+                "retries": self.iys_hook.stats.retries,
+                "rate_limited": self.iys_hook.stats.rate_limited,
+                "api_seconds": round(api_seconds, 3),
+                "local_seconds": round(local_seconds, 3),
+            }
+        finally:
+            conn.close()
+            self.iys_hook.close()
+
+    def _log_progress(self, conn, scan_id, batch_no, batch_count, prepared, requests, api_seconds, local_seconds):
+        done, total, users_done, elapsed = conn.execute(SCAN_PROGRESS_SQL, (scan_id,)).fetchone()
+        eta = (total - done) * float(elapsed) / done if done else float("nan")
+        self.log.info(
+            "Batch %d/%d done: %d users, %d unique recipients, %d quarantined, %d İYS requests in %.1f s "
+            "(%.2f req/s; %d ≤%d-recipient calls), local work %.2f s (%.0f users/s). Scan: %d/%d batches, "
+            "%d users, ETA %s",
+            batch_no + 1, batch_count, prepared.users, prepared.unique_recipients, prepared.quarantined,
+            requests, api_seconds, requests / api_seconds if api_seconds else 0.0,
+            prepared.planned_requests(), MAX_RECIPIENTS_PER_STATUS_CALL, local_seconds,
+            prepared.users / local_seconds if local_seconds else 0.0, done, total, users_done,
+            f"{eta:.0f} s" if eta == eta else "unknown",
+        )
+
+
+class IysFinishInitialSyncOperator(IysBaseOperator):
+    """Close the scan once every batch is finished, and record it in ``iys.sync_state``.
+
+    Fails (so the run is visibly incomplete) if batches remain; the next run resumes them.
+    """
+
+    def execute(self, context) -> dict[str, Any]:
+        brand_code = self.iys_hook.brand_code
+        conn = self.connect()
+        try:
+            open_scan = conn.execute(OPEN_SCAN_SQL, (brand_code,)).fetchone()
+            if open_scan is None:
+                self.log.info("No open scan: the initial sync is complete")
+                return {"complete": True}
+            scan_id = open_scan[0]
+            with conn.transaction():
+                finished = conn.execute(FINISH_SCAN_SQL, (scan_id, scan_id)).fetchone()
+                if finished is None:
+                    pending = len(conn.execute(PENDING_BATCHES_SQL, (scan_id,)).fetchall())
+                    raise AirflowException(
+                        f"Scan {scan_id} still has {pending} unfinished batches; the next run (or clearing the "
+                        "failed sync_batch tasks) resumes them."
+                    )
+                conn.execute(
+                    MARK_STREAM_SYNCED_SQL,
+                    (brand_code, INITIAL_SYNC_STREAM, f'{{"scan_id": {scan_id}, "users": {finished[0]}}}'),
+                )
+            summary = conn.execute(SUMMARY_SQL, {"brand": brand_code}).fetchall()
+            self.log.info("Initial sync scan %s complete: %d users. Consents now:", scan_id, finished[0])
+            for ctype, onay, ret, none in summary:
+                self.log.info("  %-6s ONAY %d, RET %d, none %d", ctype, onay, ret, none)
+            return {"complete": True, "scan_id": scan_id, "users": finished[0]}
+        finally:
+            conn.close()
+
+
+SUMMARY_SQL = """
+SELECT type, count(*) FILTER (WHERE status = 'ONAY'), count(*) FILTER (WHERE status = 'RET'),
+       count(*) FILTER (WHERE status IS NULL)
+  FROM iys.consents WHERE brand_code = %(brand)s GROUP BY type ORDER BY type
+"""
+
+
+def _truthy(value: object) -> bool:
+    """Params rendered without native objects arrive as strings."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

@@ -1,0 +1,212 @@
+"""The initial sync end to end: dag.test() against the simulator and real Postgres, messy users."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from iys_provider.normalize import normalize_email, normalize_phone
+from iys_provider.operators.initial_sync import (
+    IysInitialSyncBatchOperator,
+    IysPlanInitialSyncOperator,
+)
+from tests_support import SIM_BRAND_CODE, load_dag, sim_control
+
+STATUSES = ("ONAY", "RET", None)
+TYPES_BY_KIND = {"phone": ("MESAJ", "ARAMA"), "email": ("EPOSTA",)}
+
+
+def _messy_phone(national: str, rng: random.Random) -> str:
+    spaced = f"{national[:3]} {national[3:6]} {national[6:8]} {national[8:]}"
+    return rng.choice(
+        [
+            f"0{spaced}",
+            national,
+            f"+90 ({national[:3]}) {national[3:6]}-{national[6:8]}-{national[8:]}",
+            f"90{national}",
+            f"  +90{national} ",
+            f"0{national}",
+        ]
+    )
+
+
+def build_users(count: int, seed: int = 7) -> list[tuple]:
+    """Users as real tables hold them: many spellings, shared numbers, blanks, junk."""
+    rng = random.Random(seed)
+    users = []
+    for i in range(count):
+        national = f"5{rng.choice(['32', '42', '05', '55'])}{rng.randrange(10**7):07d}"
+        if i % 10 == 3 and users:  # a family sharing a number, spelt differently
+            national_phone = normalize_phone(users[-1][1]).value
+            phone = _messy_phone(national_phone[3:], rng) if national_phone else None
+        else:
+            phone = _messy_phone(national, rng)
+        email = rng.choice([f"User{i}@Example.com", f" user{i}@example.com ", f"u.{i}+tag@mail.example.org"])
+        if i % 17 == 0:
+            phone = rng.choice(["0212 123 45 67", "12345", "+9005321234567", "abc", "   "])
+        if i % 13 == 0:
+            email = rng.choice(["not-an-email", "çiğdem@example.com", "a@b.c", "x y@example.com"])
+        if i % 11 == 0:
+            phone = None
+        if i % 19 == 0:
+            email = None
+        users.append((f"u{i:05d}", phone, email))
+    return users
+
+
+@pytest.fixture
+def users_table(pg):
+    pg.execute("DROP TABLE IF EXISTS public.users")
+    pg.execute("CREATE TABLE public.users (id text PRIMARY KEY, phone text, email text)")
+    pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
+
+    def load(rows):
+        with pg.cursor() as cur, cur.copy("COPY public.users (id, phone, email) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    return load
+
+
+def seed_truth(sim, users, seed: int = 11) -> dict[tuple[str, str], str | None]:
+    """Give every valid address a random İYS status per channel; return the truth."""
+    rng = random.Random(seed)
+    truth: dict[tuple[str, str], str | None] = {}
+    for _, phone, email in users:
+        for kind, raw in (("phone", phone), ("email", email)):
+            value = (normalize_phone if kind == "phone" else normalize_email)(raw).value if raw is not None else None
+            if value is None:
+                continue
+            for ctype in TYPES_BY_KIND[kind]:
+                truth.setdefault((value, ctype), rng.choice(STATUSES))
+    sim_control(
+        sim,
+        "seed",
+        {
+            "consents": [
+                {"recipient": r, "type": t, "status": s, "consentDate": "2024-03-01 10:00:00", "source": "HS_WEB"}
+                for (r, t), s in truth.items()
+                if s is not None
+            ]
+        },
+    )
+    return truth
+
+
+def consents_in_db(pg) -> dict[tuple[str, str], str | None]:
+    rows = pg.execute(
+        "SELECT recipient, type, status FROM iys.consents WHERE brand_code = %s", (SIM_BRAND_CODE,)
+    ).fetchall()
+    return {(r, t): s for r, t, s in rows}
+
+
+def expected_after_initial_sync(truth):
+    # Multi status lists only ONAY: a RET or unregistered address is not sendable (NULL) until
+    # the change feed or a single-status answer tells them apart.
+    return {key: ("ONAY" if status == "ONAY" else None) for key, status in truth.items()}
+
+
+def run_initial_sync(dag_conf: dict | None = None):
+    return load_dag("iys_initial_sync").test(run_conf=dag_conf or {})
+
+
+def test_initial_sync_matches_iys_quarantines_junk_and_is_idempotent(airflow_db, sim, pg, users_table):
+    users = build_users(1200)
+    users_table(users)
+    truth = seed_truth(sim, users)
+
+    run = run_initial_sync({"batch_size": 250})
+    assert run.state == "success"
+
+    assert consents_in_db(pg) == expected_after_initial_sync(truth)
+    # Every user with a valid address is linked to its normalised form.
+    links = dict(
+        ((u, k), r)
+        for u, k, r in pg.execute("SELECT user_id, kind, recipient FROM iys.user_recipients").fetchall()
+    )
+    for user_id, phone, email in users:
+        for kind, raw in (("phone", phone), ("email", email)):
+            value = (normalize_phone if kind == "phone" else normalize_email)(raw).value if raw is not None else None
+            assert links.get((user_id, kind)) == value, (user_id, kind)
+    # Every unusable non-NULL value is quarantined with a reason code.
+    quarantine = {
+        (u, f): (raw, reason)
+        for u, f, raw, reason in pg.execute(
+            "SELECT user_id, field, raw_value, reason FROM iys.rejected_recipients"
+        ).fetchall()
+    }
+    expected_rejections = {
+        (user_id, kind): raw
+        for user_id, phone, email in users
+        for kind, raw in (("phone", phone), ("email", email))
+        if raw is not None and (normalize_phone if kind == "phone" else normalize_email)(raw).value is None
+    }
+    assert {k: v[0] for k, v in quarantine.items()} == expected_rejections
+    assert all(reason for _, reason in quarantine.values())
+    assert sim_control(sim, "counters", method="GET")["recipients_created"] == 0
+    # The sendable view is exactly the ONAY addresses of linked users.
+    sendable = pg.execute("SELECT count(*) FROM iys.sendable").fetchone()[0]
+    assert sendable == sum(
+        1
+        for (user_id, kind), recipient in links.items()
+        for ctype in TYPES_BY_KIND[kind]
+        if truth.get((recipient, ctype)) == "ONAY"
+    )
+
+    # A second run changes nothing and makes no İYS status call.
+    before = pg.execute("SELECT recipient, type, status, updated_at, checked_at FROM iys.consents ORDER BY 1, 2").fetchall()
+    calls_before = sim_control(sim, "counters", method="GET")["multi_status_calls"]
+    assert run_initial_sync().state == "success"
+    assert pg.execute("SELECT recipient, type, status, updated_at, checked_at FROM iys.consents ORDER BY 1, 2").fetchall() == before
+    assert sim_control(sim, "counters", method="GET")["multi_status_calls"] == calls_before
+
+
+def test_interrupted_scan_resumes_with_only_the_unfinished_batches(airflow_db, sim, pg, users_table):
+    users = build_users(900, seed=3)
+    users_table(users)
+    truth = seed_truth(sim, users, seed=5)
+    sql_text = "SELECT id AS user_id, phone, email FROM public.users"
+
+    # A first run gets through two batches, then its worker dies.
+    plan = IysPlanInitialSyncOperator(task_id="plan", recipients_sql=sql_text, batch_size=200)
+    batches = plan.execute(context={})
+    assert len(batches) == 5
+    for batch in batches[:2]:
+        IysInitialSyncBatchOperator(task_id="batch", batch=batch).execute(context={})
+    calls_after_two = sim_control(sim, "counters", method="GET")["multi_status_calls"]
+    done = pg.execute("SELECT count(*) FROM iys.initial_sync_batches WHERE finished_at IS NOT NULL").fetchone()[0]
+    assert done == 2
+
+    # The next run plans nothing new and processes the three remaining batches only.
+    pg.execute("INSERT INTO public.users VALUES ('zz-late', '05329998877', NULL)")  # not part of this scan
+    run = run_initial_sync()
+    assert run.state == "success"
+    scans = pg.execute("SELECT count(*), count(finished_at) FROM iys.initial_sync_scans").fetchone()
+    assert scans == (1, 1)
+    remaining_calls = sim_control(sim, "counters", method="GET")["multi_status_calls"] - calls_after_two
+    per_batch = calls_after_two / 2
+    assert remaining_calls <= 3 * per_batch + 1
+    assert consents_in_db(pg) == expected_after_initial_sync(truth)
+
+
+def test_rescan_turns_a_withdrawn_onay_into_ret(airflow_db, sim, pg, users_table):
+    users_table([("a1", "05321112233", None)])
+    sim_control(sim, "seed", {"consents": [{"recipient": "+905321112233", "type": "MESAJ", "status": "ONAY", "consentDate": "2024-03-01 10:00:00", "source": "HS_WEB"}]})
+    assert run_initial_sync().state == "success"
+    assert consents_in_db(pg)[("+905321112233", "MESAJ")] == "ONAY"
+
+    sim_control(sim, "citizen_change", {"recipient": "+905321112233", "type": "MESAJ", "status": "RET", "source": "IYS_MOBIL"})
+    assert run_initial_sync({"rescan": True}).state == "success"
+    assert consents_in_db(pg)[("+905321112233", "MESAJ")] == "RET"
+    assert consents_in_db(pg)[("+905321112233", "ARAMA")] is None
+
+
+@pytest.mark.parametrize("conf", [{"batch_size": 5}, {"rescan": "yes"}, {"iys_conn_id": ""}])
+def test_invalid_params_are_rejected_before_anything_runs(conf):
+    from airflow.sdk.definitions.param import ParamValidationError
+    from iys_provider.dags.initial_sync import build_initial_sync_dag
+
+    params = build_initial_sync_dag().params
+    with pytest.raises(ParamValidationError, match=next(iter(conf))):
+        params.update(conf)
+        params.validate()

@@ -1,0 +1,53 @@
+"""The provider is discovered through its entry point and registers the ``iys`` connection type."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests_support import iys_connection_json_with
+
+
+def test_provider_and_connection_fields_are_registered():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert "iys-airflow-provider" in manager.providers
+    assert manager.hooks["iys"].hook_class_name == "iys_provider.hooks.iys.IysHook"
+    widgets = manager.connection_form_widgets
+    for field in ("iys_code", "brand_code", "rate_limit_per_second", "batch_result_delay_seconds", "timeout"):
+        assert f"extra__iys__{field}" in widgets, field
+    behaviour = manager.field_behaviours["iys"]
+    assert behaviour["relabeling"]["host"] == "API base URL"
+
+
+def _airflow(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def test_cli_keeps_the_iys_type_and_tests_the_connection(airflow_db, sim, monkeypatch):
+    extra = json.loads(iys_connection_json_with(sim.url))["extra"]
+    added = _airflow(
+        "connections", "add", "iys_cli",
+        "--conn-type", "iys",
+        "--conn-host", sim.url,
+        "--conn-login", "iys-test-user",
+        "--conn-password", "s3cret-iys-password",
+        "--conn-extra", json.dumps(extra),
+    )
+    assert added.returncode == 0, added.stderr
+    got = _airflow("connections", "get", "iys_cli", "-o", "json")
+    assert got.returncode == 0, got.stderr
+    stored = json.loads(got.stdout)[0]
+    assert stored["conn_type"] == "iys"
+    assert int(stored["extra_dejson"]["brand_code"]) == extra["brand_code"]
+    assert int(stored["extra_dejson"]["iys_code"]) == extra["iys_code"]
+
+    tested = _airflow("connections", "test", "iys_cli")
+    assert "success" in (tested.stdout + tested.stderr).lower(), tested.stdout + tested.stderr
+    assert "s3cret-iys-password" not in tested.stdout + tested.stderr
+    providers = _airflow("providers", "list")
+    assert "iys-airflow-provider" in providers.stdout
