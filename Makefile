@@ -26,3 +26,13 @@ simulator: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Local dev stack without Docker: İYS simulator + PostgreSQL + airflow standalone (Ctrl-C stops all).
+.PHONY: airflow bench
+airflow: install
+	scripts/airflow_local.sh
+
+# Initial-sync benchmark through Airflow against the simulator: `make bench USERS=100000`.
+USERS ?= 100000,1000000
+bench: install
+	$(BIN)/python bench/bench_initial_sync.py --users $(USERS)

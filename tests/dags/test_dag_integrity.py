@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXPECTED_DAGS = {"iys_initial_sync"}
+EXPECTED_DAGS = {"iys_initial_sync", "iys_incremental_sync"}
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +55,15 @@ def test_initial_sync_shape(dagbag_and_warnings):
     assert "batch" in (batch.map_index_template or "")
     assert dag.timetable.expression == "0 1 * * *"
     assert str(dag.timetable.timezone) == "Europe/Istanbul"
+
+
+def test_incremental_sync_shape(dagbag_and_warnings):
+    bag, _ = dagbag_and_warnings
+    dag = bag.dags["iys_incremental_sync"]
+    assert dag.max_active_runs == 1
+    assert dag.timetable.expression == "0 2 * * *"
+    assert {"iys_conn_id", "postgres_conn_id", "max_pull_gap_hours"} <= set(dag.params)
+    sensor = dag.get_task("wait_for_batch_results")
+    assert sensor.mode == "reschedule"
+    assert all(dag.get_task(t).pool == "iys_api" for t in ("pull_iys_changes", "pull_hs_changes", "push_consent_updates"))
+    assert dag.get_task("announce_consent_changes").outlets

@@ -1,0 +1,88 @@
+"""The ``iys_incremental_sync`` DAG: follow İYS every night and push the brand's own updates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import DAG, CronTriggerTimetable, Param
+
+from iys_provider.dags.common import TIMEZONE, connection_params, schedule_from_env
+from iys_provider.models import ChangeStream
+from iys_provider.operators.base import IYS_POOL
+from iys_provider.operators.changes import DEFAULT_MAX_PULL_GAP_HOURS, IysPullChangesOperator
+from iys_provider.operators.consent_updates import IysPushConsentUpdatesOperator
+from iys_provider.operators.new_users import IysCheckNewUsersOperator
+from iys_provider.operators.report import IysAnnounceConsentChangesOperator, IysSyncReportOperator
+from iys_provider.sensors.batch_results import IysBatchResultSensor
+
+DOC = """
+### İYS incremental sync
+
+1. Pulls both change streams (`IYS`: recipients' own changes; `HS`: service-provider writes) into
+   `iys.consent_events` and applies what is newer to `iys.consents` — events, state and cursor in
+   one transaction per page. Fails with the remedy (a rescan) if the last pull is older than
+   `max_pull_gap_hours`, since İYS keeps only 7 days of changes.
+2. Checks new and changed users (multi status), quarantining invalid addresses.
+3. Pushes pending rows of `iys.consent_updates` for recipients İYS already holds — never creating
+   one — and waits for batch results in reschedule mode.
+4. Writes a row to `iys.sync_runs` and announces consent changes on the `iys_consents` asset.
+
+Reruns and backfills are harmless: every step works from cursors and states, not from the run's
+dates.
+"""
+
+
+def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync") -> DAG:
+    cron = schedule_from_env("IYS_INCREMENTAL_SYNC_CRON", "0 2 * * *")
+    with DAG(
+        dag_id=dag_id,
+        description="Pull İYS changes, pick up new users, push local updates for existing recipients",
+        doc_md=DOC,
+        schedule=CronTriggerTimetable(cron, timezone=TIMEZONE) if cron else None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        render_template_as_native_obj=True,
+        tags=["iys", "consent"],
+        params={
+            **connection_params(),
+            "max_pull_gap_hours": Param(
+                DEFAULT_MAX_PULL_GAP_HOURS,
+                type="integer",
+                minimum=1,
+                maximum=167,
+                title="Max pull gap (hours)",
+                description="Fail instead of pulling when the last complete pull is older than this; İYS keeps "
+                "7 days minus one hour (167 h) of changes.",
+            ),
+        },
+    ) as dag:
+        conns = {"iys_conn_id": "{{ params.iys_conn_id }}", "postgres_conn_id": "{{ params.postgres_conn_id }}"}
+        pulls = [
+            IysPullChangesOperator(
+                task_id=f"pull_{stream.value.lower()}_changes",
+                stream=stream.value,
+                max_pull_gap_hours="{{ params.max_pull_gap_hours }}",
+                pool=IYS_POOL,
+                retries=2,
+                **conns,
+            )
+            for stream in ChangeStream
+        ]
+        new_users = IysCheckNewUsersOperator(task_id="check_new_users", pool=IYS_POOL, retries=2, **conns)
+        # A skipped check_new_users (initial sync not done yet) must not stop the push.
+        push = IysPushConsentUpdatesOperator(
+            task_id="push_consent_updates", pool=IYS_POOL, trigger_rule="none_failed", **conns
+        )
+        wait = IysBatchResultSensor(task_id="wait_for_batch_results", pool=IYS_POOL, trigger_rule="none_failed", **conns)
+        report = IysSyncReportOperator(
+            task_id="report",
+            pull_task_ids=[p.task_id for p in pulls],
+            new_users_task_id=new_users.task_id,
+            push_task_id=push.task_id,
+            batch_results_task_id=wait.task_id,
+            **conns,
+        )
+        announce = IysAnnounceConsentChangesOperator(task_id="announce_consent_changes", report_task_id="report", **conns)
+        pulls[0] >> pulls[1] >> new_users >> push >> wait >> report >> announce
+    return dag

@@ -1,0 +1,106 @@
+"""Pull one İYS change stream into ``iys.consent_events`` and ``iys.consents``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from iys_provider.change_feed import mark_pull_complete, read_stream_state, store_change_page
+from iys_provider.models import ChangeStream
+from iys_provider.operators.base import IysBaseOperator
+
+#: İYS serves 7 days minus one hour of movements; fail well before that horizon.
+DEFAULT_MAX_PULL_GAP_HOURS = 6 * 24
+LAST_INITIAL_SCAN_SQL = """
+SELECT max(started_at) FROM iys.initial_sync_scans WHERE brand_code = %s AND finished_at IS NOT NULL AND NOT abandoned
+"""
+
+
+class IysPullChangesOperator(IysBaseOperator):
+    """Pull every new movement of one change stream, page by page, resumable at any page.
+
+    Each page's movements, the resulting consent state and the stream's cursor are stored in one
+    transaction, so a crash between pages loses nothing and a rerun duplicates nothing.
+
+    Before pulling, guards İYS's 7-day window: when the last complete pull (or, before the
+    first one, the last initial-sync scan) is older than ``max_pull_gap_hours``, movements may
+    already have left the feed, and the task fails with the remedy (a rescan) instead of
+    silently skipping them.
+
+    :param stream: ``IYS`` (recipients' own changes through İYS channels) or ``HS`` (changes
+        written by service providers: the brand's other systems or this package).
+    :param max_pull_gap_hours: see above; default 144 (6 days).
+    :param page_size: movements per request (≤1000).
+    """
+
+    template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "stream", "max_pull_gap_hours")
+
+    def __init__(
+        self,
+        *,
+        stream: str = ChangeStream.IYS.value,
+        max_pull_gap_hours: int | str = DEFAULT_MAX_PULL_GAP_HOURS,
+        page_size: int = 1000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.stream = stream
+        self.max_pull_gap_hours = max_pull_gap_hours
+        self.page_size = page_size
+
+    def execute(self, context) -> dict[str, Any]:
+        stream = ChangeStream(str(self.stream).upper())
+        brand_code = self.iys_hook.brand_code
+        conn = self.connect()
+        try:
+            state = read_stream_state(conn, brand_code, stream)
+            cursor, last_success_at, details = state if state else (None, None, {})
+            self._guard_feed_window(conn, brand_code, stream, last_success_at)
+            started_at = datetime.now(UTC)
+            totals = {"pulled": 0, "new": 0, "applied": 0, "ignored_stale": 0, "pages": 0}
+            newest = (details or {}).get("newest_creation_date")
+            for page in self.iys_hook.iter_change_pages(stream, after=cursor, limit=self.page_size):
+                outcome = store_change_page(conn, brand_code=brand_code, stream=stream, page=page)
+                totals["pages"] += 1
+                totals["pulled"] += outcome.received
+                totals["new"] += outcome.new
+                totals["applied"] += outcome.applied
+                totals["ignored_stale"] += outcome.ignored_stale
+                newest = max(c.creation_date for c in page.changes).isoformat()
+                self.log.info(
+                    "%s stream page %d: %d movements (%d new, %d applied, %d stale or older than a check)",
+                    stream.value, totals["pages"], outcome.received, outcome.new, outcome.applied, outcome.ignored_stale,
+                )
+            mark_pull_complete(conn, brand_code=brand_code, stream=stream, at=started_at)
+            lag = None
+            if newest:
+                lag = int((started_at - datetime.fromisoformat(str(newest))).total_seconds())
+            self.log.info(
+                "%s stream: %d movements pulled, %d new, %d applied to iys.consents, %d ignored as stale; "
+                "newest movement %s (İYS withholds the last hour)",
+                stream.value, totals["pulled"], totals["new"], totals["applied"], totals["ignored_stale"], newest or "-",
+            )
+            return {"stream": stream.value, **totals, "feed_lag_seconds": lag}
+        finally:
+            conn.close()
+            self.iys_hook.close()
+
+    def _guard_feed_window(self, conn, brand_code: int, stream: ChangeStream, last_success_at: datetime | None) -> None:
+        last_scan = conn.execute(LAST_INITIAL_SCAN_SQL, (brand_code,)).fetchone()[0]
+        covered_until = max((t for t in (last_success_at, last_scan) if t is not None), default=None)
+        if covered_until is None:
+            self.log.info("First pull of the %s stream: İYS serves the last 7 days of movements", stream.value)
+            return
+        gap = datetime.now(UTC) - covered_until
+        limit = timedelta(hours=int(self.max_pull_gap_hours))
+        if gap > limit:
+            raise AirflowFailException(
+                f"The {stream.value} change stream was last pulled completely at {covered_until:%Y-%m-%d %H:%M %Z} "
+                f"({gap.days} days {gap.seconds // 3600} h ago), beyond the {limit.total_seconds() / 3600:.0f} h "
+                "threshold. İYS keeps only 7 days of changes, so movements may already be lost. Remedy: rescan "
+                "the whole user base with `airflow dags trigger iys_initial_sync -c '{\"rescan\": true}'`; when "
+                "that scan finishes, this DAG continues from İYS's current window."
+            )

@@ -1,0 +1,148 @@
+"""One row per incremental run in ``iys.sync_runs``, the same summary in the log, and the asset event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+from iys_provider.dags.common import CONSENTS_ASSET
+from iys_provider.operators.base import IysBaseOperator
+
+INSERT_RUN_SQL = """
+INSERT INTO iys.sync_runs (run_id, brand_code, dag_id, started_at, pulled_iys, pulled_hs, applied, ignored_stale,
+                           new_users_checked, pushed, skipped, rejected, failed, feed_lag_seconds, details)
+VALUES (%(run_id)s, %(brand)s, %(dag_id)s, %(started_at)s, %(pulled_iys)s, %(pulled_hs)s, %(applied)s,
+        %(ignored_stale)s, %(new_users_checked)s, %(pushed)s, %(skipped)s, %(rejected)s, %(failed)s,
+        %(feed_lag_seconds)s, %(details)s::jsonb)
+ON CONFLICT (run_id, brand_code, dag_id) DO UPDATE
+   SET finished_at = now(), pulled_iys = EXCLUDED.pulled_iys, pulled_hs = EXCLUDED.pulled_hs,
+       applied = EXCLUDED.applied, ignored_stale = EXCLUDED.ignored_stale,
+       new_users_checked = EXCLUDED.new_users_checked, pushed = EXCLUDED.pushed, skipped = EXCLUDED.skipped,
+       rejected = EXCLUDED.rejected, failed = EXCLUDED.failed, feed_lag_seconds = EXCLUDED.feed_lag_seconds,
+       details = EXCLUDED.details
+"""
+FAILED_STATES = {"failed", "upstream_failed"}
+
+
+class IysSyncReportOperator(IysBaseOperator):
+    """Summarise the run from the steps' results, write ``iys.sync_runs``, then fail if a step failed.
+
+    Runs with ``trigger_rule="all_done"`` so failed runs get their row too; it then fails itself,
+    so the run is not mistaken for a success.
+    """
+
+    template_fields: Sequence[str] = (*IysBaseOperator.template_fields,)
+
+    def __init__(
+        self,
+        *,
+        pull_task_ids: Sequence[str],
+        new_users_task_id: str | None = None,
+        push_task_id: str | None = None,
+        batch_results_task_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.pull_task_ids = list(pull_task_ids)
+        self.new_users_task_id = new_users_task_id
+        self.push_task_id = push_task_id
+        self.batch_results_task_id = batch_results_task_id
+
+    def execute(self, context) -> dict[str, Any]:
+        ti = context["ti"]
+
+        def result(task_id: str | None) -> dict[str, Any]:
+            return (ti.xcom_pull(task_ids=task_id) or {}) if task_id else {}
+
+        pulls = {r.get("stream"): r for r in (result(t) for t in self.pull_task_ids) if r}
+        new_users = result(self.new_users_task_id)
+        push = result(self.push_task_id)
+        settled = result(self.batch_results_task_id)
+        lags = [r["feed_lag_seconds"] for r in pulls.values() if r.get("feed_lag_seconds") is not None]
+        summary = {
+            "pulled_iys": pulls.get("IYS", {}).get("pulled", 0),
+            "pulled_hs": pulls.get("HS", {}).get("pulled", 0),
+            "applied": sum(r.get("applied", 0) for r in pulls.values()),
+            "ignored_stale": sum(r.get("ignored_stale", 0) for r in pulls.values()),
+            "new_users_checked": new_users.get("users_checked", 0),
+            "pushed": push.get("sent", 0) + settled.get("sent", 0),
+            "skipped": push.get("skipped", 0) + settled.get("skipped", 0),
+            "rejected": push.get("rejected", 0) + settled.get("rejected", 0),
+            "failed": push.get("failed", 0),
+            "feed_lag_seconds": max(lags) if lags else None,
+        }
+        consent_changes = summary["applied"] + new_users.get("status_changes", 0) + summary["pushed"]
+        states = self._step_states(context)
+        failed_steps = sorted(task for task, state in states.items() if state in FAILED_STATES)
+        details = {
+            "consent_changes": consent_changes,
+            "submitted": push.get("submitted", 0),
+            "left_pending": push.get("pending", 0) + push.get("deferred", 0),
+            "quarantined": new_users.get("quarantined", 0),
+            "requests": new_users.get("requests", 0),
+            "failed_steps": failed_steps,
+        }
+        brand_code = self.iys_hook.brand_code
+        dag_run = context["dag_run"]
+        conn = self.connect()
+        try:
+            conn.execute(
+                INSERT_RUN_SQL,
+                {
+                    **summary,
+                    "run_id": dag_run.run_id,
+                    "brand": brand_code,
+                    "dag_id": dag_run.dag_id,
+                    "started_at": getattr(dag_run, "start_date", None) or datetime.now(UTC),
+                    "details": json.dumps(details),
+                },
+            )
+        finally:
+            conn.close()
+        self.log.info(
+            "İYS sync summary (brand %s): pulled IYS %d / HS %d, applied %d, ignored as stale %d, new users "
+            "checked %d, pushed %d, skipped %d, rejected %d, failed %d, left pending %d, feed lag %s s%s",
+            brand_code, summary["pulled_iys"], summary["pulled_hs"], summary["applied"], summary["ignored_stale"],
+            summary["new_users_checked"], summary["pushed"], summary["skipped"], summary["rejected"],
+            summary["failed"], details["left_pending"], summary["feed_lag_seconds"],
+            f"; FAILED steps: {', '.join(failed_steps)}" if failed_steps else "",
+        )
+        if failed_steps:
+            raise AirflowException(f"steps failed: {', '.join(failed_steps)} (see their logs); the report row is written")
+        return {**summary, **details}
+
+    def _step_states(self, context) -> dict[str, str]:
+        ti = context["ti"]
+        task_ids = [t for t in (*self.pull_task_ids, self.new_users_task_id, self.push_task_id,
+                                self.batch_results_task_id) if t]
+        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=task_ids, run_ids=[ti.run_id])
+        return {task: str(state) for task, state in states.get(ti.run_id, {}).items()}
+
+
+class IysAnnounceConsentChangesOperator(IysBaseOperator):
+    """Emit an event on the ``iys_consents`` asset when this run changed consents; skip otherwise.
+
+    Downstream campaign DAGs can use ``schedule=[CONSENTS_ASSET]`` to run after fresh consents.
+    """
+
+    def __init__(self, *, report_task_id: str, **kwargs: Any) -> None:
+        kwargs.setdefault("outlets", [CONSENTS_ASSET])
+        super().__init__(**kwargs)
+        self.report_task_id = report_task_id
+
+    def execute(self, context) -> None:
+        report = context["ti"].xcom_pull(task_ids=self.report_task_id) or {}
+        changes = report.get("consent_changes", 0)
+        if not changes:
+            raise AirflowSkipException("No consent changed in this run; no asset event")
+        context["outlet_events"][CONSENTS_ASSET].extra = {
+            "brand_code": self.iys_hook.brand_code,
+            "consent_changes": changes,
+            "run_id": context["dag_run"].run_id,
+        }
+        self.log.info("Announced %d consent changes on %s", changes, CONSENTS_ASSET.uri)

@@ -1,0 +1,171 @@
+"""SQL of the outbox ``iys.consent_updates`` and of recording what İYS confirmed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import psycopg
+
+from iys_provider.models import Consent, ConsentRecord
+from iys_provider.outbox import KnownConsent, OutboxRow, Verdict
+
+FETCH_PENDING_SQL = """
+SELECT id, recipient, type, recipient_type, status, consent_date, source, attempts
+  FROM iys.consent_updates WHERE state = 'pending' ORDER BY id LIMIT %s
+"""
+
+FINALISE_SQL = """
+UPDATE iys.consent_updates
+   SET state = %s, error_code = %s, detail = %s, transaction_id = coalesce(%s, transaction_id),
+       processed_at = CASE WHEN %s IN ('pending', 'submitted') THEN processed_at ELSE now() END
+ WHERE id = %s AND state IN ('pending', 'submitted')
+"""
+
+# Committed before the request: attempts > 0 means "İYS may already have it", which the next
+# run checks instead of blindly resending.
+COUNT_ATTEMPT_SQL = "UPDATE iys.consent_updates SET attempts = attempts + %s WHERE id = ANY(%s)"
+
+MARK_SUBMITTED_SQL = """
+UPDATE iys.consent_updates
+   SET state = 'submitted', request_id = %s, request_index = %s, submitted_at = now(), error_code = NULL, detail = NULL
+ WHERE id = %s AND state = 'pending'
+"""
+
+RECORD_TRANSIENT_FAILURE_SQL = """
+UPDATE iys.consent_updates
+   SET state = CASE WHEN attempts >= %s THEN 'failed' ELSE 'pending' END,
+       error_code = %s, detail = %s,
+       processed_at = CASE WHEN attempts >= %s THEN now() ELSE processed_at END
+ WHERE id = ANY(%s) AND state = 'pending'
+"""
+
+SUBMITTED_REQUESTS_SQL = """
+SELECT request_id, min(submitted_at), count(*) FROM iys.consent_updates
+ WHERE state = 'submitted' GROUP BY request_id ORDER BY min(submitted_at)
+"""
+
+SUBMITTED_ROWS_SQL = """
+SELECT request_index, id, recipient, type, recipient_type, status, consent_date, source
+  FROM iys.consent_updates WHERE state = 'submitted' AND request_id = %s
+"""
+
+KNOWN_CONSENTS_SQL = """
+SELECT k.recipient, k.recipient_type, k.type, c.status, c.consent_date, c.transaction_id
+  FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(recipient, recipient_type, type)
+  JOIN iys.consents c
+    ON c.brand_code = %s AND c.recipient = k.recipient AND c.recipient_type = k.recipient_type AND c.type = k.type
+"""
+
+# İYS's answer to a single-status query is its current truth for the address.
+UPSERT_STATUS_ANSWER_SQL = """
+INSERT INTO iys.consents AS c (brand_code, recipient, recipient_type, type, status, consent_date, source,
+                               creation_date, transaction_id, checked_at, updated_at)
+VALUES (%(brand)s, %(recipient)s, %(recipient_type)s, %(type)s, %(status)s, %(consent_date)s, %(source)s,
+        %(creation_date)s, %(transaction_id)s, now(), now())
+ON CONFLICT (brand_code, recipient, recipient_type, type) DO UPDATE
+   SET status = EXCLUDED.status, consent_date = EXCLUDED.consent_date, source = EXCLUDED.source,
+       creation_date = EXCLUDED.creation_date, transaction_id = EXCLUDED.transaction_id,
+       checked_at = EXCLUDED.checked_at,
+       updated_at = CASE WHEN c.status IS DISTINCT FROM EXCLUDED.status THEN now() ELSE c.updated_at END
+"""
+
+# A write İYS confirmed, ordered like a change-feed movement so a newer movement is never undone.
+APPLY_CONFIRMED_SQL = """
+INSERT INTO iys.consents AS c (brand_code, recipient, recipient_type, type, status, consent_date, source,
+                               creation_date, transaction_id, updated_at)
+VALUES (%(brand)s, %(recipient)s, %(recipient_type)s, %(type)s, %(status)s, %(consent_date)s, %(source)s,
+        %(creation_date)s, %(transaction_id)s, now())
+ON CONFLICT (brand_code, recipient, recipient_type, type) DO UPDATE
+   SET status = EXCLUDED.status, consent_date = EXCLUDED.consent_date, source = EXCLUDED.source,
+       creation_date = EXCLUDED.creation_date, transaction_id = EXCLUDED.transaction_id, updated_at = now()
+ WHERE (EXCLUDED.consent_date, coalesce(EXCLUDED.creation_date, 'infinity'))
+       > (coalesce(c.consent_date, '-infinity'), coalesce(c.creation_date, '-infinity'))
+"""
+
+
+def fetch_pending(conn: psycopg.Connection, limit: int) -> list[OutboxRow]:
+    return [OutboxRow(*row) for row in conn.execute(FETCH_PENDING_SQL, (limit,)).fetchall()]
+
+
+def finalise(conn: psycopg.Connection, verdicts: Iterable[tuple[int, Verdict]]) -> None:
+    rows = [
+        (v.state.value, v.error_code, v.detail, v.transaction_id, v.state.value, row_id) for row_id, v in verdicts
+    ]
+    if rows:
+        with conn.cursor() as cur:
+            cur.executemany(FINALISE_SQL, rows)
+
+
+def count_attempt(conn: psycopg.Connection, ids: Sequence[int], delta: int = 1) -> None:
+    """``delta=-1`` takes an attempt back when the request provably never reached İYS."""
+    conn.execute(COUNT_ATTEMPT_SQL, (delta, list(ids)))
+
+
+def mark_submitted(conn: psycopg.Connection, request_id: str, ids: Sequence[int]) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(MARK_SUBMITTED_SQL, [(request_id, index, row_id) for index, row_id in enumerate(ids)])
+
+
+def record_transient_failure(
+    conn: psycopg.Connection, ids: Sequence[int], *, max_attempts: int, code: str | None, detail: str
+) -> None:
+    conn.execute(RECORD_TRANSIENT_FAILURE_SQL, (max_attempts, code or "TRANSIENT", detail, max_attempts, list(ids)))
+
+
+def known_consents(
+    conn: psycopg.Connection, brand_code: int, consents: Sequence[Consent]
+) -> dict[tuple[str, str, str], KnownConsent]:
+    if not consents:
+        return {}
+    rows = conn.execute(
+        KNOWN_CONSENTS_SQL,
+        (
+            [c.recipient for c in consents],
+            [c.recipient_type.value for c in consents],
+            [c.type.value for c in consents],
+            brand_code,
+        ),
+    ).fetchall()
+    return {(r, rt, t): KnownConsent(status, date, tx) for r, rt, t, status, date, tx in rows}
+
+
+def record_status_answer(conn: psycopg.Connection, brand_code: int, record: ConsentRecord) -> None:
+    conn.execute(
+        UPSERT_STATUS_ANSWER_SQL,
+        {
+            "brand": brand_code,
+            "recipient": record.recipient,
+            "recipient_type": record.recipient_type.value,
+            "type": record.type.value,
+            "status": record.status.value,
+            "consent_date": record.consent_date,
+            "source": record.source.value if record.source else None,
+            "creation_date": record.creation_date,
+            "transaction_id": record.transaction_id,
+        },
+    )
+
+
+def apply_confirmed(
+    conn: psycopg.Connection, brand_code: int, consent: Consent, transaction_id: str | None, creation_date: datetime | None
+) -> None:
+    conn.execute(
+        APPLY_CONFIRMED_SQL,
+        {
+            "brand": brand_code,
+            "recipient": consent.recipient,
+            "recipient_type": consent.recipient_type.value,
+            "type": consent.type.value,
+            "status": consent.status.value,
+            "consent_date": consent.consent_date,
+            "source": consent.source.value if consent.source else None,
+            "creation_date": creation_date,
+            "transaction_id": transaction_id,
+        },
+    )
+
+
+def consent_key(consent: Consent) -> tuple[str, str, str]:
+    return consent.recipient, consent.recipient_type.value, consent.type.value
+
