@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # CI runs the property-based tests with at least 10k examples.
 IYS_HYPOTHESIS_EXAMPLES ?= 10000
 
-.PHONY: install test lint simulator clean
+.PHONY: install demo test lint simulator clean
 
 $(BIN)/activate: requirements.txt include/iys_provider/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(BIN)/activate: requirements.txt include/iys_provider/pyproject.toml
 	touch $(BIN)/activate
 
 install: $(BIN)/activate
+
+# The whole product once: simulator, Postgres, initial + incremental sync, summary; leaves nothing running.
+demo: install
+	$(BIN)/python scripts/demo.py
 
 test: install
 	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(BIN)/python -m pytest -q
