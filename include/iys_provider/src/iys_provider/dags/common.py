@@ -3,21 +3,44 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
+from typing import Any
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 
 TIMEZONE = "Europe/Istanbul"
 #: Downstream campaign DAGs can schedule on this asset; its events carry the brand code and counts.
 CONSENTS_ASSET = Asset(name="iys_consents", uri="iys://consents/", group="iys")
 
 
-def schedule_from_env(variable: str, default: str) -> str | None:
-    """Cron expression from an environment variable (read at parse time, no I/O); 'none' disables."""
+#: Templated connection ids, so every task follows the run's Params.
+CONNECTION_ARGS = {"iys_conn_id": "{{ params.iys_conn_id }}", "postgres_conn_id": "{{ params.postgres_conn_id }}"}
+
+
+def schedule_from_env(variable: str, default: str) -> CronTriggerTimetable | None:
+    """Nightly cron in Turkey time from an environment variable (read at parse time, no I/O); 'none' disables."""
     value = os.environ.get(variable, default).strip()
-    return None if value.lower() in ("", "none", "off") else value
+    return None if value.lower() in ("", "none", "off") else CronTriggerTimetable(value, timezone=TIMEZONE)
 
 
-def connection_params() -> dict[str, Param]:
+def iys_dag(*, dag_id: str, description: str, doc_md: str, schedule_variable: str, default_cron: str,
+            params: dict[str, Param]) -> DAG:
+    """A DAG with the settings both İYS DAGs share: Turkey-time cron, one run at a time, native Params."""
+    return DAG(
+        dag_id=dag_id,
+        description=description,
+        doc_md=doc_md,
+        schedule=schedule_from_env(schedule_variable, default_cron),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        render_template_as_native_obj=True,
+        tags=["iys", "consent"],
+        params={**connection_params(), **params},
+    )
+
+
+def connection_params() -> dict[str, Any]:
     return {
         "iys_conn_id": Param(
             "iys_default",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from airflow.sdk import DAG, Param
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param
-
-from iys_provider.dags.common import TIMEZONE, connection_params, schedule_from_env
+from iys_provider.dags.common import CONNECTION_ARGS, iys_dag
 from iys_provider.models import ChangeStream
 from iys_provider.operators.base import IYS_POOL
 from iys_provider.operators.changes import DEFAULT_MAX_PULL_GAP_HOURS, IysPullChangesOperator
@@ -33,19 +31,13 @@ dates.
 
 
 def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync") -> DAG:
-    cron = schedule_from_env("IYS_INCREMENTAL_SYNC_CRON", "0 2 * * *")
-    with DAG(
+    with iys_dag(
         dag_id=dag_id,
         description="Pull İYS changes, pick up new users, push local updates for existing recipients",
         doc_md=DOC,
-        schedule=CronTriggerTimetable(cron, timezone=TIMEZONE) if cron else None,
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        render_template_as_native_obj=True,
-        tags=["iys", "consent"],
+        schedule_variable="IYS_INCREMENTAL_SYNC_CRON",
+        default_cron="0 2 * * *",
         params={
-            **connection_params(),
             "max_pull_gap_hours": Param(
                 DEFAULT_MAX_PULL_GAP_HOURS,
                 type="integer",
@@ -57,7 +49,7 @@ def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync") -> DAG:
             ),
         },
     ) as dag:
-        conns = {"iys_conn_id": "{{ params.iys_conn_id }}", "postgres_conn_id": "{{ params.postgres_conn_id }}"}
+        conns = CONNECTION_ARGS
         pulls = [
             IysPullChangesOperator(
                 task_id=f"pull_{stream.value.lower()}_changes",

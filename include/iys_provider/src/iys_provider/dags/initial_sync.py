@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from airflow.sdk import DAG, Param
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param
-
-from iys_provider.dags.common import CONSENTS_ASSET, TIMEZONE, connection_params, schedule_from_env
+from iys_provider.dags.common import CONNECTION_ARGS, CONSENTS_ASSET, iys_dag
 from iys_provider.operators.base import IYS_POOL
 from iys_provider.operators.initial_sync import (
     DEFAULT_BATCH_SIZE,
@@ -30,17 +28,12 @@ Trigger with **rescan** to start over.
 
 
 def build_initial_sync_dag(dag_id: str = "iys_initial_sync") -> DAG:
-    cron = schedule_from_env("IYS_INITIAL_SYNC_CRON", "0 1 * * *")
-    with DAG(
+    with iys_dag(
         dag_id=dag_id,
         description="Overnight, batched, resumable import of every existing user's İYS consents",
         doc_md=DOC,
-        schedule=CronTriggerTimetable(cron, timezone=TIMEZONE) if cron else None,
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        render_template_as_native_obj=True,
-        tags=["iys", "consent"],
+        schedule_variable="IYS_INITIAL_SYNC_CRON",
+        default_cron="0 1 * * *",
         params={
             "rescan": Param(False, type="boolean", title="Rescan", description="Start over from the first user."),
             "batch_size": Param(
@@ -51,11 +44,10 @@ def build_initial_sync_dag(dag_id: str = "iys_initial_sync") -> DAG:
                 title="Batch size",
                 description="Users per batch; grown automatically so a scan has at most 500 batches.",
             ),
-            **connection_params(),
             "dry_run": Param(False, type="boolean", title="Dry run", description="Plan and report; write nothing."),
         },
     ) as dag:
-        conns = {"iys_conn_id": "{{ params.iys_conn_id }}", "postgres_conn_id": "{{ params.postgres_conn_id }}"}
+        conns = CONNECTION_ARGS
         plan = IysPlanInitialSyncOperator(
             task_id="plan_batches",
             batch_size="{{ params.batch_size }}",
