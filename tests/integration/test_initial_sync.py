@@ -118,7 +118,7 @@ def test_initial_sync_matches_iys_quarantines_junk_and_is_idempotent(airflow_db,
     run = run_initial_sync({"batch_size": 250})
     assert run.state == "success"
     labels = sorted(ti.rendered_map_index for ti in run.get_task_instances() if ti.task_id == "sync_batch")
-    assert len(labels) == 5 and labels[0].startswith("1/5 (start, u")
+    assert len(labels) == 5 and labels[0].startswith("1/5 [u00000 … u")
 
     assert consents_in_db(pg) == expected_after_initial_sync(truth)
     # Every user with a valid address is linked to its normalised form.

@@ -100,10 +100,13 @@ ON CONFLICT (brand_code, user_id) DO UPDATE SET digest = EXCLUDED.digest, seen_a
 """
 
 FINISH_BATCH_SQL = """
-UPDATE iys.initial_sync_batches
-   SET users = %(users)s, recipients = %(recipients)s, quarantined = %(quarantined)s,
-       requests = %(requests)s, finished_at = now()
- WHERE scan_id = %(scan_id)s AND batch_no = %(batch_no)s
+WITH done AS (
+    UPDATE iys.initial_sync_batches
+       SET users = %(users)s, recipients = %(recipients)s, quarantined = %(quarantined)s,
+           requests = %(requests)s, finished_at = now()
+     WHERE scan_id = %(scan_id)s AND batch_no = %(batch_no)s
+)
+DELETE FROM iys.initial_sync_queue WHERE scan_id = %(scan_id)s AND batch_no = %(batch_no)s
 """
 
 
@@ -134,6 +137,9 @@ def write_checked_users(
     """Record a checked group of users in one transaction (see module docstring)."""
     params = {"brand": brand_code, "checked": checked_at}
     with conn.transaction(), conn.cursor() as cur:
+        # Safe without a flush: a commit lost in a crash loses the batch's ledger entry with it,
+        # so the batch is simply processed again.
+        cur.execute("SET LOCAL synchronous_commit = off")
         cur.execute(CREATE_STAGING_SQL)
         with cur.copy(
             "COPY stage_addresses (user_id, kind, recipient, recipient_type, reason, raw_value) FROM STDIN"
@@ -150,7 +156,6 @@ def write_checked_users(
         with cur.copy("COPY stage_digests (user_id, digest) FROM STDIN") as copy:
             for row in prepared.digests:
                 copy.write_row(row)
-        cur.execute("ANALYZE stage_checks")
         status_changes = cur.execute(COUNT_STATUS_CHANGES_SQL, params).fetchone()[0]
         cur.execute(DELETE_STALE_LINKS_SQL, params)
         cur.execute(UPSERT_LINKS_SQL, params)

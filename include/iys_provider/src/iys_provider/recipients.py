@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from iys_provider.models import ConsentType, RecipientType
 from iys_provider.normalize import normalize_email, normalize_phone
@@ -19,12 +20,13 @@ KIND_TYPES: dict[str, tuple[ConsentType, ...]] = {
     "email": (ConsentType.EPOSTA,),
 }
 INVALID_RECIPIENT_TYPE = "INVALID_RECIPIENT_TYPE"
-_RECIPIENT_TYPES = {t.value: t for t in RecipientType}
 
 
-@dataclass(frozen=True, slots=True)
-class AddressRow:
-    """One (user, kind) outcome: a link to a normalised address, a rejection, or nothing."""
+class AddressRow(NamedTuple):
+    """One (user, kind) outcome: a link to a normalised address, a rejection, or nothing.
+
+    A NamedTuple: millions are built per scan, and it also COPYs as is.
+    """
 
     user_id: str
     kind: str  # 'phone' | 'email' | 'recipient_type'
@@ -68,36 +70,45 @@ def _raw_text(value: object) -> str | None:
 
 def prepare_users(users: Iterable[SourceUser]) -> PreparedUsers:
     prepared = PreparedUsers()
-    normalisers = {"phone": normalize_phone, "email": normalize_email}
+    addresses, digests, to_check = prepared.addresses, prepared.digests, prepared.to_check
+    # Per recipient type: the (kind, normaliser, sets of recipients to check) it feeds, resolved once.
+    targets = {
+        rtype.value: [
+            (kind, normalise, [to_check.setdefault((rtype, ctype), set()) for ctype in KIND_TYPES[kind]])
+            for kind, normalise in (("phone", normalize_phone), ("email", normalize_email))
+        ]
+        for rtype in RecipientType
+    }
     for user in users:
         prepared.users += 1
-        prepared.digests.append((user.user_id, user.digest))
+        user_id = user.user_id
+        digests.append((user_id, user.digest))
         raw_type = user.recipient_type
-        rtype_text = (str(raw_type).strip().upper() if raw_type is not None else "") or RecipientType.BIREYSEL.value
-        rtype = _RECIPIENT_TYPES.get(rtype_text)
-        if rtype is None:
+        rtype = (str(raw_type).strip().upper() if raw_type is not None else "") or "BIREYSEL"
+        if rtype not in targets:
             # Without a valid recipient type we cannot tell which İYS record applies: quarantine
             # the user's addresses rather than guess BIREYSEL.
-            prepared.addresses.append(
-                AddressRow(user.user_id, "recipient_type", None, "BIREYSEL", INVALID_RECIPIENT_TYPE, _raw_text(raw_type))
-            )
-            for kind in KIND_TYPES:
-                prepared.addresses.append(AddressRow(user.user_id, kind, None, "BIREYSEL", None, None))
+            addresses.append(AddressRow(user_id, "recipient_type", None, "BIREYSEL", INVALID_RECIPIENT_TYPE, _raw_text(raw_type)))
+            addresses.append(AddressRow(user_id, "phone", None, "BIREYSEL", None, None))
+            addresses.append(AddressRow(user_id, "email", None, "BIREYSEL", None, None))
             continue
         # Clears an earlier recipient-type quarantine once the source value is fixed.
-        prepared.addresses.append(AddressRow(user.user_id, "recipient_type", None, rtype.value, None, None))
-        for kind, normalise in normalisers.items():
-            raw = getattr(user, kind)
+        addresses.append(AddressRow(user_id, "recipient_type", None, rtype, None, None))
+        for kind, normalise, check_sets in targets[rtype]:
+            raw = user.phone if kind == "phone" else user.email
             if raw is None:
                 prepared.missing += 1
-                prepared.addresses.append(AddressRow(user.user_id, kind, None, rtype.value, None, None))
+                addresses.append(AddressRow(user_id, kind, None, rtype, None, None))
                 continue
             result = normalise(raw)
-            if result.value is None:
+            value = result.value
+            if value is None:
                 reason = result.reason.value if result.reason else "INVALID"
-                prepared.addresses.append(AddressRow(user.user_id, kind, None, rtype.value, reason, _raw_text(raw)))
+                addresses.append(AddressRow(user_id, kind, None, rtype, reason, _raw_text(raw)))
                 continue
-            prepared.addresses.append(AddressRow(user.user_id, kind, result.value, rtype.value, None, None))
-            for consent_type in KIND_TYPES[kind]:
-                prepared.to_check.setdefault((rtype, consent_type), set()).add(result.value)
+            addresses.append(AddressRow(user_id, kind, value, rtype, None, None))
+            for check_set in check_sets:
+                check_set.add(value)
+    for key in [key for key, values in to_check.items() if not values]:
+        del to_check[key]
     return prepared

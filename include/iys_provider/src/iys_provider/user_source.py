@@ -34,10 +34,10 @@ class SourceUser:
 
 
 class UserSource:
-    """Keyset-paginated access to the users returned by ``recipients_sql``.
+    """Access to the users returned by ``recipients_sql``.
 
-    Users are ordered by ``user_id`` as text in the "C" collation, so the batch boundaries are
-    stable across runs and machines whatever the database's default collation.
+    Batches are numbered over ``user_id`` as text in the "C" collation, so a plan does not depend
+    on the database's default collation.
     """
 
     def __init__(self, recipients_sql: str) -> None:
@@ -78,41 +78,29 @@ class UserSource:
         )
         return conn.execute(query).fetchone()[0]
 
-    def batch_bounds(self, conn: psycopg.Connection, batch_size: int) -> list[str]:
-        """The inclusive upper ``user_id`` of each consecutive batch of ``batch_size`` users."""
+    def enqueue_scan(self, conn: psycopg.Connection, scan_id: int, batch_size: int) -> int:
+        """Snapshot every user into ``iys.initial_sync_queue``, numbered into batches of ``batch_size``.
+
+        Returns how many users were queued. A user_id the query returns twice is ambiguous; the
+        first row in a stable order is kept.
+        """
         query = sql.SQL(
             """
-            SELECT user_id
-              FROM (SELECT src.user_id::text COLLATE "C" AS user_id,
-                           row_number() OVER (ORDER BY src.user_id::text COLLATE "C") AS rn,
-                           count(*) OVER () AS n
-                      FROM ({source}) AS src
-                     WHERE src.user_id IS NOT NULL) numbered
-             WHERE mod(rn, {size}) = 0 OR rn = n
-             ORDER BY user_id
+            INSERT INTO iys.initial_sync_queue (scan_id, batch_no, user_id, phone, email, recipient_type, digest)
+            SELECT %(scan)s, (row_number() OVER (ORDER BY user_id COLLATE "C") - 1) / %(size)s,
+                   user_id, phone, email, recipient_type, digest
+              FROM (SELECT DISTINCT ON (s.user_id) s.*
+                      FROM (SELECT {projection} FROM ({source}) AS src WHERE src.user_id IS NOT NULL) AS s
+                     ORDER BY s.user_id, s.digest) AS unique_users
             """
-        ).format(source=sql.SQL(self.recipients_sql), size=sql.Literal(batch_size))
-        return [row[0] for row in conn.execute(query)]
+        ).format(projection=self._projection(conn), source=sql.SQL(self.recipients_sql))
+        return conn.execute(query, {"scan": scan_id, "size": batch_size}).rowcount
 
     def count_null_user_ids(self, conn: psycopg.Connection) -> int:
         query = sql.SQL("SELECT count(*) FROM ({}) AS src WHERE src.user_id IS NULL").format(
             sql.SQL(self.recipients_sql)
         )
         return conn.execute(query).fetchone()[0]
-
-    def read_range(self, conn: psycopg.Connection, lower_key: str | None, upper_key: str) -> Iterator[SourceUser]:
-        """Users with ``lower_key < user_id <= upper_key``, streamed with a server-side cursor."""
-        query = sql.SQL(
-            """
-            SELECT {projection}
-              FROM ({source}) AS src
-             WHERE src.user_id IS NOT NULL
-               AND src.user_id::text COLLATE "C" <= %(upper)s
-               AND (%(lower)s::text IS NULL OR src.user_id::text COLLATE "C" > %(lower)s)
-             ORDER BY src.user_id::text COLLATE "C"
-            """
-        ).format(projection=self._projection(conn), source=sql.SQL(self.recipients_sql))
-        yield from self._stream(conn, query, {"upper": upper_key, "lower": lower_key})
 
     def read_changed(self, conn: psycopg.Connection, brand_code: int) -> Iterator[SourceUser]:
         """Users never processed, or whose phone, e-mail or recipient type changed since."""

@@ -60,7 +60,7 @@ def build_initial_sync_dag(dag_id: str = "iys_initial_sync") -> DAG:
             pool=IYS_POOL,
             retries=2,
             map_index_template="{{ task.batch['batch_no'] + 1 }}/{{ task.batch['of'] }} "
-            "({{ task.batch['lower'] or 'start' }}, {{ task.batch['upper'] }}]",
+            "[{{ task.batch['first'] }} … {{ task.batch['last'] }}]",
             **conns,
         ).expand(batch=plan.output)
         finish = IysFinishInitialSyncOperator(

@@ -10,7 +10,8 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache, cached_property
@@ -109,11 +110,14 @@ class RequestStats:
     by_status: dict[int, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
     def count(self, status: int) -> None:
-        self.requests += 1
-        self.by_status[status] = self.by_status.get(status, 0) + 1
-        if status == 429:
-            self.rate_limited += 1
+        with self._lock:  # status calls may run in parallel threads
+            self.requests += 1
+            self.by_status[status] = self.by_status.get(status, 0) + 1
+            if status == 429:
+                self.rate_limited += 1
 
     @property
     def achieved_rate(self) -> float:
@@ -355,15 +359,43 @@ class IysHook(BaseHook):
         Multi status lists only ONAY recipients: absent means RET *or* unknown to İYS. Duplicates
         are removed and the list is sent in calls of at most 1000 recipients.
         """
-        unique = list(dict.fromkeys(recipients))
-        onay: set[str] = set()
-        path = f"{self._brand_path}/consents/{recipient_type.value}/status/{consent_type.value}"
-        for start in range(0, len(unique), MAX_RECIPIENTS_PER_STATUS_CALL):
-            chunk = unique[start : start + MAX_RECIPIENTS_PER_STATUS_CALL]
-            body = self._call("POST", path, json_body={"recipients": chunk}, endpoint="multi_status")
-            result = _parse(MultiStatusResult, body, "multi_status")
-            onay.update(set(result.onay).intersection(chunk))
+        return self.get_onay_recipients_by_channel({(recipient_type, consent_type): recipients})[
+            (recipient_type, consent_type)
+        ]
+
+    def get_onay_recipients_by_channel(
+        self,
+        recipients: Mapping[tuple[RecipientType, ConsentType], Iterable[str]],
+        *,
+        concurrency: int = 1,
+    ) -> dict[tuple[RecipientType, ConsentType], set[str]]:
+        """:meth:`get_onay_recipients` for several (recipient type, channel) groups at once.
+
+        With ``concurrency`` > 1 the ≤1000-recipient calls run in parallel threads, so network
+        latency does not cap a task's request rate; the shared rate limiter still bounds the
+        aggregate rate of every task.
+        """
+        jobs = []
+        for (recipient_type, consent_type), group in recipients.items():
+            unique = list(dict.fromkeys(group))
+            for start in range(0, len(unique), MAX_RECIPIENTS_PER_STATUS_CALL):
+                jobs.append((recipient_type, consent_type, unique[start : start + MAX_RECIPIENTS_PER_STATUS_CALL]))
+        onay: dict[tuple[RecipientType, ConsentType], set[str]] = {key: set() for key in recipients}
+        if concurrency > 1 and len(jobs) > 1:
+            self._access_token()  # resolve connection, session, shared state and token before threading
+            with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="iys-status") as pool:
+                answers = list(pool.map(lambda job: self._onay_chunk(*job), jobs))
+        else:
+            answers = [self._onay_chunk(*job) for job in jobs]
+        for (recipient_type, consent_type, _), answer in zip(jobs, answers, strict=True):
+            onay[(recipient_type, consent_type)].update(answer)
         return onay
+
+    def _onay_chunk(self, recipient_type: RecipientType, consent_type: ConsentType, chunk: list[str]) -> set[str]:
+        path = f"{self._brand_path}/consents/{recipient_type.value}/status/{consent_type.value}"
+        body = self._call("POST", path, json_body={"recipients": chunk}, endpoint="multi_status")
+        result = _parse(MultiStatusResult, body, "multi_status")
+        return set(result.onay).intersection(chunk)
 
     def iter_change_pages(
         self, source: ChangeStream, *, after: str | None = None, limit: int = MAX_CHANGES_PER_PAGE

@@ -25,7 +25,7 @@ from iys_provider.consent_store import BatchLedgerEntry, write_checked_users
 from iys_provider.hooks.iys import MAX_RECIPIENTS_PER_STATUS_CALL
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.recipients import prepare_users
-from iys_provider.user_source import DEFAULT_RECIPIENTS_SQL, RECIPIENTS_SQL_VARIABLE, UserSource
+from iys_provider.user_source import DEFAULT_RECIPIENTS_SQL, RECIPIENTS_SQL_VARIABLE, SourceUser, UserSource
 
 #: Mapped task instances are scheduler and database rows; stay far below ``max_map_length`` (1024).
 DEFAULT_MAX_BATCHES = 500
@@ -42,24 +42,38 @@ SELECT scan_id, finished_at, total_users FROM iys.initial_sync_scans
  ORDER BY scan_id DESC LIMIT 1
 """
 ABANDON_OPEN_SCAN_SQL = """
-UPDATE iys.initial_sync_scans SET finished_at = now(), abandoned = true
- WHERE brand_code = %s AND finished_at IS NULL
+WITH abandoned AS (
+    UPDATE iys.initial_sync_scans SET finished_at = now(), abandoned = true
+     WHERE brand_code = %s AND finished_at IS NULL RETURNING scan_id
+)
+DELETE FROM iys.initial_sync_queue WHERE scan_id IN (SELECT scan_id FROM abandoned)
 """
 INSERT_SCAN_SQL = """
 INSERT INTO iys.initial_sync_scans (brand_code, recipients_sql, batch_size, total_users, batch_count)
-VALUES (%s, %s, %s, %s, %s) RETURNING scan_id
+VALUES (%s, %s, %s, 0, 0) RETURNING scan_id
 """
-INSERT_BATCH_SQL = """
-INSERT INTO iys.initial_sync_batches (scan_id, batch_no, lower_key, upper_key) VALUES (%s, %s, %s, %s)
+INSERT_BATCHES_SQL = """
+WITH planned AS (
+    INSERT INTO iys.initial_sync_batches (scan_id, batch_no, first_user_id, last_user_id)
+    SELECT scan_id, batch_no, min(user_id COLLATE "C"), max(user_id COLLATE "C")
+      FROM iys.initial_sync_queue WHERE scan_id = %(scan)s GROUP BY scan_id, batch_no
+    RETURNING batch_no
+)
+UPDATE iys.initial_sync_scans SET total_users = %(users)s, batch_count = (SELECT count(*) FROM planned)
+ WHERE scan_id = %(scan)s RETURNING batch_count
 """
 PENDING_BATCHES_SQL = """
-SELECT batch_no, lower_key, upper_key FROM iys.initial_sync_batches
+SELECT batch_no, first_user_id, last_user_id FROM iys.initial_sync_batches
  WHERE scan_id = %s AND finished_at IS NULL ORDER BY batch_no
 """
 BATCH_SQL = """
-SELECT b.lower_key, b.upper_key, b.finished_at, s.recipients_sql, s.batch_count, s.brand_code
+SELECT b.finished_at, s.batch_count, s.brand_code
   FROM iys.initial_sync_batches b JOIN iys.initial_sync_scans s USING (scan_id)
  WHERE b.scan_id = %s AND b.batch_no = %s
+"""
+QUEUED_USERS_SQL = """
+SELECT user_id, phone, email, recipient_type, digest FROM iys.initial_sync_queue
+ WHERE scan_id = %s AND batch_no = %s
 """
 SCAN_PROGRESS_SQL = """
 SELECT count(*) FILTER (WHERE b.finished_at IS NOT NULL), count(*),
@@ -87,17 +101,12 @@ def choose_batch_size(total_users: int, requested: int, max_batches: int = DEFAU
     return max(requested, math.ceil(total_users / max_batches) if total_users else requested)
 
 
-def batch_label(batch: dict[str, Any]) -> str:
-    lower = batch.get("lower") or "start"
-    return f"{batch['batch_no'] + 1}/{batch['of']} ({lower}, {batch['upper']}]"
-
-
 class IysPlanInitialSyncOperator(IysBaseOperator):
     """Plan (or resume) a scan of every user; returns the batches still to process.
 
-    The first run plans keyset ranges over the source query; later runs return only the
-    unfinished batches of the open scan, and nothing once the scan is complete (unless
-    ``rescan``). The returned list is what ``IysInitialSyncBatchOperator`` is mapped over.
+    The first run snapshots the users of the source query into numbered batches (one
+    server-side ``INSERT … SELECT``); later runs return only the unfinished batches of the open
+    scan, and nothing once the scan is complete (unless ``rescan``). The returned list is what ``IysInitialSyncBatchOperator`` is mapped over.
 
     :param recipients_sql: source query; default: the ``iys_recipients_sql`` Variable, else
         ``SELECT id::text AS user_id, phone, email FROM public.users``.
@@ -160,19 +169,19 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
                         return []
                 total = source.count_users(conn)
                 size = choose_batch_size(total, int(self.batch_size), self.max_batches)
-                bounds = source.batch_bounds(conn, size)
-                scan_id = conn.execute(INSERT_SCAN_SQL, (brand_code, sql_text, size, total, len(bounds))).fetchone()[0]
-                lowers = [None, *bounds[:-1]]
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        INSERT_BATCH_SQL,
-                        [(scan_id, no, low, up) for no, (low, up) in enumerate(zip(lowers, bounds, strict=True))],
+                scan_id = conn.execute(INSERT_SCAN_SQL, (brand_code, sql_text, size)).fetchone()[0]
+                queued = source.enqueue_scan(conn, scan_id, size)
+                batch_count = conn.execute(INSERT_BATCHES_SQL, {"scan": scan_id, "users": queued}).fetchone()[0]
+                if total > queued:
+                    self.log.warning(
+                        "%d source rows repeat a user_id already seen; only the first row of each user is used",
+                        total - queued,
                     )
-                skipped = source.count_null_user_ids(conn)
-                if skipped:
-                    self.log.warning("%d source rows have a NULL user_id and cannot be linked; fix the source query", skipped)
-                self.log.info("Planned scan %s: %d users in %d batches of up to %d", scan_id, total, len(bounds), size)
-                return self._pending(conn, scan_id, len(bounds), resumed=False)
+                nulls = source.count_null_user_ids(conn)
+                if nulls:
+                    self.log.warning("%d source rows have a NULL user_id and cannot be linked; fix the source query", nulls)
+                self.log.info("Planned scan %s: %d users in %d batches of up to %d", scan_id, queued, batch_count, size)
+                return self._pending(conn, scan_id, batch_count, resumed=False)
         finally:
             conn.close()
 
@@ -181,7 +190,8 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         if resumed:
             self.log.info("Resuming scan %s: %d of %d batches still to process", scan_id, len(rows), batch_count)
         return [
-            {"scan_id": scan_id, "batch_no": no, "of": batch_count, "lower": low, "upper": up} for no, low, up in rows
+            {"scan_id": scan_id, "batch_no": no, "of": batch_count, "first": first, "last": last}
+            for no, first, last in rows
         ]
 
 
@@ -194,11 +204,14 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
     batch's completion together. A batch already finished (by an earlier try or run) is a no-op.
 
     :param batch: one element of ``IysPlanInitialSyncOperator``'s result.
+    :param request_concurrency: status calls in flight at once; the shared rate limiter still
+        bounds the aggregate rate, this only keeps latency from capping it.
     """
 
-    def __init__(self, *, batch: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, *, batch: dict[str, Any], request_concurrency: int = 3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch = batch
+        self.request_concurrency = request_concurrency
 
     def execute(self, context) -> dict[str, Any]:
         scan_id, batch_no = int(self.batch["scan_id"]), int(self.batch["batch_no"])
@@ -207,7 +220,7 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
             row = conn.execute(BATCH_SQL, (scan_id, batch_no)).fetchone()
             if row is None:
                 raise AirflowException(f"batch {batch_no} of scan {scan_id} is not planned; rerun plan_batches")
-            lower, upper, finished_at, sql_text, batch_count, brand_code = row
+            finished_at, batch_count, brand_code = row
             if finished_at is not None:
                 self.log.info("Batch %d/%d was already finished at %s; nothing to do", batch_no + 1, batch_count, finished_at)
                 return {"batch_no": batch_no, "already_done": True}
@@ -216,15 +229,16 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
                     f"scan {scan_id} belongs to brand {brand_code}, the connection to brand {self.iys_hook.brand_code}"
                 )
             started = time.monotonic()
-            prepared = prepare_users(UserSource(sql_text).read_range(conn, lower, upper))
+            queued = conn.execute(QUEUED_USERS_SQL, (scan_id, batch_no)).fetchall()
+            prepared = prepare_users(SourceUser(*row) for row in queued)
             local_seconds = time.monotonic() - started
             checked_at = datetime.now(UTC)
             requests_before = self.iys_hook.stats.requests
             api_started = time.monotonic()
-            onay = {
-                (rtype, ctype): self.iys_hook.get_onay_recipients(sorted(recipients), ctype, rtype)
-                for (rtype, ctype), recipients in prepared.to_check.items()
-            }
+            onay = self.iys_hook.get_onay_recipients_by_channel(
+                {key: sorted(recipients) for key, recipients in prepared.to_check.items()},
+                concurrency=self.request_concurrency,
+            )
             api_seconds = time.monotonic() - api_started
             requests = self.iys_hook.stats.requests - requests_before
             write_started = time.monotonic()
