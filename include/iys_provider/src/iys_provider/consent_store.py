@@ -68,12 +68,16 @@ def _status_after_check(onay: str, checked_at: str) -> str:
 _STAGED_STATUS = _status_after_check("s.onay", "s.checked_at")
 _UPSERTED_STATUS = _status_after_check("EXCLUDED.status = 'ONAY'", "EXCLUDED.checked_at")
 
+# A per-row index lookup: the staging table has no statistics, and a join plan chosen on a bad
+# estimate would scan every consent of the brand for every batch.
 COUNT_STATUS_CHANGES_SQL = f"""
 SELECT count(*)
   FROM (SELECT st.*, %(checked)s::timestamptz AS checked_at FROM stage_checks st) s
-  LEFT JOIN iys.consents c
-    ON c.brand_code = %(brand)s AND c.recipient = s.recipient
-   AND c.recipient_type = s.recipient_type AND c.type = s.type
+  LEFT JOIN LATERAL (
+        SELECT status, creation_date, checked_at FROM iys.consents
+         WHERE brand_code = %(brand)s AND recipient = s.recipient
+           AND recipient_type = s.recipient_type AND type = s.type
+  ) c ON true
  WHERE ({_STAGED_STATUS}) IS DISTINCT FROM c.status
 """
 

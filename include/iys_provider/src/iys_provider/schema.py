@@ -45,15 +45,15 @@ def available_migrations() -> tuple[Migration, ...]:
     return tuple(sorted(found, key=lambda m: m.version))
 
 
-def migrate(conn: psycopg.Connection) -> list[int]:
-    """Bring the ``iys`` schema up to date; returns the versions applied now (empty when current)."""
+def migrate(conn: psycopg.Connection, *, up_to: int | None = None) -> list[int]:
+    """Bring the ``iys`` schema up to date (or to version ``up_to``); returns the versions applied now."""
     applied_now = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
         conn.execute(CREATE_LEDGER_SQL)
         done = {row[0] for row in conn.execute("SELECT version FROM iys.schema_migrations")}
         for migration in available_migrations():
-            if migration.version in done:
+            if migration.version in done or (up_to is not None and migration.version > up_to):
                 continue
             with conn.transaction():
                 conn.execute(migration.sql)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from typing import Any
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
@@ -31,7 +30,8 @@ def iys_dag(*, dag_id: str, description: str, doc_md: str, schedule_variable: st
         description=description,
         doc_md=doc_md,
         schedule=schedule_from_env(schedule_variable, default_cron),
-        start_date=datetime(2026, 1, 1),
+        # No start_date: the first run waits for the next scheduled time instead of starting the
+        # moment the DAG is deployed or unpaused (CronTriggerTimetable, run_immediately=False).
         catchup=False,
         max_active_runs=1,
         render_template_as_native_obj=True,

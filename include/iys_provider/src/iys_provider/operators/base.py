@@ -7,7 +7,6 @@ from functools import cached_property
 from typing import Any
 
 import psycopg
-from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseOperator
 
 from iys_provider.hooks.iys import IysHook
@@ -44,7 +43,10 @@ class IysBaseOperator(BaseOperator):
         return IysHook(iys_conn_id=self.iys_conn_id)
 
     @cached_property
-    def postgres_hook(self) -> PostgresHook:
+    def postgres_hook(self):
+        # Imported here, not at module level: DAG files import this module on every parse.
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
         return PostgresHook(postgres_conn_id=self.postgres_conn_id)
 
     def connect(self) -> psycopg.Connection:

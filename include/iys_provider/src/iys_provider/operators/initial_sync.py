@@ -13,6 +13,7 @@ finished yet, so a run that dies halfway is simply run (or cleared) again.
 from __future__ import annotations
 
 import math
+import resource
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -208,7 +209,7 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
         bounds the aggregate rate, this only keeps latency from capping it.
     """
 
-    def __init__(self, *, batch: dict[str, Any], request_concurrency: int = 3, **kwargs: Any) -> None:
+    def __init__(self, *, batch: dict[str, Any], request_concurrency: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch = batch
         self.request_concurrency = request_concurrency
@@ -251,7 +252,8 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
                 requests=requests,
                 ledger=BatchLedgerEntry(scan_id, batch_no),
             )
-            local_seconds += time.monotonic() - write_started
+            write_seconds = time.monotonic() - write_started
+            local_seconds += write_seconds
             self._log_progress(conn, scan_id, batch_no, batch_count, prepared, requests, api_seconds, local_seconds)
             return {
                 "batch_no": batch_no,
@@ -264,6 +266,9 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
                 "rate_limited": self.iys_hook.stats.rate_limited,
                 "api_seconds": round(api_seconds, 3),
                 "local_seconds": round(local_seconds, 3),
+                "write_seconds": round(write_seconds, 3),
+                "rows_written": outcome.consents + len(prepared.addresses) + prepared.users,
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             }
         finally:
             conn.close()

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from iys_provider.hooks.iys import IysHook
@@ -54,6 +53,8 @@ class IysBatchResultSensor(BaseSensorOperator):
         return IysHook(iys_conn_id=self.iys_conn_id)
 
     def poke(self, context) -> PokeReturnValue:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook  # keep DAG parsing light
+
         conn = PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn()
         conn.autocommit = True
         settled = {"sent": 0, "skipped": 0, "rejected": 0}

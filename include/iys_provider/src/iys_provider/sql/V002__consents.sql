@@ -76,8 +76,8 @@ CREATE UNIQUE INDEX initial_sync_scans_one_open ON iys.initial_sync_scans (brand
 CREATE TABLE iys.initial_sync_batches (
     scan_id       bigint      NOT NULL REFERENCES iys.initial_sync_scans ON DELETE CASCADE,
     batch_no      int         NOT NULL,
-    first_user_id text        NOT NULL,
-    last_user_id  text        NOT NULL,
+    lower_key     text,                      -- exclusive; NULL = from the start
+    upper_key     text        NOT NULL,      -- inclusive
     users         int,
     recipients    int,
     quarantined   int,
@@ -85,21 +85,6 @@ CREATE TABLE iys.initial_sync_batches (
     finished_at   timestamptz,
     PRIMARY KEY (scan_id, batch_no)
 );
-
--- The users of an open scan, snapshotted when it is planned so each batch reads exactly its own
--- users by index, however large and slow the source query is. A batch's rows are deleted in the
--- transaction that records it, so no copy of personal data outlives the scan.
-CREATE TABLE iys.initial_sync_queue (
-    scan_id         bigint  NOT NULL REFERENCES iys.initial_sync_scans ON DELETE CASCADE,
-    batch_no        int     NOT NULL,
-    user_id         text    NOT NULL,
-    phone           text,
-    email           text,
-    recipient_type  text,
-    digest          text    NOT NULL,
-    PRIMARY KEY (scan_id, batch_no, user_id)
-);
-REVOKE ALL ON iys.initial_sync_queue FROM PUBLIC;
 
 CREATE VIEW iys.sendable AS
 SELECT u.brand_code, u.user_id, c.recipient, c.recipient_type, c.type

@@ -1,0 +1,60 @@
+"""Versioned, idempotent migrations of the iys schema, on a real database."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+from iys_provider.schema import available_migrations, current_version, migrate
+
+
+@pytest.fixture
+def empty_schema(pg):
+    pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
+    yield pg
+    pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
+
+
+def test_migrations_apply_once_and_in_order(empty_schema):
+    versions = [m.version for m in available_migrations()]
+    assert versions == sorted(versions) and versions[0] == 1
+    assert migrate(empty_schema) == versions
+    assert migrate(empty_schema) == []
+    assert current_version(empty_schema) == versions[-1]
+
+
+def test_parallel_tasks_migrating_at_once_do_not_race(empty_schema, pg_dsn):
+    errors = []
+
+    def run():
+        try:
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                migrate(conn)
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert empty_schema.execute("SELECT count(*) FROM iys.schema_migrations").fetchone()[0] == len(available_migrations())
+
+
+def test_upgrade_abandons_scans_planned_by_key_range(empty_schema):
+    migrate(empty_schema, up_to=3)
+    scan = empty_schema.execute(
+        "INSERT INTO iys.initial_sync_scans (brand_code, recipients_sql, batch_size, total_users, batch_count) "
+        "VALUES (1, 'SELECT 1', 10, 20, 2) RETURNING scan_id"
+    ).fetchone()[0]
+    empty_schema.execute(
+        "INSERT INTO iys.initial_sync_batches (scan_id, batch_no, lower_key, upper_key) VALUES (%s, 0, NULL, 'u9'), (%s, 1, 'u9', 'u19')",
+        (scan, scan),
+    )
+    assert migrate(empty_schema) == [4]
+    assert empty_schema.execute("SELECT abandoned, finished_at IS NOT NULL FROM iys.initial_sync_scans").fetchone() == (True, True)
+    assert empty_schema.execute(
+        "SELECT first_user_id, last_user_id FROM iys.initial_sync_batches ORDER BY batch_no"
+    ).fetchall() == [("", "u9"), ("u9", "u19")]
