@@ -64,9 +64,9 @@ def main() -> int:
         sys.path.insert(0, str(ROOT / "scripts"))
         import json
 
-        import local_stack
         import psycopg
 
+        import local_stack
         from iys_provider.simulator import SimulatorServer
 
         print("• starting the İYS simulator", flush=True)

@@ -132,6 +132,7 @@ def sim(simulator_server, pg_dsn, monkeypatch):
 def reset_shared_hook_state(dsn: str) -> None:
     """Forget tokens, budgets and rate slots, in Postgres and in this process."""
     import psycopg
+
     from iys_provider.hooks import iys as iys_hook_module
     from iys_provider.schema import migrate
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from iys_provider.change_feed import store_change_page
 from iys_provider.hooks.iys import IysHook
 from iys_provider.models import ChangeStream, Consent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from iys_provider.normalize import normalize_email, normalize_phone
 from iys_provider.operators.initial_sync import (
     IysInitialSyncBatchOperator,
@@ -206,6 +207,7 @@ def test_rescan_turns_a_withdrawn_onay_into_ret(airflow_db, sim, pg, users_table
 @pytest.mark.parametrize("conf", [{"batch_size": 5}, {"rescan": "yes"}, {"iys_conn_id": ""}])
 def test_invalid_params_are_rejected_before_anything_runs(conf):
     from airflow.sdk.definitions.param import ParamValidationError
+
     from iys_provider.dags.initial_sync import build_initial_sync_dag
 
     params = build_initial_sync_dag().params

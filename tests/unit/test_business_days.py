@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+
 from iys_provider.business_days import is_business_day, is_too_old_to_register, registration_deadline
 from iys_provider.models import IYS_TIMEZONE
 

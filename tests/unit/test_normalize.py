@@ -17,6 +17,8 @@ import phonenumbers
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from phonenumbers import PhoneNumberType
+
 from iys_provider import normalize as normalize_module
 from iys_provider.normalize import (
     MAX_RAW_LENGTH,
@@ -28,7 +30,6 @@ from iys_provider.normalize import (
     normalize_email,
     normalize_phone,
 )
-from phonenumbers import PhoneNumberType
 
 MOBILE = "+905321234567"
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from iys_provider.models import ConsentStatus
 from iys_provider.normalize import normalize_email, normalize_phone
 from iys_provider.outbox import (

@@ -6,6 +6,7 @@ import threading
 
 import psycopg
 import pytest
+
 from iys_provider.schema import available_migrations, current_version, migrate
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+
 from iys_provider.exceptions import (
     IysApiError,
     IysAuthError,

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 import requests
+
 from iys_provider.simulator import SimulatorServer, synthetic_status
 from iys_provider.simulator.clock import TURKEY_TZ, format_turkey_time
 
