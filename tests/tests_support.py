@@ -18,7 +18,7 @@ def iys_connection_json_with(url: str, *, password: str = SIM_PASSWORD, **extra_
         "shared_state_conn_id": "iys_postgres",
         "verify_ssl": False,
         "rate_limit_per_second": 8,
-        "token_requests_per_hour": 10,
+        "auth_requests_per_hour": 10,
     }
     extra.update(extra_overrides)
     return json.dumps(

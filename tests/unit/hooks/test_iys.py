@@ -203,7 +203,7 @@ def test_h084_block_is_shared_persisted_and_makes_no_token_call_until_it_ends(si
 def test_hourly_token_budget_is_never_exceeded(sim, monkeypatch):
     from tests_support import iys_connection_json_with
 
-    monkeypatch.setenv("AIRFLOW_CONN_IYS_DEFAULT", iys_connection_json_with(sim.url, token_requests_per_hour=2))
+    monkeypatch.setenv("AIRFLOW_CONN_IYS_DEFAULT", iys_connection_json_with(sim.url, auth_requests_per_hour=2))
     hook = IysHook()
     hook.get_brands()  # token request 1
     control(sim, "revoke_tokens", {"refresh": False})

@@ -60,7 +60,8 @@ def get_provider_info() -> dict:
                         "task and worker. İYS allows 10 per second per IP; keep headroom.",
                         "schema": {"type": ["number", "null"], "minimum": 0.1, "maximum": 10, "default": 8},
                     },
-                    "token_requests_per_hour": {
+                    # Not "token_…": Airflow masks extras whose key contains "token" as secrets.
+                    "auth_requests_per_hour": {
                         "label": "Token requests per hour",
                         "description": "Hard cap on token requests per hour from this installation. İYS blocks "
                         "the IP for an hour (H084) above its limit.",

@@ -208,14 +208,16 @@ class ChangePage(_IysModel):
     """One page of the change feed; ``after`` is an opaque cursor to store as-is."""
 
     after: str | None = None
-    changes: list[ConsentRecord] = Field(default_factory=list, alias="list")
+    # Required: a 200 without a list is a malformed answer, not "no movements" (that is a 204).
+    changes: list[ConsentRecord] = Field(alias="list")
 
 
 class MultiStatusResult(_IysModel):
     """Multi status lists only the recipients whose consent is ONAY."""
 
     request_id: str | None = Field(None, alias="requestId")
-    onay: list[str] = Field(default_factory=list, alias="list")
+    # Required: reading a 200 without a list as "nobody is ONAY" would turn known ONAYs into RET.
+    onay: list[str] = Field(alias="list")
 
 
 class Brand(_IysModel):

@@ -102,6 +102,15 @@ class PostgresSharedState:
             ).fetchone()
         return max(0.0, row[0]) if row else 0.0
 
+    def defer_requests(self, limiter_key: str, seconds: float) -> None:
+        """Hold every process's next request back by ``seconds`` (İYS said 429: slow down together)."""
+        with self._lock:
+            self.conn.execute(
+                "UPDATE iys.rate_limiter SET next_slot = greatest(next_slot, clock_timestamp() + "
+                "make_interval(secs => %s)) WHERE limiter_key = %s",
+                (seconds, limiter_key),
+            )
+
     def token_requests_since(self, budget_key: str, window: timedelta) -> tuple[int, datetime | None]:
         """Token requests in the window, and when the oldest of them leaves it."""
         with self._lock:
@@ -192,6 +201,11 @@ class InProcessSharedState:
             slot = max(self._next_slot.get(limiter_key, now), now)
             self._next_slot[limiter_key] = slot + spacing
         return slot - now
+
+    def defer_requests(self, limiter_key: str, seconds: float) -> None:
+        with self._guard:
+            now = time.monotonic()
+            self._next_slot[limiter_key] = max(self._next_slot.get(limiter_key, now), now + seconds)
 
     def token_requests_since(self, budget_key: str, window: timedelta) -> tuple[int, datetime | None]:
         with self._guard:

@@ -107,7 +107,9 @@ class UserSource:
         query = sql.SQL(
             """
             SELECT s.user_id, s.phone, s.email, s.recipient_type, s.digest
-              FROM (SELECT {projection} FROM ({source}) AS src WHERE src.user_id IS NOT NULL) AS s
+              FROM (SELECT DISTINCT ON (user_id) *  -- a repeated user_id: the first row, as in a scan
+                      FROM (SELECT {projection} FROM ({source}) AS src WHERE src.user_id IS NOT NULL) AS raw
+                     ORDER BY user_id, digest) AS s
               LEFT JOIN iys.user_sources us ON us.brand_code = %(brand)s AND us.user_id = s.user_id
              WHERE us.digest IS DISTINCT FROM s.digest
              ORDER BY s.user_id COLLATE "C"

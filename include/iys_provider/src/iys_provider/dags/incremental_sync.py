@@ -64,9 +64,11 @@ def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync") -> DAG:
         new_users = IysCheckNewUsersOperator(task_id="check_new_users", pool=IYS_POOL, retries=2, **conns)
         # A skipped check_new_users (initial sync not done yet) must not stop the push.
         push = IysPushConsentUpdatesOperator(
-            task_id="push_consent_updates", pool=IYS_POOL, trigger_rule="none_failed", **conns
+            task_id="push_consent_updates", pool=IYS_POOL, trigger_rule="none_failed", retries=2, **conns
         )
-        wait = IysBatchResultSensor(task_id="wait_for_batch_results", pool=IYS_POOL, trigger_rule="none_failed", **conns)
+        wait = IysBatchResultSensor(
+            task_id="wait_for_batch_results", pool=IYS_POOL, trigger_rule="none_failed", retries=2, **conns
+        )
         report = IysSyncReportOperator(
             task_id="report",
             pull_task_ids=[p.task_id for p in pulls],

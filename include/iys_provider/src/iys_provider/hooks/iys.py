@@ -68,6 +68,11 @@ TOKEN_REQUEST_WINDOW = timedelta(hours=1)
 #: İYS restarts its H084 block on every token call made during it; we wait the full hour out.
 DEFAULT_TOKEN_BLOCK_SECONDS = 3600
 RETRY_AFTER_CAP_SECONDS = 60.0
+#: Adaptive rate after a 429: halve (down to this share of the configured rate), then +5% per success.
+MIN_RATE_FACTOR = 0.125
+RATE_RECOVERY_STEP = 0.05
+#: Token calls spend the scarce hourly budget: only a couple of attempts on transient failures.
+TOKEN_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,8 @@ class IysConnectionSettings:
     iys_code: int
     brand_code: int
     rate_limit_per_second: float = 8.0
-    token_requests_per_hour: int = 10
-    token_block_seconds: int = DEFAULT_TOKEN_BLOCK_SECONDS
+    auth_requests_per_hour: int = 10
+    auth_block_seconds: int = DEFAULT_TOKEN_BLOCK_SECONDS
     batch_result_delay_seconds: int = 300
     timeout: float = 30.0
     shared_state_conn_id: str | None = "iys_postgres"
@@ -138,7 +143,7 @@ class IysHook(BaseHook):
     access token, the hourly token budget, the H084 block and the request rate are shared by
     every task and worker through the Postgres connection named in the ``shared_state_conn_id``
     extra (default ``iys_postgres``), so many parallel mapped tasks together stay within İYS's
-    limits: ``rate_limit_per_second`` requests per second and ``token_requests_per_hour``
+    limits: ``rate_limit_per_second`` requests per second and ``auth_requests_per_hour``
     token requests per hour.
 
     Retries: 429 (``Retry-After`` honoured, else exponential backoff with jitter), 5xx, H123,
@@ -178,6 +183,7 @@ class IysHook(BaseHook):
         self.max_attempts = max_attempts
         self.max_retry_seconds = max_retry_seconds
         self.stats = RequestStats()
+        self._rate_factor = 1.0
 
     # ------------------------------------------------------------------ configuration
 
@@ -216,8 +222,8 @@ class IysHook(BaseHook):
                 iys_code=int(extra["iys_code"]),
                 brand_code=int(self._brand_code_override or extra["brand_code"]),
                 rate_limit_per_second=number("rate_limit_per_second", 8.0),
-                token_requests_per_hour=number("token_requests_per_hour", 10, int),
-                token_block_seconds=number("token_block_seconds", DEFAULT_TOKEN_BLOCK_SECONDS, int),
+                auth_requests_per_hour=number("auth_requests_per_hour", 10, int),
+                auth_block_seconds=number("auth_block_seconds", DEFAULT_TOKEN_BLOCK_SECONDS, int),
                 batch_result_delay_seconds=number("batch_result_delay_seconds", 300, int),
                 timeout=number("timeout", 30.0),
                 shared_state_conn_id=shared or None,
@@ -292,7 +298,10 @@ class IysHook(BaseHook):
         return _parse(AddConsentResult, body, "add_consent")
 
     def submit_consent_batch(self, consents: Sequence[Consent]) -> BatchSubmission:
-        """Submit up to 1000 consents for asynchronous processing (202 + requestId).
+        """Submit up to 1000 consents for asynchronous processing (202 + requestId), through ``/v2``.
+
+        With ``/v2`` a resubmitted movement İYS already stored is answered with its original
+        transaction id instead of H174, so a retry after a lost answer settles as sent.
 
         İYS accepts one movement per recipient and channel per batch (H194); several movements
         for one address must go through :meth:`add_consent` one after another.
@@ -306,7 +315,7 @@ class IysHook(BaseHook):
             raise ValueError("an İYS batch may hold each recipient, recipient type and type only once (H194)")
         body = self._call(
             "POST",
-            f"{self._brand_path}/consents/request",
+            f"/v2{self._brand_path}/consents/request",
             json_body=[c.to_api() for c in consents],
             endpoint="submit_batch",
             expected=(200, 202),
@@ -319,7 +328,7 @@ class IysHook(BaseHook):
         İYS answers with an empty body until processing is done (at least 300 s after submission).
         """
         body = self._call(
-            "GET", f"{self._brand_path}/consents/request/{request_id}", endpoint="batch_result", allow_empty=True
+            "GET", f"/v2{self._brand_path}/consents/request/{request_id}", endpoint="batch_result", allow_empty=True
         )
         if not body:
             return None
@@ -496,7 +505,9 @@ class IysHook(BaseHook):
         form: dict[str, str] | None = None,
     ) -> requests.Response:
         settings = self.settings
-        wait = self.shared_state.reserve_request_slot(settings.ip_budget_key, settings.rate_limit_per_second)
+        wait = self.shared_state.reserve_request_slot(
+            settings.ip_budget_key, settings.rate_limit_per_second * self._rate_factor
+        )
         if wait > 0:
             time.sleep(wait)  # throttle: our share of İYS's per-second budget
         headers = {"Content-Type": "application/json"} if data is not None else {}
@@ -511,6 +522,15 @@ class IysHook(BaseHook):
             timeout=settings.timeout,
         )
         self.stats.count(response.status_code)
+        if response.status_code == 429 and path != TOKEN_ENDPOINT:
+            # İYS counted more than we scheduled (latency bunches arrivals, or something else on
+            # this IP uses the budget): every task pauses, and this one halves its rate, recovering
+            # step by step, so a storm does not drag the success ratio İYS watches below 70%.
+            retry_after = _retry_after_seconds(response)
+            self.shared_state.defer_requests(settings.ip_budget_key, 1.0 if retry_after is None else retry_after)
+            self._rate_factor = max(MIN_RATE_FACTOR, self._rate_factor / 2)
+        elif response.status_code < 400:
+            self._rate_factor = min(1.0, self._rate_factor + RATE_RECOVERY_STEP)
         return response
 
     def _log_retry(self, state: RetryCallState) -> None:
@@ -576,12 +596,25 @@ class IysHook(BaseHook):
         )
 
     def _token_request(self, slot, form: dict[str, str]) -> None:
+        """One token grant, retried a little on transient failures; each attempt counts against the budget."""
+        for attempt in range(1, TOKEN_ATTEMPTS + 1):
+            try:
+                self._token_request_once(slot, form)
+                return
+            except IysApiError as exc:
+                transient = exc.status_code is None or exc.status_code >= 500
+                if isinstance(exc, IysAuthError) or not transient or attempt == TOKEN_ATTEMPTS:
+                    raise
+                self.log.warning("İYS token request failed (%s); retrying once more in %d s", exc, attempt * 2)
+                time.sleep(attempt * 2)  # back off; the hourly budget still bounds the total
+
+    def _token_request_once(self, slot, form: dict[str, str]) -> None:
         settings = self.settings
         used, frees_at = self.shared_state.token_requests_since(settings.ip_budget_key, TOKEN_REQUEST_WINDOW)
-        if used >= settings.token_requests_per_hour:
+        if used >= settings.auth_requests_per_hour:
             raise IysTokenBlockedError(
                 f"Not requesting an İYS token: {used} token requests in the last hour already reached the "
-                f"configured limit of {settings.token_requests_per_hour} (token_requests_per_hour). The next "
+                f"configured limit of {settings.auth_requests_per_hour} (auth_requests_per_hour). The next "
                 f"one is allowed after {frees_at:%Y-%m-%d %H:%M:%S %Z}. Tokens are cached and shared, so this "
                 "means tokens are being revoked or several installations share this IP.",
                 blocked_until=frees_at,
@@ -611,7 +644,7 @@ class IysHook(BaseHook):
             return
         error = _api_error(response, "token")
         if error.code == "H084" or (response.status_code == 429 and error.code is None):
-            blocked_until = utcnow() + timedelta(seconds=settings.token_block_seconds)
+            blocked_until = utcnow() + timedelta(seconds=settings.auth_block_seconds)
             slot.update(blocked_until=blocked_until, block_reason=f"H084 at {utcnow():%Y-%m-%d %H:%M:%S %Z}")
             raise self._blocked_error(slot.token)
         if response.status_code in (400, 401, 403):

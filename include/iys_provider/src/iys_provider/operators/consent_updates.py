@@ -9,7 +9,13 @@ from typing import Any
 import requests
 from airflow.sdk.exceptions import AirflowException
 
-from iys_provider.exceptions import IysApiError, IysAuthError, IysQuotaExceededError, IysTokenBlockedError
+from iys_provider.exceptions import (
+    IysApiError,
+    IysAuthError,
+    IysMalformedResponseError,
+    IysQuotaExceededError,
+    IysTokenBlockedError,
+)
 from iys_provider.hooks.iys import MAX_CONSENTS_PER_BATCH
 from iys_provider.models import Consent
 from iys_provider.normalize import mask_recipient
@@ -161,7 +167,7 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
                 count_attempt(conn, [row.id], delta=-1)
                 raise  # credentials or partnership permissions: every update would fail alike
             except IysApiError as exc:
-                if exc.retryable or exc.status_code is None:
+                if _delivery_unknown(exc):
                     self._transient(conn, [row.id], exc.code, str(exc), counts)
                     continue
                 verdict = verdict_for_iys_error(exc.code, exc.iys_message)
@@ -188,7 +194,7 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
                 count_attempt(conn, ids, delta=-1)
                 raise
             except IysApiError as exc:
-                if exc.retryable or exc.status_code is None:  # İYS may or may not have accepted it
+                if _delivery_unknown(exc):
                     self._transient(conn, ids, exc.code, str(exc), counts)
                     continue
                 count_attempt(conn, ids, delta=-1)  # a refused request processed nothing
@@ -214,6 +220,14 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
         counts["failed"] += failed
         counts["pending"] += len(ids) - failed
         self.log.warning("%d updates not delivered (%s); they are retried next run", len(ids), detail[:200])
+
+
+def _delivery_unknown(exc: IysApiError) -> bool:
+    """İYS may have applied the write: a transient error, or an answer we could not read.
+
+    Such rows stay pending; the next run asks İYS (single status) before sending again.
+    """
+    return exc.retryable or exc.status_code is None or isinstance(exc, IysMalformedResponseError)
 
 
 def _superseded() -> Verdict:
