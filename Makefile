@@ -40,3 +40,19 @@ airflow: install
 USERS ?= 100000,1000000
 bench: install
 	$(BIN)/python bench/bench_initial_sync.py --users $(USERS)
+
+# Fault matrix (tests/chaos): one line per scenario — faults, requests, retries, success ratio, result.
+JUNK_ROWS ?= 1000000
+.PHONY: chaos
+chaos: install
+	$(BIN)/python bench/chaos.py --junk-rows $(JUNK_ROWS)
+
+# The `make airflow` stack in headless Chromium (Debian's chromium, driven by Playwright), and
+# docker-compose.yaml resolved by `docker compose config`; both are part of `make test` too.
+.PHONY: ui-check screenshots
+ui-check: install
+	$(BIN)/python -m pytest -q tests/ui
+
+# Refresh docs/*.png (shown in README.md) from the UI test's browser session.
+screenshots: install
+	IYS_SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/ui/test_airflow_ui.py
