@@ -258,9 +258,11 @@ admin_password() {
 announce() {
     local password; password="$(admin_password)"
     if [ -n "${IYS_READY_FILE:-}" ]; then
+        # Written to a temporary name and renamed, so a reader never sees half a file.
         "$PY" -c 'import json,sys; json.dump(dict(zip(sys.argv[2::2], sys.argv[3::2])), open(sys.argv[1], "w"))' \
-            "$IYS_READY_FILE" api_url "$API_URL" sim_url "$SIM_URL" pg_dsn "$PG_DSN" \
+            "$IYS_READY_FILE.tmp" api_url "$API_URL" sim_url "$SIM_URL" pg_dsn "$PG_DSN" \
             admin_user admin admin_password "$password" airflow_home "$AIRFLOW_HOME"
+        mv "$IYS_READY_FILE.tmp" "$IYS_READY_FILE"
     fi
     cat >&2 <<EOF
 

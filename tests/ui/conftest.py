@@ -137,13 +137,7 @@ class AirflowStack:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the stack was not ready after {STACK_START_TIMEOUT} s:\n{self.log_tail()}")
             time.sleep(0.5)
-        # The file is written in one json.dump call; read until it parses.
-        while True:
-            try:
-                self.info = json.loads(ready_file.read_text())
-                break
-            except ValueError:
-                time.sleep(0.1)
+        self.info = json.loads(ready_file.read_text())  # renamed into place complete
 
     def log_tail(self, chars: int = 4000) -> str:
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

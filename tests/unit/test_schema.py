@@ -59,3 +59,24 @@ def test_upgrade_abandons_scans_planned_by_key_range(empty_schema):
     assert empty_schema.execute(
         "SELECT first_user_id, last_user_id FROM iys.initial_sync_batches ORDER BY batch_no"
     ).fetchall() == [("", "u9"), ("u9", "u19")]
+
+
+def test_token_cache_is_not_readable_by_other_roles(pg, pg_dsn):
+    """A reporting role that may read the consents still cannot read the live İYS tokens."""
+    migrate(pg)
+    pg.execute("DROP ROLE IF EXISTS iys_test_reporting")
+    pg.execute("CREATE ROLE iys_test_reporting LOGIN")
+    try:
+        pg.execute("GRANT USAGE ON SCHEMA iys TO iys_test_reporting")
+        pg.execute("GRANT SELECT ON iys.consents TO iys_test_reporting")
+        params = psycopg.conninfo.conninfo_to_dict(pg_dsn) | {"user": "iys_test_reporting"}
+        with psycopg.connect(**params, autocommit=True) as other:
+            other.execute("SELECT count(*) FROM iys.consents")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                other.execute("SELECT access_token FROM iys.api_tokens")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                other.execute("SELECT phone FROM iys.initial_sync_queue")
+    finally:
+        pg.execute("REVOKE ALL ON ALL TABLES IN SCHEMA iys FROM iys_test_reporting")
+        pg.execute("REVOKE USAGE ON SCHEMA iys FROM iys_test_reporting")
+        pg.execute("DROP ROLE iys_test_reporting")
