@@ -277,7 +277,7 @@ def reset_and_load(dsn: str, users: int) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(local_stack.USERS_DDL.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
         existing = [t for t in IYS_TABLES if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0]]
-        conn.execute(f"TRUNCATE public.users{''.join(', ' + t for t in existing)}")
+        conn.execute(f"TRUNCATE public.users{''.join(', ' + t for t in existing)} CASCADE")
         started = time.monotonic()
         with conn.transaction():
             local_stack.copy_users(conn, local_stack.bench_rows(1, users))

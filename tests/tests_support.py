@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 SIM_USERNAME = "iys-test-user"
 SIM_PASSWORD = "s3cret-iys-password"
@@ -44,3 +45,38 @@ def load_dag(dag_id: str):
     bag = DagBag(dag_folder=str(pathlib.Path(__file__).resolve().parents[1] / "dags"), safe_mode=False)
     assert not bag.import_errors, bag.import_errors
     return bag.dags[dag_id]
+
+
+def _phone(rng: random.Random) -> tuple[str, str]:
+    national = f"5{rng.choice(['32', '42', '05', '55'])}{rng.randrange(10**7):07d}"
+    spelt = rng.choice(
+        [
+            f"0{national[:3]} {national[3:6]} {national[6:8]} {national[8:]}",
+            national,
+            f"+90 ({national[:3]}) {national[3:6]}-{national[6:8]}-{national[8:]}",
+            f"90{national}",
+            f" +90{national} ",
+        ]
+    )
+    return national, spelt
+
+
+def build_users(count: int, seed: int, prefix: str = "u") -> list[tuple[str, str | None, str | None]]:
+    """Users as real tables hold them: many spellings, shared numbers, blanks and junk."""
+    rng = random.Random(seed)
+    users: list[tuple[str, str | None, str | None]] = []
+    for i in range(count):
+        _, phone = _phone(rng)
+        if i % 10 == 3 and users and users[-1][1]:
+            phone = users[-1][1]  # a family sharing a number
+        email: str | None = rng.choice([f"{prefix}ser{i}@Example.com", f" {prefix}ser{i}@example.com ", f"{prefix}.{i}+tag@mail.example.org"])
+        if i % 17 == 0:
+            phone = rng.choice(["0212 123 45 67", "12345", "+9005321234567", "abc", "   "])
+        if i % 13 == 0:
+            email = rng.choice(["not-an-email", "çiğdem@example.com", "a@b.c", "x y@example.com"])
+        if i % 11 == 0:
+            phone = None
+        if i % 19 == 0:
+            email = None
+        users.append((f"{prefix}{i:05d}", phone, email))
+    return users

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from iys_provider.normalize import normalize_email, normalize_phone
-from tests_support import SIM_BRAND_CODE, load_dag, sim_control
+from tests_support import SIM_BRAND_CODE, build_users, load_dag, sim_control
 
 TYPES_BY_KIND = {"phone": ("MESAJ", "ARAMA"), "email": ("EPOSTA",)}
 OLD = "2024-03-01 10:00:00"
@@ -34,41 +34,6 @@ TOKEN_LIMIT_PER_HOUR = 10  # iys_connection_json_with() default; the simulator's
 
 
 # --------------------------------------------------------------------------- world
-
-
-def _phone(rng: random.Random) -> tuple[str, str]:
-    national = f"5{rng.choice(['32', '42', '05', '55'])}{rng.randrange(10**7):07d}"
-    spelt = rng.choice(
-        [
-            f"0{national[:3]} {national[3:6]} {national[6:8]} {national[8:]}",
-            national,
-            f"+90 ({national[:3]}) {national[3:6]}-{national[6:8]}-{national[8:]}",
-            f"90{national}",
-            f" +90{national} ",
-        ]
-    )
-    return national, spelt
-
-
-def build_users(count: int, seed: int, prefix: str = "u") -> list[tuple[str, str | None, str | None]]:
-    """Users as real tables hold them: many spellings, shared numbers, blanks and junk."""
-    rng = random.Random(seed)
-    users: list[tuple[str, str | None, str | None]] = []
-    for i in range(count):
-        _, phone = _phone(rng)
-        if i % 10 == 3 and users and users[-1][1]:
-            phone = users[-1][1]  # a family sharing a number
-        email: str | None = rng.choice([f"{prefix}ser{i}@Example.com", f" {prefix}ser{i}@example.com ", f"{prefix}.{i}+tag@mail.example.org"])
-        if i % 17 == 0:
-            phone = rng.choice(["0212 123 45 67", "12345", "abc", "   "])
-        if i % 13 == 0:
-            email = rng.choice(["not-an-email", "a@b.c", "x y@example.com"])
-        if i % 11 == 0:
-            phone = None
-        if i % 19 == 0:
-            email = None
-        users.append((f"{prefix}{i:05d}", phone, email))
-    return users
 
 
 def addresses_of(users) -> list[tuple[str, str]]:

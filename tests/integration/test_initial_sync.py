@@ -11,48 +11,10 @@ from iys_provider.operators.initial_sync import (
     IysInitialSyncBatchOperator,
     IysPlanInitialSyncOperator,
 )
-from tests_support import SIM_BRAND_CODE, load_dag, sim_control
+from tests_support import SIM_BRAND_CODE, build_users, load_dag, sim_control
 
 STATUSES = ("ONAY", "RET", None)
 TYPES_BY_KIND = {"phone": ("MESAJ", "ARAMA"), "email": ("EPOSTA",)}
-
-
-def _messy_phone(national: str, rng: random.Random) -> str:
-    spaced = f"{national[:3]} {national[3:6]} {national[6:8]} {national[8:]}"
-    return rng.choice(
-        [
-            f"0{spaced}",
-            national,
-            f"+90 ({national[:3]}) {national[3:6]}-{national[6:8]}-{national[8:]}",
-            f"90{national}",
-            f"  +90{national} ",
-            f"0{national}",
-        ]
-    )
-
-
-def build_users(count: int, seed: int = 7) -> list[tuple]:
-    """Users as real tables hold them: many spellings, shared numbers, blanks, junk."""
-    rng = random.Random(seed)
-    users = []
-    for i in range(count):
-        national = f"5{rng.choice(['32', '42', '05', '55'])}{rng.randrange(10**7):07d}"
-        if i % 10 == 3 and users:  # a family sharing a number, spelt differently
-            national_phone = normalize_phone(users[-1][1]).value
-            phone = _messy_phone(national_phone[3:], rng) if national_phone else None
-        else:
-            phone = _messy_phone(national, rng)
-        email = rng.choice([f"User{i}@Example.com", f" user{i}@example.com ", f"u.{i}+tag@mail.example.org"])
-        if i % 17 == 0:
-            phone = rng.choice(["0212 123 45 67", "12345", "+9005321234567", "abc", "   "])
-        if i % 13 == 0:
-            email = rng.choice(["not-an-email", "çiğdem@example.com", "a@b.c", "x y@example.com"])
-        if i % 11 == 0:
-            phone = None
-        if i % 19 == 0:
-            email = None
-        users.append((f"u{i:05d}", phone, email))
-    return users
 
 
 @pytest.fixture
@@ -112,7 +74,7 @@ def run_initial_sync(dag_conf: dict | None = None):
 
 
 def test_initial_sync_matches_iys_quarantines_junk_and_is_idempotent(airflow_db, sim, pg, users_table):
-    users = build_users(1200)
+    users = build_users(1200, seed=7)
     users_table(users)
     truth = seed_truth(sim, users)
 

