@@ -32,6 +32,8 @@ from iys_provider.user_source import DEFAULT_RECIPIENTS_SQL, RECIPIENTS_SQL_VARI
 DEFAULT_MAX_BATCHES = 500
 DEFAULT_BATCH_SIZE = 5000
 INITIAL_SYNC_STREAM = "initial_sync"
+STATISTICS_EVERY_N_BATCHES = 10
+REFRESH_STATISTICS_SQL = "ANALYZE iys.consents, iys.user_recipients, iys.user_sources, iys.initial_sync_queue"
 
 OPEN_SCAN_SQL = """
 SELECT scan_id, batch_count, total_users FROM iys.initial_sync_scans
@@ -172,6 +174,8 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
                 size = choose_batch_size(total, int(self.batch_size), self.max_batches)
                 scan_id = conn.execute(INSERT_SCAN_SQL, (brand_code, sql_text, size)).fetchone()[0]
                 queued = source.enqueue_scan(conn, scan_id, size)
+                # Fresh statistics, or every batch would plan a sequential scan of the whole queue.
+                conn.execute("ANALYZE iys.initial_sync_queue")
                 batch_count = conn.execute(INSERT_BATCHES_SQL, {"scan": scan_id, "users": queued}).fetchone()[0]
                 if total > queued:
                     self.log.warning(
@@ -252,6 +256,10 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
                 requests=requests,
                 ledger=BatchLedgerEntry(scan_id, batch_no),
             )
+            if batch_no % STATISTICS_EVERY_N_BATCHES == STATISTICS_EVERY_N_BATCHES - 1:
+                # The tables grow by ~6 rows per user during a scan, faster than autovacuum
+                # re-analyses them; plans made on stale sizes turn index lookups into scans.
+                conn.execute(REFRESH_STATISTICS_SQL)
             write_seconds = time.monotonic() - write_started
             local_seconds += write_seconds
             self._log_progress(conn, scan_id, batch_no, batch_count, prepared, requests, api_seconds, local_seconds)
