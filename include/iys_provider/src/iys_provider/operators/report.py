@@ -35,7 +35,6 @@ class IysSyncReportOperator(IysBaseOperator):
     so the run is not mistaken for a success.
     """
 
-    template_fields: Sequence[str] = (*IysBaseOperator.template_fields,)
 
     def __init__(
         self,
