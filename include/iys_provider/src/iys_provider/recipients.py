@@ -22,36 +22,53 @@ KIND_TYPES: dict[str, tuple[ConsentType, ...]] = {
 INVALID_RECIPIENT_TYPE = "INVALID_RECIPIENT_TYPE"
 
 
-class AddressRow(NamedTuple):
-    """One (user, kind) outcome: a link to a normalised address, a rejection, or nothing.
+class UserRow(NamedTuple):
+    """What one source user became: its fingerprint, and which fields linked or were rejected.
 
-    A NamedTuple: millions are built per scan, and it also COPYs as is.
+    NamedTuples: millions are built per scan. The kind lists let the store clear, with one index
+    lookup per user at most, the links and quarantine rows that no longer apply.
     """
 
     user_id: str
-    kind: str  # 'phone' | 'email' | 'recipient_type'
-    recipient: str | None
+    digest: str
+    linked_kinds: tuple[str, ...]  # 'phone' / 'email' fields that hold a valid address now
+    rejected_fields: tuple[str, ...]  # 'phone' / 'email' / 'recipient_type' fields quarantined now
+
+
+class LinkRow(NamedTuple):
+    user_id: str
+    kind: str  # 'phone' | 'email'
+    recipient: str  # normalised
     recipient_type: str
-    reason: str | None
+
+
+class RejectionRow(NamedTuple):
+    user_id: str
+    field: str  # 'phone' | 'email' | 'recipient_type'
     raw_value: str | None
+    reason: str
 
 
 @dataclass
 class PreparedUsers:
-    users: int = 0
-    addresses: list[AddressRow] = field(default_factory=list)
-    digests: list[tuple[str, str]] = field(default_factory=list)
+    user_rows: list[UserRow] = field(default_factory=list)
+    links: list[LinkRow] = field(default_factory=list)
+    rejections: list[RejectionRow] = field(default_factory=list)
     #: unique recipients to ask İYS about, per (recipient type, channel)
     to_check: dict[tuple[RecipientType, ConsentType], set[str]] = field(default_factory=dict)
     missing: int = 0
 
     @property
+    def users(self) -> int:
+        return len(self.user_rows)
+
+    @property
     def quarantined(self) -> int:
-        return sum(1 for a in self.addresses if a.reason)
+        return len(self.rejections)
 
     @property
     def linked(self) -> int:
-        return sum(1 for a in self.addresses if a.recipient)
+        return len(self.links)
 
     @property
     def unique_recipients(self) -> int:
@@ -68,47 +85,73 @@ def _raw_text(value: object) -> str | None:
     return text[:1000]  # a quarantine row needs the value for diagnosis, not megabytes of it
 
 
+_BOTH_LINKED = ("phone", "email")
+_PHONE_LINKED = ("phone",)
+_EMAIL_LINKED = ("email",)
+_PHONE_REJECTED = ("phone",)
+_TYPE_REJECTED = ("recipient_type",)
+_NOTHING: tuple[str, ...] = ()
+
+
 def prepare_users(users: Iterable[SourceUser]) -> PreparedUsers:
     prepared = PreparedUsers()
-    addresses, digests, to_check = prepared.addresses, prepared.digests, prepared.to_check
-    # Per recipient type: the (kind, normaliser, sets of recipients to check) it feeds, resolved once.
-    targets = {
-        rtype.value: [
-            (kind, normalise, [to_check.setdefault((rtype, ctype), set()) for ctype in KIND_TYPES[kind]])
-            for kind, normalise in (("phone", normalize_phone), ("email", normalize_email))
-        ]
+    user_rows, links, rejections = prepared.user_rows, prepared.links, prepared.rejections
+    # Per recipient type, the sets of recipients to check for a phone and for an e-mail.
+    check_sets = {
+        rtype.value: tuple(
+            [prepared.to_check.setdefault((rtype, ctype), set()) for ctype in KIND_TYPES[kind]]
+            for kind in ("phone", "email")
+        )
         for rtype in RecipientType
     }
-    for user in users:
-        prepared.users += 1
-        user_id = user.user_id
-        digests.append((user_id, user.digest))
-        raw_type = user.recipient_type
+    missing = 0
+    # The loop body runs once per user of the brand: phone and e-mail are handled inline
+    # rather than through a per-kind loop.
+    for user_id, raw_phone, raw_email, raw_type, digest in users:
         rtype = (str(raw_type).strip().upper() if raw_type is not None else "") or "BIREYSEL"
-        if rtype not in targets:
+        targets = check_sets.get(rtype)
+        if targets is None:
             # Without a valid recipient type we cannot tell which İYS record applies: quarantine
             # the user's addresses rather than guess BIREYSEL.
-            addresses.append(AddressRow(user_id, "recipient_type", None, "BIREYSEL", INVALID_RECIPIENT_TYPE, _raw_text(raw_type)))
-            addresses.append(AddressRow(user_id, "phone", None, "BIREYSEL", None, None))
-            addresses.append(AddressRow(user_id, "email", None, "BIREYSEL", None, None))
+            rejections.append(RejectionRow(user_id, "recipient_type", _raw_text(raw_type), INVALID_RECIPIENT_TYPE))
+            user_rows.append(UserRow(user_id, digest, _NOTHING, _TYPE_REJECTED))
             continue
-        # Clears an earlier recipient-type quarantine once the source value is fixed.
-        addresses.append(AddressRow(user_id, "recipient_type", None, rtype, None, None))
-        for kind, normalise, check_sets in targets[rtype]:
-            raw = user.phone if kind == "phone" else user.email
-            if raw is None:
-                prepared.missing += 1
-                addresses.append(AddressRow(user_id, kind, None, rtype, None, None))
-                continue
-            result = normalise(raw)
-            value = result.value
-            if value is None:
-                reason = result.reason.value if result.reason else "INVALID"
-                addresses.append(AddressRow(user_id, kind, None, rtype, reason, _raw_text(raw)))
-                continue
-            addresses.append(AddressRow(user_id, kind, value, rtype, None, None))
-            for check_set in check_sets:
-                check_set.add(value)
-    for key in [key for key, values in to_check.items() if not values]:
-        del to_check[key]
+        phone = email = None
+        rejected: tuple[str, ...] = _NOTHING
+        if raw_phone is None:
+            missing += 1
+        else:
+            result = normalize_phone(raw_phone)
+            phone = result.value
+            if phone is None:
+                rejections.append(RejectionRow(user_id, "phone", _raw_text(raw_phone), _reason(result)))
+                rejected = _PHONE_REJECTED
+            else:
+                links.append(LinkRow(user_id, "phone", phone, rtype))
+                for check_set in targets[0]:
+                    check_set.add(phone)
+        if raw_email is None:
+            missing += 1
+        else:
+            result = normalize_email(raw_email)
+            email = result.value
+            if email is None:
+                rejections.append(RejectionRow(user_id, "email", _raw_text(raw_email), _reason(result)))
+                rejected = (*rejected, "email")
+            else:
+                links.append(LinkRow(user_id, "email", email, rtype))
+                for check_set in targets[1]:
+                    check_set.add(email)
+        if phone is not None:
+            linked = _BOTH_LINKED if email is not None else _PHONE_LINKED
+        else:
+            linked = _EMAIL_LINKED if email is not None else _NOTHING
+        user_rows.append(UserRow(user_id, digest, linked, rejected))
+    prepared.missing = missing
+    for key in [key for key, values in prepared.to_check.items() if not values]:
+        del prepared.to_check[key]
     return prepared
+
+
+def _reason(result) -> str:
+    return result.reason.value if result.reason else "INVALID"

@@ -9,7 +9,7 @@ It must return ``user_id`` and at least one of ``phone`` and ``email``; ``recipi
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -24,8 +24,14 @@ class SourceQueryError(ValueError):
     """The source query cannot be used as is; the message says what to change."""
 
 
-@dataclass(frozen=True, slots=True)
-class SourceUser:
+class SourceCounts(NamedTuple):
+    users: int
+    null_user_ids: int
+
+
+class SourceUser(NamedTuple):
+    """One row of the source query, in the column order every reading query selects."""
+
     user_id: str | None
     phone: object
     email: object
@@ -71,12 +77,13 @@ class UserSource:
             "md5(concat_ws(chr(31), {phone}, {email}, {rtype})) AS digest"
         ).format(phone=col("phone"), email=col("email"), rtype=col("recipient_type"))
 
-    def count_users(self, conn: psycopg.Connection) -> int:
+    def count_rows(self, conn: psycopg.Connection) -> SourceCounts:
+        """How many rows the query returns with a user_id, and how many without (one pass)."""
         self._projection(conn)  # validates the columns with a clear message
-        query = sql.SQL("SELECT count(*) FROM ({}) AS src WHERE src.user_id IS NOT NULL").format(
+        query = sql.SQL("SELECT count(src.user_id), count(*) - count(src.user_id) FROM ({}) AS src").format(
             sql.SQL(self.recipients_sql)
         )
-        return conn.execute(query).fetchone()[0]
+        return SourceCounts(*conn.execute(query).fetchone())
 
     def enqueue_scan(self, conn: psycopg.Connection, scan_id: int, batch_size: int) -> int:
         """Snapshot every user into ``iys.initial_sync_queue``, numbered into batches of ``batch_size``.
@@ -89,27 +96,21 @@ class UserSource:
             INSERT INTO iys.initial_sync_queue (scan_id, batch_no, user_id, phone, email, recipient_type, digest)
             SELECT %(scan)s, (row_number() OVER (ORDER BY user_id COLLATE "C") - 1) / %(size)s,
                    user_id, phone, email, recipient_type, digest
-              FROM (SELECT DISTINCT ON (s.user_id) s.*
+              FROM (SELECT DISTINCT ON (s.user_id COLLATE "C") s.*
                       FROM (SELECT {projection} FROM ({source}) AS src WHERE src.user_id IS NOT NULL) AS s
-                     ORDER BY s.user_id, s.digest) AS unique_users
+                     ORDER BY s.user_id COLLATE "C", s.digest) AS unique_users
             """
         ).format(projection=self._projection(conn), source=sql.SQL(self.recipients_sql))
         return conn.execute(query, {"scan": scan_id, "size": batch_size}).rowcount
-
-    def count_null_user_ids(self, conn: psycopg.Connection) -> int:
-        query = sql.SQL("SELECT count(*) FROM ({}) AS src WHERE src.user_id IS NULL").format(
-            sql.SQL(self.recipients_sql)
-        )
-        return conn.execute(query).fetchone()[0]
 
     def read_changed(self, conn: psycopg.Connection, brand_code: int) -> Iterator[SourceUser]:
         """Users never processed, or whose phone, e-mail or recipient type changed since."""
         query = sql.SQL(
             """
             SELECT s.user_id, s.phone, s.email, s.recipient_type, s.digest
-              FROM (SELECT DISTINCT ON (user_id) *  -- a repeated user_id: the first row, as in a scan
+              FROM (SELECT DISTINCT ON (user_id COLLATE "C") *  -- a repeated user_id: the first row, as in a scan
                       FROM (SELECT {projection} FROM ({source}) AS src WHERE src.user_id IS NOT NULL) AS raw
-                     ORDER BY user_id, digest) AS s
+                     ORDER BY user_id COLLATE "C", digest) AS s
               LEFT JOIN iys.user_sources us ON us.brand_code = %(brand)s AND us.user_id = s.user_id
              WHERE us.digest IS DISTINCT FROM s.digest
              ORDER BY s.user_id COLLATE "C"
@@ -123,4 +124,4 @@ class UserSource:
             cur.itersize = 5000
             cur.execute(query, params)
             for row in cur:
-                yield SourceUser(*row)
+                yield SourceUser._make(row)
