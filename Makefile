@@ -41,6 +41,12 @@ USERS ?= 100000,1000000
 bench: install
 	$(BIN)/python bench/bench_initial_sync.py --users $(USERS)
 
+# Local work alone (read + normalise + write, no İYS, no Airflow), with client and server CPU.
+LOCAL_USERS ?= 1000000
+.PHONY: bench-local
+bench-local: install
+	$(BIN)/python bench/bench_local_work.py --users $(LOCAL_USERS)
+
 # Fault matrix (tests/chaos): one line per scenario — faults, requests, retries, success ratio, result.
 JUNK_ROWS ?= 1000000
 .PHONY: chaos

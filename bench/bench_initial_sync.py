@@ -53,6 +53,7 @@ import requests
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import local_stack  # noqa: E402  (scripts/local_stack.py: the dev stack's user generator and DB helpers)
+from iys_provider.operators.initial_sync import DEFAULT_BATCH_SIZE  # noqa: E402
 from iys_provider.simulator.synthetic import synthetic_status  # noqa: E402
 
 DAG_ID = "iys_initial_sync"
@@ -497,7 +498,7 @@ def main() -> int:
     parser.add_argument("--jitter-ms", type=float, default=70, help="plus a uniform random 0..N ms")
     parser.add_argument("--rate-limit", type=float, default=8, help="rate_limit_per_second of the connection")
     parser.add_argument("--pool-slots", type=int, default=4, help="slots of the iys_api pool")
-    parser.add_argument("--batch-size", type=int, default=5000, help="the DAG's batch_size param")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="the DAG's batch_size param")
     parser.add_argument("--parallelism", type=int, default=0, help="[core] parallelism (default: the script's)")
     parser.add_argument("--sim-port", type=int, default=18099)
     parser.add_argument("--api-port", type=int, default=18080)
