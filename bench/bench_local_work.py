@@ -15,7 +15,7 @@ It prints, for the planning and for the batches:
 * wall seconds and users/s;
 * CPU seconds of this Python process (read, normalise, COPY) and of its PostgreSQL backend
   (``/proc/<pid>/stat`` of ``pg_backend_pid()``; only when the server runs on this machine);
-* users per CPU-second, for the client alone and for client + server: "users/s per core";
+* users per CPU-second of the client, of the server and of both: "users/s per core";
 * rows written per second and the process's peak RSS.
 """
 
@@ -85,6 +85,10 @@ def answer_of_iys(prepared) -> dict:
     }
 
 
+def _per_cpu(users: int, cpu_seconds: float) -> str:
+    return f"{users / cpu_seconds:,.0f}" if cpu_seconds >= 0.1 else "— (no CPU spent)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000)
@@ -132,13 +136,16 @@ def main() -> int:
 
     server_note = "" if backend.available else " (server CPU not visible: not on this machine)"
     print(f"\nLocal work of the initial sync, {users:,} users, {plan.batch_count} batches of {plan.batch_size:,}{server_note}\n")
-    print("| phase | wall s | users/s | client CPU s | server CPU s | users/s per core (client) | users/s per core (client + server) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| phase | wall s | users/s | client CPU s | server CPU s | users/s per client core "
+        "| users/s per server core | users/s per core, both |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, meter in (("plan (snapshot)", planning), ("batches (read, normalise, write)", batches)):
-        cpu = meter.client + meter.server
         print(
             f"| {name} | {meter.wall:.1f} | {users / meter.wall:,.0f} | {meter.client:.1f} | {meter.server:.1f} "
-            f"| {users / meter.client:,.0f} | {users / cpu:,.0f} |"
+            f"| {_per_cpu(users, meter.client)} | {_per_cpu(users, meter.server)} "
+            f"| {_per_cpu(users, meter.client + meter.server)} |"
         )
     print(
         f"\nrows written: {consents:,} consents + {links:,} user links + {users:,} fingerprints "
