@@ -16,6 +16,8 @@ import re
 
 from playwright.sync_api import expect
 
+from iys_provider.operators.initial_sync import DEFAULT_BATCH_SIZE
+
 INITIAL_SYNC_PARAMS = {
     # key: title shown in the form
     "iys_conn_id": "İYS connection",
@@ -110,7 +112,7 @@ def test_trigger_form_of_initial_sync_shows_its_params(page, airflow_stack, scre
         expect(label.first).to_be_visible()
     expect(dialog.locator("[name=element_iys_conn_id]")).to_have_value("iys_default")
     expect(dialog.locator("[name=element_postgres_conn_id]")).to_have_value("iys_postgres")
-    expect(dialog.locator("[name=element_batch_size]")).to_have_value("5000")
+    expect(dialog.locator("[name=element_batch_size]")).to_have_value(str(DEFAULT_BATCH_SIZE))
     dialog.screenshot(path=screenshot_dir / "trigger-initial-sync.png", animations="disabled")
 
     # The form works: a dry run with a smaller batch size.
