@@ -133,24 +133,15 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 420
-        while not ready_file.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the stack did not start:\n{(self.workdir / 'stack.log').read_text()[-3000:]}")
-            time.sleep(1)
-        time.sleep(0.5)
-        self.info = json.loads(ready_file.read_text())
+        self.info = local_stack.wait_for_stack(
+            self.process, ready_file, 420, lambda: (self.workdir / "stack.log").read_text()[-3000:]
+        )
         log(f"stack ready: Airflow {self.info['api_url']}, simulator {self.info['sim_url']}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             log("stopping the stack")
-            self.process.send_signal(signal.SIGTERM)  # the script's trap stops every child group
-            try:
-                self.process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        local_stack.stop_stack(self.process, timeout=90)
         if self.args.keep:
             log(f"kept {self.workdir} and databases {self.db_name}, {self.db_name}_airflow")
             return

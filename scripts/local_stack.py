@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pathlib
 import shlex
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -234,6 +237,37 @@ def wait_ready(api_url: str, timeout: float) -> bool:
             pass
         time.sleep(1)
     return False
+
+
+# ---------------------------------------------------------------- driving the stack from Python
+
+
+class StackFailed(RuntimeError):
+    """``airflow_local.sh`` exited or was not ready in time; the message ends with its log."""
+
+
+def wait_for_stack(process: subprocess.Popen, ready_file: pathlib.Path, timeout: float, log_tail) -> dict:
+    """The stack's ready file (``IYS_READY_FILE``), once the script has renamed it into place."""
+    deadline = time.monotonic() + timeout
+    while not ready_file.exists():
+        if process.poll() is not None:
+            raise StackFailed(f"scripts/airflow_local.sh exited {process.returncode}:\n{log_tail()}")
+        if time.monotonic() > deadline:
+            raise StackFailed(f"the stack was not ready after {timeout:.0f} s:\n{log_tail()}")
+        time.sleep(0.5)
+    return json.loads(ready_file.read_text())
+
+
+def stop_stack(process: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM the script (its trap stops every child process group); SIGKILL the group if it hangs."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 # ---------------------------------------------------------------------------- CLI

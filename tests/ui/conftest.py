@@ -23,12 +23,10 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import uuid
 
@@ -130,14 +128,7 @@ class AirflowStack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + STACK_START_TIMEOUT
-        while not ready_file.exists() or not ready_file.stat().st_size:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"scripts/airflow_local.sh exited {self.process.returncode}:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the stack was not ready after {STACK_START_TIMEOUT} s:\n{self.log_tail()}")
-            time.sleep(0.5)
-        self.info = json.loads(ready_file.read_text())  # renamed into place complete
+        self.info = local_stack.wait_for_stack(self.process, ready_file, STACK_START_TIMEOUT, self.log_tail)
 
     def log_tail(self, chars: int = 4000) -> str:
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
@@ -147,13 +138,7 @@ class AirflowStack:
         return text[-2 * chars :]
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # the script's trap stops every child group
-            try:
-                self.process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        local_stack.stop_stack(self.process, timeout=120)
         for name in self.databases:
             local_stack.drop_database(self.server_uri, name)
 
