@@ -154,6 +154,26 @@ def test_interrupted_scan_resumes_with_only_the_unfinished_batches(airflow_db, s
     assert consents_in_db(pg) == expected_after_initial_sync(truth)
 
 
+def test_a_batch_of_a_scan_abandoned_by_a_rescan_does_nothing(airflow_db, sim, pg, users_table):
+    users_table(build_users(300, seed=4))
+    sql_text = "SELECT id AS user_id, phone, email FROM public.users"
+    old_batches = IysPlanInitialSyncOperator(task_id="plan", recipients_sql=sql_text, batch_size=100).execute(context={})
+    new_batches = IysPlanInitialSyncOperator(
+        task_id="plan", recipients_sql=sql_text, batch_size=100, rescan=True
+    ).execute(context={})
+    assert {b["scan_id"] for b in new_batches} != {b["scan_id"] for b in old_batches}
+
+    # A cleared task of the earlier run: its snapshot is gone, and the new scan covers its users.
+    calls_before = sim_control(sim, "counters", method="GET")["multi_status_calls"]
+    result = IysInitialSyncBatchOperator(task_id="batch", batch=old_batches[0]).execute(context={})
+    assert result == {"batch_no": 0, "abandoned": True}
+    assert sim_control(sim, "counters", method="GET")["multi_status_calls"] == calls_before
+    assert pg.execute("SELECT count(*) FROM iys.consents").fetchone()[0] == 0
+    assert pg.execute(
+        "SELECT count(*) FROM iys.initial_sync_queue WHERE scan_id = %s", (new_batches[0]["scan_id"],)
+    ).fetchone()[0] == 300
+
+
 def test_rescan_turns_a_withdrawn_onay_into_ret(airflow_db, sim, pg, users_table):
     users_table([("a1", "05321112233", None)])
     sim_control(sim, "seed", {"consents": [{"recipient": "+905321112233", "type": "MESAJ", "status": "ONAY", "consentDate": "2024-03-01 10:00:00", "source": "HS_WEB"}]})

@@ -214,6 +214,25 @@ def test_hourly_token_budget_is_never_exceeded(sim, monkeypatch):
     assert counters(sim)["token_requests"] == 2
 
 
+def test_token_call_is_retried_once_after_a_5xx_and_both_attempts_count(sim, pg):
+    control(sim, "faults", {"fail_next": [{"path_contains": "/oauth2/token", "status": 503, "code": "H192", "count": 1}]})
+    assert IysHook().get_brands()
+    assert counters(sim)["token_requests"] == 2
+    assert [r[0] for r in pg.execute("SELECT outcome FROM iys.token_requests ORDER BY id")] == ["503", "200"]
+
+
+def test_token_call_gives_up_after_two_5xx_and_never_retries_a_refusal(sim):
+    control(sim, "faults", {"fail_next": [{"path_contains": "/oauth2/token", "status": 503, "code": "H192", "count": 2}]})
+    with pytest.raises(IysApiError, match="H192"):
+        IysHook().get_brands()
+    assert counters(sim)["token_requests"] == 2
+
+    control(sim, "faults", {"fail_next": [{"path_contains": "/oauth2/token", "status": 400, "code": "H001", "count": 1}]})
+    with pytest.raises(IysAuthError):
+        IysHook().get_brands()
+    assert counters(sim)["token_requests"] == 3
+
+
 def test_tokens_never_reach_the_logs(sim, caplog, capfd, pg):
     caplog.set_level("DEBUG")
     control(sim, "faults", {"fail_next": [{"path_contains": "/brands", "status": 503, "code": "H192", "count": 1, "retry_after": 0}]})

@@ -143,7 +143,11 @@ def write_checked_users(
     requests: int = 0,
     ledger: BatchLedgerEntry | None = None,
 ) -> WriteOutcome:
-    """Record a checked group of users in one transaction (see module docstring)."""
+    """Record a checked group of users in one transaction (see module docstring).
+
+    Call it on an autocommit connection: its ``SET LOCAL`` settings (no hash or merge joins,
+    asynchronous commit) last until the end of the enclosing transaction.
+    """
     params = {"brand": brand_code, "checked": checked_at}
     with conn.transaction(), conn.cursor() as cur:
         # Safe without a flush: a commit lost in a crash loses the batch's ledger entry with it,
@@ -168,9 +172,7 @@ def write_checked_users(
         for (rtype, ctype), recipients in prepared.to_check.items():
             onay_set = onay.get((rtype, ctype), set())
             suffix_onay, suffix_not = f"\t{rtype.value}\t{ctype.value}\tt\n", f"\t{rtype.value}\t{ctype.value}\tf\n"
-            _copy_text(
-                cur, "stage_checks", (r + (suffix_onay if r in onay_set else suffix_not) for r in recipients)
-            )
+            _copy_text(cur, "stage_checks", (r + (suffix_onay if r in onay_set else suffix_not) for r in recipients))
             consent_rows += len(recipients)
         cur.execute(DELETE_STALE_LINKS_SQL, params)
         cur.execute(UPSERT_LINKS_SQL, params)

@@ -56,7 +56,6 @@ class PreparedUsers:
     rejections: list[RejectionRow] = field(default_factory=list)
     #: unique recipients to ask İYS about, per (recipient type, channel)
     to_check: dict[tuple[RecipientType, ConsentType], set[str]] = field(default_factory=dict)
-    missing: int = 0
 
     @property
     def users(self) -> int:
@@ -104,7 +103,6 @@ def prepare_users(users: Iterable[SourceUser]) -> PreparedUsers:
         )
         for rtype in RecipientType
     }
-    missing = 0
     # The loop body runs once per user of the brand: phone and e-mail are handled inline
     # rather than through a per-kind loop.
     for user_id, raw_phone, raw_email, raw_type, digest in users:
@@ -118,9 +116,7 @@ def prepare_users(users: Iterable[SourceUser]) -> PreparedUsers:
             continue
         phone = email = None
         rejected: tuple[str, ...] = _NOTHING
-        if raw_phone is None:
-            missing += 1
-        else:
+        if raw_phone is not None:
             result = normalize_phone(raw_phone)
             phone = result.value
             if phone is None:
@@ -130,9 +126,7 @@ def prepare_users(users: Iterable[SourceUser]) -> PreparedUsers:
                 links.append(LinkRow(user_id, "phone", phone, rtype))
                 for check_set in targets[0]:
                     check_set.add(phone)
-        if raw_email is None:
-            missing += 1
-        else:
+        if raw_email is not None:
             result = normalize_email(raw_email)
             email = result.value
             if email is None:
@@ -147,7 +141,6 @@ def prepare_users(users: Iterable[SourceUser]) -> PreparedUsers:
         else:
             linked = _EMAIL_LINKED if email is not None else _NOTHING
         user_rows.append(UserRow(user_id, digest, linked, rejected))
-    prepared.missing = missing
     for key in [key for key, values in prepared.to_check.items() if not values]:
         del prepared.to_check[key]
     return prepared

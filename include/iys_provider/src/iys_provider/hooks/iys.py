@@ -29,6 +29,7 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
+    wait_fixed,
     wait_random_exponential,
 )
 
@@ -73,6 +74,7 @@ MIN_RATE_FACTOR = 0.125
 RATE_RECOVERY_STEP = 0.05
 #: Token calls spend the scarce hourly budget: only a couple of attempts on transient failures.
 TOKEN_ATTEMPTS = 2
+TOKEN_RETRY_WAIT_SECONDS = 2
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,10 @@ class RequestStats:
             self.by_status[status] = self.by_status.get(status, 0) + 1
             if status == 429:
                 self.rate_limited += 1
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
 
     @property
     def achieved_rate(self) -> float:
@@ -534,7 +540,7 @@ class IysHook(BaseHook):
         return response
 
     def _log_retry(self, state: RetryCallState) -> None:
-        self.stats.retries += 1
+        self.stats.count_retry()
         exc = state.outcome.exception() if state.outcome else None
         self.log.warning(
             "İYS request failed (attempt %d/%d), retrying in %.1f s: %s",
@@ -597,16 +603,23 @@ class IysHook(BaseHook):
 
     def _token_request(self, slot, form: dict[str, str]) -> None:
         """One token grant, retried a little on transient failures; each attempt counts against the budget."""
-        for attempt in range(1, TOKEN_ATTEMPTS + 1):
-            try:
+        retrying = Retrying(
+            stop=stop_after_attempt(TOKEN_ATTEMPTS),
+            wait=wait_fixed(TOKEN_RETRY_WAIT_SECONDS),
+            retry=retry_if_exception(_is_transient_token_failure),
+            before_sleep=self._log_token_retry,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
                 self._token_request_once(slot, form)
-                return
-            except IysApiError as exc:
-                transient = exc.status_code is None or exc.status_code >= 500
-                if isinstance(exc, IysAuthError) or not transient or attempt == TOKEN_ATTEMPTS:
-                    raise
-                self.log.warning("İYS token request failed (%s); retrying once more in %d s", exc, attempt * 2)
-                time.sleep(attempt * 2)  # back off; the hourly budget still bounds the total
+
+    def _log_token_retry(self, state: RetryCallState) -> None:
+        self.log.warning(
+            "İYS token request failed (%s); retrying once more in %d s",
+            state.outcome.exception() if state.outcome else None,
+            TOKEN_RETRY_WAIT_SECONDS,
+        )
 
     def _token_request_once(self, slot, form: dict[str, str]) -> None:
         settings = self.settings
@@ -763,6 +776,15 @@ def _is_retryable(exc: BaseException) -> bool:
         # Token calls are never retried here: each one spends the scarce hourly token budget.
         return exc.retryable
     return False
+
+
+def _is_transient_token_failure(exc: BaseException) -> bool:
+    """A token call that failed in transport or with a 5xx; refusals and H084 are final."""
+    return (
+        isinstance(exc, IysApiError)
+        and not isinstance(exc, IysAuthError)
+        and (exc.status_code is None or exc.status_code >= 500)
+    )
 
 
 _backoff = wait_random_exponential(multiplier=0.5, max=30)

@@ -72,7 +72,7 @@ SELECT batch_no, first_user_id, last_user_id FROM iys.initial_sync_batches
  WHERE scan_id = %s AND finished_at IS NULL ORDER BY batch_no
 """
 BATCH_SQL = """
-SELECT b.finished_at, s.batch_count, s.brand_code
+SELECT b.finished_at, s.batch_count, s.brand_code, s.abandoned
   FROM iys.initial_sync_batches b JOIN iys.initial_sync_scans s USING (scan_id)
  WHERE b.scan_id = %s AND b.batch_no = %s
 """
@@ -145,7 +145,8 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
 
     The first run snapshots the users of the source query into numbered batches (one
     server-side ``INSERT … SELECT``); later runs return only the unfinished batches of the open
-    scan, and nothing once the scan is complete (unless ``rescan``). The returned list is what ``IysInitialSyncBatchOperator`` is mapped over.
+    scan, and nothing once the scan is complete (unless ``rescan``). The returned list is what
+    ``IysInitialSyncBatchOperator`` is mapped over.
 
     :param recipients_sql: source query; default: the ``iys_recipients_sql`` Variable, else
         ``SELECT id::text AS user_id, phone, email FROM public.users``.
@@ -277,7 +278,16 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
             row = conn.execute(BATCH_SQL, (scan_id, batch_no)).fetchone()
             if row is None:
                 raise AirflowException(f"batch {batch_no} of scan {scan_id} is not planned; rerun plan_batches")
-            finished_at, batch_count, brand_code = row
+            finished_at, batch_count, brand_code, abandoned = row
+            if abandoned:
+                # Its snapshot was dropped by a rescan, which covers these users again.
+                self.log.info(
+                    "Batch %d/%d belongs to scan %s, abandoned by a rescan; nothing to do",
+                    batch_no + 1,
+                    batch_count,
+                    scan_id,
+                )
+                return {"batch_no": batch_no, "abandoned": True}
             if finished_at is not None:
                 self.log.info(
                     "Batch %d/%d was already finished at %s; nothing to do", batch_no + 1, batch_count, finished_at
