@@ -207,6 +207,18 @@ def make_feed_visible(sim) -> None:
     sim_control(sim, "clock", {"advance_seconds": 3700})
 
 
+def synced_world_with_traffic(
+    sim, pg, *, users: int = 240, feed_visible: bool = True, **traffic_options
+) -> tuple[list[tuple], IncrementalTraffic]:
+    """The start of every incremental scenario: a fresh world, a successful initial sync, then traffic."""
+    people = fresh_world(sim, pg, users=users)
+    assert run_dag("iys_initial_sync", {"batch_size": 100}).state == "success"
+    traffic = make_incremental_traffic(sim, pg, people, **traffic_options)
+    if feed_visible:
+        make_feed_visible(sim)
+    return people, traffic
+
+
 # --------------------------------------------------------------------------- invariants
 
 

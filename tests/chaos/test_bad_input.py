@@ -11,7 +11,7 @@ import multiprocessing
 import os
 
 import pytest
-from chaos.chaos_support import fresh_world, make_feed_visible, make_incremental_traffic, run_dag
+from chaos.chaos_support import fresh_world, synced_world_with_traffic
 
 from iys_provider.exceptions import IysMalformedResponseError
 from iys_provider.operators.changes import IysPullChangesOperator
@@ -85,10 +85,7 @@ MALFORMED_CHANGES = {
 
 @pytest.mark.parametrize("case", list(MALFORMED_CHANGES))
 def test_malformed_change_page_stores_nothing_and_keeps_the_cursor(airflow_db, chaos_sim, pg, case):
-    people = fresh_world(chaos_sim, pg, users=120)
-    assert run_dag("iys_initial_sync", {"batch_size": 100}).state == "success"
-    make_incremental_traffic(chaos_sim, pg, people, outbox_rows=0, new_users=0)
-    make_feed_visible(chaos_sim)
+    synced_world_with_traffic(chaos_sim, pg, users=120, outbox_rows=0, new_users=0)
     events = [e for e in sim_control(chaos_sim, "events", method="GET")["events"] if e["stream"] == "IYS"]
     body = [{k: v for k, v in e.items() if k not in ("brandCode", "stream", "cursor")} for e in events]
     body[3] = MALFORMED_CHANGES[case](body[3])
@@ -110,9 +107,7 @@ def test_malformed_change_page_stores_nothing_and_keeps_the_cursor(airflow_db, c
     ids=["unexpected object", "html", "null transaction id", "empty"],
 )
 def test_unexpected_200_to_a_write_leaves_the_row_pending_then_sends_it_once(airflow_db, chaos_sim, pg, body):
-    people = fresh_world(chaos_sim, pg)
-    assert run_dag("iys_initial_sync", {"batch_size": 100}).state == "success"
-    traffic = make_incremental_traffic(chaos_sim, pg, people, outbox_rows=8, new_users=0)
+    people, traffic = synced_world_with_traffic(chaos_sim, pg, feed_visible=False, outbox_rows=8, new_users=0)
     writes = sim_control(chaos_sim, "counters", method="GET")["writes"]
     sim_control(chaos_sim, "faults", {"fail_next": [{"path_contains": "/v2/", "status": 200, "body": body, "count": 1}]})
     IysPushConsentUpdatesOperator(task_id="push_consent_updates").execute(context={})

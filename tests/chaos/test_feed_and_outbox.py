@@ -9,11 +9,10 @@ from chaos.chaos_support import (
     consents_in_db,
     fresh_world,
     iys_now,
-    make_feed_visible,
-    make_incremental_traffic,
     run_dag,
     sim_events,
     sim_truth,
+    synced_world_with_traffic,
     task_states,
 )
 
@@ -26,10 +25,7 @@ def _page(events, after):
 
 def test_same_change_delivered_twice_and_pages_replayed_from_an_older_cursor(airflow_db, scenario, pg):
     sim = scenario.sim
-    people = fresh_world(sim, pg)
-    assert run_dag("iys_initial_sync", {"batch_size": 100}).state == "success"
-    traffic = make_incremental_traffic(sim, pg, people)
-    make_feed_visible(sim)
+    people, traffic = synced_world_with_traffic(sim, pg)
     events = sim_events(sim)
     iys_events = [e for e in events if e["stream"] == "IYS"]
     expected = {e["transactionId"] for e in events}

@@ -12,9 +12,9 @@ from chaos.chaos_support import (
     assert_brand_promise,
     fresh_world,
     make_feed_visible,
-    make_incremental_traffic,
     run_dag,
     sim_events,
+    synced_world_with_traffic,
     task_states,
     terminate_task_backends,
 )
@@ -64,9 +64,7 @@ def test_postgres_connections_killed_mid_batch(airflow_db, scenario, pg, monkeyp
 
 def test_postgres_connections_killed_mid_page(airflow_db, scenario, pg, monkeypatch):
     sim = scenario.sim
-    people = fresh_world(sim, pg)
-    assert run_dag("iys_initial_sync", {"batch_size": 100}).state == "success"
-    traffic = make_incremental_traffic(sim, pg, people)
+    people, traffic = synced_world_with_traffic(sim, pg, feed_visible=False)
     # Enough movements for three pages of the IYS stream.
     sim_control(
         sim,
@@ -154,10 +152,7 @@ def test_task_process_killed_mid_batch(airflow_db, scenario, pg):
 def test_task_process_killed_mid_write(airflow_db, scenario, pg):
     """İYS commits the write of a killed push task; the rerun recognises it instead of sending it again."""
     sim = scenario.sim
-    people = fresh_world(sim, pg)
-    assert run_dag("iys_initial_sync", {"batch_size": 100}).state == "success"
-    traffic = make_incremental_traffic(sim, pg, people)
-    make_feed_visible(sim)
+    people, traffic = synced_world_with_traffic(sim, pg)
     expected_events = {e["transactionId"] for e in sim_events(sim)}
     before = counters(sim)
     writes_before, sends_before = before["writes"], before["by_endpoint"].get("consent_add_v2", 0)

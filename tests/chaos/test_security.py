@@ -13,11 +13,9 @@ import pytest
 from chaos.chaos_support import (
     addresses_of,
     assert_brand_promise,
-    fresh_world,
-    make_feed_visible,
-    make_incremental_traffic,
     run_dag,
     sim_events,
+    synced_world_with_traffic,
 )
 
 from tests_support import SIM_PASSWORD, iys_connection_json_with
@@ -55,10 +53,7 @@ def test_a_full_run_logs_no_phone_email_token_or_password(airflow_db, scenario, 
     caplog.set_level("DEBUG")
     sim = scenario.sim
     scenario.inject("log capture of a full initial + incremental run (with retries and a 422)", faults={"error_rate": 0.05})
-    people = fresh_world(sim, pg)
-    assert run_dag("iys_initial_sync", {"batch_size": 100}).state == "success"
-    traffic = make_incremental_traffic(sim, pg, people)
-    make_feed_visible(sim)
+    people, traffic = synced_world_with_traffic(sim, pg)
     expected = {e["transactionId"] for e in sim_events(sim)}
     assert run_dag("iys_incremental_sync").state == "success"
     assert_brand_promise(pg, sim, people + traffic.new_users, expected_event_ids=expected, traffic=traffic)
