@@ -467,3 +467,313 @@ def test_synthetic_population_is_lazy_and_recomputable(sim, http, auth):
     assert sim.truth("user5@example.com", "EPOSTA") == synthetic_status("user5@example.com", "EPOSTA", 0.6, 0.2)
     assert sim.truth("+905320000000", "MESAJ", brand_code=BRAND) == expected[0]
     assert sim.truth(f"+90532{1_000_000:07d}", "MESAJ") is None
+
+
+# ------------------------------------------------------------------------------------------ unknown-address modes
+def test_single_status_unknown_422_and_malformed_modes(sim, http, auth):
+    status_url = f"{sim.url}{BASE}/consents/status"
+    unknown = {"recipient": PHONE, "recipientType": "BIREYSEL", "type": "MESAJ"}
+    assert sim.config.unknown_status_code == "H114"
+
+    assert http.post(f"{sim.url}/__sim/config", json={"unknown_status_mode": "422"}).status_code == 200
+    refused = http.post(status_url, json=unknown, headers=auth)
+    assert refused.status_code == 422
+    assert refused.json() == {"errors": [{"code": "H114", "message": "Alıcı (recipient) bulunamadı.", "location": ["recipient"]}]}
+
+    config = http.post(f"{sim.url}/__sim/config", json={"unknown_status_code": "H999"}).json()
+    assert config["unknown_status_mode"] == "422" and config["unknown_status_code"] == "H999"
+    custom = http.post(status_url, json=unknown, headers=auth)
+    assert custom.status_code == 422 and error_codes(custom) == ["H999"]
+    assert custom.json()["errors"][0]["location"] == ["recipient"]
+
+    sim.configure(unknown_status_mode="malformed")
+    malformed = http.post(status_url, json=unknown, headers=auth)
+    assert malformed.status_code == 200 and malformed.json() == {"message": "Kayıt bulunamadı"}
+
+    sim.seed([{"recipient": PHONE, "type": "MESAJ", "status": "ONAY"}])  # a known address is unaffected
+    known = http.post(status_url, json=unknown, headers=auth)
+    assert known.status_code == 200 and known.json()["status"] == "ONAY"
+    assert http.post(f"{sim.url}/__sim/config", json={"unknown_status_mode": "teapot"}).status_code == 400
+    counters = sim.counters()
+    assert counters["by_endpoint_status"]["single_status"] == {"422": 2, "200": 2}
+
+
+# ------------------------------------------------------------------------------------------ scripted item errors
+def test_fail_next_can_name_one_batch_item(sim, http, auth):
+    rule = {"path_contains": "/consents/request", "method": "POST", "status": 422, "code": "H122", "index": 1, "location": ["recipient"]}
+    faults = http.post(f"{sim.url}/__sim/faults", json={"fail_next": [rule]}).json()
+    assert faults["fail_next"][0]["index"] == 1 and faults["fail_next"][0]["location"] == ["recipient"]
+    items = [consent(sim), consent(sim, recipient=OTHER_PHONE)]
+    failed = http.post(f"{sim.url}/v2{BASE}/consents/request", json=items, headers=auth)
+    assert failed.status_code == 422
+    assert failed.json() == {
+        "errors": [
+            {
+                "code": "H122",
+                "message": "Alıcı (recipient) geçerli bir telefon numarası ya da e-posta adresi olmalıdır.",
+                "location": ["recipient"],
+                "index": 1,
+            }
+        ]
+    }
+    assert sim.state()["consents"] == [] and sim.counters()["batch_submits"] == 0
+    # Without index/location the injected error keeps its old shape.
+    sim.set_faults(fail_next=[{"path_contains": "/brands", "status": 503}])
+    assert http.get(f"{sim.url}/sps/{IYS}/brands", headers=auth).json() == {
+        "errors": [{"code": "H192", "message": "İstek zaman aşımına uğradı."}]
+    }
+    assert http.post(f"{sim.url}{BASE}/consents/request", json=items, headers=auth).status_code == 202
+
+
+# ------------------------------------------------------------------------------------------ refused recipients
+def test_refused_recipients_fail_the_whole_batch_at_request_level(sim, http, auth):
+    config = http.post(
+        f"{sim.url}/__sim/config", json={"refused_recipients": {OTHER_PHONE: "H122", "Ayse.Yilmaz@Example.com": "H999"}}
+    ).json()
+    assert config["refused_recipients"] == {OTHER_PHONE: "H122", EMAIL: "H999"}  # normalised like İYS stores them
+    items = [consent(sim), consent(sim, recipient=OTHER_PHONE), consent(sim, type="EPOSTA", recipient=EMAIL.upper())]
+    for path in (f"{BASE}/consents/request", f"/v2{BASE}/consents/request"):
+        refused = http.post(f"{sim.url}{path}", json=items, headers=auth)
+        assert refused.status_code == 422, refused.text
+        assert refused.json() == {
+            "errors": [
+                {
+                    "code": "H122",
+                    "message": "Alıcı (recipient) geçerli bir telefon numarası ya da e-posta adresi olmalıdır.",
+                    "location": ["recipient"],
+                    "value": OTHER_PHONE,
+                    "index": 1,
+                },
+                {
+                    "code": "H999",
+                    "message": "Alıcı (recipient) İYS tarafından kabul edilmedi.",
+                    "location": ["recipient"],
+                    "value": EMAIL.upper(),
+                    "index": 2,
+                },
+            ]
+        }
+    mixed = http.post(f"{sim.url}{BASE}/consents/request", json=[consent(sim, status="X"), items[1]], headers=auth)
+    assert mixed.status_code == 422
+    assert [(error["code"], error["index"]) for error in mixed.json()["errors"]] == [("H115", 0), ("H122", 1)]
+    assert sim.state()["consents"] == [] and sim.counters()["batch_submits"] == 0  # nothing processed
+
+    sim.configure(refused_recipients={})
+    assert http.post(f"{sim.url}{BASE}/consents/request", json=items, headers=auth).status_code == 202
+
+
+def test_refused_recipients_fail_single_add(sim, http, auth):
+    sim.configure(refused_recipients={OTHER_PHONE: "H174"})  # whatever the code, the answer is a 422
+    for path in (f"{BASE}/consents", f"/v2{BASE}/consents"):
+        refused = add(sim, http, auth, consent(sim, recipient=OTHER_PHONE), path=path)
+        assert refused.status_code == 422
+        [error] = refused.json()["errors"]
+        assert error["code"] == "H174" and error["location"] == ["recipient"] and "index" not in error
+    assert add(sim, http, auth, consent(sim)).status_code == 200
+    assert sim.truth(OTHER_PHONE, "MESAJ") is None and sim.counters()["writes"] == 1
+    assert http.post(f"{sim.url}/__sim/config", json={"refused_recipients": ["+905321112244"]}).status_code == 400
+
+
+# ------------------------------------------------------------------------------------------ undocumented batch item status
+def test_batch_item_status_fault_masks_results_until_cleared(sim, http, auth):
+    first = http.post(f"{sim.url}{BASE}/consents/request", json=[consent(sim)], headers=auth).json()["requestId"]
+    sim.advance_clock(301)
+    [real] = http.get(f"{sim.url}{BASE}/consents/request/{first}", headers=auth).json()
+    assert real["status"] == "success"
+
+    assert http.post(f"{sim.url}/__sim/faults", json={"batch_item_status": "processing"}).json()["batch_item_status"] == "processing"
+    items = [consent(sim, recipient=OTHER_PHONE), consent(sim, recipient=OTHER_PHONE, type="ARAMA", status="RET")]
+    second = http.post(f"{sim.url}{BASE}/consents/request", json=items, headers=auth).json()
+    sim.advance_clock(301)
+    masked = http.get(f"{sim.url}{BASE}/consents/request/{second['requestId']}", headers=auth).json()
+    sub_ids = [sub["subRequestId"] for sub in second["subRequests"]]
+    assert masked == [{"index": i, "status": "processing", "subrequestId": sub_ids[i]} for i in range(2)]
+    assert sim.truth(OTHER_PHONE, "MESAJ") == "ONAY"  # the real processing went on
+    # An item already reported keeps its real result.
+    assert http.get(f"{sim.url}{BASE}/consents/request/{first}", headers=auth).json() == [real]
+
+    http.post(f"{sim.url}/__sim/faults", json={"batch_item_status": None})
+    results = http.get(f"{sim.url}{BASE}/consents/request/{second['requestId']}", headers=auth).json()
+    assert [(item["status"], item.get("subRequestId", item.get("subrequestId"))) for item in results] == [
+        ("success", sub_ids[0]),
+        ("failure", sub_ids[1]),
+    ]
+    assert results[1]["error"]["code"] == "H175"
+    sim.set_faults(batch_item_status="processing")
+    assert http.get(f"{sim.url}{BASE}/consents/request/{second['requestId']}", headers=auth).json() == results
+
+
+# ------------------------------------------------------------------------------------------ raw feed injection
+def _epoch_ms(turkey_local: str) -> int:
+    return int(datetime.strptime(turkey_local, "%Y-%m-%d %H:%M:%S").replace(tzinfo=TURKEY_TZ).timestamp() * 1000)
+
+
+def test_inject_events_raw_values_in_injection_order_without_state(sim, http, auth):
+    created = sim_time(sim, -7200)
+    ids = ["c" * 64, "a" * 64, "b" * 64]  # insertion order differs from transactionId order
+    common = {"creationDate": created}
+    raw = [
+        {**common, "recipient": PHONE, "type": "MESAJ", "status": "BEKLEMEDE", "source": "IYS_YENI_KANAL", "transactionId": ids[0]},
+        {
+            **common,
+            "recipient": "Ayse@Example.com",
+            "type": "EPOSTA",
+            "status": "ONAY",
+            "source": "IYS_WEB_YENI",
+            "transactionId": ids[1],
+            "consentDate": None,
+            "citizenName": "Ayşe Y.",
+            "recipientType": "TACIR",
+        },
+        {**common, "recipient": OTHER_PHONE, "type": "SMS", "status": "RET", "source": "IYS_MOBIL", "transactionId": ids[2]},
+    ]
+    answer = http.post(f"{sim.url}/__sim/inject_events", json={"events": raw})
+    assert answer.status_code == 200, answer.text
+    millis = _epoch_ms(created)
+    assert answer.json() == {
+        "injected": 3,
+        "events": [{"transactionId": tx, "creationDate": created, "cursor": f"{millis}_{tx}"} for tx in ids],
+    }
+    page = http.get(f"{sim.url}{BASE}/consents/changes", headers=auth).json()
+    assert [item["transactionId"] for item in page["list"]] == ids
+    assert page["list"][0] == {
+        "creationDate": created,
+        "source": "IYS_YENI_KANAL",
+        "recipient": PHONE,
+        "recipientType": "BIREYSEL",
+        "status": "BEKLEMEDE",
+        "type": "MESAJ",
+        "transactionId": ids[0],
+    }
+    assert page["list"][1]["recipient"] == "Ayse@Example.com" and page["list"][1]["consentDate"] is None
+    assert page["list"][1]["citizenName"] == "Ayşe Y." and page["list"][1]["recipientType"] == "TACIR"
+    assert page["after"] == f"{millis}_{ids[2]}"
+    assert sim.state()["consents"] == [] and sim.truth(OTHER_PHONE, "SMS") is None
+
+    # Resuming from the middle of a same-second run follows injection order, not transactionId order.
+    rest = http.get(f"{sim.url}{BASE}/consents/changes", params={"after": f"{millis}_{ids[0]}"}, headers=auth).json()
+    assert [item["transactionId"] for item in rest["list"]] == ids[1:]
+    assert http.get(f"{sim.url}{BASE}/consents/changes", params={"after": page["after"]}, headers=auth).status_code == 204
+
+
+def test_inject_events_repeated_transaction_id_pages_without_loss(sim, http, auth):
+    created = sim_time(sim, -7200)
+    shared = "d" * 64
+    movements = [
+        {"recipient": PHONE, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB", "creationDate": created, "transactionId": shared},
+        {"recipient": PHONE, "type": "MESAJ", "status": "RET", "source": "IYS_WEB", "creationDate": created, "transactionId": shared},
+        {"recipient": OTHER_PHONE, "type": "ARAMA", "status": "ONAY", "source": "IYS_MOBIL", "creationDate": sim_time(sim, -7199)},
+    ]
+    injected = sim.inject_events(movements)["events"]
+    millis = _epoch_ms(created)
+    assert [event["cursor"] for event in injected[:2]] == [f"{millis}_{shared}", f"{millis}_{shared}~2"]
+    assert len(injected[2]["transactionId"]) == 64 and injected[2]["transactionId"] != shared
+
+    changes = f"{sim.url}{BASE}/consents/changes"
+    whole = http.get(changes, headers=auth).json()
+    assert [item["status"] for item in whole["list"]] == ["ONAY", "RET", "ONAY"]
+
+    seen, cursors, cursor = [], [], None
+    while True:  # limit=1: every page ends between or after the two movements sharing a key
+        params = {"limit": 1, **({"after": cursor} if cursor else {})}
+        page = http.get(changes, params=params, headers=auth)
+        if page.status_code == 204:
+            break
+        [item] = page.json()["list"]
+        seen.append((item["transactionId"], item["status"]))
+        cursor = page.json()["after"]
+        cursors.append(cursor)
+    assert seen == [(shared, "ONAY"), (shared, "RET"), (injected[2]["transactionId"], "ONAY")]
+    assert cursors == [event["cursor"] for event in injected] and len(set(cursors)) == 3
+
+    two = http.get(changes, params={"limit": 2}, headers=auth).json()
+    assert [item["status"] for item in two["list"]] == ["ONAY", "RET"] and two["after"] == f"{millis}_{shared}~2"
+    # A movement with the same key injected later is served after the ones already read.
+    late = sim.inject_events([{**movements[0], "status": "ONAY", "source": "IYS_CM"}])["events"][0]
+    assert late["cursor"] == f"{millis}_{shared}~3"
+    after_two = http.get(changes, params={"after": two["after"]}, headers=auth).json()["list"]
+    assert [(item["source"], item["status"]) for item in after_two] == [("IYS_CM", "ONAY"), ("IYS_MOBIL", "ONAY")]
+    assert sim.state()["consents"] == []
+
+
+def test_inject_events_apply_hs_stream_defaults_and_errors(sim, http, auth):
+    changes = f"{sim.url}{BASE}/consents/changes"
+    answer = sim.inject_events(
+        [
+            {"recipient": EMAIL.upper(), "type": "EPOSTA", "status": "RET", "source": "IYS_WEB", "apply": True},
+            {"recipient": PHONE, "type": "MESAJ", "status": "BEKLEMEDE", "source": "IYS_WEB", "apply": True},
+            {"recipient": PHONE, "type": "ARAMA", "status": "ONAY", "source": "HS_WEB", "stream": "HS", "brandCode": BRAND},
+        ]
+    )
+    assert answer["injected"] == 3 and all(len(event["transactionId"]) == 64 for event in answer["events"])
+    assert abs(_epoch_ms(answer["events"][0]["creationDate"]) - sim.app.clock.epoch_ms()) < 2000  # default: now
+    [stored] = sim.state()["consents"]  # only the applied ONAY/RET movement changed state
+    assert stored["recipient"] == EMAIL and stored["status"] == "RET" and stored["transactionId"] == answer["events"][0]["transactionId"]
+    assert sim.truth(PHONE, "MESAJ") is None and sim.truth(PHONE, "ARAMA") is None
+
+    assert http.get(changes, headers=auth).status_code == 204  # "now": hidden for the first hour
+    sim.advance_clock(3601)
+    iys = http.get(changes, headers=auth).json()["list"]
+    assert [(item["recipient"], item["status"]) for item in iys] == [(EMAIL.upper(), "RET"), (PHONE, "BEKLEMEDE")]
+    assert "consentDate" not in iys[0]
+    hs = http.get(changes, params={"source": "HS"}, headers=auth).json()["list"]
+    assert [(item["type"], item["source"]) for item in hs] == [("ARAMA", "HS_WEB")]
+
+    control = f"{sim.url}/__sim/inject_events"
+    good = {"recipient": PHONE, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB"}
+    assert http.post(control, json={"events": [good, {"recipient": PHONE, "type": "MESAJ", "status": "ONAY"}]}).status_code == 400
+    assert http.post(control, json={"events": [{**good, "stream": "XX"}]}).status_code == 400
+    assert http.post(control, json={"events": [{**good, "color": "red"}]}).status_code == 400
+    assert http.post(control, json={"events": [{**good, "creationDate": "yesterday"}]}).status_code == 400
+    assert http.post(control, json={"events": good}).status_code == 400
+    assert len(sim.events()) == 3  # a rejected call injects nothing
+    assert http.post(control, json={"events": []}).json() == {"injected": 0, "events": []}
+
+
+def test_normal_movements_interleave_with_injected_ones(sim, http, auth):
+    created = sim_time(sim, -7200)
+    first = sim.citizen_change(recipient=PHONE, type="MESAJ", status="RET", source="IYS_MOBIL", creationDate=created)
+    same_second = {"creationDate": created, "transactionId": first["transactionId"]}
+    injected = sim.inject_events([{"recipient": PHONE, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB", **same_second}])
+    injected = injected["events"][0]
+    last = sim.citizen_change(recipient=OTHER_PHONE, type="MESAJ", status="ONAY", source="IYS_WEB", creationDate=created)
+    assert injected["cursor"] == f"{first['cursor']}~2"
+    listed = http.get(f"{sim.url}{BASE}/consents/changes", headers=auth).json()
+    assert [(item["transactionId"], item["status"]) for item in listed["list"]] == [
+        (first["transactionId"], "RET"),
+        (first["transactionId"], "ONAY"),
+        (last["transactionId"], "ONAY"),
+    ]
+    assert listed["after"] == last["cursor"] and "~" not in last["cursor"]
+    assert sim.truth(PHONE, "MESAJ") == "RET"  # the injected movement did not touch state
+
+
+# ------------------------------------------------------------------------------------------ counters
+def test_counters_per_endpoint_and_status(sim, http):
+    control = f"{sim.url}/__sim"
+    token = get_token(sim, http)["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    http.get(f"{sim.url}/sps/{IYS}/brands", headers=auth)
+    http.get(f"{sim.url}/sps/{IYS}/brands")
+    http.get(f"{sim.url}{BASE}/consents/changes", headers=auth)
+    http.get(f"{sim.url}/nowhere", headers=auth)
+    sim.set_faults(drop_rate=1.0)
+    with pytest.raises(requests.ConnectionError):
+        http.post(f"{sim.url}{BASE}/consents/status", json={}, headers=auth)
+    sim.set_faults(reset=True)
+    http.get(f"{control}/state")  # the control API is never counted
+
+    counters = requests.get(f"{control}/counters").json()
+    assert counters["requests"] == 6
+    assert counters["by_endpoint"] == {"token": 1, "brands": 2, "changes": 1, "not_found": 1, "single_status": 1}
+    assert counters["by_endpoint_status"] == {
+        "token": {"200": 1},
+        "brands": {"200": 1, "401": 1},
+        "changes": {"204": 1},
+        "not_found": {"404": 1},
+        "single_status": {"dropped": 1},
+    }
+    assert counters["responses_by_status"] == {"200": 2, "401": 1, "204": 1, "404": 1}
+    assert counters["dropped_connections"] == 1
+    assert http.post(f"{control}/counters/reset").json() == {"ok": True}
+    assert requests.get(f"{control}/counters").json()["by_endpoint"] == {}

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from .config import parse_brand_codes
+from .config import UNKNOWN_STATUS_MODES, parse_brand_codes
 from .server import SimulatorServer
 
 
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refresh-ttl", type=int, default=14400)
     parser.add_argument("--batch-result-delay", type=float, default=300)
     parser.add_argument("--single-status-limit-per-hour", type=int, default=1000)
-    parser.add_argument("--unknown-status-mode", choices=("404", "empty"), default="404")
+    parser.add_argument("--unknown-status-mode", choices=UNKNOWN_STATUS_MODES, default="404")
+    parser.add_argument("--unknown-status-code", default="H114", help='error code of --unknown-status-mode 422')
     parser.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on H124")
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and fault draws")
     parser.add_argument("--verbose", action="store_true", help="log requests (personal data masked)")
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_result_delay=args.batch_result_delay,
         single_status_limit_per_hour=args.single_status_limit_per_hour,
         unknown_status_mode=args.unknown_status_mode,
+        unknown_status_code=args.unknown_status_code,
         retry_after_header=not args.no_retry_after,
         seed=args.seed,
         verbose=args.verbose,

@@ -37,6 +37,22 @@ MAX_LIST_SIZE = 1000
 CHANGE_WINDOW_MS = 7 * 24 * 3600 * 1000
 CHANGE_HIDDEN_RECENT_MS = 3600 * 1000
 CONTROL_PREFIX = "/__sim/"
+INJECT_EVENT_FIELDS = frozenset(
+    {
+        "recipient",
+        "type",
+        "status",
+        "source",
+        "recipientType",
+        "consentDate",
+        "creationDate",
+        "transactionId",
+        "stream",
+        "brandCode",
+        "citizenName",
+        "apply",
+    }
+)
 JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
 WRITE_ENDPOINTS = frozenset({"consent_add", "consent_add_v2", "batch_submit", "batch_submit_v2"})
 
@@ -59,6 +75,9 @@ COUNTER_BY_ENDPOINT = {
     "multi_status": "multi_status_calls",
     "changes": "changes_calls",
 }
+UNKNOWN_RECIPIENT_MESSAGE = "Alıcı (recipient) bulunamadı."  # the wording of İYS's own error example
+MALFORMED_STATUS_BODY = {"message": "Kayıt bulunamadı"}  # not the documented single-status shape
+REFUSED_RECIPIENT_MESSAGE = "Alıcı (recipient) İYS tarafından kabul edilmedi."
 PROXY_ERROR_PAGE = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -135,6 +154,7 @@ class BatchItem:
     sub_request_id: str
     consent: ConsentInput
     result: dict[str, Any] | None = None  # None while "enqueue" (deferred by the enqueue fault)
+    reported: bool = False  # the real result has been shown by the batch result endpoint
 
 
 @dataclass
@@ -194,7 +214,12 @@ class SimulatorApp:
         if latency > 0:
             time.sleep(latency)  # outside the lock: other clients keep being served
         with self._lock:
-            response = self._handle_business(request, endpoint)
+            try:
+                response = self._handle_business(request, endpoint)
+            except Exception:
+                # server.py turns a simulator bug into a 500 H015; count it like any other answer.
+                self._count_response(endpoint, SimResponse(500, error_code="H015"))
+                raise
             self._count_response(endpoint, response)
         return response
 
@@ -242,7 +267,12 @@ class SimulatorApp:
                 response = SimResponse(rule.status, rule.body.encode("utf-8"), {"Content-Type": "text/plain", **headers})
             else:
                 message = ERROR_CATALOGUE[rule.code][1] if rule.code in ERROR_CATALOGUE else "Simüle edilmiş hata"
-                response = error_response({"code": rule.code, "message": message}, status=rule.status, headers=headers)
+                item: dict[str, Any] = {"code": rule.code, "message": message}
+                if rule.location is not None:
+                    item["location"] = list(rule.location)
+                if rule.index is not None:
+                    item["index"] = rule.index
+                response = error_response(item, status=rule.status, headers=headers)
             response.error_code = rule.code
             return self._mark_injected(response)
         if self.faults.html_error():
@@ -357,6 +387,9 @@ class SimulatorApp:
     def _ep_consent_add(self, request: SimRequest, params: dict[str, str]) -> SimResponse:
         body = _json_body(request, invalid_shape_code="H085", expect=dict)
         consent, errors = self._validator.validate(body, self.clock.now())
+        refused = self._refused_error(body)
+        if refused is not None:
+            return _request_errors([*errors, refused], refused=[refused])
         if errors:
             return error_response(*errors, status=_validation_status(errors))
         retailer_error = _retailer_error(body)
@@ -394,18 +427,26 @@ class SimulatorApp:
         now = self.clock.now()
         consents: list[ConsentInput] = []
         errors: list[dict[str, Any]] = []
+        refused_errors: list[dict[str, Any]] = []
         seen: set[tuple[str, str, str]] = set()
         for index, item in enumerate(body):
             consent, item_errors = self._validator.validate(item, now, index=index)
             retailer_error = _retailer_error(item, index) if not item_errors else None
-            if item_errors or retailer_error:
-                errors.extend(item_errors or [retailer_error])
+            refused = self._refused_error(item, index)
+            if item_errors or retailer_error or refused:
+                if item_errors or retailer_error:
+                    errors.extend(item_errors or [retailer_error])
+                if refused is not None:
+                    errors.append(refused)
+                    refused_errors.append(refused)
                 continue
             if consent.key in seen:
                 errors.append(error_item("H194", location=["recipient"], value=consent.recipient, index=index))
                 continue
             seen.add(consent.key)
             consents.append(consent)
+        if refused_errors:
+            return _request_errors(errors, refused=refused_errors)
         if errors:
             return error_response(*errors, status=_validation_status(errors))
 
@@ -423,6 +464,22 @@ class SimulatorApp:
         self._batches[batch.request_id] = batch
         self.counters["batch_submits"] += 1
         return json_response(202, {"requestId": batch.request_id, "subRequests": sub_requests})
+
+    def _refused_error(self, item: Any, index: int | None = None) -> dict[str, Any] | None:
+        """The error item for a consent naming an address in ``refused_recipients`` (else None)."""
+        refused = self.config.refused_recipients
+        recipient = item.get("recipient") if refused and isinstance(item, dict) else None
+        if not isinstance(recipient, str):
+            return None
+        code = refused.get(normalise_recipient(recipient))
+        if code is None:
+            return None
+        known = ERROR_CATALOGUE.get(code)
+        message = known[1] if known and "{" not in known[1] else REFUSED_RECIPIENT_MESSAGE
+        error: dict[str, Any] = {"code": code, "message": message, "location": ["recipient"], "value": recipient}
+        if index is not None:
+            error["index"] = index
+        return error
 
     def _ep_batch_submit_v2(self, request: SimRequest, params: dict[str, str]) -> SimResponse:
         return self._ep_batch_submit(request, params, is_v2=True)
@@ -481,11 +538,19 @@ class SimulatorApp:
             or now > batch.submitted_epoch + retention
         ):
             return SimResponse(200)  # İYS answers an empty body while processing or for unknown ids
+        override = self.faults.settings.batch_item_status
         results = []
         for item in batch.items:
             if item.result is None and now >= batch.submitted_epoch + 2 * delay:
                 item.result = self._process_batch_item(batch, item)  # the queue finally caught up
-            results.append(item.result or {"index": item.index, "status": "enqueue", "subrequestId": item.sub_request_id})
+            if override is not None and not item.reported:
+                # Fault: an undocumented status; the real result stays stored for later calls.
+                results.append({"index": item.index, "status": str(override), "subrequestId": item.sub_request_id})
+            elif item.result is not None:
+                item.reported = True
+                results.append(item.result)
+            else:
+                results.append({"index": item.index, "status": "enqueue", "subrequestId": item.sub_request_id})
         return json_response(200, results)
 
     def _ep_single_status(self, request: SimRequest, params: dict[str, str]) -> SimResponse:
@@ -507,8 +572,14 @@ class SimulatorApp:
         record = self.store.get(key)
         if record is not None:
             return json_response(200, record.status_body())
-        if self.config.unknown_status_mode == "empty":
+        mode = self.config.unknown_status_mode
+        if mode == "empty":
             return SimResponse(200)
+        if mode == "422":
+            code = self.config.unknown_status_code
+            return error_response({"code": code, "message": UNKNOWN_RECIPIENT_MESSAGE, "location": ["recipient"]}, status=422)
+        if mode == "malformed":
+            return json_response(200, MALFORMED_STATUS_BODY)
         # İYS does not document this case; the simulator uses a made-up code so clients can tell it apart.
         return error_response(error_item("H000"))
 
@@ -615,6 +686,12 @@ class SimulatorApp:
     def _ctl_seed_synthetic(self, payload: dict, request: SimRequest) -> dict:
         return self.seed_synthetic(**payload)
 
+    def _ctl_inject_events(self, payload: dict, request: SimRequest) -> dict:
+        unknown = set(payload) - {"events"}
+        if unknown:
+            raise ValueError(f"unknown inject_events option(s): {sorted(unknown)}")
+        return self.inject_events(payload.get("events"))
+
     def _ctl_truth(self, payload: dict, request: SimRequest) -> dict:
         recipient = _query_value(request, "recipient", None)
         consent_type = _query_value(request, "type", None)
@@ -694,6 +771,65 @@ class SimulatorApp:
             self.store.put(record)
             event = self.store.append_event(record, creation_ms)
             return {"transactionId": record.transaction_id, "creationDate": record.creation_date, "cursor": event.cursor}
+
+    def inject_events(self, events: Any) -> dict[str, Any]:
+        """Append raw movements to the change feeds, as given: values are not validated and consent state
+        is untouched unless an item says ``"apply": true`` (then an ONAY/RET movement also becomes the
+        stored state, like ``citizen_change``). An explicit ``transactionId`` may repeat one already used.
+        All items are checked before any is appended, so a bad item injects nothing."""
+        with self._lock:
+            if not isinstance(events, list):
+                raise ValueError('"events" must be a list of movements')
+            prepared = [self._injected_event(position, raw) for position, raw in enumerate(events)]
+            injected = []
+            for raw, brand_code, stream, creation_ms in prepared:
+                transaction_id = raw["transactionId"] if "transactionId" in raw else self.store.new_transaction_id()
+                creation_date = format_turkey_time(creation_ms / 1000)
+                body: dict[str, Any] = {}
+                if "consentDate" in raw:
+                    body["consentDate"] = raw["consentDate"]
+                body.update(creationDate=creation_date, source=raw["source"], recipient=raw["recipient"])
+                body.update(recipientType=raw.get("recipientType", "BIREYSEL"), status=raw["status"], type=raw["type"])
+                body["transactionId"] = transaction_id
+                if "citizenName" in raw:
+                    body["citizenName"] = raw["citizenName"]
+                event = self.store.append_raw_event(brand_code, stream, creation_ms, transaction_id, body)
+                if raw.get("apply") and raw["status"] in ("ONAY", "RET"):
+                    recipient = raw["recipient"]
+                    self.store.put(
+                        StoredConsent(
+                            brand_code=brand_code,
+                            recipient=normalise_recipient(recipient) if isinstance(recipient, str) else recipient,
+                            recipient_type=body["recipientType"],
+                            consent_type=raw["type"],
+                            status=raw["status"],
+                            consent_date=raw.get("consentDate", creation_date),
+                            source=raw["source"],
+                            creation_date=creation_date,
+                            transaction_id=transaction_id,
+                        )
+                    )
+                injected.append({"transactionId": transaction_id, "creationDate": creation_date, "cursor": event.cursor})
+            return {"injected": len(injected), "events": injected}
+
+    def _injected_event(self, position: int, raw: Any) -> tuple[dict[str, Any], int, str, int]:
+        if not isinstance(raw, dict):
+            raise ValueError(f"events[{position}] must be an object")
+        unknown = set(raw) - INJECT_EVENT_FIELDS
+        if unknown:
+            raise ValueError(f"events[{position}]: unknown field(s) {sorted(unknown)}")
+        missing = [name for name in ("recipient", "type", "status", "source") if name not in raw]
+        if missing:
+            raise ValueError(f"events[{position}]: missing field(s) {missing}")
+        stream = raw.get("stream", STREAM_IYS)
+        if stream not in (STREAM_IYS, STREAM_HS):
+            raise ValueError(f"events[{position}]: stream must be {STREAM_IYS!r} or {STREAM_HS!r}")
+        brand_code = int(raw.get("brandCode", self.config.brand_codes[0]))
+        if "creationDate" in raw:
+            creation_ms = int(parse_turkey_time(str(raw["creationDate"])).timestamp() * 1000)
+        else:
+            creation_ms = self.clock.epoch_ms()
+        return raw, brand_code, stream, creation_ms
 
     def _record_from_control(self, raw: dict[str, Any], default_source: str) -> tuple[StoredConsent, int]:
         allowed = {"recipient", "type", "status", "recipientType", "consentDate", "source", "creationDate", "brandCode"}
@@ -779,6 +915,7 @@ CONTROL_ROUTES: dict[tuple[str, str], Callable[[SimulatorApp, dict, SimRequest],
     ("POST", "reset"): SimulatorApp._ctl_reset,
     ("POST", "seed"): SimulatorApp._ctl_seed,
     ("POST", "citizen_change"): SimulatorApp._ctl_citizen_change,
+    ("POST", "inject_events"): SimulatorApp._ctl_inject_events,
     ("POST", "seed_synthetic"): SimulatorApp._ctl_seed_synthetic,
     ("GET", "truth"): SimulatorApp._ctl_truth,
     ("GET", "counters"): SimulatorApp._ctl_counters,
@@ -850,6 +987,13 @@ def _required_enum(body, field_name, allowed, missing_code, invalid_code, errors
 
 def _validation_status(errors: list[dict[str, Any]]) -> int:
     return max(http_status_of(error["code"]) for error in errors)
+
+
+def _request_errors(errors: list[dict[str, Any]], refused: list[dict[str, Any]]) -> SimResponse:
+    """A request-level failure; refused-recipient items always count as 422 whatever their code."""
+    refused_ids = {id(error) for error in refused}
+    status = max(422 if id(error) in refused_ids else http_status_of(error["code"]) for error in errors)
+    return error_response(*errors, status=status)
 
 
 def _retailer_error(body: dict[str, Any], index: int | None = None) -> dict[str, Any] | None:

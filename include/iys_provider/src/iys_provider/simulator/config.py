@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-UNKNOWN_STATUS_MODES = ("404", "empty")
+from .validation import normalise_recipient
+
+# What single status answers for an address İYS does not hold (İYS does not document this case):
+#   "404"       404 with the simulator-only code H000 (default)
+#   "empty"     200 with an empty body
+#   "422"       422 {"errors":[{"code": unknown_status_code, ..., "location":["recipient"]}]}
+#   "malformed" 200 with a JSON object that is not the documented status shape
+UNKNOWN_STATUS_MODES = ("404", "empty", "422", "malformed")
 
 
 @dataclass
@@ -23,6 +30,9 @@ class SimulatorConfig:
     batch_result_retention_days: float = 60
     single_status_limit_per_hour: int = 1000
     unknown_status_mode: str = "404"
+    unknown_status_code: str = "H114"  # code of the "422" unknown_status_mode
+    # address -> H-code: writes naming the address fail with 422 and that code (request level)
+    refused_recipients: dict[str, str] = field(default_factory=dict)
     retry_after_header: bool = True
     latency_ms: float = 0
     seed: int | None = None
@@ -37,6 +47,10 @@ class SimulatorConfig:
         self.unknown_status_mode = str(self.unknown_status_mode)
         if self.unknown_status_mode not in UNKNOWN_STATUS_MODES:
             raise ValueError(f"unknown_status_mode must be one of {UNKNOWN_STATUS_MODES}")
+        self.unknown_status_code = str(self.unknown_status_code)
+        if not self.unknown_status_code:
+            raise ValueError("unknown_status_code must not be empty")
+        self.refused_recipients = parse_refused_recipients(self.refused_recipients)
         for name in ("rate_limit_per_second", "token_limit_per_hour", "single_status_limit_per_hour"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -52,6 +66,20 @@ class SimulatorConfig:
         data = asdict(self)
         data["password"] = "***"
         return data
+
+
+def parse_refused_recipients(value: Any) -> dict[str, str]:
+    """``{"+905321112233": "H122", "A@b.com": "H120"}`` with addresses normalised like İYS stores them."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("refused_recipients must be an object mapping address -> H-code")
+    refused: dict[str, str] = {}
+    for address, code in value.items():
+        if not isinstance(address, str) or not address or not isinstance(code, str) or not code:
+            raise ValueError("refused_recipients must map non-empty addresses to non-empty H-codes")
+        refused[normalise_recipient(address)] = code
+    return refused
 
 
 def parse_brand_codes(value: Any) -> list[int]:

@@ -18,6 +18,8 @@ class FailRule:
     retry_after: float | None = None
     body: str | None = None  # raw body override, e.g. "not json"
     method: str | None = None
+    index: int | None = None  # error item "index", e.g. to name one item of a batch submit
+    location: list | None = None  # error item "location", e.g. ["recipient"]
 
 
 @dataclass
@@ -32,6 +34,9 @@ class FaultSettings:
     drop_after_commit_next: int = 0  # next N write requests are committed, then the connection is closed
     fail_next: list[FailRule] = field(default_factory=list)
     enqueue_rate: float = 0.0  # batch items reported as "enqueue" (processed late)
+    # Batch results report every not-yet-reported item with this status (e.g. "processing") instead
+    # of its real one; the real processing goes on and shows once the setting is cleared (None).
+    batch_item_status: str | None = None
     apply_to_control: bool = False
 
     @classmethod

@@ -139,8 +139,10 @@ class SimulatorServer:
     ``username``, ``password``, ``iys_code``, ``brand_codes``, ``rate_limit_per_second``,
     ``token_limit_per_hour``, ``token_block_seconds``, ``access_ttl``, ``refresh_ttl``,
     ``batch_result_delay``, ``batch_result_retention_days``, ``single_status_limit_per_hour``,
-    ``unknown_status_mode`` ("404" or "empty"), ``retry_after_header``, ``latency_ms``, ``seed``
-    (seeds the id and fault RNGs), ``verbose`` (masked request log).
+    ``unknown_status_mode`` ("404", "empty", "422" or "malformed"), ``unknown_status_code`` (code of the
+    "422" mode, default "H114"), ``refused_recipients`` (address -> H-code: writes naming it fail with
+    422), ``retry_after_header``, ``latency_ms``, ``seed`` (seeds the id and fault RNGs), ``verbose``
+    (masked request log).
 
     Time-based rules use a simulated clock (real time plus an offset moved by :meth:`advance_clock`);
     only the per-second request limit uses real monotonic time. The HTTP control API under
@@ -210,6 +212,9 @@ class SimulatorServer:
 
     def seed_synthetic(self, **options: Any) -> dict[str, Any]:
         return self.app.seed_synthetic(**options)
+
+    def inject_events(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.app.inject_events(events)
 
     def truth(self, recipient: str, consent_type: str, recipient_type: str = "BIREYSEL", brand_code: int | None = None):
         return self.app.truth(recipient, consent_type, recipient_type=recipient_type, brand_code=brand_code)

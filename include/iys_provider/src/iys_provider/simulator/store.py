@@ -69,14 +69,20 @@ class ConsentEvent:
     creation_ms: int
     transaction_id: str
     consent: dict[str, Any]
+    seq: int = 0  # insertion order (store-wide); ties on creation time are served in this order
+    occurrence: int = 1  # 1 + earlier events of the stream with the same creation time and transactionId
 
     @property
-    def sort_key(self) -> tuple[int, str]:
-        return (self.creation_ms, self.transaction_id)
+    def sort_key(self) -> tuple[int, int]:
+        return (self.creation_ms, self.seq)
 
     @property
     def cursor(self) -> str:
-        return f"{self.creation_ms}_{self.transaction_id}"
+        """``<creation ms>_<transactionId>``; a repeated (creation time, transactionId) pair (İYS gives
+        movements of one address in the same second one transactionId) gets ``~<occurrence>`` appended
+        so a page ending between such movements still resumes at the right one."""
+        base = f"{self.creation_ms}_{self.transaction_id}"
+        return base if self.occurrence == 1 else f"{base}~{self.occurrence}"
 
     def pull_body(self) -> dict[str, Any]:
         return dict(self.consent)
@@ -84,22 +90,47 @@ class ConsentEvent:
 
 @dataclass
 class EventStream:
+    """Events of one (brand, stream), ordered by creation time, then insertion order."""
+
     events: list[ConsentEvent] = field(default_factory=list)
-    keys: list[tuple[int, str]] = field(default_factory=list)
+    keys: list[tuple[int, int]] = field(default_factory=list)  # (creation_ms, seq), parallel to events
+    by_transaction: dict[tuple[int, str], list[int]] = field(default_factory=dict)  # (ms, txid) -> seqs
     dirty: bool = False
 
     def append(self, event: ConsentEvent) -> None:
+        seqs = self.by_transaction.setdefault((event.creation_ms, event.transaction_id), [])
+        seqs.append(event.seq)
+        event.occurrence = len(seqs)
         if self.keys and event.sort_key < self.keys[-1]:
             self.dirty = True  # explicit back-dated creationDate; re-sort on the next read
         self.events.append(event)
         self.keys.append(event.sort_key)
 
-    def sorted_view(self) -> tuple[list[ConsentEvent], list[tuple[int, str]]]:
+    def sorted_view(self) -> tuple[list[ConsentEvent], list[tuple[int, int]]]:
         if self.dirty:
             self.events.sort(key=lambda event: event.sort_key)
             self.keys = [event.sort_key for event in self.events]
             self.dirty = False
         return self.events, self.keys
+
+    def start_after(self, creation_ms: int, transaction_id: str) -> int:
+        """Index of the first event after the cursor ``<creation_ms>_<transaction_id>``."""
+        events, keys = self.sorted_view()
+        occurrence = 1
+        seqs = self.by_transaction.get((creation_ms, transaction_id))
+        if seqs is None:
+            base, _, suffix = transaction_id.rpartition("~")
+            if base and suffix.isdigit() and int(suffix) >= 1:
+                seqs = self.by_transaction.get((creation_ms, base))
+                occurrence = int(suffix)
+        if seqs:
+            seq = seqs[min(occurrence, len(seqs)) - 1]
+            return bisect.bisect_right(keys, (creation_ms, seq))
+        # Not a cursor this stream handed out: skip what sorts before it as (creation, transactionId).
+        start = bisect.bisect_left(keys, (creation_ms, -1))
+        while start < len(events) and events[start].creation_ms == creation_ms and events[start].transaction_id <= transaction_id:
+            start += 1
+        return start
 
 
 class WriteRejected(Exception):
@@ -111,6 +142,7 @@ class WriteRejected(Exception):
 class ConsentStore:
     def __init__(self, id_seed: int | None) -> None:
         self._ids = random.Random(id_seed)
+        self._event_seq = 0
         self.records: dict[ConsentKey, StoredConsent] = {}
         self.streams: dict[tuple[int, str], EventStream] = {}
         self.populations: list[SyntheticPopulation] = []
@@ -178,8 +210,15 @@ class ConsentStore:
             type=record.consent_type,
             transactionId=record.transaction_id,
         )
-        event = ConsentEvent(record.brand_code, stream_of(record.source), creation_ms, record.transaction_id, consent)
-        self.streams.setdefault((record.brand_code, event.stream), EventStream()).append(event)
+        return self.append_raw_event(record.brand_code, stream_of(record.source), creation_ms, record.transaction_id, consent)
+
+    def append_raw_event(
+        self, brand_code: int, stream: str, creation_ms: int, transaction_id: str, consent: dict[str, Any]
+    ) -> ConsentEvent:
+        """Append a movement to a change feed as given (no validation, no state change)."""
+        self._event_seq += 1
+        event = ConsentEvent(brand_code, stream, creation_ms, transaction_id, consent, seq=self._event_seq)
+        self.streams.setdefault((brand_code, stream), EventStream()).append(event)
         return event
 
     def apply_hs_write(
@@ -239,13 +278,13 @@ class ConsentStore:
         if event_stream is None:
             return []
         events, keys = event_stream.sorted_view()
-        lower = (window_start_ms, "")
-        if after is not None and after >= lower:
-            start = bisect.bisect_right(keys, after)
+        if after is not None and after[0] >= window_start_ms:
+            start = event_stream.start_after(*after)
         else:
-            start = bisect.bisect_left(keys, lower)
+            start = bisect.bisect_left(keys, (window_start_ms, -1))
         selected = []
-        for event in events[start:]:
+        for position in range(start, len(events)):
+            event = events[position]
             if event.creation_ms > window_end_ms or len(selected) >= limit:
                 break
             selected.append(event)
