@@ -9,6 +9,7 @@ never carries personal data into a log.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from airflow.sdk.exceptions import AirflowException
@@ -21,6 +22,15 @@ RETRYABLE_H_CODES = frozenset(
 BUSINESS_H_CODES = frozenset({"H174", "H175", "H178", "H467", "H408", "H155", "H156", "H157", "H162"})
 #: Hourly quotas: retrying within the hour is pointless (and for H084 it restarts the block).
 HOURLY_QUOTA_H_CODES = frozenset({"H084", "H086", "H089"})
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """İYS's refusal of one item of a list it was sent (a batch of consents, a recipients list)."""
+
+    index: int
+    code: str | None
+    message: str
 
 
 class IysError(AirflowException):
@@ -39,6 +49,8 @@ class IysApiError(IysError):
         location: Sequence[object] | None = None,
         index: int | None = None,
         endpoint: str | None = None,
+        item_errors: Sequence[ItemError] = (),
+        retry_after: float | None = None,
     ) -> None:
         self.status_code = status_code
         self.code = code
@@ -46,6 +58,10 @@ class IysApiError(IysError):
         self.location = list(location) if location else None
         self.index = index
         self.endpoint = endpoint
+        #: Every error İYS tied to an item of the request by its ``index`` (it may list several).
+        self.item_errors = tuple(item_errors)
+        #: Seconds İYS asked us to wait (``Retry-After``), when it said.
+        self.retry_after = retry_after
         parts = [f"İYS error {code or '-'} (HTTP {status_code if status_code is not None else '-'})"]
         if endpoint:
             parts.append(f"on {endpoint}")

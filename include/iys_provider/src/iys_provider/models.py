@@ -145,19 +145,69 @@ class Consent(_IysModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def _known_or_text(enum_cls: type[enum.StrEnum]):
+    """Validator: a value İYS documents becomes the enum member; a new one stays plain text.
+
+    İYS has added source values before; a new value must not make a whole answer unreadable.
+    """
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, str) and not isinstance(value, enum.Enum):
+            try:
+                return enum_cls(value)
+            except ValueError:
+                return value
+        return value
+
+    return BeforeValidator(convert)
+
+
+#: A ``source`` as İYS reports it: a known :class:`ConsentSource`, or the new value as text.
+ReportedSource = Annotated[ConsentSource | str, _known_or_text(ConsentSource)]
+
+
+def is_documented(value: Any) -> bool:
+    """True when ``value`` is one of the enum values İYS documents (not an unknown text)."""
+    return isinstance(value, enum.Enum)
+
+
 class ConsentRecord(_IysModel):
-    """A consent as İYS reports it: single-status answer or one change-feed movement."""
+    """A consent as İYS reports it in a single-status answer."""
 
     recipient: str
     type: ConsentType
     status: ConsentStatus
     recipient_type: RecipientType = Field(RecipientType.BIREYSEL, alias="recipientType")
-    source: ConsentSource | None = None
+    source: ReportedSource | None = None
     consent_date: IysDateTime | None = Field(None, alias="consentDate")
     creation_date: IysDateTime | None = Field(None, alias="creationDate")
     transaction_id: str | None = Field(None, alias="transactionId")
     retailer_code: int | None = Field(None, alias="retailerCode")
     citizen_name: str | None = Field(None, alias="citizenName")
+
+
+class ChangeMovement(_IysModel):
+    """One change-feed movement, read tolerantly.
+
+    Status, channel, recipient type and source are kept as İYS sent them: documented values
+    become enum members, a value İYS added later stays text. Such a movement is stored in
+    ``iys.consent_events`` but never applied to ``iys.consents``.
+    """
+
+    recipient: str
+    type: Annotated[ConsentType | str, _known_or_text(ConsentType)]
+    status: Annotated[ConsentStatus | str, _known_or_text(ConsentStatus)]
+    recipient_type: Annotated[RecipientType | str, _known_or_text(RecipientType)] = Field(RecipientType.BIREYSEL, alias="recipientType")
+    source: ReportedSource | None = None
+    consent_date: IysDateTime | None = Field(None, alias="consentDate")
+    creation_date: IysDateTime | None = Field(None, alias="creationDate")
+    transaction_id: str | None = Field(None, alias="transactionId")
+    citizen_name: str | None = Field(None, alias="citizenName")
+
+    @property
+    def applicable(self) -> bool:
+        """Every field that decides a consent is a value İYS documents."""
+        return all(is_documented(v) for v in (self.type, self.status, self.recipient_type))
 
 
 class AddConsentResult(_IysModel):
@@ -191,10 +241,13 @@ class IysErrorDetail(_IysModel):
 
 
 class BatchResultItem(_IysModel):
-    """One line of a batch result. İYS spells the sub-request id both ways; accept both."""
+    """One line of a batch result. İYS spells the sub-request id both ways; accept both.
+
+    A ``status`` İYS does not document stays text: the item is treated as not settled yet.
+    """
 
     index: int
-    status: BatchItemStatus
+    status: Annotated[BatchItemStatus | str, _known_or_text(BatchItemStatus)]
     sub_request_id: str | None = Field(
         None, validation_alias=AliasChoices("subRequestId", "subrequestId")
     )
@@ -209,7 +262,7 @@ class ChangePage(_IysModel):
 
     after: str | None = None
     # Required: a 200 without a list is a malformed answer, not "no movements" (that is a 204).
-    changes: list[ConsentRecord] = Field(alias="list")
+    changes: list[ChangeMovement] = Field(alias="list")
 
 
 class MultiStatusResult(_IysModel):

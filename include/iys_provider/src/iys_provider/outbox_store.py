@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 import psycopg
 
@@ -34,10 +34,34 @@ UPDATE iys.consent_updates
 
 RECORD_TRANSIENT_FAILURE_SQL = """
 UPDATE iys.consent_updates
-   SET state = CASE WHEN attempts >= %s THEN 'failed' ELSE 'pending' END,
-       error_code = %s, detail = %s,
-       processed_at = CASE WHEN attempts >= %s THEN now() ELSE processed_at END
- WHERE id = ANY(%s) AND state = 'pending'
+   SET tries = tries + 1,
+       state = CASE WHEN tries + 1 >= %(max)s THEN 'failed' ELSE 'pending' END,
+       error_code = %(code)s, detail = %(detail)s,
+       processed_at = CASE WHEN tries + 1 >= %(max)s THEN now() ELSE processed_at END
+ WHERE id = ANY(%(ids)s) AND state = 'pending'
+RETURNING state
+"""
+
+# A batch whose results never came (lost, unknown to İYS, or stuck in its queue) goes back to
+# pending. ``attempts`` stays > 0, so the next push verifies it with İYS before any resend.
+EXPIRE_SUBMITTED_SQL = """
+UPDATE iys.consent_updates
+   SET state = 'pending', request_id = NULL, request_index = NULL, submitted_at = NULL,
+       error_code = %(code)s, detail = %(detail)s
+ WHERE state = 'submitted' AND (request_id = %(request_id)s OR submitted_at < %(submitted_before)s)
+"""
+
+FETCH_PENDING_BY_ID_SQL = """
+SELECT id, recipient, type, recipient_type, status, consent_date, source, attempts
+  FROM iys.consent_updates WHERE state = 'pending' AND id = ANY(%s) ORDER BY id
+"""
+
+# Unsent opt-outs per Turkey-local consent day; the deadline itself needs the holiday calendar.
+UNSENT_RET_DAYS_SQL = """
+SELECT (consent_date AT TIME ZONE 'Europe/Istanbul')::date AS consent_day, count(*)
+  FROM iys.consent_updates
+ WHERE status = 'RET' AND state IN ('pending', 'submitted', 'failed')
+ GROUP BY 1
 """
 
 SUBMITTED_REQUESTS_SQL = """
@@ -109,8 +133,36 @@ def mark_submitted(conn: psycopg.Connection, request_id: str, ids: Sequence[int]
 
 def record_transient_failure(
     conn: psycopg.Connection, ids: Sequence[int], *, max_attempts: int, code: str | None, detail: str
-) -> None:
-    conn.execute(RECORD_TRANSIENT_FAILURE_SQL, (max_attempts, code or "TRANSIENT", detail, max_attempts, list(ids)))
+) -> int:
+    """One more unsettled try for each row; returns how many reached ``max_attempts`` and are now failed."""
+    states = conn.execute(
+        RECORD_TRANSIENT_FAILURE_SQL,
+        {"max": max_attempts, "code": code or "TRANSIENT", "detail": detail, "ids": list(ids)},
+    ).fetchall()
+    return sum(1 for (state,) in states if state == "failed")
+
+
+def fetch_pending_by_id(conn: psycopg.Connection, ids: Sequence[int]) -> list[OutboxRow]:
+    return [OutboxRow(*row) for row in conn.execute(FETCH_PENDING_BY_ID_SQL, (list(ids),)).fetchall()]
+
+
+def expire_submissions(
+    conn: psycopg.Connection,
+    *,
+    code: str,
+    detail: str,
+    request_id: str | None = None,
+    submitted_before: datetime | None = None,
+) -> int:
+    """Put submitted rows of one request, or of requests older than ``submitted_before``, back to pending."""
+    return conn.execute(
+        EXPIRE_SUBMITTED_SQL,
+        {"code": code, "detail": detail, "request_id": request_id, "submitted_before": submitted_before},
+    ).rowcount
+
+
+def unsent_rets_by_day(conn: psycopg.Connection) -> dict[date, int]:
+    return dict(conn.execute(UNSENT_RET_DAYS_SQL).fetchall())
 
 
 def known_consents(
@@ -140,7 +192,7 @@ def record_status_answer(conn: psycopg.Connection, brand_code: int, record: Cons
             "type": record.type.value,
             "status": record.status.value,
             "consent_date": record.consent_date,
-            "source": record.source.value if record.source else None,
+            "source": str(record.source) if record.source else None,
             "creation_date": record.creation_date,
             "transaction_id": record.transaction_id,
         },

@@ -5,6 +5,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param
 
 from iys_provider.dags.common import CONNECTION_ARGS, iys_dag
+from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN
 from iys_provider.models import ChangeStream
 from iys_provider.operators.base import IYS_POOL
 from iys_provider.operators.changes import DEFAULT_MAX_PULL_GAP_HOURS, IysPullChangesOperator
@@ -22,8 +23,11 @@ DOC = """
    `max_pull_gap_hours`, since İYS keeps only 7 days of changes.
 2. Checks new and changed users (multi status), quarantining invalid addresses.
 3. Pushes pending rows of `iys.consent_updates` for recipients İYS already holds — never creating
-   one — and waits for batch results in reschedule mode.
-4. Writes a row to `iys.sync_runs` and announces consent changes on the `iys_consents` asset.
+   one — and waits for batch results in reschedule mode. Every opt-out is verified against İYS's
+   current status (multi status) right before it is sent. The push runs even when a pull failed.
+4. Writes a row to `iys.sync_runs` (with the opt-out deadline watch) and announces consent
+   changes on the `iys_consents` asset. The run fails when any step failed, or when an opt-out
+   not yet in İYS is within `ret_deadline_margin_hours` of its legal deadline.
 
 Reruns and backfills are harmless: every step works from cursors and states, not from the run's
 dates.
@@ -47,27 +51,40 @@ def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync") -> DAG:
                 description="Fail instead of pulling when the last complete pull is older than this; İYS keeps "
                 "7 days minus one hour (167 h) of changes.",
             ),
+            "ret_deadline_margin_hours": Param(
+                DEFAULT_DEADLINE_MARGIN.total_seconds() / 3600,
+                type="number",
+                minimum=0,
+                maximum=168,
+                title="Opt-out deadline alarm (hours)",
+                description="Fail the run when an opt-out (RET) not yet in İYS is this close to its legal "
+                "deadline (consent date + 3 Turkish business days).",
+            ),
         },
     ) as dag:
         conns = CONNECTION_ARGS
+        # Every step runs whatever happened before it ("all_done"): a failed pull must never hold
+        # back an opt-out. The report then fails the run with the failed step's name.
         pulls = [
             IysPullChangesOperator(
                 task_id=f"pull_{stream.value.lower()}_changes",
                 stream=stream.value,
                 max_pull_gap_hours="{{ params.max_pull_gap_hours }}",
                 pool=IYS_POOL,
+                trigger_rule="all_done",
                 retries=2,
                 **conns,
             )
             for stream in ChangeStream
         ]
-        new_users = IysCheckNewUsersOperator(task_id="check_new_users", pool=IYS_POOL, retries=2, **conns)
-        # A skipped check_new_users (initial sync not done yet) must not stop the push.
+        new_users = IysCheckNewUsersOperator(
+            task_id="check_new_users", pool=IYS_POOL, trigger_rule="all_done", retries=2, **conns
+        )
         push = IysPushConsentUpdatesOperator(
-            task_id="push_consent_updates", pool=IYS_POOL, trigger_rule="none_failed", retries=2, **conns
+            task_id="push_consent_updates", pool=IYS_POOL, trigger_rule="all_done", retries=2, **conns
         )
         wait = IysBatchResultSensor(
-            task_id="wait_for_batch_results", pool=IYS_POOL, trigger_rule="none_failed", retries=2, **conns
+            task_id="wait_for_batch_results", pool=IYS_POOL, trigger_rule="all_done", retries=2, **conns
         )
         report = IysSyncReportOperator(
             task_id="report",
@@ -75,6 +92,7 @@ def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync") -> DAG:
             new_users_task_id=new_users.task_id,
             push_task_id=push.task_id,
             batch_results_task_id=wait.task_id,
+            ret_deadline_margin_hours="{{ params.ret_deadline_margin_hours }}",
             **conns,
         )
         announce = IysAnnounceConsentChangesOperator(task_id="announce_consent_changes", report_task_id="report", **conns)

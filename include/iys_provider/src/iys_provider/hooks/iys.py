@@ -35,6 +35,7 @@ from tenacity import (
 
 from iys_provider.exceptions import (
     HOURLY_QUOTA_H_CODES,
+    ItemError,
     IysApiError,
     IysAuthError,
     IysError,
@@ -722,21 +723,28 @@ def _api_error(response: requests.Response, endpoint: str) -> IysApiError:
             detail = body
     code = detail.get("code") or detail.get("code:")
     message = str(detail.get("message") or f"HTTP {status}")
+    item_errors = []
+    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+        for item in body["errors"]:
+            if isinstance(item, dict) and isinstance(item.get("index"), int) and not isinstance(item["index"], bool):
+                item_errors.append(
+                    ItemError(item["index"], item.get("code") or item.get("code:"), str(item.get("message") or ""))
+                )
     error_class = IysApiError
     if code in HOURLY_QUOTA_H_CODES and code != "H084":
         error_class = IysQuotaExceededError
     elif status in (401, 403):
         error_class = IysAuthError
-    error = error_class(
+    return error_class(
         message,
         status_code=status,
         code=code,
         location=detail.get("location") if isinstance(detail.get("location"), list) else None,
         index=detail.get("index") if isinstance(detail.get("index"), int) else None,
         endpoint=endpoint,
+        item_errors=item_errors,
+        retry_after=_retry_after_seconds(response),
     )
-    error.retry_after = _retry_after_seconds(response)  # type: ignore[attr-defined]
-    return error
 
 
 def _retry_after_seconds(response: requests.Response) -> float | None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from iys_provider.change_feed import mark_pull_complete, read_stream_state, store_change_page
-from iys_provider.models import ChangeStream
+from iys_provider.change_feed import DEFAULT_CHECK_MARGIN, mark_pull_complete, read_stream_state, store_change_page
+from iys_provider.models import ChangeMovement, ChangeStream, is_documented
 from iys_provider.operators.base import IysBaseOperator
 
 #: İYS serves 7 days minus one hour of movements; fail well before that horizon.
@@ -34,6 +34,12 @@ class IysPullChangesOperator(IysBaseOperator):
         written by service providers: the brand's other systems or this package).
     :param max_pull_gap_hours: see above; default 144 (6 days).
     :param page_size: movements per request (≤1000).
+    :param check_margin_seconds: movements created up to this long before our last status check
+        of an address are still applied in feed order (our clock and İYS's differ by seconds).
+
+    Values İYS did not document are read, not refused: a new ``source`` is stored as text, a
+    movement with a new status, channel or recipient type is kept in ``iys.consent_events`` and
+    never applied. Each new value is logged once per run.
     """
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "stream", "max_pull_gap_hours")
@@ -44,12 +50,14 @@ class IysPullChangesOperator(IysBaseOperator):
         stream: str = ChangeStream.IYS.value,
         max_pull_gap_hours: int | str = DEFAULT_MAX_PULL_GAP_HOURS,
         page_size: int = 1000,
+        check_margin_seconds: float = DEFAULT_CHECK_MARGIN.total_seconds(),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.stream = stream
         self.max_pull_gap_hours = max_pull_gap_hours
         self.page_size = page_size
+        self.check_margin = timedelta(seconds=check_margin_seconds)
 
     def execute(self, context) -> dict[str, Any]:
         stream = ChangeStream(str(self.stream).upper())
@@ -60,15 +68,21 @@ class IysPullChangesOperator(IysBaseOperator):
             cursor, last_success_at, details = state if state else (None, None, {})
             self._guard_feed_window(conn, brand_code, stream, last_success_at)
             started_at = datetime.now(UTC)
-            totals = {"pulled": 0, "new": 0, "applied": 0, "ignored_stale": 0, "pages": 0}
+            totals = {"pulled": 0, "new": 0, "applied": 0, "ignored_stale": 0, "held": 0, "replaced": 0, "pages": 0}
             newest = (details or {}).get("newest_creation_date")
+            undocumented: set[tuple[str, str]] = set()
             for page in self.iys_hook.iter_change_pages(stream, after=cursor, limit=self.page_size):
-                outcome = store_change_page(conn, brand_code=brand_code, stream=stream, page=page)
+                self._log_undocumented_values(page.changes, undocumented)
+                outcome = store_change_page(
+                    conn, brand_code=brand_code, stream=stream, page=page, check_margin=self.check_margin
+                )
                 totals["pages"] += 1
                 totals["pulled"] += outcome.received
                 totals["new"] += outcome.new
                 totals["applied"] += outcome.applied
                 totals["ignored_stale"] += outcome.ignored_stale
+                totals["held"] += outcome.held
+                totals["replaced"] += outcome.replaced
                 newest = max(c.creation_date for c in page.changes).isoformat()
                 self.log.info(
                     "%s stream page %d: %d movements (%d new, %d applied, %d stale or older than a check)",
@@ -87,6 +101,16 @@ class IysPullChangesOperator(IysBaseOperator):
         finally:
             conn.close()
             self.iys_hook.close()
+
+    def _log_undocumented_values(self, changes: list[ChangeMovement], seen: set[tuple[str, str]]) -> None:
+        for change in changes:
+            for field in ("status", "type", "recipient_type", "source"):
+                value = getattr(change, field)
+                if value is None or is_documented(value) or (field, value) in seen:
+                    continue
+                seen.add((field, value))
+                kept = "stored and applied" if field == "source" else "stored in iys.consent_events, not applied"
+                self.log.warning("İYS sent a %s value it does not document: %r (%s)", field, value, kept)
 
     def _guard_feed_window(self, conn, brand_code: int, stream: ChangeStream, last_success_at: datetime | None) -> None:
         last_scan = conn.execute(LAST_INITIAL_SCAN_SQL, (brand_code,)).fetchone()[0]

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from iys_provider.dags.common import CONSENTS_ASSET
+from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, watch_ret_deadlines
 from iys_provider.operators.base import IysBaseOperator
+from iys_provider.outbox_store import unsent_rets_by_day
 
 INSERT_RUN_SQL = """
 INSERT INTO iys.sync_runs (run_id, brand_code, dag_id, started_at, pulled_iys, pulled_hs, applied, ignored_stale,
-                           new_users_checked, pushed, skipped, rejected, failed, feed_lag_seconds, details)
+                           new_users_checked, pushed, skipped, rejected, failed, feed_lag_seconds, details,
+                           unsent_rets, rets_due_within_24h, oldest_unsent_ret_deadline)
 VALUES (%(run_id)s, %(brand)s, %(dag_id)s, %(started_at)s, %(pulled_iys)s, %(pulled_hs)s, %(applied)s,
         %(ignored_stale)s, %(new_users_checked)s, %(pushed)s, %(skipped)s, %(rejected)s, %(failed)s,
-        %(feed_lag_seconds)s, %(details)s::jsonb)
+        %(feed_lag_seconds)s, %(details)s::jsonb, %(unsent_rets)s, %(rets_due_within_24h)s,
+        %(oldest_unsent_ret_deadline)s)
 ON CONFLICT (run_id, brand_code, dag_id) DO UPDATE
    SET finished_at = now(), pulled_iys = EXCLUDED.pulled_iys, pulled_hs = EXCLUDED.pulled_hs,
        applied = EXCLUDED.applied, ignored_stale = EXCLUDED.ignored_stale,
        new_users_checked = EXCLUDED.new_users_checked, pushed = EXCLUDED.pushed, skipped = EXCLUDED.skipped,
        rejected = EXCLUDED.rejected, failed = EXCLUDED.failed, feed_lag_seconds = EXCLUDED.feed_lag_seconds,
-       details = EXCLUDED.details
+       details = EXCLUDED.details, unsent_rets = EXCLUDED.unsent_rets,
+       rets_due_within_24h = EXCLUDED.rets_due_within_24h,
+       oldest_unsent_ret_deadline = EXCLUDED.oldest_unsent_ret_deadline
 """
 FAILED_STATES = {"failed", "upstream_failed"}
 
@@ -33,8 +39,16 @@ class IysSyncReportOperator(IysBaseOperator):
 
     Runs with ``trigger_rule="all_done"`` so failed runs get their row too; it then fails itself,
     so the run is not mistaken for a success.
+
+    It also watches the legal clock of opt-outs (:mod:`iys_provider.deadline_watch`): the row
+    records how many RETs are not in İYS yet, how many reach their deadline within 24 h and the
+    earliest deadline; when one is within ``ret_deadline_margin_hours`` of it, the run fails
+    (after every step has done its work), so alerting on failed runs catches it.
+
+    :param ret_deadline_margin_hours: alarm margin before a RET's legal deadline (templated).
     """
 
+    template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "ret_deadline_margin_hours")
 
     def __init__(
         self,
@@ -43,10 +57,12 @@ class IysSyncReportOperator(IysBaseOperator):
         new_users_task_id: str | None = None,
         push_task_id: str | None = None,
         batch_results_task_id: str | None = None,
+        ret_deadline_margin_hours: float | str = DEFAULT_DEADLINE_MARGIN.total_seconds() / 3600,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
+        self.ret_deadline_margin_hours = ret_deadline_margin_hours
         self.pull_task_ids = list(pull_task_ids)
         self.new_users_task_id = new_users_task_id
         self.push_task_id = push_task_id
@@ -72,7 +88,7 @@ class IysSyncReportOperator(IysBaseOperator):
             "pushed": push.get("sent", 0) + settled.get("sent", 0),
             "skipped": push.get("skipped", 0) + settled.get("skipped", 0),
             "rejected": push.get("rejected", 0) + settled.get("rejected", 0),
-            "failed": push.get("failed", 0),
+            "failed": push.get("failed", 0) + settled.get("failed", 0),
             "feed_lag_seconds": max(lags) if lags else None,
         }
         consent_changes = summary["applied"] + new_users.get("status_changes", 0) + summary["pushed"]
@@ -82,6 +98,8 @@ class IysSyncReportOperator(IysBaseOperator):
             "consent_changes": consent_changes,
             "submitted": push.get("submitted", 0),
             "left_pending": push.get("pending", 0) + push.get("deferred", 0),
+            "batches_reopened": push.get("expired_batches", 0) + settled.get("reopened", 0),
+            "movements_held": sum(r.get("held", 0) for r in pulls.values()),
             "quarantined": new_users.get("quarantined", 0),
             "requests": new_users.get("requests", 0),
             "failed_steps": failed_steps,
@@ -90,6 +108,10 @@ class IysSyncReportOperator(IysBaseOperator):
         dag_run = context["dag_run"]
         conn = self.connect()
         try:
+            watch = watch_ret_deadlines(
+                unsent_rets_by_day(conn), datetime.now(UTC), timedelta(hours=float(self.ret_deadline_margin_hours))
+            )
+            details["overdue_rets"] = watch.overdue
             conn.execute(
                 INSERT_RUN_SQL,
                 {
@@ -99,6 +121,9 @@ class IysSyncReportOperator(IysBaseOperator):
                     "dag_id": dag_run.dag_id,
                     "started_at": getattr(dag_run, "start_date", None) or datetime.now(UTC),
                     "details": json.dumps(details),
+                    "unsent_rets": watch.unsent,
+                    "rets_due_within_24h": watch.due_within_24h,
+                    "oldest_unsent_ret_deadline": watch.earliest_deadline,
                 },
             )
         finally:
@@ -111,8 +136,18 @@ class IysSyncReportOperator(IysBaseOperator):
             summary["failed"], details["left_pending"], summary["feed_lag_seconds"],
             f"; FAILED steps: {', '.join(failed_steps)}" if failed_steps else "",
         )
+        self.log.info(
+            "Opt-outs not in İYS yet: %d (%d due within 24 h, earliest deadline %s); %d past their deadline",
+            watch.unsent, watch.due_within_24h,
+            f"{watch.earliest_deadline:%Y-%m-%d %H:%M %Z}" if watch.earliest_deadline else "-", watch.overdue,
+        )
+        problems = []
         if failed_steps:
-            raise AirflowException(f"steps failed: {', '.join(failed_steps)} (see their logs); the report row is written")
+            problems.append(f"steps failed: {', '.join(failed_steps)} (see their logs)")
+        if watch.alarm:
+            problems.append(watch.alarm_message())
+        if problems:
+            raise AirflowException("; ".join(problems) + "; the report row is written")
         return {**summary, **details}
 
     def _step_states(self, context) -> dict[str, str]:
