@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import timedelta
 
 SIM_USERNAME = "iys-test-user"
 SIM_PASSWORD = "s3cret-iys-password"
@@ -80,3 +81,31 @@ def build_users(count: int, seed: int, prefix: str = "u") -> list[tuple[str, str
             email = None
         users.append((f"{prefix}{i:05d}", phone, email))
     return users
+
+
+def run_dag(dag_id: str, conf: dict | None = None):
+    """``dag.test()`` with Airflow's task retries kept but their 5-minute delay removed.
+
+    A failed task is retried by Airflow exactly as in production (same try counting, a fresh
+    operator and hook), only without waiting, so a scenario shows that a *task* retry absorbs
+    what the hook's in-process retries could not.
+    """
+    dag = load_dag(dag_id)
+    for task in dag.tasks:
+        task.retry_delay = timedelta(0)
+        task.retry_exponential_backoff = False
+    return dag.test(run_conf=conf or {})
+
+
+def task_states(run) -> dict[str, list[str]]:
+    from airflow.utils.session import create_session
+
+    states: dict[str, list[str]] = {}
+    with create_session() as session:
+        from airflow.models.taskinstance import TaskInstance
+
+        for ti in session.query(TaskInstance).filter(
+            TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id
+        ):
+            states.setdefault(ti.task_id, []).append(f"{ti.state}(try {ti.try_number})")
+    return states

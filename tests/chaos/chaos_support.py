@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from iys_provider.normalize import normalize_email, normalize_phone
-from tests_support import SIM_BRAND_CODE, build_users, load_dag, sim_control
+from tests_support import SIM_BRAND_CODE, build_users, run_dag, sim_control, task_states  # noqa: F401 (re-exported)
 
 TYPES_BY_KIND = {"phone": ("MESAJ", "ARAMA"), "email": ("EPOSTA",)}
 OLD = "2024-03-01 10:00:00"
@@ -104,34 +104,6 @@ def iys_now() -> datetime:
 
 
 # --------------------------------------------------------------------------- running the DAGs
-
-
-def run_dag(dag_id: str, conf: dict | None = None):
-    """``dag.test()`` with Airflow's task retries kept but their 5-minute delay removed.
-
-    A failed task is retried by Airflow exactly as in production (same try counting, a fresh
-    operator and hook), only without waiting, so a scenario shows that a *task* retry absorbs
-    what the hook's in-process retries could not.
-    """
-    dag = load_dag(dag_id)
-    for task in dag.tasks:
-        task.retry_delay = timedelta(0)
-        task.retry_exponential_backoff = False
-    return dag.test(run_conf=conf or {})
-
-
-def task_states(run) -> dict[str, list[str]]:
-    from airflow.utils.session import create_session
-
-    states: dict[str, list[str]] = {}
-    with create_session() as session:
-        from airflow.models.taskinstance import TaskInstance
-
-        for ti in session.query(TaskInstance).filter(
-            TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id
-        ):
-            states.setdefault(ti.task_id, []).append(f"{ti.state}(try {ti.try_number})")
-    return states
 
 
 # --------------------------------------------------------------------------- incremental traffic

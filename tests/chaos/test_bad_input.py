@@ -75,8 +75,6 @@ def test_transient_html_proxy_page_is_retried(airflow_db, chaos_sim, pg):
 
 
 MALFORMED_CHANGES = {
-    "unknown status enum": lambda c: {**c, "status": "BELKI"},
-    "unknown type enum": lambda c: {**c, "type": "FAKS"},
     "missing recipient": lambda c: {k: v for k, v in c.items() if k != "recipient"},
     "missing transactionId": lambda c: {k: v for k, v in c.items() if k != "transactionId"},
     "unparseable creationDate": lambda c: {**c, "creationDate": "yesterday"},
@@ -99,6 +97,35 @@ def test_malformed_change_page_stores_nothing_and_keeps_the_cursor(airflow_db, c
     assert pg.execute("SELECT * FROM iys.consents ORDER BY 1, 2, 3, 4").fetchall() == consents
     # The next try pulls İYS's real page.
     assert IysPullChangesOperator(task_id="pull_iys_changes", stream="IYS").execute(context={})["new"] == len(events)
+
+
+UNDOCUMENTED_VALUES = {
+    "unknown status enum": lambda c: {**c, "status": "BELKI"},
+    "unknown type enum": lambda c: {**c, "type": "FAKS"},
+    "unknown recipient type": lambda c: {**c, "recipientType": "KAMU"},
+}
+
+
+@pytest.mark.parametrize("case", list(UNDOCUMENTED_VALUES))
+def test_a_value_iys_never_documented_is_kept_but_never_applied(airflow_db, chaos_sim, pg, case):
+    """İYS adds enum values over time: the page is stored, the odd movement held back, the rest applied."""
+    synced_world_with_traffic(chaos_sim, pg, users=120, outbox_rows=0, new_users=0)
+    events = [e for e in sim_control(chaos_sim, "events", method="GET")["events"] if e["stream"] == "IYS"]
+    body = [{k: v for k, v in e.items() if k not in ("brandCode", "stream", "cursor")} for e in events]
+    body[3] = UNDOCUMENTED_VALUES[case](body[3])
+    page = json.dumps({"after": events[-1]["cursor"], "list": body})
+    sim_control(chaos_sim, "faults", {"fail_next": [{"path_contains": "/consents/changes", "status": 200, "body": page}]})
+
+    result = IysPullChangesOperator(task_id="pull_iys_changes", stream="IYS").execute(context={})
+
+    assert (result["new"], result["held"]) == (len(events), 1)
+    held = pg.execute(
+        "SELECT status, type, recipient_type FROM iys.consent_events WHERE transaction_id = %s",
+        (body[3]["transactionId"],),
+    ).fetchone()
+    assert "BELKI" in held or "FAKS" in held or "KAMU" in held
+    assert pg.execute("SELECT count(*) FROM iys.consents WHERE transaction_id = %s", (body[3]["transactionId"],)).fetchone()[0] == 0
+    assert pg.execute("SELECT cursor FROM iys.sync_state WHERE stream = 'changes:IYS'").fetchone()[0] == events[-1]["cursor"]
 
 
 @pytest.mark.parametrize(
