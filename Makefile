@@ -47,6 +47,12 @@ LOCAL_USERS ?= 1000000
 bench-local: install
 	$(BIN)/python bench/bench_local_work.py --users $(LOCAL_USERS)
 
+# A night's outbox of RETs (issue #10): half ONAY in İYS, half not; requests by endpoint, client errors, wall time.
+OUTBOX_RETS ?= 10000
+.PHONY: bench-outbox
+bench-outbox: install
+	$(BIN)/python bench/bench_outbox_rets.py --rets $(OUTBOX_RETS)
+
 # Fault matrix (tests/chaos): one line per scenario — faults, requests, retries, success ratio, result.
 JUNK_ROWS ?= 1000000
 .PHONY: chaos
