@@ -81,14 +81,20 @@ MALFORMED_CHANGES = {
 }
 
 
+def _next_page_with_fourth_movement_changed(sim, pg, change):
+    """A synced world whose next change-feed page is İYS's real one with its 4th movement changed."""
+    synced_world_with_traffic(sim, pg, users=120, outbox_rows=0, new_users=0)
+    events = [e for e in sim_control(sim, "events", method="GET")["events"] if e["stream"] == "IYS"]
+    body = [{k: v for k, v in e.items() if k not in ("brandCode", "stream", "cursor")} for e in events]
+    body[3] = change(body[3])
+    page = json.dumps({"after": events[-1]["cursor"], "list": body})
+    sim_control(sim, "faults", {"fail_next": [{"path_contains": "/consents/changes", "status": 200, "body": page}]})
+    return events, body
+
+
 @pytest.mark.parametrize("case", list(MALFORMED_CHANGES))
 def test_malformed_change_page_stores_nothing_and_keeps_the_cursor(airflow_db, chaos_sim, pg, case):
-    synced_world_with_traffic(chaos_sim, pg, users=120, outbox_rows=0, new_users=0)
-    events = [e for e in sim_control(chaos_sim, "events", method="GET")["events"] if e["stream"] == "IYS"]
-    body = [{k: v for k, v in e.items() if k not in ("brandCode", "stream", "cursor")} for e in events]
-    body[3] = MALFORMED_CHANGES[case](body[3])
-    page = json.dumps({"after": events[-1]["cursor"], "list": body})
-    sim_control(chaos_sim, "faults", {"fail_next": [{"path_contains": "/consents/changes", "status": 200, "body": page}]})
+    events, _ = _next_page_with_fourth_movement_changed(chaos_sim, pg, MALFORMED_CHANGES[case])
     consents = pg.execute("SELECT * FROM iys.consents ORDER BY 1, 2, 3, 4").fetchall()
     with pytest.raises(IysMalformedResponseError, match="changes"):
         IysPullChangesOperator(task_id="pull_iys_changes", stream="IYS").execute(context={})
@@ -109,12 +115,7 @@ UNDOCUMENTED_VALUES = {
 @pytest.mark.parametrize("case", list(UNDOCUMENTED_VALUES))
 def test_a_value_iys_never_documented_is_kept_but_never_applied(airflow_db, chaos_sim, pg, case):
     """İYS adds enum values over time: the page is stored, the odd movement held back, the rest applied."""
-    synced_world_with_traffic(chaos_sim, pg, users=120, outbox_rows=0, new_users=0)
-    events = [e for e in sim_control(chaos_sim, "events", method="GET")["events"] if e["stream"] == "IYS"]
-    body = [{k: v for k, v in e.items() if k not in ("brandCode", "stream", "cursor")} for e in events]
-    body[3] = UNDOCUMENTED_VALUES[case](body[3])
-    page = json.dumps({"after": events[-1]["cursor"], "list": body})
-    sim_control(chaos_sim, "faults", {"fail_next": [{"path_contains": "/consents/changes", "status": 200, "body": page}]})
+    events, body = _next_page_with_fourth_movement_changed(chaos_sim, pg, UNDOCUMENTED_VALUES[case])
 
     result = IysPullChangesOperator(task_id="pull_iys_changes", stream="IYS").execute(context={})
 
