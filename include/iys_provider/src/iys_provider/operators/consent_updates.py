@@ -317,8 +317,8 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
                 return []
             count_attempt(conn, ids, delta=-1)  # a refused request processed nothing
             refused = _refused_items(exc, len(chunk))
-            if not refused:
-                self._fail(conn, ids, exc.code or "IYS_ERROR", str(exc), counts)
+            if not refused:  # refused as a whole, for no item's sake: tried again, then failed
+                self._transient(conn, ids, exc.code or "IYS_ERROR", str(exc), counts)
                 return []
             self._settle(
                 conn, [(ids[index], verdict_for_iys_error(item.code, item.message)) for index, item in refused.items()],
