@@ -271,7 +271,7 @@ def test_an_undocumented_batch_item_status_leaves_the_item_open(synced, pg):
     sim_control(sim, "faults", {"batch_item_status": "processing"})
     sensor = IysBatchResultSensor(task_id="wait")
     assert not sensor.poke(context={}).is_done
-    assert {outbox(pg, i)[0] for i in ids} == {"submitted"}
+    assert {outbox(pg, i)[:2] for i in ids} == {("submitted", "UNDOCUMENTED_ITEM_STATUS")}
     sim_control(sim, "faults", {"batch_item_status": None})
     assert sensor.poke(context={}).is_done
     assert {outbox(pg, i)[0] for i in ids} == {"sent"}

@@ -51,6 +51,12 @@ UPDATE iys.consent_updates
  WHERE state = 'submitted' AND (request_id = %(request_id)s OR submitted_at < %(submitted_before)s)
 """
 
+# A batch item İYS reported with a status it never documented: the row stays submitted, with
+# İYS's word kept on it, until the result settles or the batch expires.
+NOTE_SUBMITTED_SQL = """
+UPDATE iys.consent_updates SET error_code = %s, detail = %s WHERE id = ANY(%s) AND state = 'submitted'
+"""
+
 FETCH_PENDING_BY_ID_SQL = """
 SELECT id, recipient, type, recipient_type, status, consent_date, source, attempts
   FROM iys.consent_updates WHERE state = 'pending' AND id = ANY(%s) ORDER BY id
@@ -140,6 +146,10 @@ def record_transient_failure(
         {"max": max_attempts, "code": code or "TRANSIENT", "detail": detail, "ids": list(ids)},
     ).fetchall()
     return sum(1 for (state,) in states if state == "failed")
+
+
+def note_submitted(conn: psycopg.Connection, ids: Sequence[int], *, code: str, detail: str) -> None:
+    conn.execute(NOTE_SUBMITTED_SQL, (code, detail, list(ids)))
 
 
 def fetch_pending_by_id(conn: psycopg.Connection, ids: Sequence[int]) -> list[OutboxRow]:

@@ -21,6 +21,7 @@ from iys_provider.outbox_store import (
     apply_confirmed,
     expire_submissions,
     finalise,
+    note_submitted,
 )
 from iys_provider.schema import migrate
 
@@ -125,7 +126,7 @@ class IysBatchResultSensor(BaseSensorOperator):
         by_index = {item.index: item for item in items}
         brand_code = self.iys_hook.brand_code
         pending = 0
-        undocumented: set[str] = set()
+        undocumented: dict[str, list[int]] = {}
         with conn.transaction():
             verdicts = []
             for index, (row_id, *fields) in rows.items():
@@ -134,7 +135,7 @@ class IysBatchResultSensor(BaseSensorOperator):
                     pending += 1
                     continue
                 if not is_documented(item.status):
-                    undocumented.add(str(item.status))
+                    undocumented.setdefault(str(item.status), []).append(row_id)
                     pending += 1
                     continue
                 if item.status is BatchItemStatus.SUCCESS:
@@ -150,6 +151,11 @@ class IysBatchResultSensor(BaseSensorOperator):
                         continue
                     verdicts.append((row_id, verdict))
             finalise(conn, verdicts)
+            for status, row_ids in undocumented.items():
+                note_submitted(
+                    conn, row_ids, code="UNDOCUMENTED_ITEM_STATUS",
+                    detail=f"İYS reported the item as {status[:100]!r}, a status it does not document; not applied",
+                )
         if undocumented:
             self.log.warning(
                 "Batch %s: item status %s is not one İYS documents; those items stay open", request_id, sorted(undocumented)
