@@ -18,7 +18,8 @@ SELECT id, recipient, type, recipient_type, status, consent_date, source, attemp
 FINALISE_SQL = """
 UPDATE iys.consent_updates
    SET state = %s, error_code = %s, detail = %s, transaction_id = coalesce(%s, transaction_id),
-       processed_at = CASE WHEN %s IN ('pending', 'submitted') THEN processed_at ELSE now() END
+       processed_at = CASE WHEN %s IN ('pending', 'submitted') THEN processed_at ELSE now() END,
+       result_run_id = coalesce(%s, result_run_id)
  WHERE id = %s AND state IN ('pending', 'submitted')
 """
 
@@ -47,7 +48,7 @@ RETURNING state
 EXPIRE_SUBMITTED_SQL = """
 UPDATE iys.consent_updates
    SET state = 'pending', request_id = NULL, request_index = NULL, submitted_at = NULL,
-       error_code = %(code)s, detail = %(detail)s
+       error_code = %(code)s, detail = %(detail)s, result_run_id = coalesce(%(run_id)s, result_run_id)
  WHERE state = 'submitted' AND (request_id = %(request_id)s OR submitted_at < %(submitted_before)s)
 """
 
@@ -60,6 +61,12 @@ UPDATE iys.consent_updates SET error_code = %s, detail = %s WHERE id = ANY(%s) A
 FETCH_PENDING_BY_ID_SQL = """
 SELECT id, recipient, type, recipient_type, status, consent_date, source, attempts
   FROM iys.consent_updates WHERE state = 'pending' AND id = ANY(%s) ORDER BY id
+"""
+
+# What the batch-result sensor of one DAG run settled (sent/skipped/rejected) or reopened.
+COLLECTED_BY_RUN_SQL = """
+SELECT CASE WHEN state = 'pending' THEN 'reopened' ELSE state END, count(*)
+  FROM iys.consent_updates WHERE result_run_id = %s GROUP BY 1
 """
 
 # Unsent opt-outs per Turkey-local consent day; the deadline itself needs the holiday calendar.
@@ -118,9 +125,13 @@ def fetch_pending(conn: psycopg.Connection, limit: int) -> list[OutboxRow]:
     return [OutboxRow(*row) for row in conn.execute(FETCH_PENDING_SQL, (limit,)).fetchall()]
 
 
-def finalise(conn: psycopg.Connection, verdicts: Iterable[tuple[int, Verdict]]) -> None:
+def finalise(
+    conn: psycopg.Connection, verdicts: Iterable[tuple[int, Verdict]], *, result_run_id: str | None = None
+) -> None:
+    """Store each row's verdict; ``result_run_id`` marks rows the batch-result sensor of that run settled."""
     rows = [
-        (v.state.value, v.error_code, v.detail, v.transaction_id, v.state.value, row_id) for row_id, v in verdicts
+        (v.state.value, v.error_code, v.detail, v.transaction_id, v.state.value, result_run_id, row_id)
+        for row_id, v in verdicts
     ]
     if rows:
         with conn.cursor() as cur:
@@ -163,12 +174,23 @@ def expire_submissions(
     detail: str,
     request_id: str | None = None,
     submitted_before: datetime | None = None,
+    result_run_id: str | None = None,
 ) -> int:
     """Put submitted rows of one request, or of requests older than ``submitted_before``, back to pending."""
     return conn.execute(
         EXPIRE_SUBMITTED_SQL,
-        {"code": code, "detail": detail, "request_id": request_id, "submitted_before": submitted_before},
+        {
+            "code": code,
+            "detail": detail,
+            "request_id": request_id,
+            "submitted_before": submitted_before,
+            "run_id": result_run_id,
+        },
     ).rowcount
+
+
+def collected_by_run(conn: psycopg.Connection, result_run_id: str) -> dict[str, int]:
+    return dict(conn.execute(COLLECTED_BY_RUN_SQL, (result_run_id,)).fetchall())
 
 
 def unsent_rets_by_day(conn: psycopg.Connection) -> dict[date, int]:

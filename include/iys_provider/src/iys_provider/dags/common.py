@@ -1,15 +1,15 @@
-"""Params, schedules and the consent asset shared by the two DAGs."""
+"""Params and schedules shared by the two DAGs."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
+from airflow.sdk import DAG, CronTriggerTimetable, Param
+
+from iys_provider.assets import CONSENTS_ASSET  # noqa: F401 (re-exported: the README's old import path)
 
 TIMEZONE = "Europe/Istanbul"
-#: Downstream campaign DAGs can schedule on this asset; its events carry the brand code and counts.
-CONSENTS_ASSET = Asset(name="iys_consents", uri="iys://consents/", group="iys")
 
 
 #: Templated connection ids, so every task follows the run's Params.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from iys_provider.dags.common import CONNECTION_ARGS, CONSENTS_ASSET, iys_dag
+from iys_provider.assets import CONSENTS_ASSET
+from iys_provider.dags.common import CONNECTION_ARGS, iys_dag
 from iys_provider.operators.base import IYS_POOL
 from iys_provider.operators.initial_sync import (
     DEFAULT_BATCH_SIZE,

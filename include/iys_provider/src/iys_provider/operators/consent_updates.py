@@ -6,9 +6,10 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import requests
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
 
 from iys_provider.exceptions import (
@@ -59,6 +60,22 @@ Key = tuple[str, str, str]
 Candidate = tuple[OutboxRow, Consent]
 
 
+class PushResult(TypedDict):
+    """Rows of one push by outcome (``pending``: left for the next run; ``deferred``: waiting for the
+    single-status quota; ``expired_batches``: submitted rows reopened; ``waited``: sent after waiting
+    for a consent date a little ahead of our clock)."""
+
+    pending: int
+    submitted: int
+    sent: int
+    skipped: int
+    rejected: int
+    failed: int
+    deferred: int
+    expired_batches: int
+    waited: int
+
+
 class IysPushConsentUpdatesOperator(IysBaseOperator):
     """Send pending rows of ``iys.consent_updates`` to İYS — never creating a recipient.
 
@@ -78,7 +95,7 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
     date is up to ``future_tolerance_seconds`` ahead of our clock wait, within this run, until
     they are ``clock_skew_seconds`` in the past. Rows are never deleted.
 
-    :param mode: write policy; only ``"sync"`` (İYS Sync Mode) exists.
+    :param mode: write policy; only ``"sync"`` (İYS Sync Mode) exists. (templated)
     :param max_rows: pending rows read per run.
     :param single_add_threshold: up to this many sends go one by one, more as async batches.
     :param max_status_checks: single-status calls per run (İYS allows 1000 per hour per IP).
@@ -113,13 +130,14 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
         self.clock_skew = timedelta(seconds=clock_skew_seconds)
         self.max_batch_age = timedelta(seconds=max_batch_age_seconds)
 
-    def execute(self, context) -> dict[str, int]:
+    def execute(self, context: Context) -> PushResult:
         if self.mode not in WRITE_POLICIES:
             raise AirflowException(f"unknown mode {self.mode!r}; this release ships only {sorted(WRITE_POLICIES)}")
-        conn = self.connect()
-        counts = {state.value: 0 for state in OutboxState} | {"deferred": 0, "expired_batches": 0, "waited": 0}
+        counts = PushResult(
+            pending=0, submitted=0, sent=0, skipped=0, rejected=0, failed=0, deferred=0, expired_batches=0, waited=0
+        )
         self._checks_left = self.max_status_checks
-        try:
+        with self.database() as conn:
             counts["expired_batches"] = expire_submissions(
                 conn,
                 code="BATCH_EXPIRED",
@@ -139,20 +157,17 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
                 counts["waited"] = len(waiting)
                 left = self._push(conn, fetch_pending_by_id(conn, [row.id for row, _ in waiting]), counts)
                 counts["pending"] += len(left)
-            self.log.info(
-                "Outbox: %d rows read; sent %d, submitted in batches %d, skipped %d, rejected %d, failed %d, "
-                "left pending %d, waiting for the status-check quota %d, expired batches reopened %d",
-                len(rows), counts["sent"], counts["submitted"], counts["skipped"], counts["rejected"],
-                counts["failed"], counts["pending"], counts["deferred"], counts["expired_batches"],
-            )
-            return counts
-        finally:
-            conn.close()
-            self.iys_hook.close()
+        self.log.info(
+            "Outbox: %d rows read; sent %d, submitted in batches %d, skipped %d, rejected %d, failed %d, "
+            "left pending %d, waiting for the status-check quota %d, expired batches reopened %d",
+            len(rows), counts["sent"], counts["submitted"], counts["skipped"], counts["rejected"],
+            counts["failed"], counts["pending"], counts["deferred"], counts["expired_batches"],
+        )
+        return counts
 
     # ------------------------------------------------------------------ one pass over rows
 
-    def _push(self, conn, rows: Sequence[OutboxRow], counts: dict[str, int]) -> list[tuple[OutboxRow, NotYetDue]]:
+    def _push(self, conn, rows: Sequence[OutboxRow], counts: PushResult) -> list[tuple[OutboxRow, NotYetDue]]:
         """Validate, verify and send ``rows``; returns the rows whose consent date is not due yet."""
         now = datetime.now(UTC)  # after reading the rows: a row written just now is not "future"
         verdicts: list[tuple[int, Verdict]] = []

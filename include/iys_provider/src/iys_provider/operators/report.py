@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow.sdk import Asset, Context
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from iys_provider.dags.common import CONSENTS_ASSET
+from iys_provider.assets import CONSENTS_ASSET
 from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, watch_ret_deadlines
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.outbox_store import unsent_rets_by_day
@@ -68,7 +69,7 @@ class IysSyncReportOperator(IysBaseOperator):
         self.push_task_id = push_task_id
         self.batch_results_task_id = batch_results_task_id
 
-    def execute(self, context) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
 
         def result(task_id: str | None) -> dict[str, Any]:
@@ -106,8 +107,7 @@ class IysSyncReportOperator(IysBaseOperator):
         }
         brand_code = self.iys_hook.brand_code
         dag_run = context["dag_run"]
-        conn = self.connect()
-        try:
+        with self.database() as conn:
             watch = watch_ret_deadlines(
                 unsent_rets_by_day(conn), datetime.now(UTC), timedelta(hours=float(self.ret_deadline_margin_hours))
             )
@@ -126,8 +126,6 @@ class IysSyncReportOperator(IysBaseOperator):
                     "oldest_unsent_ret_deadline": watch.earliest_deadline,
                 },
             )
-        finally:
-            conn.close()
         self.log.info(
             "İYS sync summary (brand %s): pulled IYS %d / HS %d, applied %d, ignored as stale %d, new users "
             "checked %d, pushed %d, skipped %d, rejected %d, failed %d, left pending %d, feed lag %s s%s",
@@ -159,24 +157,28 @@ class IysSyncReportOperator(IysBaseOperator):
 
 
 class IysAnnounceConsentChangesOperator(IysBaseOperator):
-    """Emit an event on the ``iys_consents`` asset when this run changed consents; skip otherwise.
+    """Emit an event on an asset (default ``iys_consents``) when this run changed consents; skip otherwise.
 
     Downstream campaign DAGs can use ``schedule=[CONSENTS_ASSET]`` to run after fresh consents.
+
+    :param report_task_id: the :class:`IysSyncReportOperator` task whose result is announced.
+    :param asset: the asset to update; it becomes this task's outlet.
     """
 
-    def __init__(self, *, report_task_id: str, **kwargs: Any) -> None:
-        kwargs.setdefault("outlets", [CONSENTS_ASSET])
+    def __init__(self, *, report_task_id: str, asset: Asset = CONSENTS_ASSET, **kwargs: Any) -> None:
+        kwargs.setdefault("outlets", [asset])
         super().__init__(**kwargs)
         self.report_task_id = report_task_id
+        self.asset = asset
 
-    def execute(self, context) -> None:
+    def execute(self, context: Context) -> None:
         report = context["ti"].xcom_pull(task_ids=self.report_task_id) or {}
         changes = report.get("consent_changes", 0)
         if not changes:
             raise AirflowSkipException("No consent changed in this run; no asset event")
-        context["outlet_events"][CONSENTS_ASSET].extra = {
+        context["outlet_events"][self.asset].extra = {
             "brand_code": self.iys_hook.brand_code,
             "consent_changes": changes,
             "run_id": context["dag_run"].run_id,
         }
-        self.log.info("Announced %d consent changes on %s", changes, CONSENTS_ASSET.uri)
+        self.log.info("Announced %d consent changes on %s", changes, self.asset.uri)

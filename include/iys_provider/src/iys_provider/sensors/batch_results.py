@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, TypedDict
 
 import requests
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 
+from iys_provider.database import iys_database
 from iys_provider.exceptions import IysApiError, IysAuthError, IysTokenBlockedError
 from iys_provider.hooks.iys import IysHook
 from iys_provider.models import BatchItemStatus, Consent, is_documented
@@ -19,11 +21,20 @@ from iys_provider.outbox_store import (
     SUBMITTED_REQUESTS_SQL,
     SUBMITTED_ROWS_SQL,
     apply_confirmed,
+    collected_by_run,
     expire_submissions,
     finalise,
     note_submitted,
 )
-from iys_provider.schema import migrate
+
+
+class BatchResultsSummary(TypedDict):
+    """What the sensor of one DAG run settled, read from the database (all pokes and tries together)."""
+
+    sent: int
+    skipped: int
+    rejected: int
+    reopened: int
 
 
 class IysBatchResultSensor(BaseSensorOperator):
@@ -38,7 +49,17 @@ class IysBatchResultSensor(BaseSensorOperator):
     Batches never hold the sensor forever: one that İYS says it does not know (a 4xx for its
     request id), or whose results are still incomplete ``max_batch_age_seconds`` after its
     submission, goes back to ``pending``; the next push verifies those rows with İYS before it
-    sends anything again. An item status İYS does not document is logged and left unsettled.
+    sends anything again. An item status İYS does not document is kept on the row
+    (``UNDOCUMENTED_ITEM_STATUS``) and the item stays open.
+
+    Every row the sensor settles or reopens is stamped with the DAG run, so its XCom
+    (:class:`BatchResultsSummary`) counts the whole run, whichever poke settled each row.
+
+    :param iys_conn_id: the ``iys`` connection. (templated)
+    :param postgres_conn_id: the Postgres connection holding schema ``iys``. (templated)
+    :param max_batch_age_seconds: a batch without complete results this long after its
+        submission goes back to pending.
+    :param hook_params: keyword arguments for :class:`~iys_provider.hooks.iys.IysHook`.
     """
 
     template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id")
@@ -52,56 +73,66 @@ class IysBatchResultSensor(BaseSensorOperator):
         poke_interval: float = 60,
         timeout: float = 2 * 3600,
         max_batch_age_seconds: float = DEFAULT_MAX_BATCH_AGE.total_seconds(),
+        hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, **kwargs)
         self.iys_conn_id = iys_conn_id
         self.postgres_conn_id = postgres_conn_id
         self.max_batch_age = timedelta(seconds=max_batch_age_seconds)
+        self.hook_params = dict(hook_params or {})
+        self._run_id_outside_a_run = f"adhoc-{uuid.uuid4()}"
 
     @cached_property
     def iys_hook(self) -> IysHook:
-        return IysHook(iys_conn_id=self.iys_conn_id)
+        return IysHook(iys_conn_id=self.iys_conn_id, **self.hook_params)
 
-    def poke(self, context) -> PokeReturnValue:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook  # keep DAG parsing light
-
-        conn = PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn()
-        conn.autocommit = True
-        settled = {"sent": 0, "skipped": 0, "rejected": 0, "reopened": 0}
-        try:
-            migrate(conn)
+    def poke(self, context: Context) -> PokeReturnValue:
+        run_id = context.get("run_id") or self._run_id_outside_a_run
+        with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
             delay = timedelta(seconds=self.iys_hook.settings.batch_result_delay_seconds)
-            outstanding = conn.execute(SUBMITTED_REQUESTS_SQL).fetchall()
             waiting = 0
-            for request_id, submitted_at, count in outstanding:
+            for request_id, submitted_at, count in conn.execute(SUBMITTED_REQUESTS_SQL).fetchall():
                 now = datetime.now(UTC)
                 if now < submitted_at + delay:
                     waiting += count
                     continue
-                items = self._results(conn, request_id, settled)
+                items = self._results(conn, request_id, run_id)
                 if items is _REOPENED:
                     continue
-                still_open = count if items is None else self._settle(conn, request_id, items, settled)
+                still_open = count if items is None else self._settle(conn, request_id, items, run_id)
                 if still_open and now > submitted_at + self.max_batch_age:
-                    settled["reopened"] += expire_submissions(
+                    expire_submissions(
                         conn,
                         code="BATCH_EXPIRED",
                         detail=f"no complete batch result {self.max_batch_age} after submission; verified again "
                         "before any resend",
                         request_id=request_id,
+                        result_run_id=run_id,
                     )
-                    self.log.warning("Batch %s has no complete result after %s: its rows go back to pending", request_id, self.max_batch_age)
+                    self.log.warning(
+                        "Batch %s has no complete result after %s: its rows go back to pending",
+                        request_id, self.max_batch_age,
+                    )
                     continue
                 waiting += still_open
             if waiting:
                 self.log.info("%d submitted updates still wait for İYS's batch results", waiting)
-            return PokeReturnValue(is_done=waiting == 0, xcom_value=settled)
-        finally:
-            conn.close()
-            self.iys_hook.close()
+            collected = collected_by_run(conn, run_id)
+        summary = BatchResultsSummary(
+            sent=collected.get("sent", 0),
+            skipped=collected.get("skipped", 0),
+            rejected=collected.get("rejected", 0),
+            reopened=collected.get("reopened", 0),
+        )
+        return PokeReturnValue(is_done=waiting == 0, xcom_value=summary)
 
-    def _results(self, conn, request_id: str, settled: dict[str, int]):
+    def _close_hook(self) -> None:
+        if "iys_hook" in self.__dict__:
+            self.iys_hook.close()
+            del self.__dict__["iys_hook"]
+
+    def _results(self, conn, request_id: str, run_id: str):
         """The batch's result items, ``None`` while İYS has none yet, or :data:`_REOPENED`."""
         try:
             return self.iys_hook.get_batch_result(request_id)
@@ -109,8 +140,9 @@ class IysBatchResultSensor(BaseSensorOperator):
             raise
         except IysApiError as exc:
             if exc.status_code is not None and 400 <= exc.status_code < 500 and exc.status_code != 429:
-                settled["reopened"] += expire_submissions(
-                    conn, code="BATCH_UNKNOWN", detail=f"İYS does not know this batch: {exc}"[:500], request_id=request_id
+                expire_submissions(
+                    conn, code="BATCH_UNKNOWN", detail=f"İYS does not know this batch: {exc}"[:500],
+                    request_id=request_id, result_run_id=run_id,
                 )
                 self.log.warning("İYS does not know batch %s (%s): its rows go back to pending", request_id, exc.code)
                 return _REOPENED
@@ -120,7 +152,7 @@ class IysBatchResultSensor(BaseSensorOperator):
             self.log.warning("Batch %s: result not fetched (%s)", request_id, type(exc).__name__)
             return None
 
-    def _settle(self, conn, request_id: str, items, settled: dict[str, int]) -> int:
+    def _settle(self, conn, request_id: str, items, run_id: str) -> int:
         """Apply one batch's results in one transaction; returns how many items are still open."""
         rows = {row[0]: row[1:] for row in conn.execute(SUBMITTED_ROWS_SQL, (request_id,)).fetchall()}
         by_index = {item.index: item for item in items}
@@ -150,7 +182,7 @@ class IysBatchResultSensor(BaseSensorOperator):
                         pending += 1  # İYS asks for another try: the batch expires and is verified again
                         continue
                     verdicts.append((row_id, verdict))
-            finalise(conn, verdicts)
+            finalise(conn, verdicts, result_run_id=run_id)
             for status, row_ids in undocumented.items():
                 note_submitted(
                     conn, row_ids, code="UNDOCUMENTED_ITEM_STATUS",
@@ -160,8 +192,6 @@ class IysBatchResultSensor(BaseSensorOperator):
             self.log.warning(
                 "Batch %s: item status %s is not one İYS documents; those items stay open", request_id, sorted(undocumented)
             )
-        for _, verdict in verdicts:
-            settled[verdict.state.value] = settled.get(verdict.state.value, 0) + 1
         return pending
 
 
