@@ -7,10 +7,11 @@ IYS_HYPOTHESIS_EXAMPLES ?= 10000
 
 .PHONY: install demo test lint simulator clean
 
-$(BIN)/activate: requirements.txt include/iys_provider/pyproject.toml
+# The development set: requirements-dev.txt = the runtime requirements.txt + the İYS simulator + test tools.
+$(BIN)/activate: requirements.txt requirements-dev.txt include/iys_provider/pyproject.toml include/iys_simulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(BIN)/activate
 
 install: $(BIN)/activate
@@ -26,7 +27,7 @@ lint: install
 	$(BIN)/ruff check .
 
 simulator: install
-	$(BIN)/python -m iys_provider.simulator --port 8099
+	$(BIN)/python -m iys_simulator --port 8099
 
 clean:
 	rm -rf $(VENV) .pytest_cache

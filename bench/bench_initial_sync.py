@@ -20,7 +20,7 @@ pool) and waits for the run. It then prints one row per size and writes
   else the task process's ``VmHWM`` sampled from ``/proc`` every 100 ms.
 
 Afterwards it checks that ``iys.consents`` holds exactly the ONAY rows the synthetic truth
-says (``iys_provider.simulator.synthetic.synthetic_status``).
+says (``iys_simulator.synthetic.synthetic_status``).
 
 The stack is ``scripts/airflow_local.sh`` itself, started with a throw-away ``AIRFLOW_HOME``,
 throw-away databases (dropped at the end; ``--keep`` keeps them), other ports than the dev
@@ -49,12 +49,12 @@ from datetime import datetime
 
 import psycopg
 import requests
+from iys_simulator.synthetic import synthetic_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import local_stack  # noqa: E402  (scripts/local_stack.py: the dev stack's user generator and DB helpers)
 from iys_provider.operators.initial_sync import DEFAULT_BATCH_SIZE  # noqa: E402
-from iys_provider.simulator.synthetic import synthetic_status  # noqa: E402
 
 DAG_ID = "iys_initial_sync"
 TYPES_PER_USER = 3  # MESAJ + ARAMA for the phone, EPOSTA for the e-mail

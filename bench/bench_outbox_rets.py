@@ -54,12 +54,12 @@ os.environ.update(
 
 import psycopg  # noqa: E402
 import requests  # noqa: E402
+from iys_simulator import SimulatorServer  # noqa: E402
 from psycopg import conninfo  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import local_stack  # noqa: E402
 from iys_provider.schema import migrate  # noqa: E402
-from iys_provider.simulator import SimulatorServer  # noqa: E402
 
 MAX_PER_CALL = 1000  # recipients per multi-status call and consents per batch (İYS's limits)
 CLIENT_ERRORS = ("400", "401", "403", "404", "422")  # İYS's success ratio: these count as failures

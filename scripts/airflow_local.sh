@@ -121,7 +121,7 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start_simulator() {
     port_free "$SIM_PORT" || die "port $SIM_PORT is taken (another simulator?); set IYS_SIM_PORT"
     # The simulator enforces İYS's real limits (10 req/s per IP, 10 token requests per hour).
-    start_child simulator "$PY" -m iys_provider.simulator --host 127.0.0.1 --port "$SIM_PORT" \
+    start_child simulator "$PY" -m iys_simulator --host 127.0.0.1 --port "$SIM_PORT" \
         --username demo --password demo-secret --iys-code 700001 --brand-code 700001 \
         --latency-ms "${IYS_SIM_LATENCY_MS:-0}" --seed 1
     wait_for_port "$SIM_PORT" "the İYS simulator"

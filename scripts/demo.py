@@ -65,9 +65,9 @@ def main() -> int:
         import json
 
         import psycopg
+        from iys_simulator import SimulatorServer
 
         import local_stack
-        from iys_provider.simulator import SimulatorServer
 
         print("• starting the İYS simulator", flush=True)
         sim = SimulatorServer(

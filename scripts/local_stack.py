@@ -36,7 +36,7 @@ SIM_PASSWORD = "demo-secret"
 SIM_IYS_CODE = 700001
 SIM_BRAND_CODE = 700001
 #: The simulator's synthetic population gives user i the phone PHONE_PREFIX + i (7 digits) and the
-#: e-mail user{i}@example.com (iys_provider.simulator.synthetic.SyntheticPopulation defaults).
+#: e-mail user{i}@example.com (iys_simulator.synthetic.SyntheticPopulation defaults).
 PHONE_PREFIX = "+90532"
 EMAIL_DOMAIN = "example.com"
 

@@ -103,7 +103,7 @@ def pg(pg_dsn):
 
 @pytest.fixture(scope="session")
 def simulator_server():
-    from iys_provider.simulator import SimulatorServer
+    from iys_simulator import SimulatorServer
 
     server = SimulatorServer(
         host="127.0.0.1",

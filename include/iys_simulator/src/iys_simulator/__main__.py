@@ -1,4 +1,4 @@
-"""Command line: ``python -m iys_provider.simulator --port 8099``."""
+"""Command line: ``python -m iys_simulator --port 8099``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .server import SimulatorServer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m iys_provider.simulator", description="Local İYS API simulator")
+    parser = argparse.ArgumentParser(prog="python -m iys_simulator", description="Local İYS API simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--username", default="demo")

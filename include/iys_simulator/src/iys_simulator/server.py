@@ -11,11 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .app import SimRequest, SimResponse, SimulatorApp, error_response
+from .app import SimulatorApp
 from .config import SimulatorConfig
 from .errors import error_item
+from .messages import SimRequest, SimResponse, error_response
 
-logger = logging.getLogger("iys_provider.simulator")
+logger = logging.getLogger("iys_simulator")
 
 _PHONE_LIKE = re.compile(r"(\+?\d{3})\d{4,}(\d{2})")
 _EMAIL_LIKE = re.compile(r"([^\s/?&=@]{1,2})[^\s/?&=@]*@")
