@@ -133,13 +133,13 @@ def reset_shared_hook_state(dsn: str) -> None:
     """Forget tokens, budgets and rate slots, in Postgres and in this process."""
     import psycopg
 
-    from iys_provider.hooks import iys as iys_hook_module
+    from iys_provider.hooks import base as hook_base
     from iys_provider.schema import migrate
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)
         conn.execute("TRUNCATE iys.api_tokens, iys.token_requests, iys.rate_limiter")
-    iys_hook_module._process_tokens.clear()
+    hook_base._process_tokens.clear()
 
 
 @pytest.fixture(scope="session")

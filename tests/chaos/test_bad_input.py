@@ -32,9 +32,9 @@ def _db_footprint(pg):
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
     """The hook's backoff (up to 30 s between attempts) shortened: the attempts are what is tested."""
-    from iys_provider.hooks import iys
+    from iys_provider.hooks import base
 
-    monkeypatch.setattr(iys, "_backoff", lambda state: 0.01)
+    monkeypatch.setattr(base, "_backoff", lambda state: 0.01)
 
 
 MALFORMED_MULTI_STATUS = {

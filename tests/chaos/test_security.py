@@ -124,7 +124,7 @@ def test_tls_verification_is_on_by_default(chaos_sim, monkeypatch, tmp_path):
     try:
         conn["host"] = f"https://127.0.0.1:{server.server_address[1]}"
         monkeypatch.setenv("AIRFLOW_CONN_IYS_DEFAULT", json.dumps(conn))
-        from iys_provider.hooks import iys as module
+        from iys_provider.hooks import base as module
 
         module._process_tokens.clear()
         with pytest.raises(IysApiError, match="SSLError"):

@@ -51,3 +51,28 @@ def test_cli_keeps_the_iys_type_and_tests_the_connection(airflow_db, sim, monkey
     assert "s3cret-iys-password" not in tested.stdout + tested.stderr
     providers = _airflow("providers", "list")
     assert "iys-airflow-provider" in providers.stdout
+
+
+def test_form_defaults_are_the_settings_model_defaults():
+    from iys_provider.get_provider_info import get_provider_info
+    from iys_provider.hooks.settings import IysConnectionSettings
+
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    extras = IysConnectionSettings.model_fields.keys() - {"base_url", "username", "password"}
+    assert fields.keys() == extras  # every extra the hook reads is on the form, and nothing else
+    for name in extras:
+        model_field = IysConnectionSettings.model_fields[name]
+        if model_field.is_required():
+            assert "default" not in fields[name]["schema"], name
+        else:
+            assert fields[name]["schema"]["default"] == model_field.default, name
+    assert "H084" in fields["auth_block_seconds"]["description"]
+
+
+def test_a_default_changed_in_the_settings_model_changes_the_form(monkeypatch):
+    from iys_provider.get_provider_info import get_provider_info
+    from iys_provider.hooks.settings import IysConnectionSettings
+
+    monkeypatch.setattr(IysConnectionSettings.model_fields["timeout"], "default", 45.0)
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    assert fields["timeout"]["schema"]["default"] == 45.0

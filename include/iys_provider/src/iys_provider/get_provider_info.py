@@ -1,14 +1,15 @@
 """Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point.
 
 The connection form is declared here (``conn-fields``), not on the hook: Airflow 3.2+ reads it
-without importing the hook and deprecates the ``get_connection_form_widgets`` hook methods.
+without importing the hook and deprecates the ``get_connection_form_widgets`` hook methods. The
+defaults it shows are read from :class:`~iys_provider.hooks.settings.IysConnectionSettings`, the
+model the hook parses the connection with, so the form and the hook cannot disagree.
 """
 
 from __future__ import annotations
 
 from iys_provider import __version__
-
-DEFAULT_BASE_URL = "https://api.iys.org.tr"
+from iys_provider.hooks.settings import DEFAULT_BASE_URL, extra_default
 
 
 def get_provider_info() -> dict:
@@ -58,35 +59,59 @@ def get_provider_info() -> dict:
                         "label": "Request rate limit (per second)",
                         "description": "Aggregate requests per second this package may send, shared by every "
                         "task and worker. İYS allows 10 per second per IP; keep headroom.",
-                        "schema": {"type": ["number", "null"], "minimum": 0.1, "maximum": 10, "default": 8},
+                        "schema": {
+                            "type": ["number", "null"],
+                            "minimum": 0.1,
+                            "maximum": 10,
+                            "default": extra_default("rate_limit_per_second"),
+                        },
                     },
-                    # Not "token_…": Airflow masks extras whose key contains "token" as secrets.
                     "auth_requests_per_hour": {
                         "label": "Token requests per hour",
                         "description": "Hard cap on token requests per hour from this installation. İYS blocks "
                         "the IP for an hour (H084) above its limit.",
-                        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 100, "default": 10},
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "minimum": 1,
+                            "maximum": 100,
+                            "default": extra_default("auth_requests_per_hour"),
+                        },
+                    },
+                    "auth_block_seconds": {
+                        "label": "Token block wait (s)",
+                        "description": "After İYS blocks token requests (H084), make no token request at all "
+                        "for this long. İYS blocks for an hour and restarts the hour on every token call made "
+                        "during the block; lower it only for a test server with a shorter block.",
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "minimum": 0,
+                            "default": extra_default("auth_block_seconds"),
+                        },
                     },
                     "batch_result_delay_seconds": {
                         "label": "Batch result delay (s)",
                         "description": "Wait before polling an async batch result. İYS requires at least 300 s.",
-                        "schema": {"type": ["integer", "null"], "minimum": 0, "default": 300},
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "minimum": 0,
+                            "default": extra_default("batch_result_delay_seconds"),
+                        },
                     },
                     "timeout": {
                         "label": "Request timeout (s)",
                         "description": "Connect and read timeout of each HTTP request.",
-                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 30},
+                        "schema": {"type": ["number", "null"], "minimum": 1, "default": extra_default("timeout")},
                     },
                     "shared_state_conn_id": {
                         "label": "Shared state Postgres connection",
                         "description": "Postgres connection holding the shared token cache and rate limiter "
                         "(schema iys). Empty means per-process state: only for single-process use.",
-                        "schema": {"type": ["string", "null"], "default": "iys_postgres"},
+                        "schema": {"type": ["string", "null"], "default": extra_default("shared_state_conn_id")},
                     },
                     "verify_ssl": {
                         "label": "Verify TLS certificates",
                         "description": "Leave on. Turn off only for a local simulator on plain HTTP.",
-                        "schema": {"type": ["boolean", "null"], "default": True},
+                        "schema": {"type": ["boolean", "null"], "default": extra_default("verify_ssl")},
                     },
                 },
             }

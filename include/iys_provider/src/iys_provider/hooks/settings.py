@@ -1,0 +1,148 @@
+"""The ``iys`` connection, read once into :class:`IysConnectionSettings`.
+
+The model holds every default of the connection in one place: the hook uses them, and
+:func:`~iys_provider.get_provider_info.get_provider_info` shows them in the connection form.
+Airflow calls ``get_provider_info`` while ``import airflow`` is still running, so this module
+imports nothing from Airflow (nor from this package's modules that do) at module level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+DEFAULT_BASE_URL = "https://api.iys.org.tr"
+
+
+class IysConnectionSettings(BaseModel):
+    """Everything the hook reads from the ``iys`` connection, validated once.
+
+    ``base_url``, ``username`` and ``password`` come from the connection's host (with its schema
+    and port), login and password. Every other field is the connection extra of the same name;
+    an extra that is absent, ``null`` or empty takes the default, except ``shared_state_conn_id``,
+    where ``null`` or empty means "no shared state".
+
+    :param iys_code: the service provider's (HS) İYS number, as shown in the İYS panel.
+    :param brand_code: the brand's İYS number; for a single-brand account it equals the İYS code.
+    :param rate_limit_per_second: aggregate requests per second this package may send, shared by
+        every task and worker through the shared state. İYS allows 10 per second per IP.
+    :param auth_requests_per_hour: hard cap on token requests per hour from this installation
+        (İYS blocks the IP for an hour above its own limit, H084).
+    :param auth_block_seconds: how long no token request is made at all once İYS has blocked
+        them (H084). İYS blocks for an hour and restarts that hour on every token call made
+        during the block, so the default waits the whole hour out; lower it only for a test
+        server with a shorter block.
+    :param batch_result_delay_seconds: wait before polling an async batch result (İYS requires
+        at least 300 s).
+    :param timeout: connect and read timeout of each HTTP request, in seconds.
+    :param shared_state_conn_id: Postgres connection holding the shared token cache, token
+        budget and rate limiter (schema ``iys``); ``None`` keeps them per process.
+    :param verify_ssl: verify TLS certificates; only an explicit ``false``, ``0`` or ``no``
+        turns verification off.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    base_url: str
+    username: str
+    password: str = Field(repr=False)
+    iys_code: int
+    brand_code: int
+    rate_limit_per_second: float = 8.0
+    # Not "token_…": Airflow masks extras whose key contains "token" as secrets.
+    auth_requests_per_hour: int = 10
+    auth_block_seconds: int = 3600
+    batch_result_delay_seconds: int = 300
+    timeout: float = 30.0
+    shared_state_conn_id: str | None = "iys_postgres"
+    verify_ssl: bool = True
+
+    @classmethod
+    def from_connection(cls, conn: Connection, *, brand_code: int | None = None) -> IysConnectionSettings:
+        """Read ``conn``; ``brand_code`` overrides the connection's (accounts with several brands).
+
+        :raises IysError: naming the connection, when the codes or the credentials are missing
+            or an extra has a value of the wrong type.
+        """
+        from iys_provider.exceptions import IysError  # imports Airflow: see the module docstring
+
+        extra = conn.extra_dejson
+        missing = [name for name in ("iys_code", "brand_code") if extra.get(name) in (None, "")]
+        if missing:
+            raise IysError(
+                f"Connection {conn.conn_id!r} lacks {', '.join(missing)}: set the İYS code and the brand "
+                "code in the connection's extra fields (both are integers from the İYS panel)."
+            )
+        if not conn.login or not conn.password:
+            raise IysError(f"Connection {conn.conn_id!r} needs the İYS API username (login) and password.")
+        try:
+            return cls.model_validate(
+                {
+                    **extra,
+                    "base_url": _base_url(conn),
+                    "username": conn.login,
+                    "password": conn.password,
+                    "brand_code": brand_code or extra["brand_code"],
+                }
+            )
+        except ValidationError as exc:
+            problems = "; ".join(_describe(error) for error in exc.errors())
+            raise IysError(f"Connection {conn.conn_id!r} has an invalid extra value: {problems}") from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_means_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            name: value for name, value in data.items() if name == "shared_state_conn_id" or value not in (None, "")
+        }
+
+    @field_validator("shared_state_conn_id", mode="before")
+    @classmethod
+    def _empty_means_no_shared_state(cls, value: Any) -> Any:
+        return value or None
+
+    @field_validator("verify_ssl", mode="before")
+    @classmethod
+    def _only_an_explicit_no_turns_verification_off(cls, value: Any) -> bool:
+        return str(value).lower() not in ("false", "0", "no")
+
+    @property
+    def account_key(self) -> str:
+        """Identifies the İYS account in the shared token cache, without revealing anything."""
+        raw = f"{self.base_url}|{self.username}|{self.iys_code}"
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @property
+    def ip_budget_key(self) -> str:
+        """İYS limits per client IP; all accounts of this installation share the API host's budget."""
+        return urlsplit(self.base_url).netloc or self.base_url
+
+
+def extra_default(name: str) -> Any:
+    """The default of the extra ``name``: what the hook uses when the extra is left empty."""
+    return IysConnectionSettings.model_fields[name].get_default()
+
+
+def _base_url(conn: Connection) -> str:
+    host = (conn.host or DEFAULT_BASE_URL).rstrip("/")
+    if "://" not in host:
+        host = f"{conn.schema or 'https'}://{host}"
+    if conn.port and urlsplit(host).port is None:
+        host = f"{host}:{conn.port}"
+    return host
+
+
+def _describe(error: Any) -> str:
+    """One validation error, naming the extra and the value (never the password)."""
+    name = ".".join(str(part) for part in error["loc"]) or "extra"
+    if name != "password":
+        name += f"={error['input']!r}"
+    return f"{name}: {error['msg']}"
