@@ -6,7 +6,7 @@ Run from the repo root (``make bench-local`` / ``make bench-local USERS=1000000`
 
 It creates a throw-away database, COPYs N users into ``public.users`` (messy spellings, as in
 ``bench_initial_sync.py``), plans a scan with the package's own ``plan_scan`` and then runs every
-batch through ``read_batch_users`` → ``prepare_users`` → ``write_checked_users`` — the code path
+batch through ``read_batch_users`` → ``prepare_users`` → ``record_checked_users`` — the code path
 of ``IysInitialSyncBatchOperator`` minus the İYS calls, whose answer is taken from the
 simulator's synthetic truth. Nothing else runs, so the CPU figures belong to this work alone.
 
@@ -31,15 +31,16 @@ import uuid
 from datetime import UTC, datetime
 
 import psycopg
+from iys_simulator.synthetic import synthetic_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import local_stack  # noqa: E402
-from iys_provider.consent_store import BatchLedgerEntry, write_checked_users  # noqa: E402
-from iys_provider.operators.initial_sync import DEFAULT_BATCH_SIZE, plan_scan, read_batch_users  # noqa: E402
+from iys_provider.consent_checks import record_checked_users  # noqa: E402
 from iys_provider.recipients import prepare_users  # noqa: E402
+from iys_provider.scan_ledger import DEFAULT_BATCH_SIZE, ScanBatch  # noqa: E402
+from iys_provider.scan_ledger_store import plan_scan, read_batch_users  # noqa: E402
 from iys_provider.schema import migrate  # noqa: E402
-from iys_provider.simulator.synthetic import synthetic_status  # noqa: E402
 from iys_provider.user_source import DEFAULT_RECIPIENTS_SQL, UserSource  # noqa: E402
 
 BRAND_CODE = local_stack.SIM_BRAND_CODE
@@ -116,13 +117,13 @@ def main() -> int:
             answer_seconds = 0.0
             for batch_no in range(plan.batch_count):
                 with batches:
-                    prepared = prepare_users(read_batch_users(conn, plan.scan_id, batch_no))
+                    prepared = prepare_users(read_batch_users(conn, ScanBatch(plan.scan_id, batch_no)))
                     started = time.process_time()
                     onay = answer_of_iys(prepared)  # stands in for İYS: not local work, not counted
                     answer_seconds += time.process_time() - started
-                    write_checked_users(
+                    record_checked_users(
                         conn, brand_code=BRAND_CODE, prepared=prepared, onay=onay,
-                        checked_at=datetime.now(UTC), ledger=BatchLedgerEntry(plan.scan_id, batch_no),
+                        checked_at=datetime.now(UTC), batch=ScanBatch(plan.scan_id, batch_no),
                     )
                 users += prepared.users
             batches.client -= answer_seconds

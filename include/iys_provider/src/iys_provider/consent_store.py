@@ -1,8 +1,9 @@
 """Writing what İYS said into the ``iys`` schema: COPY into staging tables, then set-based upserts.
 
-Everything one batch learnt (consents, user links, quarantine rows, source fingerprints and
-the batch's completion) is written in one transaction, so a batch is either fully recorded or
-not at all, and a rerun of it converges to the same state.
+Everything one group of checked users taught us (consents, user links, quarantine rows, source
+fingerprints) is written in one transaction, so a group is either fully recorded or not at all,
+and a rerun of it converges to the same state. The initial sync marks its batch finished in that
+same transaction (:func:`iys_provider.consent_checks.record_checked_users`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -108,21 +110,18 @@ SELECT %(brand)s, user_id, digest, now() FROM stage_users
 ON CONFLICT (brand_code, user_id) DO UPDATE SET digest = EXCLUDED.digest, seen_at = EXCLUDED.seen_at
 """
 
-FINISH_BATCH_SQL = """
-WITH done AS (
-    UPDATE iys.initial_sync_batches
-       SET users = %(users)s, recipients = %(recipients)s, quarantined = %(quarantined)s,
-           requests = %(requests)s, finished_at = now()
-     WHERE scan_id = %(scan_id)s AND batch_no = %(batch_no)s
-)
-DELETE FROM iys.initial_sync_queue WHERE scan_id = %(scan_id)s AND batch_no = %(batch_no)s
+CONSENT_TOTALS_SQL = """
+SELECT type, count(*) FILTER (WHERE status = 'ONAY'), count(*) FILTER (WHERE status = 'RET'),
+       count(*) FILTER (WHERE status IS NULL)
+  FROM iys.consents WHERE brand_code = %s GROUP BY type ORDER BY type
 """
 
 
-@dataclass(frozen=True)
-class BatchLedgerEntry:
-    scan_id: int
-    batch_no: int
+class ConsentTotals(NamedTuple):
+    type: str
+    onay: int
+    ret: int
+    unknown: int  # İYS holds no ONAY we know of: not sendable
 
 
 @dataclass(frozen=True)
@@ -140,18 +139,17 @@ def write_checked_users(
     prepared: PreparedUsers,
     onay: Mapping[tuple[RecipientType, ConsentType], set[str]],
     checked_at: datetime,
-    requests: int = 0,
-    ledger: BatchLedgerEntry | None = None,
 ) -> WriteOutcome:
     """Record a checked group of users in one transaction (see module docstring).
 
-    Call it on an autocommit connection: its ``SET LOCAL`` settings (no hash or merge joins,
-    asynchronous commit) last until the end of the enclosing transaction.
+    Call it on an autocommit connection, or in a transaction that ends right after it: its
+    ``SET LOCAL`` settings (no hash or merge joins, asynchronous commit) last until the end of
+    the enclosing transaction.
     """
     params = {"brand": brand_code, "checked": checked_at}
     with conn.transaction(), conn.cursor() as cur:
-        # Safe without a flush: a commit lost in a crash loses the batch's ledger entry with it,
-        # so the batch is simply processed again.
+        # Safe without a flush: a commit lost in a crash loses what marks the work done with it
+        # (the users' fingerprints, a batch's ledger entry), so the work is simply done again.
         cur.execute("SET LOCAL synchronous_commit = off")
         cur.execute(JOIN_SETTINGS_SQL)
         cur.execute(CREATE_STAGING_SQL)
@@ -180,19 +178,12 @@ def write_checked_users(
         cur.execute(UPSERT_QUARANTINE_SQL, params)
         status_changes = cur.execute(UPSERT_CHECKED_CONSENTS_SQL, params).fetchone()[0]
         cur.execute(UPSERT_DIGESTS_SQL, params)
-        if ledger is not None:
-            cur.execute(
-                FINISH_BATCH_SQL,
-                {
-                    "users": prepared.users,
-                    "recipients": prepared.unique_recipients,
-                    "quarantined": prepared.quarantined,
-                    "requests": requests,
-                    "scan_id": ledger.scan_id,
-                    "batch_no": ledger.batch_no,
-                },
-            )
     return WriteOutcome(consent_rows, status_changes, prepared.linked, prepared.quarantined)
+
+
+def consent_totals(conn: psycopg.Connection, brand_code: int) -> list[ConsentTotals]:
+    """The brand's consents per channel by status."""
+    return list(map(ConsentTotals._make, conn.execute(CONSENT_TOTALS_SQL, (brand_code,)).fetchall()))
 
 
 # COPY's text format: one line per row, tab-separated, \N for NULL. Building the lines in Python

@@ -3,7 +3,8 @@
 The query is operator input (the Airflow Variable ``iys_recipients_sql``) and is trusted like any
 SQL a data engineer deploys: it is wrapped as a sub-query, never concatenated with user data.
 It must return ``user_id`` and at least one of ``phone`` and ``email``; ``recipient_type``
-(``BIREYSEL`` by default, or ``TACIR``) is optional. The package only ever reads through it.
+(``BIREYSEL`` by default, or ``TACIR``) is optional. The package only ever reads through it
+(the initial sync's queue, :mod:`iys_provider.scan_ledger_store`, copies what it reads).
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ class SourceUser(NamedTuple):
     email: object
     recipient_type: object
     digest: str
+
+
+def configured_user_source(recipients_sql: str | None = None) -> UserSource:
+    """The given query, else the Airflow Variable ``iys_recipients_sql``, else the default."""
+    if not recipients_sql:
+        # Imported here: this module is used outside Airflow too (benchmarks, tests).
+        from airflow.sdk import Variable
+
+        recipients_sql = Variable.get(RECIPIENTS_SQL_VARIABLE, default=DEFAULT_RECIPIENTS_SQL)
+    return UserSource(recipients_sql)
 
 
 class UserSource:
@@ -85,37 +96,31 @@ class UserSource:
         )
         return SourceCounts(*conn.execute(query).fetchone())
 
-    def enqueue_scan(self, conn: psycopg.Connection, scan_id: int, batch_size: int) -> int:
-        """Snapshot every user into ``iys.initial_sync_queue``, numbered into batches of ``batch_size``.
+    def unique_users(self, conn: psycopg.Connection) -> sql.Composed:
+        """A query of the source's users with a user_id, one row each, in :class:`SourceUser` columns.
 
-        Returns how many users were queued. A user_id the query returns twice is ambiguous; the
-        first row in a stable order is kept.
+        A user_id the query returns twice is ambiguous; the first row in a stable order is kept,
+        so a scan and a later check of changed users pick the same one.
         """
-        query = sql.SQL(
+        return sql.SQL(
             """
-            INSERT INTO iys.initial_sync_queue (scan_id, batch_no, user_id, phone, email, recipient_type, digest)
-            SELECT %(scan)s, (row_number() OVER (ORDER BY user_id COLLATE "C") - 1) / %(size)s,
-                   user_id, phone, email, recipient_type, digest
-              FROM (SELECT DISTINCT ON (s.user_id COLLATE "C") s.*
-                      FROM (SELECT {projection} FROM ({source}) AS src WHERE src.user_id IS NOT NULL) AS s
-                     ORDER BY s.user_id COLLATE "C", s.digest) AS unique_users
+            SELECT DISTINCT ON (s.user_id COLLATE "C") s.*
+              FROM (SELECT {projection} FROM ({source}) AS src WHERE src.user_id IS NOT NULL) AS s
+             ORDER BY s.user_id COLLATE "C", s.digest
             """
         ).format(projection=self._projection(conn), source=sql.SQL(self.recipients_sql))
-        return conn.execute(query, {"scan": scan_id, "size": batch_size}).rowcount
 
     def read_changed(self, conn: psycopg.Connection, brand_code: int) -> Iterator[SourceUser]:
         """Users never processed, or whose phone, e-mail or recipient type changed since."""
         query = sql.SQL(
             """
             SELECT s.user_id, s.phone, s.email, s.recipient_type, s.digest
-              FROM (SELECT DISTINCT ON (user_id COLLATE "C") *  -- a repeated user_id: the first row, as in a scan
-                      FROM (SELECT {projection} FROM ({source}) AS src WHERE src.user_id IS NOT NULL) AS raw
-                     ORDER BY user_id COLLATE "C", digest) AS s
+              FROM ({unique_users}) AS s
               LEFT JOIN iys.user_sources us ON us.brand_code = %(brand)s AND us.user_id = s.user_id
              WHERE us.digest IS DISTINCT FROM s.digest
              ORDER BY s.user_id COLLATE "C"
             """
-        ).format(projection=self._projection(conn), source=sql.SQL(self.recipients_sql))
+        ).format(unique_users=self.unique_users(conn))
         yield from self._stream(conn, query, {"brand": brand_code})
 
     @staticmethod

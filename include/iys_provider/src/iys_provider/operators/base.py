@@ -58,13 +58,3 @@ class IysBaseOperator(BaseOperator):
     def _close_hook(self) -> None:
         if "iys_hook" in self.__dict__:  # only a hook this task actually created
             self.iys_hook.close()
-
-    def connect(self) -> psycopg.Connection:  # TEMPORARY: removed once every operator uses database()
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-        from iys_provider.schema import migrate
-
-        conn = PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn()
-        conn.autocommit = True
-        migrate(conn)
-        return conn

@@ -4,19 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from iys_provider.change_feed import DEFAULT_CHECK_MARGIN, mark_pull_complete, read_stream_state, store_change_page
 from iys_provider.models import ChangeMovement, ChangeStream, is_documented
 from iys_provider.operators.base import IysBaseOperator
+from iys_provider.scan_ledger_store import last_finished_scan
 
 #: İYS serves 7 days minus one hour of movements; fail well before that horizon.
 DEFAULT_MAX_PULL_GAP_HOURS = 6 * 24
-LAST_INITIAL_SCAN_SQL = """
-SELECT max(started_at) FROM iys.initial_sync_scans WHERE brand_code = %s AND finished_at IS NOT NULL AND NOT abandoned
-"""
+
+
+class PullResult(TypedDict):
+    """One stream's pull: movements received, new to us, applied to ``iys.consents``, ignored as older than
+    what we hold, held (a value İYS never documented) and replaced (a later movement under one transaction
+    id); pages read; seconds between the pull's start and the newest movement (None without one)."""
+
+    stream: str
+    pulled: int
+    new: int
+    applied: int
+    ignored_stale: int
+    held: int
+    replaced: int
+    pages: int
+    feed_lag_seconds: int | None
 
 
 class IysPullChangesOperator(IysBaseOperator):
@@ -31,8 +46,8 @@ class IysPullChangesOperator(IysBaseOperator):
     silently skipping them.
 
     :param stream: ``IYS`` (recipients' own changes through İYS channels) or ``HS`` (changes
-        written by service providers: the brand's other systems or this package).
-    :param max_pull_gap_hours: see above; default 144 (6 days).
+        written by service providers: the brand's other systems or this package). (templated)
+    :param max_pull_gap_hours: see above; default 144 (6 days). (templated)
     :param page_size: movements per request (≤1000).
     :param check_margin_seconds: movements created up to this long before our last status check
         of an address are still applied in feed order (our clock and İYS's differ by seconds).
@@ -59,16 +74,18 @@ class IysPullChangesOperator(IysBaseOperator):
         self.page_size = page_size
         self.check_margin = timedelta(seconds=check_margin_seconds)
 
-    def execute(self, context) -> dict[str, Any]:
+    def execute(self, context: Context) -> PullResult:
         stream = ChangeStream(str(self.stream).upper())
         brand_code = self.iys_hook.brand_code
-        conn = self.connect()
-        try:
+        with self.database() as conn:
             state = read_stream_state(conn, brand_code, stream)
             cursor, last_success_at, details = state if state else (None, None, {})
             self._guard_feed_window(conn, brand_code, stream, last_success_at)
             started_at = datetime.now(UTC)
-            totals = {"pulled": 0, "new": 0, "applied": 0, "ignored_stale": 0, "held": 0, "replaced": 0, "pages": 0}
+            result = PullResult(
+                stream=stream.value, pulled=0, new=0, applied=0, ignored_stale=0, held=0, replaced=0, pages=0,
+                feed_lag_seconds=None,
+            )
             newest = (details or {}).get("newest_creation_date")
             undocumented: set[tuple[str, str]] = set()
             for page in self.iys_hook.iter_change_pages(stream, after=cursor, limit=self.page_size):
@@ -76,31 +93,27 @@ class IysPullChangesOperator(IysBaseOperator):
                 outcome = store_change_page(
                     conn, brand_code=brand_code, stream=stream, page=page, check_margin=self.check_margin
                 )
-                totals["pages"] += 1
-                totals["pulled"] += outcome.received
-                totals["new"] += outcome.new
-                totals["applied"] += outcome.applied
-                totals["ignored_stale"] += outcome.ignored_stale
-                totals["held"] += outcome.held
-                totals["replaced"] += outcome.replaced
+                result["pages"] += 1
+                result["pulled"] += outcome.received
+                result["new"] += outcome.new
+                result["applied"] += outcome.applied
+                result["ignored_stale"] += outcome.ignored_stale
+                result["held"] += outcome.held
+                result["replaced"] += outcome.replaced
                 newest = max(c.creation_date for c in page.changes).isoformat()
                 self.log.info(
                     "%s stream page %d: %d movements (%d new, %d applied, %d stale or older than a check)",
-                    stream.value, totals["pages"], outcome.received, outcome.new, outcome.applied, outcome.ignored_stale,
+                    stream.value, result["pages"], outcome.received, outcome.new, outcome.applied, outcome.ignored_stale,
                 )
             mark_pull_complete(conn, brand_code=brand_code, stream=stream, at=started_at)
-            lag = None
-            if newest:
-                lag = int((started_at - datetime.fromisoformat(str(newest))).total_seconds())
-            self.log.info(
-                "%s stream: %d movements pulled, %d new, %d applied to iys.consents, %d ignored as stale; "
-                "newest movement %s (İYS withholds the last hour)",
-                stream.value, totals["pulled"], totals["new"], totals["applied"], totals["ignored_stale"], newest or "-",
-            )
-            return {"stream": stream.value, **totals, "feed_lag_seconds": lag}
-        finally:
-            conn.close()
-            self.iys_hook.close()
+        if newest:
+            result["feed_lag_seconds"] = int((started_at - datetime.fromisoformat(str(newest))).total_seconds())
+        self.log.info(
+            "%s stream: %d movements pulled, %d new, %d applied to iys.consents, %d ignored as stale; "
+            "newest movement %s (İYS withholds the last hour)",
+            stream.value, result["pulled"], result["new"], result["applied"], result["ignored_stale"], newest or "-",
+        )
+        return result
 
     def _log_undocumented_values(self, changes: list[ChangeMovement], seen: set[tuple[str, str]]) -> None:
         for change in changes:
@@ -113,8 +126,9 @@ class IysPullChangesOperator(IysBaseOperator):
                 self.log.warning("İYS sent a %s value it does not document: %r (%s)", field, value, kept)
 
     def _guard_feed_window(self, conn, brand_code: int, stream: ChangeStream, last_success_at: datetime | None) -> None:
-        last_scan = conn.execute(LAST_INITIAL_SCAN_SQL, (brand_code,)).fetchone()[0]
-        covered_until = max((t for t in (last_success_at, last_scan) if t is not None), default=None)
+        last_scan = last_finished_scan(conn, brand_code)
+        scan_started_at = last_scan.started_at if last_scan else None
+        covered_until = max((t for t in (last_success_at, scan_started_at) if t is not None), default=None)
         if covered_until is None:
             self.log.info("First pull of the %s stream: İYS serves the last 7 days of movements", stream.value)
             return

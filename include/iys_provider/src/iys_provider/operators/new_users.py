@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
-from itertools import islice
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
-from airflow.sdk import Variable
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from iys_provider.consent_store import write_checked_users
+from iys_provider.consent_checks import check_users_in_chunks
+from iys_provider.database import iys_database
 from iys_provider.operators.base import IysBaseOperator
-from iys_provider.recipients import prepare_users
-from iys_provider.user_source import DEFAULT_RECIPIENTS_SQL, RECIPIENTS_SQL_VARIABLE, SourceUser, UserSource
+from iys_provider.scan_ledger_store import initial_sync_done
+from iys_provider.user_source import configured_user_source
 
-INITIAL_SYNC_DONE_SQL = """
-SELECT EXISTS (SELECT 1 FROM iys.initial_sync_scans WHERE brand_code = %s AND finished_at IS NOT NULL AND NOT abandoned)
-"""
+__all__ = ["IysCheckNewUsersOperator", "NewUsersResult"]
 
 
-def _chunks(users: Iterator[SourceUser], size: int) -> Iterator[list[SourceUser]]:
-    while chunk := list(islice(users, size)):
-        yield chunk
+class NewUsersResult(TypedDict):
+    """Users checked in this run, addresses quarantined, consents whose status changed, İYS requests made."""
+
+    users_checked: int
+    quarantined: int
+    status_changes: int
+    requests: int
 
 
 class IysCheckNewUsersOperator(IysBaseOperator):
@@ -33,51 +34,61 @@ class IysCheckNewUsersOperator(IysBaseOperator):
     quarantined if invalid, and checked in chunks, each written in its own transaction.
     Skipped until the initial sync has completed once.
 
-    :param recipients_sql: source query; default: the ``iys_recipients_sql`` Variable.
+    :param recipients_sql: source query, or the path of a ``.sql`` file holding it (relative to
+        the DAG's folder or its ``template_searchpath``); default: the ``iys_recipients_sql``
+        Variable. (templated)
     :param chunk_size: users per transaction.
+    :param request_concurrency: status calls in flight at once (see
+        :class:`~iys_provider.operators.initial_sync.IysInitialSyncBatchOperator`).
     """
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "recipients_sql")
+    template_ext: Sequence[str] = (".sql",)
+    template_fields_renderers = {"recipients_sql": "sql"}
 
-    def __init__(self, *, recipients_sql: str | None = None, chunk_size: int = 5000, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        recipients_sql: str | None = None,
+        chunk_size: int = 5000,
+        request_concurrency: int = 1,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.recipients_sql = recipients_sql
         self.chunk_size = chunk_size
+        self.request_concurrency = request_concurrency
 
-    def execute(self, context) -> dict[str, Any]:
+    def execute(self, context: Context) -> NewUsersResult:
         brand_code = self.iys_hook.brand_code
-        reader, writer = self.connect(), self.connect()
-        try:
-            if not writer.execute(INITIAL_SYNC_DONE_SQL, (brand_code,)).fetchone()[0]:
+        with self.database() as writer:
+            if not initial_sync_done(writer, brand_code):
                 raise AirflowSkipException(
                     "The initial sync has not completed yet; it checks every user. Run iys_initial_sync first."
                 )
-            source = UserSource(
-                self.recipients_sql or Variable.get(RECIPIENTS_SQL_VARIABLE, default=DEFAULT_RECIPIENTS_SQL)
-            )
-            totals = {"users_checked": 0, "quarantined": 0, "status_changes": 0, "requests": 0}
-            requests_before = self.iys_hook.stats.requests
-            for chunk in _chunks(source.read_changed(reader, brand_code), self.chunk_size):
-                prepared = prepare_users(chunk)
-                checked_at = datetime.now(UTC)
-                onay = {
-                    key: self.iys_hook.get_onay_recipients(sorted(recipients), key[1], key[0])
-                    for key, recipients in prepared.to_check.items()
-                }
-                outcome = write_checked_users(
-                    writer, brand_code=brand_code, prepared=prepared, onay=onay, checked_at=checked_at
+            source = configured_user_source(self.recipients_sql)
+            # The changed users stream through a server-side cursor, whose transaction stays open
+            # while each chunk is committed: that takes a second connection.
+            with iys_database(self.postgres_conn_id) as reader:
+                outcome = check_users_in_chunks(
+                    self.iys_hook,
+                    writer,
+                    brand_code=brand_code,
+                    users=source.read_changed(reader, brand_code),
+                    chunk_size=self.chunk_size,
+                    concurrency=self.request_concurrency,
                 )
-                totals["users_checked"] += prepared.users
-                totals["quarantined"] += outcome.quarantined
-                totals["status_changes"] += outcome.status_changes
-            totals["requests"] = self.iys_hook.stats.requests - requests_before
-            self.log.info(
-                "New or changed users: %d checked with %d İYS requests, %d addresses quarantined, %d consent "
-                "status changes",
-                totals["users_checked"], totals["requests"], totals["quarantined"], totals["status_changes"],
-            )
-            return totals
-        finally:
-            reader.close()
-            writer.close()
-            self.iys_hook.close()
+        self.log.info(
+            "New or changed users: %d checked with %d İYS requests, %d addresses quarantined, %d consent "
+            "status changes",
+            outcome.users,
+            outcome.requests,
+            outcome.quarantined,
+            outcome.status_changes,
+        )
+        return NewUsersResult(
+            users_checked=outcome.users,
+            quarantined=outcome.quarantined,
+            status_changes=outcome.status_changes,
+            requests=outcome.requests,
+        )

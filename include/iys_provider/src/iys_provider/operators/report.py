@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from airflow.sdk import Asset, Context
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
@@ -13,7 +13,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from iys_provider.assets import CONSENTS_ASSET
 from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, watch_ret_deadlines
 from iys_provider.operators.base import IysBaseOperator
+from iys_provider.operators.changes import PullResult
+from iys_provider.operators.consent_updates import PushResult
+from iys_provider.operators.new_users import NewUsersResult
 from iys_provider.outbox_store import unsent_rets_by_day
+from iys_provider.sensors.batch_results import BatchResultsSummary
 
 INSERT_RUN_SQL = """
 INSERT INTO iys.sync_runs (run_id, brand_code, dag_id, started_at, pulled_iys, pulled_hs, applied, ignored_stale,
@@ -33,6 +37,39 @@ ON CONFLICT (run_id, brand_code, dag_id) DO UPDATE
        oldest_unsent_ret_deadline = EXCLUDED.oldest_unsent_ret_deadline
 """
 FAILED_STATES = {"failed", "upstream_failed"}
+
+
+class RunFigures(TypedDict):
+    """The columns of ``iys.sync_runs`` a run fills from its steps' results."""
+
+    pulled_iys: int
+    pulled_hs: int
+    applied: int
+    ignored_stale: int
+    new_users_checked: int
+    pushed: int
+    skipped: int
+    rejected: int
+    failed: int
+    feed_lag_seconds: int | None
+
+
+class RunDetails(TypedDict):
+    """``iys.sync_runs.details``."""
+
+    consent_changes: int
+    submitted: int
+    left_pending: int
+    batches_reopened: int
+    movements_held: int
+    quarantined: int
+    requests: int
+    failed_steps: list[str]
+    overdue_rets: int
+
+
+class SyncReport(RunFigures, RunDetails):
+    """What the report task returns (its XCom): the run's figures and details together."""
 
 
 class IysSyncReportOperator(IysBaseOperator):
@@ -69,42 +106,43 @@ class IysSyncReportOperator(IysBaseOperator):
         self.push_task_id = push_task_id
         self.batch_results_task_id = batch_results_task_id
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> SyncReport:
         ti = context["ti"]
 
-        def result(task_id: str | None) -> dict[str, Any]:
+        def result(task_id: str | None) -> Any:
             return (ti.xcom_pull(task_ids=task_id) or {}) if task_id else {}
 
-        pulls = {r.get("stream"): r for r in (result(t) for t in self.pull_task_ids) if r}
-        new_users = result(self.new_users_task_id)
-        push = result(self.push_task_id)
-        settled = result(self.batch_results_task_id)
+        pulls: dict[str, PullResult] = {r["stream"]: r for r in map(result, self.pull_task_ids) if r}
+        new_users: NewUsersResult | dict = result(self.new_users_task_id)
+        push: PushResult | dict = result(self.push_task_id)
+        settled: BatchResultsSummary | dict = result(self.batch_results_task_id)
         lags = [r["feed_lag_seconds"] for r in pulls.values() if r.get("feed_lag_seconds") is not None]
-        summary = {
-            "pulled_iys": pulls.get("IYS", {}).get("pulled", 0),
-            "pulled_hs": pulls.get("HS", {}).get("pulled", 0),
-            "applied": sum(r.get("applied", 0) for r in pulls.values()),
-            "ignored_stale": sum(r.get("ignored_stale", 0) for r in pulls.values()),
-            "new_users_checked": new_users.get("users_checked", 0),
-            "pushed": push.get("sent", 0) + settled.get("sent", 0),
-            "skipped": push.get("skipped", 0) + settled.get("skipped", 0),
-            "rejected": push.get("rejected", 0) + settled.get("rejected", 0),
-            "failed": push.get("failed", 0) + settled.get("failed", 0),
-            "feed_lag_seconds": max(lags) if lags else None,
-        }
+        summary = RunFigures(
+            pulled_iys=pulls.get("IYS", {}).get("pulled", 0),
+            pulled_hs=pulls.get("HS", {}).get("pulled", 0),
+            applied=sum(r.get("applied", 0) for r in pulls.values()),
+            ignored_stale=sum(r.get("ignored_stale", 0) for r in pulls.values()),
+            new_users_checked=new_users.get("users_checked", 0),
+            pushed=push.get("sent", 0) + settled.get("sent", 0),
+            skipped=push.get("skipped", 0) + settled.get("skipped", 0),
+            rejected=push.get("rejected", 0) + settled.get("rejected", 0),
+            failed=push.get("failed", 0),
+            feed_lag_seconds=max(lags) if lags else None,
+        )
         consent_changes = summary["applied"] + new_users.get("status_changes", 0) + summary["pushed"]
         states = self._step_states(context)
         failed_steps = sorted(task for task, state in states.items() if state in FAILED_STATES)
-        details = {
-            "consent_changes": consent_changes,
-            "submitted": push.get("submitted", 0),
-            "left_pending": push.get("pending", 0) + push.get("deferred", 0),
-            "batches_reopened": push.get("expired_batches", 0) + settled.get("reopened", 0),
-            "movements_held": sum(r.get("held", 0) for r in pulls.values()),
-            "quarantined": new_users.get("quarantined", 0),
-            "requests": new_users.get("requests", 0),
-            "failed_steps": failed_steps,
-        }
+        details = RunDetails(
+            consent_changes=consent_changes,
+            submitted=push.get("submitted", 0),
+            left_pending=push.get("pending", 0) + push.get("deferred", 0),
+            batches_reopened=push.get("expired_batches", 0) + settled.get("reopened", 0),
+            movements_held=sum(r.get("held", 0) for r in pulls.values()),
+            quarantined=new_users.get("quarantined", 0),
+            requests=new_users.get("requests", 0),
+            failed_steps=failed_steps,
+            overdue_rets=0,
+        )
         brand_code = self.iys_hook.brand_code
         dag_run = context["dag_run"]
         with self.database() as conn:
@@ -146,7 +184,7 @@ class IysSyncReportOperator(IysBaseOperator):
             problems.append(watch.alarm_message())
         if problems:
             raise AirflowException("; ".join(problems) + "; the report row is written")
-        return {**summary, **details}
+        return SyncReport(**summary, **details)
 
     def _step_states(self, context) -> dict[str, str]:
         ti = context["ti"]

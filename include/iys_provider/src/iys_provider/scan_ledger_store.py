@@ -1,0 +1,236 @@
+"""SQL of the initial sync's ledger: planning a scan, its queue of users, its batches, finishing it.
+
+The rules and states are in :mod:`iys_provider.scan_ledger`. "The initial sync is done" has one
+definition here (:func:`last_finished_scan`), used by the initial sync, the new-users check and
+the change feed's 7-day guard alike.
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+from psycopg import sql
+
+from iys_provider.scan_ledger import (
+    DEFAULT_MAX_BATCHES,
+    INITIAL_SYNC_STREAM,
+    BatchRecord,
+    FinishedScan,
+    OpenScan,
+    PendingBatch,
+    PlannedScan,
+    ScanBatch,
+    ScanProgress,
+    ScanSchedule,
+    ScanStep,
+    choose_batch_size,
+    next_scan_step,
+)
+from iys_provider.user_source import SourceUser, UserSource
+
+OPEN_SCAN_SQL = """
+SELECT scan_id, batch_count, total_users FROM iys.initial_sync_scans
+ WHERE brand_code = %s AND finished_at IS NULL
+"""
+# The latest start wins: the change feed's guard counts from the moment the scan read İYS.
+LAST_FINISHED_SCAN_SQL = """
+SELECT scan_id, started_at, finished_at, total_users FROM iys.initial_sync_scans
+ WHERE brand_code = %s AND finished_at IS NOT NULL AND NOT abandoned
+ ORDER BY started_at DESC, scan_id DESC LIMIT 1
+"""
+ABANDON_OPEN_SCAN_SQL = """
+WITH abandoned AS (
+    UPDATE iys.initial_sync_scans SET finished_at = now(), abandoned = true
+     WHERE brand_code = %s AND finished_at IS NULL RETURNING scan_id
+), dropped AS (
+    DELETE FROM iys.initial_sync_queue WHERE scan_id IN (SELECT scan_id FROM abandoned)
+)
+SELECT count(*) FROM abandoned
+"""
+INSERT_SCAN_SQL = """
+INSERT INTO iys.initial_sync_scans (brand_code, recipients_sql, batch_size, total_users, batch_count)
+VALUES (%s, %s, %s, 0, 0) RETURNING scan_id
+"""
+# Snapshotting a million users sorts them twice over; in memory that takes half the time, and
+# JIT compilation costs more than it saves on a statement that runs once.
+BULK_PLANNING_SETTINGS_SQL = "SET LOCAL work_mem = '256MB'; SET LOCAL jit = off"
+# The source query only ever reads here: its users are copied into the package's own queue.
+ENQUEUE_USERS_SQL = """
+INSERT INTO iys.initial_sync_queue (scan_id, batch_no, user_id, phone, email, recipient_type, digest)
+SELECT %(scan)s, (row_number() OVER (ORDER BY user_id COLLATE "C") - 1) / %(size)s,
+       user_id, phone, email, recipient_type, digest
+  FROM ({unique_users}) AS unique_users
+"""
+# Fresh statistics, or every batch would plan a sequential scan of the whole queue.
+ANALYZE_QUEUE_SQL = "ANALYZE iys.initial_sync_queue"
+INSERT_BATCHES_SQL = """
+WITH planned AS (
+    INSERT INTO iys.initial_sync_batches (scan_id, batch_no, first_user_id, last_user_id)
+    SELECT scan_id, batch_no, min(user_id COLLATE "C"), max(user_id COLLATE "C")
+      FROM iys.initial_sync_queue WHERE scan_id = %(scan)s GROUP BY scan_id, batch_no
+    RETURNING batch_no
+)
+UPDATE iys.initial_sync_scans SET total_users = %(users)s, batch_count = (SELECT count(*) FROM planned)
+ WHERE scan_id = %(scan)s RETURNING batch_count
+"""
+PENDING_BATCHES_SQL = """
+SELECT batch_no, first_user_id, last_user_id FROM iys.initial_sync_batches
+ WHERE scan_id = %s AND finished_at IS NULL ORDER BY batch_no
+"""
+BATCH_RECORD_SQL = """
+SELECT b.finished_at, s.batch_count, s.brand_code, s.abandoned
+  FROM iys.initial_sync_batches b JOIN iys.initial_sync_scans s USING (scan_id)
+ WHERE b.scan_id = %s AND b.batch_no = %s
+"""
+QUEUED_USERS_SQL = """
+SELECT user_id, phone, email, recipient_type, digest FROM iys.initial_sync_queue
+ WHERE scan_id = %s AND batch_no = %s
+"""
+FINISH_BATCH_SQL = """
+WITH done AS (
+    UPDATE iys.initial_sync_batches
+       SET users = %(users)s, recipients = %(recipients)s, quarantined = %(quarantined)s,
+           requests = %(requests)s, finished_at = now()
+     WHERE scan_id = %(scan_id)s AND batch_no = %(batch_no)s
+)
+DELETE FROM iys.initial_sync_queue WHERE scan_id = %(scan_id)s AND batch_no = %(batch_no)s
+"""
+SCAN_PROGRESS_SQL = """
+SELECT count(*) FILTER (WHERE b.finished_at IS NOT NULL), count(*),
+       coalesce(sum(b.users) FILTER (WHERE b.finished_at IS NOT NULL), 0),
+       extract(epoch FROM clock_timestamp() - s.started_at)
+  FROM iys.initial_sync_batches b JOIN iys.initial_sync_scans s USING (scan_id)
+ WHERE b.scan_id = %s GROUP BY s.started_at
+"""
+FINISH_SCAN_SQL = """
+UPDATE iys.initial_sync_scans SET finished_at = now()
+ WHERE scan_id = %(scan_id)s AND finished_at IS NULL
+   AND NOT EXISTS (SELECT 1 FROM iys.initial_sync_batches WHERE scan_id = %(scan_id)s AND finished_at IS NULL)
+RETURNING total_users
+"""
+MARK_SCAN_SYNCED_SQL = """
+INSERT INTO iys.sync_state (brand_code, stream, last_success_at, details)
+VALUES (%s, %s, now(), %s::jsonb)
+ON CONFLICT (brand_code, stream) DO UPDATE
+   SET last_success_at = EXCLUDED.last_success_at, details = EXCLUDED.details, updated_at = now()
+"""
+
+
+def open_scan(conn: psycopg.Connection, brand_code: int) -> OpenScan | None:
+    row = conn.execute(OPEN_SCAN_SQL, (brand_code,)).fetchone()
+    return OpenScan._make(row) if row else None
+
+
+def last_finished_scan(conn: psycopg.Connection, brand_code: int) -> FinishedScan | None:
+    """The brand's most recent scan that processed every user (an abandoned one never counts)."""
+    row = conn.execute(LAST_FINISHED_SCAN_SQL, (brand_code,)).fetchone()
+    return FinishedScan._make(row) if row else None
+
+
+def initial_sync_done(conn: psycopg.Connection, brand_code: int) -> bool:
+    return last_finished_scan(conn, brand_code) is not None
+
+
+def abandon_open_scan(conn: psycopg.Connection, brand_code: int) -> bool:
+    """Abandon the brand's open scan and drop its queue; whether there was one."""
+    return conn.execute(ABANDON_OPEN_SCAN_SQL, (brand_code,)).fetchone()[0] > 0
+
+
+def plan_scan(
+    conn: psycopg.Connection,
+    *,
+    brand_code: int,
+    source: UserSource,
+    batch_size: int,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+) -> PlannedScan:
+    """Snapshot every user of ``source`` into a new scan's numbered batches (call in a transaction).
+
+    A user_id the query returns twice is ambiguous; the first row in a stable order is kept.
+    """
+    counts = source.count_rows(conn)
+    size = choose_batch_size(counts.users, batch_size, max_batches)
+    scan_id = conn.execute(INSERT_SCAN_SQL, (brand_code, source.recipients_sql, size)).fetchone()[0]
+    conn.execute(BULK_PLANNING_SETTINGS_SQL)
+    enqueue = sql.SQL(ENQUEUE_USERS_SQL).format(unique_users=source.unique_users(conn))
+    queued = conn.execute(enqueue, {"scan": scan_id, "size": size}).rowcount
+    conn.execute(ANALYZE_QUEUE_SQL)
+    batch_count = conn.execute(INSERT_BATCHES_SQL, {"scan": scan_id, "users": queued}).fetchone()[0]
+    return PlannedScan(scan_id, queued, batch_count, size, counts.users - queued, counts.null_user_ids)
+
+
+def pending_batches(conn: psycopg.Connection, scan_id: int) -> tuple[PendingBatch, ...]:
+    return tuple(map(PendingBatch._make, conn.execute(PENDING_BATCHES_SQL, (scan_id,)).fetchall()))
+
+
+def schedule_scan(
+    conn: psycopg.Connection,
+    *,
+    brand_code: int,
+    source: UserSource,
+    batch_size: int,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+    rescan: bool = False,
+) -> ScanSchedule:
+    """Plan a scan, resume the open one, or find the last one finished: one transaction."""
+    with conn.transaction():
+        current, finished = open_scan(conn, brand_code), last_finished_scan(conn, brand_code)
+        step = next_scan_step(rescan=rescan, open_scan=current, last_finished=finished)
+        if step is ScanStep.DONE:
+            return ScanSchedule(step, last_finished=finished)
+        if step is ScanStep.RESUME:
+            return ScanSchedule(step, current.scan_id, current.batch_count, pending_batches(conn, current.scan_id))
+        abandoned = abandon_open_scan(conn, brand_code) if step is ScanStep.RESCAN else False
+        plan = plan_scan(conn, brand_code=brand_code, source=source, batch_size=batch_size, max_batches=max_batches)
+        return ScanSchedule(
+            step,
+            plan.scan_id,
+            plan.batch_count,
+            pending_batches(conn, plan.scan_id),
+            planned=plan,
+            abandoned_open_scan=abandoned,
+        )
+
+
+def read_batch_record(conn: psycopg.Connection, batch: ScanBatch) -> BatchRecord | None:
+    row = conn.execute(BATCH_RECORD_SQL, batch).fetchone()
+    return BatchRecord._make(row) if row else None
+
+
+def read_batch_users(conn: psycopg.Connection, batch: ScanBatch) -> list[SourceUser]:
+    """The users the batch snapshotted when its scan was planned."""
+    return list(map(SourceUser._make, conn.execute(QUEUED_USERS_SQL, batch).fetchall()))
+
+
+def finish_batch(
+    conn: psycopg.Connection, batch: ScanBatch, *, users: int, recipients: int, quarantined: int, requests: int
+) -> None:
+    """Record the batch as done and drop its queue rows; call it in the transaction that wrote its users."""
+    conn.execute(
+        FINISH_BATCH_SQL,
+        {
+            "users": users,
+            "recipients": recipients,
+            "quarantined": quarantined,
+            "requests": requests,
+            "scan_id": batch.scan_id,
+            "batch_no": batch.batch_no,
+        },
+    )
+
+
+def scan_progress(conn: psycopg.Connection, scan_id: int) -> ScanProgress:
+    done, total, users_done, elapsed = conn.execute(SCAN_PROGRESS_SQL, (scan_id,)).fetchone()
+    return ScanProgress(done, total, users_done, float(elapsed))
+
+
+def finish_scan(conn: psycopg.Connection, brand_code: int, scan_id: int) -> int | None:
+    """Close the scan and record it in ``iys.sync_state``; its user count, or None while batches remain."""
+    with conn.transaction():
+        row = conn.execute(FINISH_SCAN_SQL, {"scan_id": scan_id}).fetchone()
+        if row is None:
+            return None
+        details = json.dumps({"scan_id": scan_id, "users": row[0]})
+        conn.execute(MARK_SCAN_SYNCED_SQL, (brand_code, INITIAL_SYNC_STREAM, details))
+    return row[0]
