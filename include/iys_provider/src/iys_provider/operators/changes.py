@@ -9,7 +9,12 @@ from typing import Any, TypedDict
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from iys_provider.change_feed import DEFAULT_CHECK_MARGIN, mark_pull_complete, read_stream_state, store_change_page
+from iys_provider.change_feed_store import (
+    DEFAULT_CHECK_MARGIN,
+    mark_pull_complete,
+    read_stream_state,
+    store_change_page,
+)
 from iys_provider.models import ChangeMovement, ChangeStream, is_documented
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.scan_ledger_store import last_finished_scan
