@@ -25,6 +25,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 simulator: install
 	$(BIN)/python -m iys_simulator --port 8099

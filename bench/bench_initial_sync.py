@@ -62,8 +62,13 @@ RECIPIENTS_PER_CALL = 1000
 ONAY_RATIO, RET_RATIO = 0.6, 0.2  # SyntheticPopulation defaults
 RESULTS = ROOT / "bench" / "results" / "initial_sync.md"
 IYS_TABLES = (
-    "iys.consents", "iys.user_recipients", "iys.rejected_recipients", "iys.user_sources",
-    "iys.initial_sync_batches", "iys.initial_sync_scans", "iys.sync_state",
+    "iys.consents",
+    "iys.user_recipients",
+    "iys.rejected_recipients",
+    "iys.user_sources",
+    "iys.initial_sync_batches",
+    "iys.initial_sync_scans",
+    "iys.sync_state",
 )
 TASK_TITLE = re.compile(rb"^airflow worker -- ([0-9a-f]{8}-[0-9a-f-]{27})$")
 
@@ -113,7 +118,9 @@ class Stack:
             env["AIRFLOW_PARALLELISM"] = str(args.parallelism)
         env.pop("IYS_POSTGRES_URI", None)
         self.server_uri = args.postgres_server or (
-            "postgresql://postgres@127.0.0.1:5432/postgres" if _reachable("postgresql://postgres@127.0.0.1:5432/postgres") else None
+            "postgresql://postgres@127.0.0.1:5432/postgres"
+            if _reachable("postgresql://postgres@127.0.0.1:5432/postgres")
+            else None
         )
         if self.server_uri:
             # Throw-away databases on that server; dropped in stop().
@@ -161,8 +168,11 @@ class Stack:
             response.raise_for_status()
             self.token = response.json()["access_token"]
         response = requests.request(
-            method, f"{self.info['api_url']}/api/v2{path}", headers={"Authorization": f"Bearer {self.token}"},
-            timeout=60, **kwargs,
+            method,
+            f"{self.info['api_url']}/api/v2{path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=60,
+            **kwargs,
         )
         response.raise_for_status()
         return response.json() if response.content else {}
@@ -304,7 +314,9 @@ def wait_for_dag(stack: Stack, timeout: float = 180) -> None:
 def task_instances(stack: Stack, run_id: str) -> list[dict]:
     found, offset = [], 0
     while True:
-        page = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 100, "offset": offset})
+        page = stack.api(
+            "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 100, "offset": offset}
+        )
         found.extend(page["task_instances"])
         offset += len(page["task_instances"])
         if not page["task_instances"] or offset >= page["total_entries"]:
@@ -315,7 +327,8 @@ def batch_xcoms(stack: Stack, run_id: str, map_indexes: list[int]) -> list[dict]
     values = []
     for index in map_indexes:
         entry = stack.api(
-            "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/sync_batch/xcomEntries/return_value",
+            "GET",
+            f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/sync_batch/xcomEntries/return_value",
             params={"map_index": index, "deserialize": True, "stringify": False},
         )
         value = entry.get("value")
@@ -337,7 +350,8 @@ def run_size(stack: Stack, users: int, args: argparse.Namespace) -> Result:
     sampler.start()
     triggered = time.time()
     run = stack.api(
-        "POST", f"/dags/{DAG_ID}/dagRuns",
+        "POST",
+        f"/dags/{DAG_ID}/dagRuns",
         json={"logical_date": None, "conf": {"rescan": True, "batch_size": args.batch_size}},
     )
     run_id = run["dag_run_id"]
@@ -352,13 +366,19 @@ def run_size(stack: Stack, users: int, args: argparse.Namespace) -> Result:
             raise TimeoutError(f"run {run_id} still {run['state']} after {args.timeout_minutes} min")
         if time.monotonic() - last_report > 30:
             with psycopg.connect(dsn) as conn:
-                row = conn.execute(
-                    "SELECT count(*) FILTER (WHERE b.finished_at IS NOT NULL), count(*) FROM iys.initial_sync_batches b "
-                    "JOIN iys.initial_sync_scans s USING (scan_id) WHERE NOT s.abandoned"
-                ).fetchone() if _has_table(conn, "iys.initial_sync_batches") else (0, 0)
+                row = (
+                    conn.execute(
+                        "SELECT count(*) FILTER (WHERE b.finished_at IS NOT NULL), count(*) FROM iys.initial_sync_batches b "
+                        "JOIN iys.initial_sync_scans s USING (scan_id) WHERE NOT s.abandoned"
+                    ).fetchone()
+                    if _has_table(conn, "iys.initial_sync_batches")
+                    else (0, 0)
+                )
             counters = stack.sim("GET", "counters")
-            log(f"  {time.time() - triggered:6.0f} s: batches {row[0]}/{row[1]}, İYS requests {counters['requests']}, "
-                f"429s {counters['http_429']}")
+            log(
+                f"  {time.time() - triggered:6.0f} s: batches {row[0]}/{row[1]}, İYS requests {counters['requests']}, "
+                f"429s {counters['http_429']}"
+            )
             last_report = time.monotonic()
         time.sleep(1)
     sampler.stop()
@@ -389,8 +409,11 @@ def run_size(stack: Stack, users: int, args: argparse.Namespace) -> Result:
     starts = [seconds(t)[0] for t in batch_tis]
     ends = [seconds(t)[1] for t in batch_tis]
     durations = [e - s for s, e in zip(starts, ends, strict=True)]
-    queued = [seconds(t, "queued_when", "start_date")[1] - seconds(t, "queued_when", "start_date")[0]
-              for t in batch_tis if t.get("queued_when")]
+    queued = [
+        seconds(t, "queued_when", "start_date")[1] - seconds(t, "queued_when", "start_date")[0]
+        for t in batch_tis
+        if t.get("queued_when")
+    ]
     window = max(ends) - min(starts) if batch_tis else 0.0
     phases = {
         "trigger→plan start s": seconds(by_task["plan_batches"])[0] - triggered,
@@ -468,7 +491,8 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
         "",
         "Ceiling: users × 3 / 1000 multi-status requests at rate_limit_per_second. Local users/s and PG rows/s "
         "divide by Σ local_seconds (read + normalise + write) of the batch tasks. RSS: "
-        + "; ".join(f"{r.users:,}: {r.rss_source}" for r in results) + ".",
+        + "; ".join(f"{r.users:,}: {r.rss_source}" for r in results)
+        + ".",
         "",
         "## Where the time goes",
         "",

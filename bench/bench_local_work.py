@@ -122,8 +122,12 @@ def main() -> int:
                     onay = answer_of_iys(prepared)  # stands in for İYS: not local work, not counted
                     answer_seconds += time.process_time() - started
                     record_checked_users(
-                        conn, brand_code=BRAND_CODE, prepared=prepared, onay=onay,
-                        checked_at=datetime.now(UTC), batch=ScanBatch(plan.scan_id, batch_no),
+                        conn,
+                        brand_code=BRAND_CODE,
+                        prepared=prepared,
+                        onay=onay,
+                        checked_at=datetime.now(UTC),
+                        batch=ScanBatch(plan.scan_id, batch_no),
                     )
                 users += prepared.users
             batches.client -= answer_seconds
@@ -139,7 +143,9 @@ def main() -> int:
             local_stack.drop_database(args.postgres_server, db_name)
 
     server_note = "" if backend.available else " (server CPU not visible: not on this machine)"
-    print(f"\nLocal work of the initial sync, {users:,} users, {plan.batch_count} batches of {plan.batch_size:,}{server_note}\n")
+    print(
+        f"\nLocal work of the initial sync, {users:,} users, {plan.batch_count} batches of {plan.batch_size:,}{server_note}\n"
+    )
     print(
         "| phase | wall s | users/s | client CPU s | server CPU s | users/s per client core "
         "| users/s per server core | users/s per core, both |"

@@ -285,16 +285,20 @@ def print_report(report: dict, problems: list[str]) -> None:
     for endpoint, count in sorted(report["by_endpoint"].items(), key=lambda item: (-item[1], item[0])):
         statuses = report["by_endpoint_status"].get(endpoint, {})
         print(f"| {endpoint} | {count:,} | {', '.join(f'{s}: {c:,}' for s, c in sorted(statuses.items()))} |")
-    print(f"| **all** | **{report['requests']:,}** | "
-          f"{', '.join(f'{s}: {c:,}' for s, c in sorted(report['responses_by_status'].items()))} |")
+    print(
+        f"| **all** | **{report['requests']:,}** | "
+        f"{', '.join(f'{s}: {c:,}' for s, c in sorted(report['responses_by_status'].items()))} |"
+    )
 
     ideal = report["ideal_requests"]
     ratio = report["success_ratio"]
     rows = [
         ("single-status calls", f"{report['single_status_calls']:,}"),
         ("HTTP 404", f"{report['http_404']:,}"),
-        ("client errors (400/401/403/404/422)",
-         f"{report['client_errors_total']:,} ({', '.join(f'{s}: {c}' for s, c in report['client_errors'].items())})"),
+        (
+            "client errors (400/401/403/404/422)",
+            f"{report['client_errors_total']:,} ({', '.join(f'{s}: {c}' for s, c in report['client_errors'].items())})",
+        ),
         ("success ratio (2xx ÷ all)", "—" if ratio is None else f"{ratio:.1%}"),
         ("HTTP 429", f"{report['http_429']:,}"),
         ("token requests", f"{report['token_requests']:,}"),
@@ -305,10 +309,16 @@ def print_report(report: dict, problems: list[str]) -> None:
         ("batch results", f"{report['by_endpoint'].get('batch_result', 0):,} (ideal {ideal['batch_result']:,})"),
         ("İYS API requests (without token)", f"{report['api_requests']:,} (ideal {ideal['total']:,})"),
         ("push wall time", f"{report['push_seconds']:.2f} s ({report['push_requests']:,} requests)"),
-        ("sensor wall time", f"{report['sensor_seconds']:.2f} s ({report['sensor_pokes']} poke{'' if report['sensor_pokes'] == 1 else 's'})"),
+        (
+            "sensor wall time",
+            f"{report['sensor_seconds']:.2f} s ({report['sensor_pokes']} poke{'' if report['sensor_pokes'] == 1 else 's'})",
+        ),
         ("total wall time", f"{report['total_seconds']:.2f} s"),
         ("request rate, push", f"{report['push_rate']} req/s of {report['rate_limit_per_second']:g} configured"),
-        ("request rate, push + sensor", f"{report['overall_rate']} req/s of {report['rate_limit_per_second']:g} configured"),
+        (
+            "request rate, push + sensor",
+            f"{report['overall_rate']} req/s of {report['rate_limit_per_second']:g} configured",
+        ),
         ("push returned", ", ".join(f"{k} {v:,}" for k, v in report["push_result"].items() if v) or "nothing"),
     ]
     print("\n| measure | value |")
@@ -323,8 +333,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rets", type=int, default=10_000, help="pending RETs in the outbox")
     parser.add_argument("--onay-share", type=float, default=0.5, help="share of them İYS holds as ONAY")
-    parser.add_argument("--ret-held-share", type=float, default=0.2,
-                        help="share of the others İYS holds as RET (the rest it does not hold at all)")
+    parser.add_argument(
+        "--ret-held-share",
+        type=float,
+        default=0.2,
+        help="share of the others İYS holds as RET (the rest it does not hold at all)",
+    )
     parser.add_argument("--latency-ms", type=float, default=40, help="simulator latency per request")
     parser.add_argument("--latency-jitter-ms", type=float, default=20, help="plus up to this much, uniformly")
     parser.add_argument("--rate", type=float, default=8, help="connection extra rate_limit_per_second")

@@ -36,7 +36,9 @@ def _format_table():
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--junk-rows", type=int, default=1_000_000, help="all-invalid source rows for the memory scenario")
+    parser.add_argument(
+        "--junk-rows", type=int, default=1_000_000, help="all-invalid source rows for the memory scenario"
+    )
     args, pytest_args = parser.parse_known_args()
     with tempfile.TemporaryDirectory(prefix="iys-chaos-") as tmp:
         report = pathlib.Path(tmp) / "rows.jsonl"
@@ -44,17 +46,27 @@ def main() -> int:
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", "tests/chaos", *pytest_args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         elapsed = time.monotonic() - started
         rows = [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()] if report.exists() else []
     format_table = _format_table()
 
-    summary = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR")) or " passed" in line or " failed" in line]
+    summary = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith(("FAILED", "ERROR")) or " passed" in line or " failed" in line
+    ]
     print(format_table(rows) if rows else "no scenario rows recorded")
     low = [r["scenario"] for r in rows if r["success_ratio"] is not None and r["success_ratio"] < 0.7]
     if low:
-        print(f"\nsuccess ratio under İYS's 70 % threshold (sustained, this would risk de-whitelisting): {', '.join(low)}")
+        print(
+            f"\nsuccess ratio under İYS's 70 % threshold (sustained, this would risk de-whitelisting): {', '.join(low)}"
+        )
     print()
     print("\n".join(summary[-40:]))
     print(f"chaos suite wall time: {elapsed:.0f} s")

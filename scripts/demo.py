@@ -156,11 +156,15 @@ def _print_summary(conn, counters: dict, initial_requests: int, initial_seconds:
         "count(*) FILTER (WHERE status IS NULL) FROM iys.consents GROUP BY type ORDER BY type"
     ):
         print(f"    {ctype:<10} {onay:>8} {ret:>6} {none:>6}")
-    print("  quarantined:", ", ".join(
-        f"{reason} {n}" for reason, n in conn.execute(
-            "SELECT reason, count(*) FROM iys.rejected_recipients GROUP BY reason ORDER BY 2 DESC"
-        )
-    ))
+    print(
+        "  quarantined:",
+        ", ".join(
+            f"{reason} {n}"
+            for reason, n in conn.execute(
+                "SELECT reason, count(*) FROM iys.rejected_recipients GROUP BY reason ORDER BY 2 DESC"
+            )
+        ),
+    )
     run = conn.execute(
         "SELECT pulled_iys, pulled_hs, applied, new_users_checked, pushed, skipped, rejected FROM iys.sync_runs"
     ).fetchone()

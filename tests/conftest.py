@@ -148,7 +148,5 @@ def airflow_db():
     import subprocess
     import sys
 
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, timeout=600
-    )
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, timeout=600)
     yield AIRFLOW_HOME

@@ -23,9 +23,7 @@ def iys_connection_json_with(url: str, *, password: str = SIM_PASSWORD, **extra_
         "auth_requests_per_hour": 10,
     }
     extra.update(extra_overrides)
-    return json.dumps(
-        {"conn_type": "iys", "host": url, "login": SIM_USERNAME, "password": password, "extra": extra}
-    )
+    return json.dumps({"conn_type": "iys", "host": url, "login": SIM_USERNAME, "password": password, "extra": extra})
 
 
 def sim_control(sim, path: str, payload: dict | None = None, method: str = "POST"):
@@ -70,7 +68,9 @@ def build_users(count: int, seed: int, prefix: str = "u") -> list[tuple[str, str
         _, phone = _phone(rng)
         if i % 10 == 3 and users and users[-1][1]:
             phone = users[-1][1]  # a family sharing a number
-        email: str | None = rng.choice([f"{prefix}ser{i}@Example.com", f" {prefix}ser{i}@example.com ", f"{prefix}.{i}+tag@mail.example.org"])
+        email: str | None = rng.choice(
+            [f"{prefix}ser{i}@Example.com", f" {prefix}ser{i}@example.com ", f"{prefix}.{i}+tag@mail.example.org"]
+        )
         if i % 17 == 0:
             phone = rng.choice(["0212 123 45 67", "12345", "+9005321234567", "abc", "   "])
         if i % 13 == 0:

@@ -118,7 +118,9 @@ class IncrementalTraffic:
     new_users: list[tuple] = field(default_factory=list)
 
 
-def make_incremental_traffic(sim, pg, people, *, seed: int = 5, outbox_rows: int = 12, new_users: int = 20) -> IncrementalTraffic:
+def make_incremental_traffic(
+    sim, pg, people, *, seed: int = 5, outbox_rows: int = 12, new_users: int = 20
+) -> IncrementalTraffic:
     """Citizen changes (IYS stream), another system's write (HS stream), sign-ups and outbox rows."""
     from iys_provider.hooks.iys import IysHook
     from iys_provider.models import Consent
@@ -134,15 +136,25 @@ def make_incremental_traffic(sim, pg, people, *, seed: int = 5, outbox_rows: int
 
     # Citizens change their minds through İYS's own channels.
     for recipient, ctype in onay[:8]:
-        sim_control(sim, "citizen_change", {"recipient": recipient, "type": ctype, "status": "RET", "source": "IYS_MOBIL"})
+        sim_control(
+            sim, "citizen_change", {"recipient": recipient, "type": ctype, "status": "RET", "source": "IYS_MOBIL"}
+        )
     for recipient, ctype in ret[:5]:
-        sim_control(sim, "citizen_change", {"recipient": recipient, "type": ctype, "status": "ONAY", "source": "IYS_WEB"})
+        sim_control(
+            sim, "citizen_change", {"recipient": recipient, "type": ctype, "status": "ONAY", "source": "IYS_WEB"}
+        )
     # Another system of the brand writes through the API (HS stream).
     hook = IysHook()
     try:
         for recipient, ctype in ret[5:7]:
             hook.add_consent(
-                Consent(recipient=recipient, type=ctype, status="ONAY", source="HS_CAGRI_MERKEZI", consent_date=iys_now() - timedelta(minutes=3))
+                Consent(
+                    recipient=recipient,
+                    type=ctype,
+                    status="ONAY",
+                    source="HS_CAGRI_MERKEZI",
+                    consent_date=iys_now() - timedelta(minutes=3),
+                )
             )
     finally:
         hook.close()
@@ -305,7 +317,9 @@ def assert_brand_promise(
         per_key = Counter((e["recipient"], e["type"]) for e in hs_writes)
         for _, _, _, _, recipient, ctype, _ in sent:
             assert per_key[(recipient, ctype)] == 1, f"{recipient} {ctype} written {per_key[(recipient, ctype)]} times"
-        assert c["writes"] == len(sent) + 2, f"İYS applied {c['writes']} writes for {len(sent)} sent rows (+2 by another system)"
+        assert c["writes"] == len(sent) + 2, (
+            f"İYS applied {c['writes']} writes for {len(sent)} sent rows (+2 by another system)"
+        )
 
     assert c["recipients_created"] == 0
     assert c["token_requests"] <= token_limit, f"{c['token_requests']} token requests in the hour"

@@ -69,7 +69,9 @@ def test_malformed_multi_status_answer_fails_the_batch_without_partial_writes(ai
 def test_transient_html_proxy_page_is_retried(airflow_db, chaos_sim, pg):
     fresh_world(chaos_sim, pg, users=120)
     batches = IysPlanInitialSyncOperator(task_id="plan_batches", batch_size=100).execute(context={})
-    sim_control(chaos_sim, "faults", {"fail_next": [{"path_contains": "/status/", "status": 502, "body": HTML, "count": 2}]})
+    sim_control(
+        chaos_sim, "faults", {"fail_next": [{"path_contains": "/status/", "status": 502, "body": HTML, "count": 2}]}
+    )
     result = IysInitialSyncBatchOperator(task_id="sync_batch", batch=batches[0]).execute(context={})
     assert result["retries"] == 2
 
@@ -125,8 +127,16 @@ def test_a_value_iys_never_documented_is_kept_but_never_applied(airflow_db, chao
         (body[3]["transactionId"],),
     ).fetchone()
     assert "BELKI" in held or "FAKS" in held or "KAMU" in held
-    assert pg.execute("SELECT count(*) FROM iys.consents WHERE transaction_id = %s", (body[3]["transactionId"],)).fetchone()[0] == 0
-    assert pg.execute("SELECT cursor FROM iys.sync_state WHERE stream = 'changes:IYS'").fetchone()[0] == events[-1]["cursor"]
+    assert (
+        pg.execute(
+            "SELECT count(*) FROM iys.consents WHERE transaction_id = %s", (body[3]["transactionId"],)
+        ).fetchone()[0]
+        == 0
+    )
+    assert (
+        pg.execute("SELECT cursor FROM iys.sync_state WHERE stream = 'changes:IYS'").fetchone()[0]
+        == events[-1]["cursor"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -137,7 +147,9 @@ def test_a_value_iys_never_documented_is_kept_but_never_applied(airflow_db, chao
 def test_unexpected_200_to_a_write_leaves_the_row_pending_then_sends_it_once(airflow_db, chaos_sim, pg, body):
     people, traffic = synced_world_with_traffic(chaos_sim, pg, feed_visible=False, outbox_rows=8, new_users=0)
     writes = sim_control(chaos_sim, "counters", method="GET")["writes"]
-    sim_control(chaos_sim, "faults", {"fail_next": [{"path_contains": "/v2/", "status": 200, "body": body, "count": 1}]})
+    sim_control(
+        chaos_sim, "faults", {"fail_next": [{"path_contains": "/v2/", "status": 200, "body": body, "count": 1}]}
+    )
     IysPushConsentUpdatesOperator(task_id="push_consent_updates").execute(context={})
     states = dict(pg.execute("SELECT id, state FROM iys.consent_updates").fetchall())
     assert sorted(states.values()).count("pending") == 1, states  # the one with the odd answer: visibly pending
@@ -170,7 +182,9 @@ def test_source_nulls_duplicates_and_very_long_strings_are_quarantined(airflow_d
         IysInitialSyncBatchOperator(task_id="sync_batch", batch=batch).execute(context={})
     rejected = {
         (u, f): (len(raw or ""), reason)
-        for u, f, raw, reason in pg.execute("SELECT user_id, field, raw_value, reason FROM iys.rejected_recipients").fetchall()
+        for u, f, raw, reason in pg.execute(
+            "SELECT user_id, field, raw_value, reason FROM iys.rejected_recipients"
+        ).fetchall()
     }
     assert rejected[("x-long-phone", "phone")][1] and rejected[("x-long-phone", "phone")][0] <= 1000
     assert rejected[("x-long-email", "email")][1] and rejected[("x-long-email", "email")][0] <= 1000
@@ -188,7 +202,9 @@ def _scan_all_invalid(rows: int, queue) -> None:
 
     try:
         source = "SELECT id AS user_id, phone, email FROM public.junk_users"
-        batches = IysPlanInitialSyncOperator(task_id="plan_batches", recipients_sql=source, batch_size=5000).execute(context={})
+        batches = IysPlanInitialSyncOperator(task_id="plan_batches", recipients_sql=source, batch_size=5000).execute(
+            context={}
+        )
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for batch in batches:
             IysInitialSyncBatchOperator(task_id="sync_batch", batch=batch).execute(context={})
@@ -215,7 +231,9 @@ def test_many_rows_with_only_invalid_values_are_quarantined_in_bounded_memory(ai
     proc.join(timeout=60)
     assert status == "ok", batches
     assert sim_control(chaos_sim, "counters", method="GET")["multi_status_calls"] == 0  # nothing valid to ask about
-    quarantined = pg.execute("SELECT count(*), count(DISTINCT reason), bool_and(reason IS NOT NULL) FROM iys.rejected_recipients").fetchone()
+    quarantined = pg.execute(
+        "SELECT count(*), count(DISTINCT reason), bool_and(reason IS NOT NULL) FROM iys.rejected_recipients"
+    ).fetchone()
     assert quarantined[0] == 2 * rows and quarantined[2]
     # Memory is bounded by the batch, not the table: the scan adds little to the process's peak.
     assert peak_mb - baseline_mb < 150, (baseline_mb, peak_mb)

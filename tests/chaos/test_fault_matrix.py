@@ -29,7 +29,9 @@ FLAKY = {
 }
 
 
-def full_cycle(scenario, pg, *, initial=None, incremental=None, during_initial=None, during_incremental=None, monkeypatch=None):
+def full_cycle(
+    scenario, pg, *, initial=None, incremental=None, during_initial=None, during_incremental=None, monkeypatch=None
+):
     """Initial sync, traffic, incremental sync — faults active during both DAG runs; returns the users."""
     sim = scenario.sim
     people = fresh_world(sim, pg)
@@ -85,10 +87,17 @@ def test_access_token_revoked_mid_run(airflow_db, scenario, pg, monkeypatch):
 
     def revoke(m):
         scenario.inject("access tokens revoked mid-run")
-        OnRequest(m, path_contains="/status/", nth=3, action=lambda: sim_control(sim, "revoke_tokens", {"refresh": False}))
+        OnRequest(
+            m, path_contains="/status/", nth=3, action=lambda: sim_control(sim, "revoke_tokens", {"refresh": False})
+        )
 
     def revoke_during_pull(m):
-        OnRequest(m, path_contains="/consents/changes", nth=1, action=lambda: sim_control(sim, "revoke_tokens", {"refresh": False}))
+        OnRequest(
+            m,
+            path_contains="/consents/changes",
+            nth=1,
+            action=lambda: sim_control(sim, "revoke_tokens", {"refresh": False}),
+        )
 
     full_cycle(scenario, pg, during_initial=revoke, during_incremental=revoke_during_pull, monkeypatch=monkeypatch)
     grants = [r[0] for r in pg.execute("SELECT grant_type FROM iys.token_requests ORDER BY id")]
@@ -100,7 +109,9 @@ def test_refresh_token_expired_mid_run(airflow_db, scenario, pg, monkeypatch):
 
     def expire(m):
         scenario.inject("access + refresh tokens invalidated mid-run")
-        OnRequest(m, path_contains="/status/", nth=2, action=lambda: sim_control(sim, "revoke_tokens", {"refresh": True}))
+        OnRequest(
+            m, path_contains="/status/", nth=2, action=lambda: sim_control(sim, "revoke_tokens", {"refresh": True})
+        )
 
     def expire_during_push(m):
         OnRequest(m, path_contains="/v2/", nth=1, action=lambda: sim_control(sim, "revoke_tokens", {"refresh": True}))

@@ -20,7 +20,12 @@ from tests_support import sim_control
 
 
 def _page(events, after):
-    return json.dumps({"after": after, "list": [{k: v for k, v in e.items() if k not in ("brandCode", "stream", "cursor")} for e in events]})
+    return json.dumps(
+        {
+            "after": after,
+            "list": [{k: v for k, v in e.items() if k not in ("brandCode", "stream", "cursor")} for e in events],
+        }
+    )
 
 
 def test_same_change_delivered_twice_and_pages_replayed_from_an_older_cursor(airflow_db, scenario, pg):
@@ -33,7 +38,11 @@ def test_same_change_delivered_twice_and_pages_replayed_from_an_older_cursor(air
     doubled = _page(iys_events + iys_events, iys_events[-1]["cursor"])
     scenario.inject(
         "every movement delivered twice in one page",
-        faults={"fail_next": [{"path_contains": "/consents/changes", "method": "GET", "status": 200, "body": doubled, "count": 1}]},
+        faults={
+            "fail_next": [
+                {"path_contains": "/consents/changes", "method": "GET", "status": 200, "body": doubled, "count": 1}
+            ]
+        },
     )
     run = run_dag("iys_incremental_sync")
     assert run.state == "success", task_states(run)
@@ -46,7 +55,17 @@ def test_same_change_delivered_twice_and_pages_replayed_from_an_older_cursor(air
     sim_control(
         sim,
         "faults",
-        {"fail_next": [{"path_contains": "/consents/changes", "method": "GET", "status": 200, "body": _page(iys_events[:5], iys_events[4]["cursor"]), "count": 1}]},
+        {
+            "fail_next": [
+                {
+                    "path_contains": "/consents/changes",
+                    "method": "GET",
+                    "status": 200,
+                    "body": _page(iys_events[:5], iys_events[4]["cursor"]),
+                    "count": 1,
+                }
+            ]
+        },
     )
     run = run_dag("iys_incremental_sync")
     assert run.state == "success", task_states(run)
@@ -81,7 +100,11 @@ def test_batch_submit_answer_lost_after_iys_committed(airflow_db, scenario, pg):
     assert run.state == "success", task_states(run)
     truth = sim_truth(sim)
     assert all(truth[k] == "RET" for k in onay)
-    states = dict(pg.execute("SELECT state || coalesce(':' || error_code, ''), count(*) FROM iys.consent_updates GROUP BY 1").fetchall())
+    states = dict(
+        pg.execute(
+            "SELECT state || coalesce(':' || error_code, ''), count(*) FROM iys.consent_updates GROUP BY 1"
+        ).fetchall()
+    )
     per_key = {}
     for e in sim_events(sim):
         if e["stream"] == "HS":

@@ -52,7 +52,9 @@ def test_postgres_connections_killed_mid_batch(airflow_db, scenario, pg, monkeyp
     scenario.inject("pg_terminate_backend of the task's sessions while a batch waits for İYS")
     killed = []
     with monkeypatch.context() as m:
-        OnRequest(m, path_contains="/status/", nth=4, after=True, action=lambda: killed.append(terminate_task_backends(pg)))
+        OnRequest(
+            m, path_contains="/status/", nth=4, after=True, action=lambda: killed.append(terminate_task_backends(pg))
+        )
         run = run_dag("iys_initial_sync", {"batch_size": 100})
     assert killed and killed[0] >= 1, "no task session was terminated"
     assert run.state == "success", task_states(run)
@@ -72,7 +74,13 @@ def test_postgres_connections_killed_mid_page(airflow_db, scenario, pg, monkeypa
         {
             "emit_events": True,
             "consents": [
-                {"recipient": f"+9053330{i:05d}", "type": "MESAJ", "status": "ONAY", "source": "IYS_MOBIL", "consentDate": "2024-03-01 10:00:00"}
+                {
+                    "recipient": f"+9053330{i:05d}",
+                    "type": "MESAJ",
+                    "status": "ONAY",
+                    "source": "IYS_MOBIL",
+                    "consentDate": "2024-03-01 10:00:00",
+                }
                 for i in range(2300)
             ],
         },
@@ -82,7 +90,13 @@ def test_postgres_connections_killed_mid_page(airflow_db, scenario, pg, monkeypa
     scenario.inject("pg_terminate_backend while the 2nd change page is being fetched")
     killed = []
     with monkeypatch.context() as m:
-        OnRequest(m, path_contains="/consents/changes", nth=2, after=True, action=lambda: killed.append(terminate_task_backends(pg)))
+        OnRequest(
+            m,
+            path_contains="/consents/changes",
+            nth=2,
+            after=True,
+            action=lambda: killed.append(terminate_task_backends(pg)),
+        )
         run = run_dag("iys_incremental_sync")
     assert killed and killed[0] >= 1
     assert run.state == "success", task_states(run)
@@ -158,12 +172,18 @@ def test_task_process_killed_mid_write(airflow_db, scenario, pg):
     writes_before, sends_before = before["writes"], before["by_endpoint"].get("consent_add_v2", 0)
     scenario.inject("SIGKILL of the push task while İYS holds (and then commits) a write")
     proc = _spawn(_run_push, sim.url)
-    wait_for(lambda: counters(sim)["by_endpoint"].get("consent_add_v2", 0) > sends_before, "the first write request", proc=proc)
+    wait_for(
+        lambda: counters(sim)["by_endpoint"].get("consent_add_v2", 0) > sends_before,
+        "the first write request",
+        proc=proc,
+    )
     _kill(proc)
     # İYS finishes the request it was holding: committed, the answer goes nowhere.
     wait_for(lambda: counters(sim)["writes"] == writes_before + 1, "İYS to commit the held write")
     scenario.calm()
-    in_doubt = pg.execute("SELECT count(*) FROM iys.consent_updates WHERE state = 'pending' AND attempts = 1").fetchone()[0]
+    in_doubt = pg.execute(
+        "SELECT count(*) FROM iys.consent_updates WHERE state = 'pending' AND attempts = 1"
+    ).fetchone()[0]
     assert in_doubt == 1
 
     run = run_dag("iys_incremental_sync")

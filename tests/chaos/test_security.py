@@ -52,7 +52,9 @@ def test_all_sql_is_parameterised():
 def test_a_full_run_logs_no_phone_email_token_or_password(airflow_db, scenario, pg, capfd, caplog):
     caplog.set_level("DEBUG")
     sim = scenario.sim
-    scenario.inject("log capture of a full initial + incremental run (with retries and a 422)", faults={"error_rate": 0.05})
+    scenario.inject(
+        "log capture of a full initial + incremental run (with retries and a 422)", faults={"error_rate": 0.05}
+    )
     people, traffic = synced_world_with_traffic(sim, pg)
     expected = {e["transactionId"] for e in sim_events(sim)}
     assert run_dag("iys_incremental_sync").state == "success"
@@ -99,7 +101,22 @@ def test_tls_verification_is_on_by_default(chaos_sim, monkeypatch, tmp_path):
     # A server with a self-signed certificate (a man in the middle) is refused.
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
         check=True,
         capture_output=True,
     )

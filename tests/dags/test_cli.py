@@ -14,8 +14,15 @@ def test_backfill_and_rescan_from_the_cli(airflow_db):
     assert airflow("dags", "reserialize").returncode == 0
 
     backfill = airflow(
-        "backfill", "create", "--dag-id", "iys_incremental_sync",
-        "--from-date", "2026-11-01", "--to-date", "2026-11-04", "--dry-run",
+        "backfill",
+        "create",
+        "--dag-id",
+        "iys_incremental_sync",
+        "--from-date",
+        "2026-11-01",
+        "--to-date",
+        "2026-11-04",
+        "--dry-run",
     )
     assert backfill.returncode == 0, backfill.stderr
     # Nightly at 02:00 Istanbul is 23:00 UTC the evening before.

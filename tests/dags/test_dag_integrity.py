@@ -30,7 +30,8 @@ def test_no_import_errors(dagbag_and_warnings):
 def test_no_deprecation_warnings_from_project_code(dagbag_and_warnings):
     _, caught = dagbag_and_warnings
     project = [
-        w for w in caught
+        w
+        for w in caught
         if issubclass(w.category, DeprecationWarning | PendingDeprecationWarning)
         and ("/dags/" in w.filename or "iys_provider" in w.filename)
     ]
@@ -38,8 +39,16 @@ def test_no_deprecation_warnings_from_project_code(dagbag_and_warnings):
 
 
 def test_no_deprecated_airflow_imports_in_source():
-    deprecated = ("airflow.decorators", "airflow.models.baseoperator", "airflow.hooks.base", "airflow.operators.",
-                  "airflow.models.param", "airflow.utils.task_group", "airflow.datasets", "from airflow.models import")
+    deprecated = (
+        "airflow.decorators",
+        "airflow.models.baseoperator",
+        "airflow.hooks.base",
+        "airflow.operators.",
+        "airflow.models.param",
+        "airflow.utils.task_group",
+        "airflow.datasets",
+        "from airflow.models import",
+    )
     sources = list((ROOT / "dags").rglob("*.py")) + list((ROOT / "include").rglob("*.py"))
     offenders = [(p, d) for p in sources for d in deprecated if d in p.read_text(encoding="utf-8")]
     assert offenders == []
@@ -65,5 +74,7 @@ def test_incremental_sync_shape(dagbag_and_warnings):
     assert {"iys_conn_id", "postgres_conn_id", "max_pull_gap_hours"} <= set(dag.params)
     sensor = dag.get_task("wait_for_batch_results")
     assert sensor.mode == "reschedule"
-    assert all(dag.get_task(t).pool == "iys_api" for t in ("pull_iys_changes", "pull_hs_changes", "push_consent_updates"))
+    assert all(
+        dag.get_task(t).pool == "iys_api" for t in ("pull_iys_changes", "pull_hs_changes", "push_consent_updates")
+    )
     assert dag.get_task("announce_consent_changes").outlets

@@ -16,9 +16,7 @@ from tests_support import iys_connection_json_with, sim_control
 @pytest.fixture
 def synced(sim, pg, monkeypatch):
     """Users linked and checked by a completed initial sync; the simulator knows Alice (ONAY) and Bob (RET)."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_IYS_DEFAULT", iys_connection_json_with(sim.url, batch_result_delay_seconds=0)
-    )
+    monkeypatch.setenv("AIRFLOW_CONN_IYS_DEFAULT", iys_connection_json_with(sim.url, batch_result_delay_seconds=0))
     sim_control(sim, "config", {"batch_result_delay": 0})
     pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
     pg.execute("DROP TABLE IF EXISTS public.users")

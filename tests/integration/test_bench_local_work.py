@@ -16,10 +16,19 @@ def test_local_work_benchmark_writes_every_row_and_drops_its_database(postgres_s
         before = {row[0] for row in admin.execute("SELECT datname FROM pg_database")}
     result = subprocess.run(
         [
-            sys.executable, str(ROOT / "bench" / "bench_local_work.py"),
-            "--users", "3000", "--batch-size", "1000", "--postgres-server", postgres_server_uri,
+            sys.executable,
+            str(ROOT / "bench" / "bench_local_work.py"),
+            "--users",
+            "3000",
+            "--batch-size",
+            "1000",
+            "--postgres-server",
+            postgres_server_uri,
         ],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "3,000 users, 3 batches of 1,000" in result.stdout

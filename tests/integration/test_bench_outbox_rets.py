@@ -19,10 +19,17 @@ def test_outbox_benchmark_sends_rets_without_single_status_and_drops_its_databas
         before = {row[0] for row in admin.execute("SELECT datname FROM pg_database")}
     result = subprocess.run(
         [
-            sys.executable, str(ROOT / "bench" / "bench_outbox_rets.py"),
-            "--rets", str(RETS), "--postgres-server", postgres_server_uri,
+            sys.executable,
+            str(ROOT / "bench" / "bench_outbox_rets.py"),
+            "--rets",
+            str(RETS),
+            "--postgres-server",
+            postgres_server_uri,
         ],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -31,11 +31,21 @@ from tests_support import SIM_BRAND_CODE, load_dag, sim_control
 
 def test_citizen_and_hs_changes_land_exactly_once(synced, pg):
     sim = synced
-    sim_control(sim, "citizen_change", {"recipient": ALICE, "type": "MESAJ", "status": "RET", "source": "IYS_KISAMESAJ"})
-    sim_control(sim, "citizen_change", {"recipient": CAROL, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB_YENI"})
+    sim_control(
+        sim, "citizen_change", {"recipient": ALICE, "type": "MESAJ", "status": "RET", "source": "IYS_KISAMESAJ"}
+    )
+    sim_control(
+        sim, "citizen_change", {"recipient": CAROL, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB_YENI"}
+    )
     # Another system of the brand writes through the API (HS stream).
     IysHook().add_consent(
-        Consent(recipient=BOB, type="MESAJ", status="ONAY", source="HS_CAGRI_MERKEZI", consent_date=iys_now() - timedelta(minutes=1))
+        Consent(
+            recipient=BOB,
+            type="MESAJ",
+            status="ONAY",
+            source="HS_CAGRI_MERKEZI",
+            consent_date=iys_now() - timedelta(minutes=1),
+        )
     )
     make_feed_visible(sim)
 
@@ -60,7 +70,11 @@ def test_citizen_and_hs_changes_land_exactly_once(synced, pg):
 def test_replayed_pages_from_an_older_cursor_change_nothing(synced, pg):
     sim = synced
     for i in range(5):
-        sim_control(sim, "citizen_change", {"recipient": f"+90532222000{i}", "type": "ARAMA", "status": "ONAY", "source": "IYS_MOBIL"})
+        sim_control(
+            sim,
+            "citizen_change",
+            {"recipient": f"+90532222000{i}", "type": "ARAMA", "status": "ONAY", "source": "IYS_MOBIL"},
+        )
     make_feed_visible(sim)
     assert pull("IYS")["new"] == 5
     before = pg.execute("SELECT * FROM iys.consents ORDER BY recipient, type").fetchall()
@@ -79,7 +93,13 @@ def test_cursor_survives_a_crash_between_pages(synced, pg):
         {
             "emit_events": True,
             "consents": [
-                {"recipient": f"+9053330{i:05d}", "type": "MESAJ", "status": "ONAY", "source": "IYS_MOBIL", "consentDate": OLD}
+                {
+                    "recipient": f"+9053330{i:05d}",
+                    "type": "MESAJ",
+                    "status": "ONAY",
+                    "source": "IYS_MOBIL",
+                    "consentDate": OLD,
+                }
                 for i in range(2300)
             ],
         },
@@ -94,7 +114,10 @@ def test_cursor_survives_a_crash_between_pages(synced, pg):
     resumed = pull("IYS")
     assert (resumed["pulled"], resumed["new"]) == (1300, 1300)
     assert sim_control(sim, "counters", method="GET")["changes_calls"] - calls_before == 3  # 2 pages + the 204
-    assert pg.execute("SELECT count(*), count(DISTINCT transaction_id) FROM iys.consent_events").fetchone() == (2300, 2300)
+    assert pg.execute("SELECT count(*), count(DISTINCT transaction_id) FROM iys.consent_events").fetchone() == (
+        2300,
+        2300,
+    )
 
 
 def test_stale_movement_never_overrides_newer_state(synced, pg):
@@ -176,7 +199,11 @@ def test_iys_business_error_rejects_with_the_h_code(synced, pg):
 def test_transient_failures_are_retried_next_run_then_failed(synced, pg):
     sim = synced
     row = add_update(pg, ALICE, "RET")
-    sim_control(sim, "faults", {"fail_next": [{"path_contains": "/v2/", "status": 503, "code": "H192", "count": 100, "retry_after": 0}]})
+    sim_control(
+        sim,
+        "faults",
+        {"fail_next": [{"path_contains": "/v2/", "status": 503, "code": "H192", "count": 100, "retry_after": 0}]},
+    )
     for attempt in range(1, 3):
         push(max_attempts=2)
         state, code, _, attempts = outbox(pg, row)
@@ -188,8 +215,19 @@ def test_transient_failures_are_retried_next_run_then_failed(synced, pg):
 def test_many_updates_go_as_an_async_batch_collected_by_the_sensor(synced, pg):
     sim = synced
     phones = [f"+90535444{i:04d}" for i in range(40)]
-    sim_control(sim, "seed", {"consents": [{"recipient": p, "type": "MESAJ", "status": "ONAY", "consentDate": OLD, "source": "HS_WEB"} for p in phones]})
-    pg.execute("INSERT INTO public.users SELECT 'u' || g, '+90535444' || lpad(g::text, 4, '0'), NULL FROM generate_series(0, 39) g")
+    sim_control(
+        sim,
+        "seed",
+        {
+            "consents": [
+                {"recipient": p, "type": "MESAJ", "status": "ONAY", "consentDate": OLD, "source": "HS_WEB"}
+                for p in phones
+            ]
+        },
+    )
+    pg.execute(
+        "INSERT INTO public.users SELECT 'u' || g, '+90535444' || lpad(g::text, 4, '0'), NULL FROM generate_series(0, 39) g"
+    )
     from iys_provider.operators.new_users import IysCheckNewUsersOperator
 
     assert IysCheckNewUsersOperator(task_id="new", recipients_sql=USERS_SQL).execute(context={})["users_checked"] == 40
@@ -210,9 +248,15 @@ def test_many_updates_go_as_an_async_batch_collected_by_the_sensor(synced, pg):
 
 def test_incremental_dag_end_to_end(airflow_db, synced, pg):
     sim = synced
-    sim_control(sim, "citizen_change", {"recipient": ALICE, "type": "MESAJ", "status": "RET", "source": "IYS_KISAMESAJ"})
+    sim_control(
+        sim, "citizen_change", {"recipient": ALICE, "type": "MESAJ", "status": "RET", "source": "IYS_KISAMESAJ"}
+    )
     pg.execute("INSERT INTO public.users VALUES ('dave', '0532 111 00 04', 'dave@example.com')")
-    sim_control(sim, "seed", {"consents": [{"recipient": DAVE, "type": "ARAMA", "status": "ONAY", "consentDate": OLD, "source": "HS_WEB"}]})
+    sim_control(
+        sim,
+        "seed",
+        {"consents": [{"recipient": DAVE, "type": "ARAMA", "status": "ONAY", "consentDate": OLD, "source": "HS_WEB"}]},
+    )
     make_feed_visible(sim)
     row = add_update(pg, ALICE, "ONAY", type_="ARAMA")  # Alice ARAMA is ONAY already: SAME_STATUS
     optout = add_update(pg, DAVE, "RET", type_="ARAMA")

@@ -86,8 +86,7 @@ def test_initial_sync_matches_iys_quarantines_junk_and_is_idempotent(airflow_db,
     assert consents_in_db(pg) == expected_after_initial_sync(truth)
     # Every user with a valid address is linked to its normalised form.
     links = dict(
-        ((u, k), r)
-        for u, k, r in pg.execute("SELECT user_id, kind, recipient FROM iys.user_recipients").fetchall()
+        ((u, k), r) for u, k, r in pg.execute("SELECT user_id, kind, recipient FROM iys.user_recipients").fetchall()
     )
     for user_id, phone, email in users:
         for kind, raw in (("phone", phone), ("email", email)):
@@ -119,10 +118,15 @@ def test_initial_sync_matches_iys_quarantines_junk_and_is_idempotent(airflow_db,
     )
 
     # A second run changes nothing and makes no İYS status call.
-    before = pg.execute("SELECT recipient, type, status, updated_at, checked_at FROM iys.consents ORDER BY 1, 2").fetchall()
+    before = pg.execute(
+        "SELECT recipient, type, status, updated_at, checked_at FROM iys.consents ORDER BY 1, 2"
+    ).fetchall()
     calls_before = sim_control(sim, "counters", method="GET")["multi_status_calls"]
     assert run_initial_sync().state == "success"
-    assert pg.execute("SELECT recipient, type, status, updated_at, checked_at FROM iys.consents ORDER BY 1, 2").fetchall() == before
+    assert (
+        pg.execute("SELECT recipient, type, status, updated_at, checked_at FROM iys.consents ORDER BY 1, 2").fetchall()
+        == before
+    )
     assert sim_control(sim, "counters", method="GET")["multi_status_calls"] == calls_before
 
 
@@ -157,7 +161,9 @@ def test_interrupted_scan_resumes_with_only_the_unfinished_batches(airflow_db, s
 def test_a_batch_of_a_scan_abandoned_by_a_rescan_does_nothing(airflow_db, sim, pg, users_table):
     users_table(build_users(300, seed=4))
     sql_text = "SELECT id AS user_id, phone, email FROM public.users"
-    old_batches = IysPlanInitialSyncOperator(task_id="plan", recipients_sql=sql_text, batch_size=100).execute(context={})
+    old_batches = IysPlanInitialSyncOperator(task_id="plan", recipients_sql=sql_text, batch_size=100).execute(
+        context={}
+    )
     new_batches = IysPlanInitialSyncOperator(
         task_id="plan", recipients_sql=sql_text, batch_size=100, rescan=True
     ).execute(context={})
@@ -169,18 +175,37 @@ def test_a_batch_of_a_scan_abandoned_by_a_rescan_does_nothing(airflow_db, sim, p
     assert result == {"batch_no": 0, "abandoned": True}
     assert sim_control(sim, "counters", method="GET")["multi_status_calls"] == calls_before
     assert pg.execute("SELECT count(*) FROM iys.consents").fetchone()[0] == 0
-    assert pg.execute(
-        "SELECT count(*) FROM iys.initial_sync_queue WHERE scan_id = %s", (new_batches[0]["scan_id"],)
-    ).fetchone()[0] == 300
+    assert (
+        pg.execute(
+            "SELECT count(*) FROM iys.initial_sync_queue WHERE scan_id = %s", (new_batches[0]["scan_id"],)
+        ).fetchone()[0]
+        == 300
+    )
 
 
 def test_rescan_turns_a_withdrawn_onay_into_ret(airflow_db, sim, pg, users_table):
     users_table([("a1", "05321112233", None)])
-    sim_control(sim, "seed", {"consents": [{"recipient": "+905321112233", "type": "MESAJ", "status": "ONAY", "consentDate": "2024-03-01 10:00:00", "source": "HS_WEB"}]})
+    sim_control(
+        sim,
+        "seed",
+        {
+            "consents": [
+                {
+                    "recipient": "+905321112233",
+                    "type": "MESAJ",
+                    "status": "ONAY",
+                    "consentDate": "2024-03-01 10:00:00",
+                    "source": "HS_WEB",
+                }
+            ]
+        },
+    )
     assert run_initial_sync().state == "success"
     assert consents_in_db(pg)[("+905321112233", "MESAJ")] == "ONAY"
 
-    sim_control(sim, "citizen_change", {"recipient": "+905321112233", "type": "MESAJ", "status": "RET", "source": "IYS_MOBIL"})
+    sim_control(
+        sim, "citizen_change", {"recipient": "+905321112233", "type": "MESAJ", "status": "RET", "source": "IYS_MOBIL"}
+    )
     assert run_initial_sync({"rescan": True}).state == "success"
     assert consents_in_db(pg)[("+905321112233", "MESAJ")] == "RET"
     assert consents_in_db(pg)[("+905321112233", "ARAMA")] is None

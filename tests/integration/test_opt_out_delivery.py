@@ -48,7 +48,11 @@ def seed(sim, *items):
     sim_control(
         sim,
         "seed",
-        {"consents": [{"recipient": r, "type": t, "status": s, "consentDate": OLD, "source": "HS_WEB"} for r, t, s in items]},
+        {
+            "consents": [
+                {"recipient": r, "type": t, "status": s, "consentDate": OLD, "source": "HS_WEB"} for r, t, s in items
+            ]
+        },
     )
 
 
@@ -59,9 +63,18 @@ def test_path_1_a_stale_copy_never_turns_a_ret_into_same_status(synced, pg):
     sim = synced
     three_hours_ago, ten_minutes_ago = iys_now() - timedelta(hours=3), iys_now() - timedelta(minutes=10)
     # The citizen rejected calls through İYS three hours ago, and our copy learnt it from the feed.
-    sim_control(sim, "citizen_change", {"recipient": ALICE, "type": "ARAMA", "status": "RET", "source": "IYS_MOBIL",
-                                        "creationDate": turkey_text(three_hours_ago),
-                                        "consentDate": turkey_text(three_hours_ago)})
+    sim_control(
+        sim,
+        "citizen_change",
+        {
+            "recipient": ALICE,
+            "type": "ARAMA",
+            "status": "RET",
+            "source": "IYS_MOBIL",
+            "creationDate": turkey_text(three_hours_ago),
+            "consentDate": turkey_text(three_hours_ago),
+        },
+    )
     pg.execute(
         "UPDATE iys.consents SET status = 'RET', source = 'IYS_MOBIL', consent_date = %s, creation_date = %s "
         "WHERE recipient = %s AND type = 'ARAMA'",
@@ -69,9 +82,18 @@ def test_path_1_a_stale_copy_never_turns_a_ret_into_same_status(synced, pg):
     )
     # Ten minutes ago they said ONAY through İYS (inside the feed's hidden hour); two minutes ago
     # they unsubscribed in the brand's app.
-    sim_control(sim, "citizen_change", {"recipient": ALICE, "type": "ARAMA", "status": "ONAY", "source": "IYS_WEB",
-                                        "creationDate": turkey_text(ten_minutes_ago),
-                                        "consentDate": turkey_text(ten_minutes_ago)})
+    sim_control(
+        sim,
+        "citizen_change",
+        {
+            "recipient": ALICE,
+            "type": "ARAMA",
+            "status": "ONAY",
+            "source": "IYS_WEB",
+            "creationDate": turkey_text(ten_minutes_ago),
+            "consentDate": turkey_text(ten_minutes_ago),
+        },
+    )
     assert pull("IYS")["pulled"] == 1  # only the three-hour-old movement is visible
     assert consent(pg, ALICE, "ARAMA")[0] == "RET"
     row = add_update(pg, ALICE, "RET", type_="ARAMA", when=iys_now() - timedelta(minutes=2))
@@ -184,7 +206,15 @@ def test_path_5_one_odd_status_answer_stops_only_its_row(synced, pg):
     dave = add_update(pg, DAVE, "ONAY")
     eve = add_update(pg, EVE, "ONAY")
     opt_out = add_update(pg, ALICE, "RET")
-    sim_control(sim, "faults", {"fail_next": [{"path_contains": "/consents/status", "status": 200, "body": '{"unexpected": true}', "count": 1}]})
+    sim_control(
+        sim,
+        "faults",
+        {
+            "fail_next": [
+                {"path_contains": "/consents/status", "status": 200, "body": '{"unexpected": true}', "count": 1}
+            ]
+        },
+    )
 
     push()
 
@@ -197,7 +227,15 @@ def test_path_5_one_odd_status_answer_stops_only_its_row(synced, pg):
 
 def test_a_failing_multi_status_call_stops_only_its_rows(synced, pg):
     sim = synced
-    sim_control(sim, "faults", {"fail_next": [{"path_contains": "/status/MESAJ", "status": 503, "code": "H192", "count": 50, "retry_after": 0}]})
+    sim_control(
+        sim,
+        "faults",
+        {
+            "fail_next": [
+                {"path_contains": "/status/MESAJ", "status": 503, "code": "H192", "count": 50, "retry_after": 0}
+            ]
+        },
+    )
     mesaj = add_update(pg, ALICE, "RET")
     arama = add_update(pg, ALICE, "RET", type_="ARAMA")
     counts = push(max_attempts=2)
@@ -225,8 +263,12 @@ def test_single_status_for_an_unknown_address_in_each_way_iys_may_answer(synced,
 
 @pytest.mark.parametrize(
     ("mode", "state", "code"),
-    [("404", "skipped", "NOT_IN_IYS"), ("empty", "skipped", "NOT_IN_IYS"), ("422", "failed", "H114"),
-     ("malformed", "pending", None)],
+    [
+        ("404", "skipped", "NOT_IN_IYS"),
+        ("empty", "skipped", "NOT_IN_IYS"),
+        ("422", "failed", "H114"),
+        ("malformed", "pending", None),
+    ],
 )
 def test_an_opt_in_for_an_unknown_address_under_each_single_status_answer(synced, pg, mode, state, code):
     sim = synced
@@ -245,11 +287,17 @@ def test_an_opt_in_for_an_unknown_address_under_each_single_status_answer(synced
 
 def test_path_6_new_values_from_iys_never_stop_the_feed(synced, pg):
     sim = synced
-    sim_control(sim, "inject_events", {"events": [
-        {"recipient": ALICE, "type": "MESAJ", "status": "RET", "source": "IYS_YENI_KANAL"},
-        {"recipient": ALICE, "type": "ARAMA", "status": "BEKLEMEDE", "source": "IYS_WEB"},
-        {"recipient": CAROL, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB"},
-    ]})
+    sim_control(
+        sim,
+        "inject_events",
+        {
+            "events": [
+                {"recipient": ALICE, "type": "MESAJ", "status": "RET", "source": "IYS_YENI_KANAL"},
+                {"recipient": ALICE, "type": "ARAMA", "status": "BEKLEMEDE", "source": "IYS_WEB"},
+                {"recipient": CAROL, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB"},
+            ]
+        },
+    )
     make_feed_visible(sim)
 
     result = pull("IYS")
@@ -286,19 +334,29 @@ def test_path_7_a_transaction_id_seen_twice_keeps_the_later_movement(synced, pg,
     """Two movements of one address in one second share a transaction id; the one İYS lists later wins."""
     sim = synced
     tx = uuid.uuid4().hex * 2
-    sim_control(sim, "inject_events", {"events": [
-        {"recipient": CAROL, "type": "MESAJ", "status": status, "source": "IYS_MOBIL", "transactionId": tx}
-        for status in order
-    ]})
+    sim_control(
+        sim,
+        "inject_events",
+        {
+            "events": [
+                {"recipient": CAROL, "type": "MESAJ", "status": status, "source": "IYS_MOBIL", "transactionId": tx}
+                for status in order
+            ]
+        },
+    )
     make_feed_visible(sim)
     pull("IYS", page_size=page_size)
-    assert pg.execute("SELECT status FROM iys.consent_events WHERE transaction_id = %s", (tx,)).fetchall() == [(order[-1],)]
+    assert pg.execute("SELECT status FROM iys.consent_events WHERE transaction_id = %s", (tx,)).fetchall() == [
+        (order[-1],)
+    ]
     assert consent(pg, CAROL)[0] == order[-1]
     # A replay from an older cursor ends in the same state (within one page it changes nothing).
     pg.execute("UPDATE iys.sync_state SET cursor = NULL WHERE stream = 'changes:IYS'")
     replay = pull("IYS", page_size=page_size)
     assert consent(pg, CAROL)[0] == order[-1]
-    assert pg.execute("SELECT status FROM iys.consent_events WHERE transaction_id = %s", (tx,)).fetchall() == [(order[-1],)]
+    assert pg.execute("SELECT status FROM iys.consent_events WHERE transaction_id = %s", (tx,)).fetchall() == [
+        (order[-1],)
+    ]
     assert page_size == 1 or replay["applied"] == 0
 
 
@@ -382,7 +440,15 @@ def test_an_unsent_ret_near_its_deadline_fails_the_run_after_all_work(airflow_db
     margin_hours = math.ceil((deadline - now).total_seconds() / 3600) + 1
     row = add_update(pg, ALICE, "RET", when=consent_date)
     # İYS cannot be asked about it tonight: the opt-out stays pending.
-    sim_control(sim, "faults", {"fail_next": [{"path_contains": "/status/MESAJ", "status": 503, "code": "H192", "count": 100, "retry_after": 0}]})
+    sim_control(
+        sim,
+        "faults",
+        {
+            "fail_next": [
+                {"path_contains": "/status/MESAJ", "status": 503, "code": "H192", "count": 100, "retry_after": 0}
+            ]
+        },
+    )
 
     run = run_dag("iys_incremental_sync", {"ret_deadline_margin_hours": margin_hours})
 

@@ -42,7 +42,9 @@ def place_clock_at(sim: SimulatorServer, turkey_local: str) -> None:
 
 
 def get_token(sim, http) -> dict:
-    response = http.post(f"{sim.url}/oauth2/token", json={"username": "demo", "password": "demo-secret", "grant_type": "password"})
+    response = http.post(
+        f"{sim.url}/oauth2/token", json={"username": "demo", "password": "demo-secret", "grant_type": "password"}
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -79,7 +81,9 @@ def test_password_grant_json_and_form(sim, http):
     assert token["expires_in"] == 7200 and token["refresh_expires_in"] == 14400
     assert token["token_type"] == "bearer" and token["access_token"] != token["refresh_token"]
 
-    form = http.post(f"{sim.url}/oauth2/token", data={"username": "demo", "password": "demo-secret", "grant_type": "password"})
+    form = http.post(
+        f"{sim.url}/oauth2/token", data={"username": "demo", "password": "demo-secret", "grant_type": "password"}
+    )
     assert form.status_code == 200
 
     bad = http.post(f"{sim.url}/oauth2/token", json={"username": "demo", "password": "nope", "grant_type": "password"})
@@ -89,16 +93,21 @@ def test_password_grant_json_and_form(sim, http):
 
 def test_refresh_rotates_refresh_token(sim, http):
     first = get_token(sim, http)
-    refreshed = http.post(f"{sim.url}/oauth2/token", json={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    refreshed = http.post(
+        f"{sim.url}/oauth2/token", json={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    )
     assert refreshed.status_code == 200
     assert refreshed.json()["refresh_token"] != first["refresh_token"]
 
-    reused = http.post(f"{sim.url}/oauth2/token", json={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    reused = http.post(
+        f"{sim.url}/oauth2/token", json={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    )
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
 
     sim.advance_clock(14401)
     expired = http.post(
-        f"{sim.url}/oauth2/token", json={"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"]}
+        f"{sim.url}/oauth2/token",
+        json={"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"]},
     )
     assert expired.status_code == 400 and expired.json()["error"] == "invalid_grant"
 
@@ -120,7 +129,9 @@ def test_token_limit_blocks_and_retry_restarts_block(sim, http):
     sim.configure(token_limit_per_hour=3, token_block_seconds=3600)
     for _ in range(3):
         get_token(sim, http)
-    limited = http.post(f"{sim.url}/oauth2/token", json={"username": "demo", "password": "demo-secret", "grant_type": "password"})
+    limited = http.post(
+        f"{sim.url}/oauth2/token", json={"username": "demo", "password": "demo-secret", "grant_type": "password"}
+    )
     assert limited.status_code == 429 and error_codes(limited) == ["H084"]
 
     sim.advance_clock(3000)  # still blocked; this attempt restarts the one-hour block
@@ -192,7 +203,10 @@ def test_three_business_day_rule(sim, http, auth):
 
     # 29 October (Republic Day) is not a business day, so a Monday consent is still fine on Friday.
     place_clock_at(sim, "2025-10-31 12:00:00")
-    assert add(sim, http, auth, consent(sim, recipient="+905321112255", consentDate="2025-10-27 09:00:00")).status_code == 200
+    assert (
+        add(sim, http, auth, consent(sim, recipient="+905321112255", consentDate="2025-10-27 09:00:00")).status_code
+        == 200
+    )
 
 
 @pytest.mark.parametrize(
@@ -235,7 +249,12 @@ def test_future_date_and_valid_variants(sim, http, auth):
     assert add(sim, http, auth, consent(sim, recipient="+9005321112233")).status_code == 200
     mixed_case = add(sim, http, auth, consent(sim, type="EPOSTA", recipient="Ayse.Yilmaz+news@Example.com"))
     assert mixed_case.status_code == 200
-    assert add(sim, http, auth, consent(sim, source="HS_2015", consentDate="2015-05-01 00:00:00", recipient=OTHER_PHONE)).status_code == 200
+    assert (
+        add(
+            sim, http, auth, consent(sim, source="HS_2015", consentDate="2015-05-01 00:00:00", recipient=OTHER_PHONE)
+        ).status_code
+        == 200
+    )
     recipients = {record["recipient"] for record in sim.state()["consents"]}
     assert "+9005321112233" in recipients and "ayse.yilmaz+news@example.com" in recipients
 
@@ -261,7 +280,11 @@ def test_v2_identical_retry_returns_same_transaction(sim, http, auth):
 # ------------------------------------------------------------------------------------------ batch
 def test_batch_results_hidden_until_delay(sim, http, auth):
     sim.seed([{"recipient": OTHER_PHONE, "type": "MESAJ", "status": "ONAY", "consentDate": sim_time(sim, -600)}])
-    items = [consent(sim), consent(sim, recipient=OTHER_PHONE), consent(sim, type="EPOSTA", recipient=EMAIL, status="RET")]
+    items = [
+        consent(sim),
+        consent(sim, recipient=OTHER_PHONE),
+        consent(sim, type="EPOSTA", recipient=EMAIL, status="RET"),
+    ]
     submitted = http.post(f"{sim.url}{BASE}/consents/request", json=items, headers=auth)
     assert submitted.status_code == 202
     request_id = submitted.json()["requestId"]
@@ -288,7 +311,9 @@ def test_batch_request_level_errors(sim, http, auth):
         "code": "H194",
         "index": 1,
     }
-    invalid_item = http.post(f"{sim.url}{BASE}/consents/request", json=[consent(sim), consent(sim, status="X")], headers=auth)
+    invalid_item = http.post(
+        f"{sim.url}{BASE}/consents/request", json=[consent(sim), consent(sim, status="X")], headers=auth
+    )
     assert invalid_item.status_code == 422 and invalid_item.json()["errors"][0]["index"] == 1
     too_many = [consent(sim, recipient=f"+90532{i:07d}") for i in range(1001)]
     assert error_codes(http.post(f"{sim.url}{BASE}/consents/request", json=too_many, headers=auth)) == ["H125"]
@@ -307,7 +332,17 @@ def test_batch_enqueue_fault_processes_late(sim, http, auth):
 
 # ------------------------------------------------------------------------------------------ status
 def test_single_status_known_and_unknown_modes(sim, http, auth):
-    sim.seed([{"recipient": EMAIL, "type": "EPOSTA", "status": "ONAY", "consentDate": "2024-05-01 10:00:00", "source": "HS_WEB"}])
+    sim.seed(
+        [
+            {
+                "recipient": EMAIL,
+                "type": "EPOSTA",
+                "status": "ONAY",
+                "consentDate": "2024-05-01 10:00:00",
+                "source": "HS_WEB",
+            }
+        ]
+    )
     query = {"recipient": EMAIL.upper(), "recipientType": "BIREYSEL", "type": "EPOSTA"}
     found = http.post(f"{sim.url}{BASE}/consents/status", json=query, headers=auth)
     assert found.status_code == 200
@@ -360,8 +395,15 @@ def test_change_feed_window_cursor_and_204(sim, http, auth):
     changes = f"{sim.url}{BASE}/consents/changes"
     assert http.get(changes, headers=auth).status_code == 204
 
-    for offset, recipient in ((-8 * 86400, "+905320000001"), (-3 * 3600, "+905320000002"), (-2 * 3600, "+905320000003"), (-600, "+905320000004")):
-        sim.citizen_change(recipient=recipient, type="MESAJ", status="ONAY", source="IYS_MOBIL", creationDate=sim_time(sim, offset))
+    for offset, recipient in (
+        (-8 * 86400, "+905320000001"),
+        (-3 * 3600, "+905320000002"),
+        (-2 * 3600, "+905320000003"),
+        (-600, "+905320000004"),
+    ):
+        sim.citizen_change(
+            recipient=recipient, type="MESAJ", status="ONAY", source="IYS_MOBIL", creationDate=sim_time(sim, offset)
+        )
     add(sim, http, auth, consent(sim))  # an HS movement: only in the HS stream
 
     page = http.get(changes, params={"limit": 1}, headers=auth)
@@ -410,7 +452,9 @@ def test_drop_after_commit_loses_response_but_keeps_write(sim, http, auth):
 
 
 def test_fail_next_and_html_faults(sim, http, auth):
-    sim.set_faults(fail_next=[{"path_contains": "/consents/changes", "status": 503, "code": "H192", "count": 2, "retry_after": 5}])
+    sim.set_faults(
+        fail_next=[{"path_contains": "/consents/changes", "status": 503, "code": "H192", "count": 2, "retry_after": 5}]
+    )
     changes = f"{sim.url}{BASE}/consents/changes"
     first, second, third = (http.get(changes, headers=auth) for _ in range(3))
     assert first.status_code == second.status_code == 503 and error_codes(first) == ["H192"]
@@ -440,7 +484,10 @@ def test_drop_rate_closes_connection(sim, http, auth):
 # ------------------------------------------------------------------------------------------ control
 def test_control_api_over_http(sim, http):
     control = f"{sim.url}/__sim"
-    assert http.post(f"{control}/seed", json={"consents": [{"recipient": PHONE, "type": "MESAJ", "status": "ONAY"}], "emit_events": True}).json() == {"seeded": 1}
+    assert http.post(
+        f"{control}/seed",
+        json={"consents": [{"recipient": PHONE, "type": "MESAJ", "status": "ONAY"}], "emit_events": True},
+    ).json() == {"seeded": 1}
     assert len(http.get(f"{control}/state").json()["consents"]) == 1
     assert len(http.get(f"{control}/events").json()["events"]) == 1
     before = http.get(f"{control}/clock").json()["epoch_ms"]
@@ -459,9 +506,14 @@ def test_synthetic_population_is_lazy_and_recomputable(sim, http, auth):
     http.post(f"{sim.url}/__sim/seed_synthetic", json={"count": 1_000_000, "onay_ratio": 0.6, "ret_ratio": 0.2})
     phones = [f"+90532{user:07d}" for user in (0, 1, 2, 999_999)]
     expected = [synthetic_status(phone, "MESAJ", 0.6, 0.2) for phone in phones]
-    truth = [http.get(f"{sim.url}/__sim/truth", params={"recipient": phone, "type": "MESAJ"}).json()["status"] for phone in phones]
+    truth = [
+        http.get(f"{sim.url}/__sim/truth", params={"recipient": phone, "type": "MESAJ"}).json()["status"]
+        for phone in phones
+    ]
     assert truth == expected
-    listed = http.post(f"{sim.url}{BASE}/consents/BIREYSEL/status/MESAJ", json={"recipients": phones}, headers=auth).json()["list"]
+    listed = http.post(
+        f"{sim.url}{BASE}/consents/BIREYSEL/status/MESAJ", json={"recipients": phones}, headers=auth
+    ).json()["list"]
     assert listed == [phone for phone, status in zip(phones, expected, strict=False) if status == "ONAY"]
     assert sim.truth("user5@example.com", "EPOSTA") == synthetic_status("user5@example.com", "EPOSTA", 0.6, 0.2)
     assert sim.truth("+905320000000", "MESAJ", brand_code=BRAND) == expected[0]
@@ -477,7 +529,9 @@ def test_single_status_unknown_422_and_malformed_modes(sim, http, auth):
     assert http.post(f"{sim.url}/__sim/config", json={"unknown_status_mode": "422"}).status_code == 200
     refused = http.post(status_url, json=unknown, headers=auth)
     assert refused.status_code == 422
-    assert refused.json() == {"errors": [{"code": "H114", "message": "Alıcı (recipient) bulunamadı.", "location": ["recipient"]}]}
+    assert refused.json() == {
+        "errors": [{"code": "H114", "message": "Alıcı (recipient) bulunamadı.", "location": ["recipient"]}]
+    }
 
     config = http.post(f"{sim.url}/__sim/config", json={"unknown_status_code": "H999"}).json()
     assert config["unknown_status_mode"] == "422" and config["unknown_status_code"] == "H999"
@@ -499,7 +553,14 @@ def test_single_status_unknown_422_and_malformed_modes(sim, http, auth):
 
 # ------------------------------------------------------------------------------------------ scripted item errors
 def test_fail_next_can_name_one_batch_item(sim, http, auth):
-    rule = {"path_contains": "/consents/request", "method": "POST", "status": 422, "code": "H122", "index": 1, "location": ["recipient"]}
+    rule = {
+        "path_contains": "/consents/request",
+        "method": "POST",
+        "status": 422,
+        "code": "H122",
+        "index": 1,
+        "location": ["recipient"],
+    }
     faults = http.post(f"{sim.url}/__sim/faults", json={"fail_next": [rule]}).json()
     assert faults["fail_next"][0]["index"] == 1 and faults["fail_next"][0]["location"] == ["recipient"]
     items = [consent(sim), consent(sim, recipient=OTHER_PHONE)]
@@ -580,7 +641,10 @@ def test_batch_item_status_fault_masks_results_until_cleared(sim, http, auth):
     [real] = http.get(f"{sim.url}{BASE}/consents/request/{first}", headers=auth).json()
     assert real["status"] == "success"
 
-    assert http.post(f"{sim.url}/__sim/faults", json={"batch_item_status": "processing"}).json()["batch_item_status"] == "processing"
+    assert (
+        http.post(f"{sim.url}/__sim/faults", json={"batch_item_status": "processing"}).json()["batch_item_status"]
+        == "processing"
+    )
     items = [consent(sim, recipient=OTHER_PHONE), consent(sim, recipient=OTHER_PHONE, type="ARAMA", status="RET")]
     second = http.post(f"{sim.url}{BASE}/consents/request", json=items, headers=auth).json()
     sim.advance_clock(301)
@@ -612,7 +676,14 @@ def test_inject_events_raw_values_in_injection_order_without_state(sim, http, au
     ids = ["c" * 64, "a" * 64, "b" * 64]  # insertion order differs from transactionId order
     common = {"creationDate": created}
     raw = [
-        {**common, "recipient": PHONE, "type": "MESAJ", "status": "BEKLEMEDE", "source": "IYS_YENI_KANAL", "transactionId": ids[0]},
+        {
+            **common,
+            "recipient": PHONE,
+            "type": "MESAJ",
+            "status": "BEKLEMEDE",
+            "source": "IYS_YENI_KANAL",
+            "transactionId": ids[0],
+        },
         {
             **common,
             "recipient": "Ayse@Example.com",
@@ -624,7 +695,14 @@ def test_inject_events_raw_values_in_injection_order_without_state(sim, http, au
             "citizenName": "Ayşe Y.",
             "recipientType": "TACIR",
         },
-        {**common, "recipient": OTHER_PHONE, "type": "SMS", "status": "RET", "source": "IYS_MOBIL", "transactionId": ids[2]},
+        {
+            **common,
+            "recipient": OTHER_PHONE,
+            "type": "SMS",
+            "status": "RET",
+            "source": "IYS_MOBIL",
+            "transactionId": ids[2],
+        },
     ]
     answer = http.post(f"{sim.url}/__sim/inject_events", json={"events": raw})
     assert answer.status_code == 200, answer.text
@@ -652,16 +730,38 @@ def test_inject_events_raw_values_in_injection_order_without_state(sim, http, au
     # Resuming from the middle of a same-second run follows injection order, not transactionId order.
     rest = http.get(f"{sim.url}{BASE}/consents/changes", params={"after": f"{millis}_{ids[0]}"}, headers=auth).json()
     assert [item["transactionId"] for item in rest["list"]] == ids[1:]
-    assert http.get(f"{sim.url}{BASE}/consents/changes", params={"after": page["after"]}, headers=auth).status_code == 204
+    assert (
+        http.get(f"{sim.url}{BASE}/consents/changes", params={"after": page["after"]}, headers=auth).status_code == 204
+    )
 
 
 def test_inject_events_repeated_transaction_id_pages_without_loss(sim, http, auth):
     created = sim_time(sim, -7200)
     shared = "d" * 64
     movements = [
-        {"recipient": PHONE, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB", "creationDate": created, "transactionId": shared},
-        {"recipient": PHONE, "type": "MESAJ", "status": "RET", "source": "IYS_WEB", "creationDate": created, "transactionId": shared},
-        {"recipient": OTHER_PHONE, "type": "ARAMA", "status": "ONAY", "source": "IYS_MOBIL", "creationDate": sim_time(sim, -7199)},
+        {
+            "recipient": PHONE,
+            "type": "MESAJ",
+            "status": "ONAY",
+            "source": "IYS_WEB",
+            "creationDate": created,
+            "transactionId": shared,
+        },
+        {
+            "recipient": PHONE,
+            "type": "MESAJ",
+            "status": "RET",
+            "source": "IYS_WEB",
+            "creationDate": created,
+            "transactionId": shared,
+        },
+        {
+            "recipient": OTHER_PHONE,
+            "type": "ARAMA",
+            "status": "ONAY",
+            "source": "IYS_MOBIL",
+            "creationDate": sim_time(sim, -7199),
+        },
     ]
     injected = sim.inject_events(movements)["events"]
     millis = _epoch_ms(created)
@@ -701,13 +801,24 @@ def test_inject_events_apply_hs_stream_defaults_and_errors(sim, http, auth):
         [
             {"recipient": EMAIL.upper(), "type": "EPOSTA", "status": "RET", "source": "IYS_WEB", "apply": True},
             {"recipient": PHONE, "type": "MESAJ", "status": "BEKLEMEDE", "source": "IYS_WEB", "apply": True},
-            {"recipient": PHONE, "type": "ARAMA", "status": "ONAY", "source": "HS_WEB", "stream": "HS", "brandCode": BRAND},
+            {
+                "recipient": PHONE,
+                "type": "ARAMA",
+                "status": "ONAY",
+                "source": "HS_WEB",
+                "stream": "HS",
+                "brandCode": BRAND,
+            },
         ]
     )
     assert answer["injected"] == 3 and all(len(event["transactionId"]) == 64 for event in answer["events"])
     assert abs(_epoch_ms(answer["events"][0]["creationDate"]) - sim.app.clock.epoch_ms()) < 2000  # default: now
     [stored] = sim.state()["consents"]  # only the applied ONAY/RET movement changed state
-    assert stored["recipient"] == EMAIL and stored["status"] == "RET" and stored["transactionId"] == answer["events"][0]["transactionId"]
+    assert (
+        stored["recipient"] == EMAIL
+        and stored["status"] == "RET"
+        and stored["transactionId"] == answer["events"][0]["transactionId"]
+    )
     assert sim.truth(PHONE, "MESAJ") is None and sim.truth(PHONE, "ARAMA") is None
 
     assert http.get(changes, headers=auth).status_code == 204  # "now": hidden for the first hour
@@ -720,7 +831,10 @@ def test_inject_events_apply_hs_stream_defaults_and_errors(sim, http, auth):
 
     control = f"{sim.url}/__sim/inject_events"
     good = {"recipient": PHONE, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB"}
-    assert http.post(control, json={"events": [good, {"recipient": PHONE, "type": "MESAJ", "status": "ONAY"}]}).status_code == 400
+    assert (
+        http.post(control, json={"events": [good, {"recipient": PHONE, "type": "MESAJ", "status": "ONAY"}]}).status_code
+        == 400
+    )
     assert http.post(control, json={"events": [{**good, "stream": "XX"}]}).status_code == 400
     assert http.post(control, json={"events": [{**good, "color": "red"}]}).status_code == 400
     assert http.post(control, json={"events": [{**good, "creationDate": "yesterday"}]}).status_code == 400
@@ -733,9 +847,13 @@ def test_normal_movements_interleave_with_injected_ones(sim, http, auth):
     created = sim_time(sim, -7200)
     first = sim.citizen_change(recipient=PHONE, type="MESAJ", status="RET", source="IYS_MOBIL", creationDate=created)
     same_second = {"creationDate": created, "transactionId": first["transactionId"]}
-    injected = sim.inject_events([{"recipient": PHONE, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB", **same_second}])
+    injected = sim.inject_events(
+        [{"recipient": PHONE, "type": "MESAJ", "status": "ONAY", "source": "IYS_WEB", **same_second}]
+    )
     injected = injected["events"][0]
-    last = sim.citizen_change(recipient=OTHER_PHONE, type="MESAJ", status="ONAY", source="IYS_WEB", creationDate=created)
+    last = sim.citizen_change(
+        recipient=OTHER_PHONE, type="MESAJ", status="ONAY", source="IYS_WEB", creationDate=created
+    )
     assert injected["cursor"] == f"{first['cursor']}~2"
     listed = http.get(f"{sim.url}{BASE}/consents/changes", headers=auth).json()
     assert [(item["transactionId"], item["status"]) for item in listed["list"]] == [

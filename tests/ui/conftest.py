@@ -96,11 +96,7 @@ class AirflowStack:
         ready_file = self.workdir / "ready.json"
         # Nothing of the caller's Airflow or İYS configuration leaks in (tests/conftest.py sets
         # AIRFLOW_HOME and connections for the in-process tests); the script sets its own.
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("AIRFLOW", "IYS_", "_AIRFLOW"))
-        }
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "IYS_", "_AIRFLOW"))}
         env.update(
             {
                 "IYS_LOCAL_DIR": str(self.workdir),

@@ -27,8 +27,21 @@ import local_stack  # scripts/, put on sys.path by tests/ui/conftest.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
-AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-init")
-LONG_RUNNING = ("postgres", "iys-simulator", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+AIRFLOW_SERVICES = (
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-init",
+)
+LONG_RUNNING = (
+    "postgres",
+    "iys-simulator",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+)
 SIM_URL = "http://iys-simulator:8099"
 #: Settings of airflow_local.sh that must differ in containers.
 LOCAL_ONLY = {
@@ -72,7 +85,11 @@ def make_env_file(directory: pathlib.Path, **secrets_: str) -> pathlib.Path:
 def compose_config(docker_compose, env_file: pathlib.Path) -> subprocess.CompletedProcess:
     command, extra_env = docker_compose
     # Only the .env file speaks: none of the caller's Airflow or İYS settings.
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "IYS_", "POSTGRES_", "_AIRFLOW"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW", "IYS_", "POSTGRES_", "_AIRFLOW"))
+    }
     env.update(extra_env)
     env["ENV_FILE_PATH"] = str(env_file)  # the containers' env_file, as `--env-file` is for interpolation
     return subprocess.run(
@@ -157,7 +174,10 @@ def test_secrets_come_from_env_and_are_shared(config, dotenv):
         assert env["AIRFLOW__CORE__FERNET_KEY"] == dotenv["AIRFLOW__CORE__FERNET_KEY"]
         assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == dotenv["AIRFLOW__API_AUTH__JWT_SECRET"]
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
-    assert config["services"]["airflow-init"]["environment"]["_AIRFLOW_WWW_USER_PASSWORD"] == dotenv["_AIRFLOW_WWW_USER_PASSWORD"]
+    assert (
+        config["services"]["airflow-init"]["environment"]["_AIRFLOW_WWW_USER_PASSWORD"]
+        == dotenv["_AIRFLOW_WWW_USER_PASSWORD"]
+    )
 
 
 def test_metadata_and_iys_tables_live_in_separate_databases(config, dotenv):
@@ -170,13 +190,17 @@ def test_metadata_and_iys_tables_live_in_separate_databases(config, dotenv):
     iys_postgres = json.loads(env["AIRFLOW_CONN_IYS_POSTGRES"])
     assert (iys_postgres["host"], iys_postgres["schema"]) == ("postgres", "iys")
     init = "\n".join(services["airflow-init"]["command"])
-    assert "local_stack.ensure_database(server, conn[\"schema\"])" in init  # creates `iys` if missing
+    assert 'local_stack.ensure_database(server, conn["schema"])' in init  # creates `iys` if missing
 
 
 def test_airflow_settings_match_make_airflow(config):
     exports = local_stack_exports()
-    assert {"AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL",
-            "AIRFLOW__CORE__TEST_CONNECTION"} <= set(exports)
+    assert {
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__CORE__LOAD_EXAMPLES",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL",
+        "AIRFLOW__CORE__TEST_CONNECTION",
+    } <= set(exports)
     for name in AIRFLOW_SERVICES:
         env = config["services"][name]["environment"]
         for key, value in exports.items():

@@ -31,12 +31,19 @@ def _airflow(*args: str, env=None) -> subprocess.CompletedProcess:
 def test_cli_keeps_the_iys_type_and_tests_the_connection(airflow_db, sim, monkeypatch):
     extra = json.loads(iys_connection_json_with(sim.url))["extra"]
     added = _airflow(
-        "connections", "add", "iys_cli",
-        "--conn-type", "iys",
-        "--conn-host", sim.url,
-        "--conn-login", "iys-test-user",
-        "--conn-password", "s3cret-iys-password",
-        "--conn-extra", json.dumps(extra),
+        "connections",
+        "add",
+        "iys_cli",
+        "--conn-type",
+        "iys",
+        "--conn-host",
+        sim.url,
+        "--conn-login",
+        "iys-test-user",
+        "--conn-password",
+        "s3cret-iys-password",
+        "--conn-extra",
+        json.dumps(extra),
     )
     assert added.returncode == 0, added.stderr
     got = _airflow("connections", "get", "iys_cli", "-o", "json")

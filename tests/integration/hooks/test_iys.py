@@ -201,19 +201,25 @@ def test_hourly_token_budget_is_never_exceeded(sim, monkeypatch):
 
 
 def test_token_call_is_retried_once_after_a_5xx_and_both_attempts_count(sim, pg):
-    control(sim, "faults", {"fail_next": [{"path_contains": "/oauth2/token", "status": 503, "code": "H192", "count": 1}]})
+    control(
+        sim, "faults", {"fail_next": [{"path_contains": "/oauth2/token", "status": 503, "code": "H192", "count": 1}]}
+    )
     assert IysHook().get_brands()
     assert counters(sim)["token_requests"] == 2
     assert [r[0] for r in pg.execute("SELECT outcome FROM iys.token_requests ORDER BY id")] == ["503", "200"]
 
 
 def test_token_call_gives_up_after_two_5xx_and_never_retries_a_refusal(sim):
-    control(sim, "faults", {"fail_next": [{"path_contains": "/oauth2/token", "status": 503, "code": "H192", "count": 2}]})
+    control(
+        sim, "faults", {"fail_next": [{"path_contains": "/oauth2/token", "status": 503, "code": "H192", "count": 2}]}
+    )
     with pytest.raises(IysApiError, match="H192"):
         IysHook().get_brands()
     assert counters(sim)["token_requests"] == 2
 
-    control(sim, "faults", {"fail_next": [{"path_contains": "/oauth2/token", "status": 400, "code": "H001", "count": 1}]})
+    control(
+        sim, "faults", {"fail_next": [{"path_contains": "/oauth2/token", "status": 400, "code": "H001", "count": 1}]}
+    )
     with pytest.raises(IysAuthError):
         IysHook().get_brands()
     assert counters(sim)["token_requests"] == 3
@@ -221,7 +227,11 @@ def test_token_call_gives_up_after_two_5xx_and_never_retries_a_refusal(sim):
 
 def test_tokens_never_reach_the_logs(sim, caplog, capfd, pg):
     caplog.set_level("DEBUG")
-    control(sim, "faults", {"fail_next": [{"path_contains": "/brands", "status": 503, "code": "H192", "count": 1, "retry_after": 0}]})
+    control(
+        sim,
+        "faults",
+        {"fail_next": [{"path_contains": "/brands", "status": 503, "code": "H192", "count": 1, "retry_after": 0}]},
+    )
     hook = IysHook()
     hook.get_brands()
     out, err = capfd.readouterr()
@@ -236,7 +246,11 @@ def test_tokens_never_reach_the_logs(sim, caplog, capfd, pg):
 
 
 def test_429_is_retried_honouring_retry_after(sim):
-    control(sim, "faults", {"fail_next": [{"path_contains": "/brands", "status": 429, "code": "H124", "count": 2, "retry_after": 0.2}]})
+    control(
+        sim,
+        "faults",
+        {"fail_next": [{"path_contains": "/brands", "status": 429, "code": "H124", "count": 2, "retry_after": 0.2}]},
+    )
     hook = IysHook()
     assert hook.get_brands()
     assert hook.stats.retries == 2
@@ -308,7 +322,16 @@ def _many_status_calls(conn_json, pg_conn_json, queue, n):
 
 
 def test_lost_write_response_is_retried_idempotently(sim):
-    seed(sim, {"recipient": PHONE, "type": "MESAJ", "status": "ONAY", "consentDate": format_iys_datetime(iys_now() - timedelta(days=30)), "source": "HS_WEB"})
+    seed(
+        sim,
+        {
+            "recipient": PHONE,
+            "type": "MESAJ",
+            "status": "ONAY",
+            "consentDate": format_iys_datetime(iys_now() - timedelta(days=30)),
+            "source": "HS_WEB",
+        },
+    )
     control(sim, "faults", {"drop_after_commit_next": 1})
     result = IysHook().add_consent(consent(status=ConsentStatus.RET))
     state = control(sim, "state", method="GET")
@@ -333,7 +356,16 @@ def _events(events):
 )
 def test_business_errors_are_typed_and_never_retried(sim, seeded_status, status, code):
     if seeded_status:
-        seed(sim, {"recipient": PHONE, "type": "MESAJ", "status": seeded_status, "consentDate": format_iys_datetime(iys_now() - timedelta(days=30)), "source": "HS_WEB"})
+        seed(
+            sim,
+            {
+                "recipient": PHONE,
+                "type": "MESAJ",
+                "status": seeded_status,
+                "consentDate": format_iys_datetime(iys_now() - timedelta(days=30)),
+                "source": "HS_WEB",
+            },
+        )
     hook = IysHook()
     with pytest.raises(IysApiError) as excinfo:
         hook.add_consent(consent(status=status))
@@ -343,7 +375,13 @@ def test_business_errors_are_typed_and_never_retried(sim, seeded_status, status,
 
 
 def test_validation_error_carries_field_location(sim):
-    bad = Consent(recipient="not-a-phone", type=ConsentType.MESAJ, status=ConsentStatus.ONAY, source=ConsentSource.HS_WEB, consent_date=iys_now())
+    bad = Consent(
+        recipient="not-a-phone",
+        type=ConsentType.MESAJ,
+        status=ConsentStatus.ONAY,
+        source=ConsentSource.HS_WEB,
+        consent_date=iys_now(),
+    )
     with pytest.raises(IysApiError) as excinfo:
         IysHook().add_consent(bad)
     assert excinfo.value.status_code == 422
@@ -362,7 +400,16 @@ def test_consent_date_is_sent_in_turkey_local_time(sim):
 
 
 def test_batch_result_is_none_until_ready_then_parsed(sim):
-    seed(sim, {"recipient": OTHER_PHONE, "type": "MESAJ", "status": "RET", "consentDate": format_iys_datetime(iys_now() - timedelta(days=30)), "source": "HS_WEB"})
+    seed(
+        sim,
+        {
+            "recipient": OTHER_PHONE,
+            "type": "MESAJ",
+            "status": "RET",
+            "consentDate": format_iys_datetime(iys_now() - timedelta(days=30)),
+            "source": "HS_WEB",
+        },
+    )
     hook = IysHook()
     submission = hook.submit_consent_batch([consent(), consent(OTHER_PHONE, ConsentStatus.RET)])
     assert submission.request_id
@@ -380,7 +427,16 @@ def test_batch_result_is_none_until_ready_then_parsed(sim):
 
 
 def test_single_status_of_a_known_recipient(sim):
-    seed(sim, {"recipient": PHONE, "type": "ARAMA", "status": "RET", "consentDate": "2024-01-02 10:11:12", "source": "HS_WEB"})
+    seed(
+        sim,
+        {
+            "recipient": PHONE,
+            "type": "ARAMA",
+            "status": "RET",
+            "consentDate": "2024-01-02 10:11:12",
+            "source": "HS_WEB",
+        },
+    )
     record = IysHook().get_consent_status(PHONE, ConsentType.ARAMA)
     assert record.status is ConsentStatus.RET
     assert format_iys_datetime(record.consent_date) == "2024-01-02 10:11:12"
@@ -403,7 +459,19 @@ def test_single_status_quota_is_a_quota_error(sim):
 
 def test_multi_status_dedupes_chunks_and_returns_the_onay_set(sim):
     phones = [f"+90532{i:07d}" for i in range(2500)]
-    seed(sim, *({"recipient": p, "type": "MESAJ", "status": "ONAY" if i % 3 == 0 else "RET", "consentDate": "2024-01-01 00:00:00", "source": "HS_WEB"} for i, p in enumerate(phones[:1500])))
+    seed(
+        sim,
+        *(
+            {
+                "recipient": p,
+                "type": "MESAJ",
+                "status": "ONAY" if i % 3 == 0 else "RET",
+                "consentDate": "2024-01-01 00:00:00",
+                "source": "HS_WEB",
+            }
+            for i, p in enumerate(phones[:1500])
+        ),
+    )
     hook = IysHook()
     onay = hook.get_onay_recipients(phones + phones[:700], ConsentType.MESAJ)
     assert onay == {p for i, p in enumerate(phones[:1500]) if i % 3 == 0}

@@ -10,10 +10,22 @@ from tests_support import sim_control
 
 def _opt_outs(sim, pg, prefix: str, count: int = 25) -> list[int]:
     phones = [f"+90535{prefix}{i:04d}" for i in range(count)]
-    sim_control(sim, "seed", {"consents": [
-        {"recipient": p, "type": "MESAJ", "status": "ONAY", "consentDate": "2024-03-01 10:00:00", "source": "HS_WEB"}
-        for p in phones
-    ]})
+    sim_control(
+        sim,
+        "seed",
+        {
+            "consents": [
+                {
+                    "recipient": p,
+                    "type": "MESAJ",
+                    "status": "ONAY",
+                    "consentDate": "2024-03-01 10:00:00",
+                    "source": "HS_WEB",
+                }
+                for p in phones
+            ]
+        },
+    )
     return [add_update(pg, p, "RET") for p in phones]
 
 
@@ -38,5 +50,8 @@ def test_counts_cover_every_poke_of_the_run(synced, pg):
 
     # Another run's sensor reports only what it settled itself.
     assert IysBatchResultSensor(task_id="wait_for_batch_results").poke(context={"run_id": "night-2"}).xcom_value == {
-        "sent": 0, "skipped": 0, "rejected": 0, "reopened": 0,
+        "sent": 0,
+        "skipped": 0,
+        "rejected": 0,
+        "reopened": 0,
     }

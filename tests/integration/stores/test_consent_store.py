@@ -78,7 +78,7 @@ def test_source_values_with_copy_specials_are_stored_verbatim(store, awkward_id)
 
     links = store.execute("SELECT user_id, kind FROM iys.user_recipients ORDER BY kind").fetchall()
     assert links == [(awkward_id, "email"), (awkward_id, "phone")]
-    assert store.execute("SELECT user_id FROM iys.user_sources ORDER BY user_id COLLATE \"C\"").fetchall() == sorted(
+    assert store.execute('SELECT user_id FROM iys.user_sources ORDER BY user_id COLLATE "C"').fetchall() == sorted(
         [(awkward_id,), ("plain",)], key=lambda row: row[0].encode()
     )
     assert store.execute("SELECT user_id, field, raw_value FROM iys.rejected_recipients").fetchall() == [
@@ -87,7 +87,9 @@ def test_source_values_with_copy_specials_are_stored_verbatim(store, awkward_id)
 
 
 def test_links_and_quarantine_follow_the_latest_source_values(store):
-    write(store, [user("keeps"), user("drops", "05321112233", "d@example.com"), user("fixes", "12", "f@example.com")], {})
+    write(
+        store, [user("keeps"), user("drops", "05321112233", "d@example.com"), user("fixes", "12", "f@example.com")], {}
+    )
     assert store.execute("SELECT field, reason FROM iys.rejected_recipients WHERE user_id = 'fixes'").fetchall() == [
         ("phone", "PHONE_INVALID")
     ]

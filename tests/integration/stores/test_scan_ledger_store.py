@@ -59,7 +59,11 @@ def test_a_plan_snapshots_each_user_once_into_numbered_batches(ledger):
         plan = plan_scan(ledger, brand_code=BRAND, source=SOURCE, batch_size=2)
     assert (plan.users, plan.batch_count, plan.batch_size) == (5, 3, 2)
     assert (plan.repeated_user_ids, plan.null_user_ids) == (1, 1)
-    assert [tuple(b) for b in pending_batches(ledger, plan.scan_id)] == [(0, "u1", "u2"), (1, "u3", "u4"), (2, "u5", "u5")]
+    assert [tuple(b) for b in pending_batches(ledger, plan.scan_id)] == [
+        (0, "u1", "u2"),
+        (1, "u3", "u4"),
+        (2, "u5", "u5"),
+    ]
     users = read_batch_users(ledger, ScanBatch(plan.scan_id, 1))
     assert sorted(u.user_id for u in users) == ["u3", "u4"]
     # Of a repeated user_id, the scan keeps the row a later check of changed users reads too.
@@ -139,7 +143,9 @@ def test_a_batch_is_finished_in_the_transaction_that_writes_its_consents(ledger,
 
     monkeypatch.setattr(consent_checks, "finish_batch", lost_connection)
     with pytest.raises(RuntimeError):
-        record_checked_users(ledger, brand_code=BRAND, prepared=prepared, onay={}, checked_at=datetime.now(UTC), batch=batch)
+        record_checked_users(
+            ledger, brand_code=BRAND, prepared=prepared, onay={}, checked_at=datetime.now(UTC), batch=batch
+        )
     assert ledger.execute("SELECT count(*) FROM iys.user_recipients").fetchone()[0] == 0
     assert read_batch_record(ledger, batch).state is BatchState.PENDING
 

@@ -41,7 +41,9 @@ def test_parallel_tasks_migrating_at_once_do_not_race(empty_schema, pg_dsn):
     for t in threads:
         t.join()
     assert errors == []
-    assert empty_schema.execute("SELECT count(*) FROM iys.schema_migrations").fetchone()[0] == len(available_migrations())
+    assert empty_schema.execute("SELECT count(*) FROM iys.schema_migrations").fetchone()[0] == len(
+        available_migrations()
+    )
 
 
 def test_upgrade_abandons_scans_planned_by_key_range(empty_schema):
@@ -55,7 +57,10 @@ def test_upgrade_abandons_scans_planned_by_key_range(empty_schema):
         (scan, scan),
     )
     assert migrate(empty_schema, up_to=4) == [4]
-    assert empty_schema.execute("SELECT abandoned, finished_at IS NOT NULL FROM iys.initial_sync_scans").fetchone() == (True, True)
+    assert empty_schema.execute("SELECT abandoned, finished_at IS NOT NULL FROM iys.initial_sync_scans").fetchone() == (
+        True,
+        True,
+    )
     assert empty_schema.execute(
         "SELECT first_user_id, last_user_id FROM iys.initial_sync_batches ORDER BY batch_no"
     ).fetchall() == [("", "u9"), ("u9", "u19")]

@@ -56,6 +56,12 @@ def test_push_settings_from_seconds():
     task = IysPushConsentUpdatesOperator(
         task_id="push", future_tolerance_seconds=60, clock_skew_seconds=3, max_batch_age_seconds=120
     )
-    assert (task.future_tolerance.total_seconds(), task.clock_skew.total_seconds(), task.max_batch_age.total_seconds()) == (
-        60, 3, 120,
+    assert (
+        task.future_tolerance.total_seconds(),
+        task.clock_skew.total_seconds(),
+        task.max_batch_age.total_seconds(),
+    ) == (
+        60,
+        3,
+        120,
     )

@@ -8,7 +8,9 @@ from airflow.sdk import DAG
 from iys_provider.operators.initial_sync import IysPlanInitialSyncOperator
 from iys_provider.operators.new_users import IysCheckNewUsersOperator
 
-QUERY = "SELECT id::text AS user_id, mobile AS phone, NULL AS email FROM crm.customers WHERE brand = '{{ params.brand }}'"
+QUERY = (
+    "SELECT id::text AS user_id, mobile AS phone, NULL AS email FROM crm.customers WHERE brand = '{{ params.brand }}'"
+)
 
 
 @pytest.mark.parametrize("operator", [IysPlanInitialSyncOperator, IysCheckNewUsersOperator])

@@ -34,8 +34,14 @@ NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 def row(**overrides) -> OutboxRow:
     values = dict(
-        id=1, recipient="0532 123 45 67", type="MESAJ", recipient_type="BIREYSEL", status="RET",
-        consent_date=NOW - timedelta(hours=1), source="HS_MOBIL", attempts=0,
+        id=1,
+        recipient="0532 123 45 67",
+        type="MESAJ",
+        recipient_type="BIREYSEL",
+        status="RET",
+        consent_date=NOW - timedelta(hours=1),
+        source="HS_MOBIL",
+        attempts=0,
     )
     values.update(overrides)
     return OutboxRow(**values)
@@ -61,7 +67,9 @@ def test_known_state_decides_same_status_older_and_send():
     assert decide_against_iys(consent, newer, SYNC_MODE).error_code == "OLDER_THAN_IYS"
     same_second = KnownConsent("ONAY", consent.consent_date)
     assert decide_against_iys(consent, same_second, SYNC_MODE).error_code == "OLDER_THAN_IYS"
-    assert decide_against_iys(consent, KnownConsent("ONAY", consent.consent_date - timedelta(days=1)), SYNC_MODE) is None
+    assert (
+        decide_against_iys(consent, KnownConsent("ONAY", consent.consent_date - timedelta(days=1)), SYNC_MODE) is None
+    )
 
 
 def test_an_earlier_delivery_is_recognised_instead_of_resent():
@@ -103,8 +111,14 @@ def test_outbox_validation_never_crashes_and_never_lets_invalid_values_through(
     recipient, type_, status, recipient_type, source, age
 ):
     result = validate_row(
-        row(recipient=recipient, type=type_, status=status, recipient_type=recipient_type, source=source,
-            consent_date=NOW - age),
+        row(
+            recipient=recipient,
+            type=type_,
+            status=status,
+            recipient_type=recipient_type,
+            source=source,
+            consent_date=NOW - age,
+        ),
         NOW,
     )
     if isinstance(result, Verdict):
@@ -158,7 +172,9 @@ OURS = KnownConsent("RET", RET_ROW.consent_date, "tx-ours")
     ],
 )
 def test_fresh_verification_decides_every_row(consent, onay_in_iys, known, attempts, expected):
-    decision = decide_with_fresh_status(consent, onay_in_iys=onay_in_iys, known=known, policy=SYNC_MODE, attempts=attempts)
+    decision = decide_with_fresh_status(
+        consent, onay_in_iys=onay_in_iys, known=known, policy=SYNC_MODE, attempts=attempts
+    )
     if expected is None or expected == ASK_SINGLE_STATUS:
         assert decision == expected
     elif expected == "sent":
@@ -176,11 +192,17 @@ def test_fresh_verification_decides_every_row(consent, onay_in_iys, known, attem
 )
 def test_a_ret_is_never_dropped_while_iys_would_accept_it(onay_in_iys, known_status, known_offset, attempts):
     """Whatever our copy holds: if İYS holds ONAY with an older date than the RET, the RET is sent or recognised."""
-    known = None if known_status is None else KnownConsent(
-        known_status, None if known_offset is None else RET_ROW.consent_date + known_offset, "tx"
+    known = (
+        None
+        if known_status is None
+        else KnownConsent(known_status, None if known_offset is None else RET_ROW.consent_date + known_offset, "tx")
     )
-    decision = decide_with_fresh_status(RET_ROW, onay_in_iys=onay_in_iys, known=known, policy=SYNC_MODE, attempts=attempts)
-    iys_date_provably_newer = known is not None and known.consent_date is not None and known.consent_date >= RET_ROW.consent_date
+    decision = decide_with_fresh_status(
+        RET_ROW, onay_in_iys=onay_in_iys, known=known, policy=SYNC_MODE, attempts=attempts
+    )
+    iys_date_provably_newer = (
+        known is not None and known.consent_date is not None and known.consent_date >= RET_ROW.consent_date
+    )
     if onay_in_iys and not iys_date_provably_newer:
         assert decision is None or decision.state is OutboxState.SENT
     if not onay_in_iys:
@@ -203,7 +225,9 @@ def test_clock_tolerance_waits_a_little_and_rejects_far_future_dates():
     due = validate_row(row(consent_date=NOW + timedelta(minutes=9)), NOW)
     assert isinstance(due, NotYetDue) and due.due_at == NOW + timedelta(minutes=9) + DEFAULT_CLOCK_SKEW
     assert validate_row(row(consent_date=NOW + timedelta(minutes=11)), NOW).error_code == "FUTURE_DATE"
-    assert validate_row(row(consent_date=NOW + timedelta(minutes=11)), NOW, future_tolerance=timedelta(minutes=15)).consent
+    assert validate_row(
+        row(consent_date=NOW + timedelta(minutes=11)), NOW, future_tolerance=timedelta(minutes=15)
+    ).consent
 
 
 def test_h162_from_iys_is_not_final():

@@ -19,7 +19,12 @@ from iys_provider.scan_ledger import (
 )
 
 OPEN = OpenScan(scan_id=2, batch_count=5, total_users=500)
-FINISHED = FinishedScan(scan_id=1, started_at=datetime(2026, 1, 1, tzinfo=UTC), finished_at=datetime(2026, 1, 1, 3, tzinfo=UTC), total_users=400)
+FINISHED = FinishedScan(
+    scan_id=1,
+    started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    finished_at=datetime(2026, 1, 1, 3, tzinfo=UTC),
+    total_users=400,
+)
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
 
 

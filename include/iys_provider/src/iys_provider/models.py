@@ -197,7 +197,9 @@ class ChangeMovement(_IysModel):
     recipient: str
     type: Annotated[ConsentType | str, _known_or_text(ConsentType)]
     status: Annotated[ConsentStatus | str, _known_or_text(ConsentStatus)]
-    recipient_type: Annotated[RecipientType | str, _known_or_text(RecipientType)] = Field(RecipientType.BIREYSEL, alias="recipientType")
+    recipient_type: Annotated[RecipientType | str, _known_or_text(RecipientType)] = Field(
+        RecipientType.BIREYSEL, alias="recipientType"
+    )
     source: ReportedSource | None = None
     consent_date: IysDateTime | None = Field(None, alias="consentDate")
     creation_date: IysDateTime | None = Field(None, alias="creationDate")
@@ -248,9 +250,7 @@ class BatchResultItem(_IysModel):
 
     index: int
     status: Annotated[BatchItemStatus | str, _known_or_text(BatchItemStatus)]
-    sub_request_id: str | None = Field(
-        None, validation_alias=AliasChoices("subRequestId", "subrequestId")
-    )
+    sub_request_id: str | None = Field(None, validation_alias=AliasChoices("subRequestId", "subrequestId"))
     request_id: str | None = Field(None, alias="requestId")
     transaction_id: str | None = Field(None, alias="transactionId")
     creation_date: IysDateTime | None = Field(None, alias="creationDate")

@@ -183,7 +183,8 @@ def validate_row(
         return consent
     if consent.consent_date > now + future_tolerance:
         return Verdict(
-            OutboxState.REJECTED, "FUTURE_DATE",
+            OutboxState.REJECTED,
+            "FUTURE_DATE",
             f"consent_date is more than {future_tolerance} ahead of our clock (İYS H162)",
         )
     if consent.consent_date < EARLIEST_CONSENT_DATE:
@@ -249,7 +250,9 @@ def decide_after_status_check(
 
 def _older_than_iys(consent: Consent, known: KnownConsent | None) -> Verdict | None:
     if known is not None and known.consent_date is not None and consent.consent_date <= known.consent_date:
-        return Verdict(OutboxState.SKIPPED, "OLDER_THAN_IYS", "İYS holds a newer consent date (would be H178); İYS wins")
+        return Verdict(
+            OutboxState.SKIPPED, "OLDER_THAN_IYS", "İYS holds a newer consent date (would be H178); İYS wins"
+        )
     return None
 
 
@@ -270,7 +273,9 @@ def decide_against_iys(
     if known is None or known.status is None:
         if policy.may_create:
             return None
-        return Verdict(OutboxState.SKIPPED, "NOT_IN_IYS", "İYS holds no record of this address; Sync Mode never creates one")
+        return Verdict(
+            OutboxState.SKIPPED, "NOT_IN_IYS", "İYS holds no record of this address; Sync Mode never creates one"
+        )
     if (
         attempts
         and known.status == consent.status.value
@@ -281,7 +286,9 @@ def decide_against_iys(
     if known.status == consent.status.value:
         return Verdict(OutboxState.SKIPPED, "SAME_STATUS", f"İYS already holds {known.status} (would be H174)")
     if known.consent_date is not None and consent.consent_date <= known.consent_date:
-        return Verdict(OutboxState.SKIPPED, "OLDER_THAN_IYS", "İYS holds a newer consent date (would be H178); İYS wins")
+        return Verdict(
+            OutboxState.SKIPPED, "OLDER_THAN_IYS", "İYS holds a newer consent date (would be H178); İYS wins"
+        )
     return None
 
 

@@ -232,7 +232,11 @@ def record_status_answer(conn: psycopg.Connection, brand_code: int, record: Cons
 
 
 def apply_confirmed(
-    conn: psycopg.Connection, brand_code: int, consent: Consent, transaction_id: str | None, creation_date: datetime | None
+    conn: psycopg.Connection,
+    brand_code: int,
+    consent: Consent,
+    transaction_id: str | None,
+    creation_date: datetime | None,
 ) -> None:
     conn.execute(
         APPLY_CONFIRMED_SQL,
@@ -252,4 +256,3 @@ def apply_confirmed(
 
 def consent_key(consent: Consent) -> tuple[str, str, str]:
     return consent.recipient, consent.recipient_type.value, consent.type.value
-

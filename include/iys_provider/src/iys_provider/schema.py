@@ -66,7 +66,5 @@ def migrate(conn: psycopg.Connection, *, up_to: int | None = None) -> list[int]:
 
 
 def current_version(conn: psycopg.Connection) -> int:
-    row = conn.execute(
-        "SELECT coalesce(max(version), 0) FROM iys.schema_migrations"
-    ).fetchone()
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM iys.schema_migrations").fetchone()
     return row[0] if row else 0

@@ -128,8 +128,7 @@ class PostgresSharedState:
     def record_token_request(self, budget_key: str, account_key: str, grant_type: str) -> int:
         with self._lock:
             row = self.conn.execute(
-                "INSERT INTO iys.token_requests (budget_key, account_key, grant_type) "
-                "VALUES (%s, %s, %s) RETURNING id",
+                "INSERT INTO iys.token_requests (budget_key, account_key, grant_type) VALUES (%s, %s, %s) RETURNING id",
                 (budget_key, account_key, grant_type),
             ).fetchone()
         return row[0]
@@ -152,9 +151,7 @@ class PostgresSharedState:
         """
         conn = self._connect()  # psycopg starts a transaction on the first statement
         try:
-            conn.execute(
-                "INSERT INTO iys.api_tokens (account_key) VALUES (%s) ON CONFLICT DO NOTHING", (account_key,)
-            )
+            conn.execute("INSERT INTO iys.api_tokens (account_key) VALUES (%s) ON CONFLICT DO NOTHING", (account_key,))
             row = conn.execute(_SELECT_TOKEN + " FOR UPDATE", (account_key,)).fetchone()
             slot = TokenSlot(StoredToken(*row))
             before = slot.token

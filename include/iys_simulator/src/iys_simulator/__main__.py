@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-result-delay", type=float, default=300)
     parser.add_argument("--single-status-limit-per-hour", type=int, default=1000)
     parser.add_argument("--unknown-status-mode", choices=UNKNOWN_STATUS_MODES, default="404")
-    parser.add_argument("--unknown-status-code", default="H114", help='error code of --unknown-status-mode 422')
+    parser.add_argument("--unknown-status-code", default="H114", help="error code of --unknown-status-mode 422")
     parser.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on H124")
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and fault draws")
     parser.add_argument("--verbose", action="store_true", help="log requests (personal data masked)")

@@ -96,7 +96,9 @@ class SimulatorApp(IysEndpoints, ControlApi):
         if rule is not None:
             headers = {} if rule.retry_after is None else {"Retry-After": str(rule.retry_after)}
             if rule.body is not None:
-                response = SimResponse(rule.status, rule.body.encode("utf-8"), {"Content-Type": "text/plain", **headers})
+                response = SimResponse(
+                    rule.status, rule.body.encode("utf-8"), {"Content-Type": "text/plain", **headers}
+                )
             else:
                 message = ERROR_CATALOGUE[rule.code][1] if rule.code in ERROR_CATALOGUE else "Simüle edilmiş hata"
                 item: dict[str, Any] = {"code": rule.code, "message": message}

@@ -62,7 +62,7 @@ class ControlApi:
                 return json_response(400, {"error": f"{type(problem).__name__}: {problem}"})
 
     def _handle_control(self, request: SimRequest) -> SimResponse:
-        action = request.path[len(CONTROL_PREFIX):].strip("/")
+        action = request.path[len(CONTROL_PREFIX) :].strip("/")
         handler = CONTROL_ROUTES.get((request.method, action))
         if handler is None:
             return json_response(404, {"error": f"unknown control endpoint {request.method} {request.path}"})
@@ -170,7 +170,11 @@ class ControlApi:
             record, creation_ms = self._record_from_control(change, default_source="IYS_WEB")
             self.store.put(record)
             event = self.store.append_event(record, creation_ms)
-            return {"transactionId": record.transaction_id, "creationDate": record.creation_date, "cursor": event.cursor}
+            return {
+                "transactionId": record.transaction_id,
+                "creationDate": record.creation_date,
+                "cursor": event.cursor,
+            }
 
     def inject_events(self, events: Any) -> dict[str, Any]:
         """Append raw movements to the change feeds, as given: values are not validated and consent state
@@ -209,7 +213,9 @@ class ControlApi:
                             transaction_id=transaction_id,
                         )
                     )
-                injected.append({"transactionId": transaction_id, "creationDate": creation_date, "cursor": event.cursor})
+                injected.append(
+                    {"transactionId": transaction_id, "creationDate": creation_date, "cursor": event.cursor}
+                )
             return {"injected": len(injected), "events": injected}
 
     def _injected_event(self, position: int, raw: Any) -> tuple[dict[str, Any], int, str, int]:

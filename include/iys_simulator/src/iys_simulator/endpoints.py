@@ -159,9 +159,13 @@ class IysEndpoints:
             if name in params and not params[name].isdigit():
                 raise BadRequest(error_response(error_item(not_int_code, location=[name + "Code"], value=params[name])))
         if "iys" in params and int(params["iys"]) != self.config.iys_code:
-            raise BadRequest(error_response(error_item("H353", location=["iysCode"], field="iysCode", value=params["iys"])))
+            raise BadRequest(
+                error_response(error_item("H353", location=["iysCode"], field="iysCode", value=params["iys"]))
+            )
         if "brand" in params and int(params["brand"]) not in self.config.brand_codes:
-            raise BadRequest(error_response(error_item("H353", location=["brandCode"], field="brandCode", value=params["brand"])))
+            raise BadRequest(
+                error_response(error_item("H353", location=["brandCode"], field="brandCode", value=params["brand"]))
+            )
 
     # ------------------------------------------------------------------ business endpoints
     def _ep_brands(self, request: SimRequest, params: dict[str, str]) -> SimResponse:
@@ -352,7 +356,9 @@ class IysEndpoints:
         ):
             return error_response(error_item("H086"))
         body = json_body(request, invalid_shape_code="H097", expect=dict)
-        errors = [error_item("H118", location=[name]) for name in body if name not in ("recipient", "recipientType", "type")]
+        errors = [
+            error_item("H118", location=[name]) for name in body if name not in ("recipient", "recipientType", "type")
+        ]
         consent_type = _required_enum(body, "type", CONSENT_TYPES, "H111", "H117", errors)
         recipient_type = _required_enum(body, "recipientType", RECIPIENT_TYPES, "H170", "H116", errors)
         if "recipient" not in body:
@@ -370,7 +376,9 @@ class IysEndpoints:
             return SimResponse(200)
         if mode == "422":
             code = self.config.unknown_status_code
-            return error_response({"code": code, "message": UNKNOWN_RECIPIENT_MESSAGE, "location": ["recipient"]}, status=422)
+            return error_response(
+                {"code": code, "message": UNKNOWN_RECIPIENT_MESSAGE, "location": ["recipient"]}, status=422
+            )
         if mode == "malformed":
             return json_response(200, MALFORMED_STATUS_BODY)
         # İYS does not document this case; the simulator uses a made-up code so clients can tell it apart.

@@ -10,7 +10,10 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "H001": (404, "Hizmet sağlayıcı bulunamadı."),
     "H014": (400, "İstek gövdesi geçerli bir JSON olmalıdır."),
     "H015": (500, "Beklenmedik bir hata oluştu!"),
-    "H084": (429, "Saatte kabul edilen kimlik doğrulama istek limitine ulaşıldı. Lütfen bir saat sonra tekrar deneyiniz."),
+    "H084": (
+        429,
+        "Saatte kabul edilen kimlik doğrulama istek limitine ulaşıldı. Lütfen bir saat sonra tekrar deneyiniz.",
+    ),
     "H085": (400, "İzin ekleme isteği geçerli olmalıdır."),
     "H086": (429, "Saatte kabul edilen tekil izin sorgulama limitine ulaşıldı."),
     "H092": (400, "Çoklu izin ekleme isteği geçerli olmalıdır."),

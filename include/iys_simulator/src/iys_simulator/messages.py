@@ -40,7 +40,9 @@ def json_response(status: int, payload: Any, headers: dict[str, str] | None = No
     return SimResponse(status, body, {"Content-Type": JSON_CONTENT_TYPE, **(headers or {})})
 
 
-def error_response(*items: dict[str, Any], status: int | None = None, headers: dict[str, str] | None = None) -> SimResponse:
+def error_response(
+    *items: dict[str, Any], status: int | None = None, headers: dict[str, str] | None = None
+) -> SimResponse:
     response = json_response(status or http_status_of(items[0]["code"]), errors_body(*items), headers)
     response.error_code = items[0]["code"]
     return response
@@ -72,4 +74,3 @@ def json_body(request: SimRequest, invalid_shape_code: str, expect: type, empty_
 def query_value(request: SimRequest, name: str, default: str | None) -> str | None:
     values = request.query.get(name)
     return values[0] if values else default
-

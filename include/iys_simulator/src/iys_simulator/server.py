@@ -163,7 +163,9 @@ class SimulatorServer:
         if self._httpd is not None:
             return self
         self._httpd = _SimulatorHTTPServer((self._host, self._requested_port), self.app)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="iys-simulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="iys-simulator", daemon=True
+        )
         self._thread.start()
         return self
 

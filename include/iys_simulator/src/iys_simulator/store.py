@@ -128,7 +128,11 @@ class EventStream:
             return bisect.bisect_right(keys, (creation_ms, seq))
         # Not a cursor this stream handed out: skip what sorts before it as (creation, transactionId).
         start = bisect.bisect_left(keys, (creation_ms, -1))
-        while start < len(events) and events[start].creation_ms == creation_ms and events[start].transaction_id <= transaction_id:
+        while (
+            start < len(events)
+            and events[start].creation_ms == creation_ms
+            and events[start].transaction_id <= transaction_id
+        ):
             start += 1
         return start
 
@@ -210,7 +214,9 @@ class ConsentStore:
             type=record.consent_type,
             transactionId=record.transaction_id,
         )
-        return self.append_raw_event(record.brand_code, stream_of(record.source), creation_ms, record.transaction_id, consent)
+        return self.append_raw_event(
+            record.brand_code, stream_of(record.source), creation_ms, record.transaction_id, consent
+        )
 
     def append_raw_event(
         self, brand_code: int, stream: str, creation_ms: int, transaction_id: str, consent: dict[str, Any]
@@ -251,7 +257,9 @@ class ConsentStore:
                 raise WriteRejected(error_item("H174", location=["status"], index=index, status=existing.status))
             if existing.consent_date is not None and consent.consent_date <= existing.consent_date:
                 # Same fixed-width format, so string order is chronological order.
-                raise WriteRejected(error_item("H178", location=["consentDate"], value=consent.consent_date, index=index))
+                raise WriteRejected(
+                    error_item("H178", location=["consentDate"], value=consent.consent_date, index=index)
+                )
         record = StoredConsent(
             brand_code=brand_code,
             recipient=consent.recipient,
@@ -271,7 +279,13 @@ class ConsentStore:
 
     # -- change feed ---------------------------------------------------------------------------
     def events_after(
-        self, brand_code: int, stream: str, after: tuple[int, str] | None, window_start_ms: int, window_end_ms: int, limit: int
+        self,
+        brand_code: int,
+        stream: str,
+        after: tuple[int, str] | None,
+        window_start_ms: int,
+        window_end_ms: int,
+        limit: int,
     ) -> list[ConsentEvent]:
         """Events with window_start <= creation <= window_end, strictly after ``after``, oldest first."""
         event_stream = self.streams.get((brand_code, stream))

@@ -61,8 +61,12 @@ class SyntheticPopulation:
 
     def user_of(self, recipient: str, consent_type: str) -> int | None:
         if consent_type in PHONE_TYPES:
-            suffix = recipient[len(self.phone_prefix):]
-            if not recipient.startswith(self.phone_prefix) or len(suffix) != self._suffix_digits or not suffix.isdigit():
+            suffix = recipient[len(self.phone_prefix) :]
+            if (
+                not recipient.startswith(self.phone_prefix)
+                or len(suffix) != self._suffix_digits
+                or not suffix.isdigit()
+            ):
                 return None
             user = int(suffix)
         else:

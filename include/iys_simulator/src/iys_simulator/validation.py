@@ -105,7 +105,9 @@ def recipient_errors(recipient: Any, consent_type: str | None, location: list[An
     if consent_type == "EPOSTA":
         if looks_like_phone(recipient) and not looks_like_email(recipient):
             return [error_item("H464", location=location, value=recipient, index=index)]
-        return [] if is_valid_email(recipient) else [error_item("H120", location=location, value=recipient, index=index)]
+        return (
+            [] if is_valid_email(recipient) else [error_item("H120", location=location, value=recipient, index=index)]
+        )
     if consent_type in ("ARAMA", "MESAJ"):
         if looks_like_email(recipient):
             return [error_item("H464", location=location, value=recipient, index=index)]

@@ -22,8 +22,9 @@ def schedule_from_env(variable: str, default: str) -> CronTriggerTimetable | Non
     return None if value.lower() in ("", "none", "off") else CronTriggerTimetable(value, timezone=TIMEZONE)
 
 
-def iys_dag(*, dag_id: str, description: str, doc_md: str, schedule_variable: str, default_cron: str,
-            params: dict[str, Param]) -> DAG:
+def iys_dag(
+    *, dag_id: str, description: str, doc_md: str, schedule_variable: str, default_cron: str, params: dict[str, Param]
+) -> DAG:
     """A DAG with the settings both İYS DAGs share: Turkey-time cron, one run at a time, native Params."""
     return DAG(
         dag_id=dag_id,

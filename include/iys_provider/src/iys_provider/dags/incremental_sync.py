@@ -95,6 +95,8 @@ def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync") -> DAG:
             ret_deadline_margin_hours="{{ params.ret_deadline_margin_hours }}",
             **conns,
         )
-        announce = IysAnnounceConsentChangesOperator(task_id="announce_consent_changes", report_task_id="report", **conns)
+        announce = IysAnnounceConsentChangesOperator(
+            task_id="announce_consent_changes", report_task_id="report", **conns
+        )
         pulls[0] >> pulls[1] >> new_users >> push >> wait >> report >> announce
     return dag

@@ -88,7 +88,14 @@ class IysPullChangesOperator(IysBaseOperator):
             self._guard_feed_window(conn, brand_code, stream, last_success_at)
             started_at = datetime.now(UTC)
             result = PullResult(
-                stream=stream.value, pulled=0, new=0, applied=0, ignored_stale=0, held=0, replaced=0, pages=0,
+                stream=stream.value,
+                pulled=0,
+                new=0,
+                applied=0,
+                ignored_stale=0,
+                held=0,
+                replaced=0,
+                pages=0,
                 feed_lag_seconds=None,
             )
             newest = (details or {}).get("newest_creation_date")
@@ -108,7 +115,12 @@ class IysPullChangesOperator(IysBaseOperator):
                 newest = max(c.creation_date for c in page.changes).isoformat()
                 self.log.info(
                     "%s stream page %d: %d movements (%d new, %d applied, %d stale or older than a check)",
-                    stream.value, result["pages"], outcome.received, outcome.new, outcome.applied, outcome.ignored_stale,
+                    stream.value,
+                    result["pages"],
+                    outcome.received,
+                    outcome.new,
+                    outcome.applied,
+                    outcome.ignored_stale,
                 )
             mark_pull_complete(conn, brand_code=brand_code, stream=stream, at=started_at)
         if newest:
@@ -116,7 +128,12 @@ class IysPullChangesOperator(IysBaseOperator):
         self.log.info(
             "%s stream: %d movements pulled, %d new, %d applied to iys.consents, %d ignored as stale; "
             "newest movement %s (İYS withholds the last hour)",
-            stream.value, result["pulled"], result["new"], result["applied"], result["ignored_stale"], newest or "-",
+            stream.value,
+            result["pulled"],
+            result["new"],
+            result["applied"],
+            result["ignored_stale"],
+            newest or "-",
         )
         return result
 

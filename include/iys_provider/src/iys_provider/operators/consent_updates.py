@@ -151,7 +151,8 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
                 pause = max((due_at - datetime.now(UTC)).total_seconds(), 0.0)
                 self.log.info(
                     "%d updates carry a consent date a little ahead of our clock; sending them in %.0f s",
-                    len(waiting), pause,
+                    len(waiting),
+                    pause,
                 )
                 time.sleep(pause)  # bounded by future_tolerance + clock_skew: the row is due then
                 counts["waited"] = len(waiting)
@@ -160,8 +161,15 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
         self.log.info(
             "Outbox: %d rows read; sent %d, submitted in batches %d, skipped %d, rejected %d, failed %d, "
             "left pending %d, waiting for the status-check quota %d, expired batches reopened %d",
-            len(rows), counts["sent"], counts["submitted"], counts["skipped"], counts["rejected"],
-            counts["failed"], counts["pending"], counts["deferred"], counts["expired_batches"],
+            len(rows),
+            counts["sent"],
+            counts["submitted"],
+            counts["skipped"],
+            counts["rejected"],
+            counts["failed"],
+            counts["pending"],
+            counts["deferred"],
+            counts["expired_batches"],
         )
         return counts
 
@@ -245,7 +253,9 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
                             break
                         for index, item in refused.items():
                             row_id = due[remaining[index]][0].id
-                            verdicts.append((row_id, Verdict(OutboxState.REJECTED, item.code or "IYS_ERROR", item.message)))
+                            verdicts.append(
+                                (row_id, Verdict(OutboxState.REJECTED, item.code or "IYS_ERROR", item.message))
+                            )
                         remaining = [key for i, key in enumerate(remaining) if i not in refused]
                         continue
                     except requests.RequestException as exc:
@@ -336,10 +346,15 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
                 self._transient(conn, ids, exc.code or "IYS_ERROR", str(exc), counts)
                 return []
             self._settle(
-                conn, [(ids[index], verdict_for_iys_error(item.code, item.message)) for index, item in refused.items()],
+                conn,
+                [(ids[index], verdict_for_iys_error(item.code, item.message)) for index, item in refused.items()],
                 counts,
             )
-            self.log.warning("İYS refused %d items of a batch; resubmitting the other %d now", len(refused), len(chunk) - len(refused))
+            self.log.warning(
+                "İYS refused %d items of a batch; resubmitting the other %d now",
+                len(refused),
+                len(chunk) - len(refused),
+            )
             return [candidate for index, candidate in enumerate(chunk) if index not in refused]
         except requests.RequestException as exc:
             self._transient(conn, ids, "NETWORK", type(exc).__name__, counts)

@@ -167,15 +167,26 @@ class IysSyncReportOperator(IysBaseOperator):
         self.log.info(
             "İYS sync summary (brand %s): pulled IYS %d / HS %d, applied %d, ignored as stale %d, new users "
             "checked %d, pushed %d, skipped %d, rejected %d, failed %d, left pending %d, feed lag %s s%s",
-            brand_code, summary["pulled_iys"], summary["pulled_hs"], summary["applied"], summary["ignored_stale"],
-            summary["new_users_checked"], summary["pushed"], summary["skipped"], summary["rejected"],
-            summary["failed"], details["left_pending"], summary["feed_lag_seconds"],
+            brand_code,
+            summary["pulled_iys"],
+            summary["pulled_hs"],
+            summary["applied"],
+            summary["ignored_stale"],
+            summary["new_users_checked"],
+            summary["pushed"],
+            summary["skipped"],
+            summary["rejected"],
+            summary["failed"],
+            details["left_pending"],
+            summary["feed_lag_seconds"],
             f"; FAILED steps: {', '.join(failed_steps)}" if failed_steps else "",
         )
         self.log.info(
             "Opt-outs not in İYS yet: %d (%d due within 24 h, earliest deadline %s); %d past their deadline",
-            watch.unsent, watch.due_within_24h,
-            f"{watch.earliest_deadline:%Y-%m-%d %H:%M %Z}" if watch.earliest_deadline else "-", watch.overdue,
+            watch.unsent,
+            watch.due_within_24h,
+            f"{watch.earliest_deadline:%Y-%m-%d %H:%M %Z}" if watch.earliest_deadline else "-",
+            watch.overdue,
         )
         problems = []
         if failed_steps:
@@ -188,8 +199,9 @@ class IysSyncReportOperator(IysBaseOperator):
 
     def _step_states(self, context) -> dict[str, str]:
         ti = context["ti"]
-        task_ids = [t for t in (*self.pull_task_ids, self.new_users_task_id, self.push_task_id,
-                                self.batch_results_task_id) if t]
+        task_ids = [
+            t for t in (*self.pull_task_ids, self.new_users_task_id, self.push_task_id, self.batch_results_task_id) if t
+        ]
         states = ti.get_task_states(dag_id=ti.dag_id, task_ids=task_ids, run_ids=[ti.run_id])
         return {task: str(state) for task, state in states.get(ti.run_id, {}).items()}
 

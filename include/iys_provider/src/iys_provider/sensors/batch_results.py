@@ -112,7 +112,8 @@ class IysBatchResultSensor(BaseSensorOperator):
                     )
                     self.log.warning(
                         "Batch %s has no complete result after %s: its rows go back to pending",
-                        request_id, self.max_batch_age,
+                        request_id,
+                        self.max_batch_age,
                     )
                     continue
                 waiting += still_open
@@ -141,8 +142,11 @@ class IysBatchResultSensor(BaseSensorOperator):
         except IysApiError as exc:
             if exc.status_code is not None and 400 <= exc.status_code < 500 and exc.status_code != 429:
                 expire_submissions(
-                    conn, code="BATCH_UNKNOWN", detail=f"İYS does not know this batch: {exc}"[:500],
-                    request_id=request_id, result_run_id=run_id,
+                    conn,
+                    code="BATCH_UNKNOWN",
+                    detail=f"İYS does not know this batch: {exc}"[:500],
+                    request_id=request_id,
+                    result_run_id=run_id,
                 )
                 self.log.warning("İYS does not know batch %s (%s): its rows go back to pending", request_id, exc.code)
                 return _REOPENED
@@ -177,7 +181,9 @@ class IysBatchResultSensor(BaseSensorOperator):
                         apply_confirmed(conn, brand_code, consent, item.transaction_id, item.creation_date)
                 else:
                     error = item.error
-                    verdict = verdict_for_iys_error(error.code if error else None, error.message if error else "failure")
+                    verdict = verdict_for_iys_error(
+                        error.code if error else None, error.message if error else "failure"
+                    )
                     if verdict.state is OutboxState.PENDING:
                         pending += 1  # İYS asks for another try: the batch expires and is verified again
                         continue
@@ -185,12 +191,16 @@ class IysBatchResultSensor(BaseSensorOperator):
             finalise(conn, verdicts, result_run_id=run_id)
             for status, row_ids in undocumented.items():
                 note_submitted(
-                    conn, row_ids, code="UNDOCUMENTED_ITEM_STATUS",
+                    conn,
+                    row_ids,
+                    code="UNDOCUMENTED_ITEM_STATUS",
                     detail=f"İYS reported the item as {status[:100]!r}, a status it does not document; not applied",
                 )
         if undocumented:
             self.log.warning(
-                "Batch %s: item status %s is not one İYS documents; those items stay open", request_id, sorted(undocumented)
+                "Batch %s: item status %s is not one İYS documents; those items stay open",
+                request_id,
+                sorted(undocumented),
             )
         return pending
 
