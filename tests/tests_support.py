@@ -109,3 +109,37 @@ def task_states(run) -> dict[str, list[str]]:
         ):
             states.setdefault(ti.task_id, []).append(f"{ti.state}(try {ti.try_number})")
     return states
+
+
+def run_bench_script(script: str, args: list[str], postgres_server_uri: str, db_prefix: str):
+    """Run ``bench/<script>`` against the test server; returns its finished process.
+
+    Also checks that the benchmark dropped every throw-away database (named ``<db_prefix>…``) it made.
+    """
+    import pathlib
+    import subprocess
+    import sys
+
+    import psycopg
+
+    def databases() -> set[str]:
+        with psycopg.connect(postgres_server_uri) as admin:
+            return {row[0] for row in admin.execute("SELECT datname FROM pg_database")}
+
+    before = databases()
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(pathlib.Path(__file__).resolve().parents[1] / "bench" / script),
+            *args,
+            "--postgres-server",
+            postgres_server_uri,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    left = {name for name in databases() - before if name.startswith(db_prefix)}
+    assert not left, f"{script} left its databases behind: {sorted(left)}"
+    return result

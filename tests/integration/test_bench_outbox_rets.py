@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
-import subprocess
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests_support import run_bench_script
+
 RETS = 3000
 
 
 def test_outbox_benchmark_sends_rets_without_single_status_and_drops_its_database(postgres_server_uri):
-    import psycopg
-
-    with psycopg.connect(postgres_server_uri) as admin:
-        before = {row[0] for row in admin.execute("SELECT datname FROM pg_database")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "bench_outbox_rets.py"),
-            "--rets",
-            str(RETS),
-            "--postgres-server",
-            postgres_server_uri,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_bench_script("bench_outbox_rets.py", ["--rets", str(RETS)], postgres_server_uri, "iys_bench_outbox_")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["ok"] and report["problems"] == []
@@ -55,8 +36,3 @@ def test_outbox_benchmark_sends_rets_without_single_status_and_drops_its_databas
     assert report["sensor_done"]
     assert report["api_requests"] == report["ideal_requests"]["total"]
     assert "| single-status calls | 0 |" in result.stdout
-
-    with psycopg.connect(postgres_server_uri) as admin:
-        after = {row[0] for row in admin.execute("SELECT datname FROM pg_database")}
-    assert report["database"] not in after
-    assert not {name for name in after - before if name.startswith("iys_bench_outbox_")}
