@@ -14,8 +14,8 @@ from iys_provider.assets import CONSENTS_ASSET
 from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, watch_ret_deadlines
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.operators.changes import PullResult
-from iys_provider.operators.consent_updates import PushResult
 from iys_provider.operators.new_users import NewUsersResult
+from iys_provider.outbox_push import PushResult
 from iys_provider.outbox_store import unsent_rets_by_day
 from iys_provider.sensors.batch_results import BatchResultsSummary
 
