@@ -461,3 +461,8 @@ def test_an_unsent_ret_near_its_deadline_fails_the_run_after_all_work(airflow_db
     ).fetchone()
     assert (unsent, earliest, failed_steps) == (1, deadline, [])  # no step failed: the watch failed the run
     assert due_24h == (1 if deadline - now <= timedelta(hours=24) else 0)
+    # The same row carries İYS's success ratio of this IP (the 503s count neither way).
+    ratio, calls, client_errors = pg.execute(
+        "SELECT success_ratio_24h, calls_24h, client_errors_24h FROM iys.sync_runs"
+    ).fetchone()
+    assert calls > 0 and client_errors == 0 and ratio == 1

@@ -105,3 +105,13 @@ def test_request_stats_count_statuses_and_rate_limits():
     stats.count_retry()
     assert (stats.requests, stats.rate_limited, stats.retries) == (4, 2, 1)
     assert stats.by_status == {200: 1, 429: 2, 503: 1}
+
+
+def test_a_token_call_at_the_per_second_limit_is_tried_again_but_h084_is_final():
+    from iys_provider.exceptions import IysApiError, IysAuthError
+    from iys_provider.hooks.base import _is_transient_token_failure
+
+    assert _is_transient_token_failure(IysApiError("busy", status_code=429, code="H124", endpoint="token"))
+    assert _is_transient_token_failure(IysApiError("down", status_code=503, code="H192", endpoint="token"))
+    assert not _is_transient_token_failure(IysApiError("hourly", status_code=429, code="H084", endpoint="token"))
+    assert not _is_transient_token_failure(IysAuthError("bad", status_code=400, endpoint="token"))

@@ -35,8 +35,11 @@ def test_defaults_apply_when_only_the_codes_and_credentials_are_set():
         "auth_block_seconds": 3600,
         "batch_result_delay_seconds": 300,
         "timeout": 30.0,
+        "success_ratio_floor": 0.9,
+        "success_ratio_min_calls": 1000,
         "shared_state_conn_id": "iys_postgres",
         "verify_ssl": True,
+        "proxies": None,
     }
 
 
@@ -49,8 +52,11 @@ EVERY_EXTRA = {
     "auth_block_seconds": ("60", 60),
     "batch_result_delay_seconds": ("0", 0),
     "timeout": ("7", 7.0),
+    "success_ratio_floor": ("0.8", 0.8),
+    "success_ratio_min_calls": ("50", 50),
     "shared_state_conn_id": ("other_pg", "other_pg"),
     "verify_ssl": ("false", False),
+    "proxies": ('{"https": "http://proxy:3128"}', {"https": "http://proxy:3128"}),
 }
 
 

@@ -107,3 +107,18 @@ class IysTokenBlockedError(IysError):
     def __init__(self, message: str, *, blocked_until: datetime | None = None) -> None:
         self.blocked_until = blocked_until
         super().__init__(message)
+
+
+class IysSuccessRatioGuardError(IysError):
+    """A call that can fail (single status, a write) was not made: İYS's success ratio is too low.
+
+    İYS removes an IP from its whitelist when its success ratio stays under 70 % (with 20,000
+    calls or more in 24 hours); the package stops such calls well before, at the
+    ``success_ratio_floor`` extra. The message names the ratio and the client errors by status.
+    See :mod:`iys_provider.success_ratio`.
+    """
+
+    def __init__(self, message: str, *, endpoint: str, ratio: float | None) -> None:
+        self.endpoint = endpoint
+        self.ratio = ratio
+        super().__init__(message)

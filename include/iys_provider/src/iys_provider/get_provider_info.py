@@ -102,6 +102,28 @@ def get_provider_info() -> dict:
                         "description": "Connect and read timeout of each HTTP request.",
                         "schema": {"type": ["number", "null"], "minimum": 1, "default": extra_default("timeout")},
                     },
+                    "success_ratio_floor": {
+                        "label": "Success ratio floor",
+                        "description": "İYS de-whitelists an IP whose success ratio (successes ÷ (successes + "
+                        "client errors)) stays under 0.70. When one more failure would put the last 24 h under "
+                        "this floor, calls that can fail (single status, writes) stop and the task fails.",
+                        "schema": {
+                            "type": ["number", "null"],
+                            "exclusiveMinimum": 0,
+                            "maximum": 1,
+                            "default": extra_default("success_ratio_floor"),
+                        },
+                    },
+                    "success_ratio_min_calls": {
+                        "label": "Success ratio floor from (calls)",
+                        "description": "The floor applies only from this many successes plus client errors in "
+                        "the last 24 h, so a few 404s on a quiet day do not stop anything.",
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "minimum": 0,
+                            "default": extra_default("success_ratio_min_calls"),
+                        },
+                    },
                     "shared_state_conn_id": {
                         "label": "Shared state Postgres connection",
                         "description": "Postgres connection holding the shared token cache and rate limiter "
@@ -112,6 +134,13 @@ def get_provider_info() -> dict:
                         "label": "Verify TLS certificates",
                         "description": "Leave on. Turn off only for a local simulator on plain HTTP.",
                         "schema": {"type": ["boolean", "null"], "default": extra_default("verify_ssl")},
+                    },
+                    "proxies": {
+                        "label": "Egress proxy",
+                        "description": "İYS whitelists source IPs: send its traffic through your fixed-IP "
+                        'egress proxy, e.g. {"https": "http://proxy.internal:3128"}. Takes precedence over the '
+                        "workers' HTTPS_PROXY / HTTP_PROXY; empty leaves that environment (and NO_PROXY) in charge.",
+                        "schema": {"type": ["object", "null"], "default": extra_default("proxies")},
                     },
                 },
             }

@@ -10,6 +10,7 @@ memory for single-process use (scripts, ``test_connection`` without a Postgres c
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -21,6 +22,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from iys_provider.schema import migrate
+from iys_provider.success_ratio import RatioReading, ResponseTally, hour_of
+from iys_provider.success_ratio_store import add_response_counts, success_ratio_24h
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,9 +36,21 @@ class StoredToken:
     refresh_expires_at: datetime | None = None
     blocked_until: datetime | None = None
     block_reason: str | None = None
+    #: How long İYS said the access token lives (``expires_in``).
+    access_lifetime: timedelta | None = None
 
-    def access_valid(self, now: datetime, margin: timedelta) -> bool:
-        return bool(self.access_token and self.access_expires_at and self.access_expires_at - margin > now)
+    def access_margin(self, longest: timedelta, share: float) -> timedelta:
+        """How long before expiry the access token is refreshed: ``longest``, or ``share`` of its
+        lifetime when that is shorter, so a short-lived token is still used for most of its life."""
+        if self.access_lifetime:
+            return min(longest, self.access_lifetime * share)
+        return longest  # a token stored before its lifetime was: refreshed once, then adaptive
+
+    def access_valid(self, now: datetime, longest_margin: timedelta, margin_share: float = 1.0) -> bool:
+        """Usable until its expiry minus :meth:`access_margin`."""
+        if not (self.access_token and self.access_expires_at):
+            return False
+        return self.access_expires_at - self.access_margin(longest_margin, margin_share) > now
 
     def refresh_valid(self, now: datetime, margin: timedelta) -> bool:
         return bool(self.refresh_token and self.refresh_expires_at and self.refresh_expires_at - margin > now)
@@ -66,6 +83,8 @@ class PostgresSharedState:
         self._connect = connect
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
+        self._tallies: dict[str, ResponseTally] = {}
+        self._ledger: dict[str, tuple[float, RatioReading]] = {}  # budget key -> (read at, last 24 h)
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -77,9 +96,50 @@ class PostgresSharedState:
         return self._conn
 
     def close(self) -> None:
+        """Flush the answers counted in memory, then close the connection."""
+        for budget_key, tally in list(self._tallies.items()):
+            if tally.pending:
+                self.flush_responses(budget_key)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    # ------------------------------------------------------------------ success-ratio ledger
+
+    def count_response(self, budget_key: str, status: int) -> None:
+        """Count one İYS answer (status 0: none); written to ``iys.api_responses`` in batches."""
+        with self._lock:
+            tally = self._tallies.setdefault(budget_key, ResponseTally())
+        if tally.add(status):
+            self.flush_responses(budget_key)
+
+    def success_ratio(self, budget_key: str) -> RatioReading:
+        """The last 24 hours: the ledger (re-read at most every few seconds) plus the unflushed answers."""
+        with self._lock:
+            tally = self._tallies.setdefault(budget_key, ResponseTally())
+            read_at, reading = self._ledger.get(budget_key, (None, None))
+        if reading is None or time.monotonic() - read_at >= tally.flush_seconds:
+            self.flush_responses(budget_key)
+            with self._lock:
+                read_at, reading = self._ledger.get(budget_key, (None, RatioReading()))
+        return reading + tally.reading()
+
+    def flush_responses(self, budget_key: str) -> None:
+        """Write the counted answers and re-read the 24-hour totals, in one locked exchange.
+
+        Best effort: the ledger watches İYS's rule, it must not fail a sync, so a database error
+        keeps the counts for the next flush and is logged.
+        """
+        with self._lock:
+            tally = self._tallies.get(budget_key)
+            counts = tally.take() if tally else {}
+            try:
+                add_response_counts(self.conn, budget_key, counts)
+                self._ledger[budget_key] = (time.monotonic(), success_ratio_24h(self.conn, budget_key))
+            except psycopg.Error as exc:
+                if tally:
+                    tally.give_back(counts)
+                log.warning("Could not write İYS's answers to iys.api_responses (kept for later): %s", exc)
 
     def reserve_request_slot(self, limiter_key: str, rate_per_second: float) -> float:
         """Reserve the next request slot; returns how many seconds to wait before sending.
@@ -170,11 +230,12 @@ class PostgresSharedState:
 _UPDATE_TOKEN = """
 UPDATE iys.api_tokens
    SET access_token = %s, access_expires_at = %s, refresh_token = %s, refresh_expires_at = %s,
-       blocked_until = %s, block_reason = %s, updated_at = now()
+       blocked_until = %s, block_reason = %s, access_lifetime = %s, updated_at = now()
  WHERE account_key = %s
 """
 _SELECT_TOKEN = """
-SELECT access_token, access_expires_at, refresh_token, refresh_expires_at, blocked_until, block_reason
+SELECT access_token, access_expires_at, refresh_token, refresh_expires_at, blocked_until, block_reason,
+       access_lifetime
   FROM iys.api_tokens WHERE account_key = %s
 """
 
@@ -186,10 +247,26 @@ class InProcessSharedState:
     _token_log: dict[str, deque[float]] = {}
     _next_slot: dict[str, float] = {}
     _locks: dict[str, threading.Lock] = {}
+    _responses: dict[str, dict[tuple[datetime, int], int]] = {}
     _guard = threading.Lock()
 
     def close(self) -> None:
         """Nothing to release: the state is process-wide by design."""
+
+    def count_response(self, budget_key: str, status: int) -> None:
+        key = (hour_of(time.time()), status)
+        with self._guard:
+            counts = self._responses.setdefault(budget_key, {})
+            counts[key] = counts.get(key, 0) + 1
+
+    def success_ratio(self, budget_key: str) -> RatioReading:
+        since = hour_of(time.time() - 24 * 3600)  # the buckets overlapping the last 24 hours
+        by_status: dict[int, int] = {}
+        with self._guard:
+            for (hour, status), n in self._responses.get(budget_key, {}).items():
+                if hour >= since:
+                    by_status[status] = by_status.get(status, 0) + n
+        return RatioReading(by_status)
 
     def reserve_request_slot(self, limiter_key: str, rate_per_second: float) -> float:
         spacing = 1.0 / rate_per_second

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -19,7 +21,6 @@ from typing import Any
 import requests
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
-from requests.adapters import HTTPAdapter
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -30,15 +31,21 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from iys_provider.exceptions import IysApiError, IysAuthError, IysTokenBlockedError
+from iys_provider.exceptions import IysApiError, IysAuthError, IysSuccessRatioGuardError, IysTokenBlockedError
 from iys_provider.hooks.responses import api_error, decode_body, parse_body, retry_after_seconds
 from iys_provider.hooks.settings import IysConnectionSettings
+from iys_provider.hooks.transport import open_session
 from iys_provider.models import TokenPair
 from iys_provider.shared_state import InProcessSharedState, PostgresSharedState, StoredToken, TokenSlot, utcnow
+from iys_provider.success_ratio import GUARDED_ENDPOINTS, TRANSPORT_ERROR_STATUS, RatioReading, guard_verdict
 
 TOKEN_ENDPOINT = "/oauth2/token"
-#: Refresh this long before the access token expires, so a long request never carries a dead token.
+#: Refresh this long before the access token expires, so a long request never carries a dead token…
 ACCESS_TOKEN_MARGIN = timedelta(minutes=5)
+#: …or this share of the token's lifetime when that is shorter: İYS may issue tokens that live less
+#: than the margin (observed: 240 s), and each must still serve most of its life, so a token costs at
+#: most 8/7 token requests per lifetime (60-s token: refreshed after 52.5 s; 240 s: after 210 s).
+ACCESS_TOKEN_MARGIN_SHARE = 1 / 8
 TOKEN_REQUEST_WINDOW = timedelta(hours=1)
 #: Adaptive rate after a 429: halve (down to this share of the configured rate), then +5% per success.
 MIN_RATE_FACTOR = 0.125
@@ -133,13 +140,8 @@ class IysBaseHook(BaseHook):
 
     @cached_property
     def session(self) -> requests.Session:
-        session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=4, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.headers.update({"Accept": "application/json", "User-Agent": "iys-airflow-provider"})
-        session.verify = self.settings.verify_ssl
-        return session
+        # Built by the HTTP provider's HttpHook: proxies, TLS verification, keep-alive adapter.
+        return open_session(self.iys_conn_id, self.settings)
 
     @cached_property
     def shared_state(self) -> PostgresSharedState | InProcessSharedState:
@@ -198,7 +200,7 @@ class IysBaseHook(BaseHook):
             reraise=True,
         )
         for attempt in retrying:
-            with attempt:
+            with attempt, self._success_ratio_watch(endpoint):
                 response = self._send_authorised(method, path, data=data, params=params)
                 if response.status_code == 404 and not_found_is_empty:
                     return None
@@ -246,6 +248,7 @@ class IysBaseHook(BaseHook):
             timeout=settings.timeout,
         )
         self.stats.count(response.status_code)
+        self._record_response_class(response.status_code)
         if response.status_code == 429 and path != TOKEN_ENDPOINT:
             # İYS counted more than we scheduled (latency bunches arrivals, or something else on
             # this IP uses the budget): every task pauses, and this one halves its rate, recovering
@@ -268,6 +271,37 @@ class IysBaseHook(BaseHook):
             exc,
         )
 
+    # ------------------------------------------------------------------ success ratio
+
+    def _record_response_class(self, status: int) -> None:
+        """Count İYS's answer in the success-ratio ledger (batched in memory, flushed every few seconds)."""
+        self.shared_state.count_response(self.settings.ip_budget_key, status)
+
+    @contextmanager
+    def _success_ratio_watch(self, endpoint: str) -> Iterator[None]:
+        """Around one attempt: refuse a call that can fail when the ratio is low; count a request left unanswered."""
+        if endpoint in GUARDED_ENDPOINTS:
+            settings = self.settings
+            reading = self.shared_state.success_ratio(settings.ip_budget_key)
+            reason = guard_verdict(
+                reading,
+                floor=settings.success_ratio_floor,
+                min_calls=settings.success_ratio_min_calls,
+                endpoint=endpoint,
+                budget_key=settings.ip_budget_key,
+            )
+            if reason:
+                raise IysSuccessRatioGuardError(reason, endpoint=endpoint, ratio=reading.ratio)
+        try:
+            yield
+        except _TRANSPORT_ERRORS:
+            self._record_response_class(TRANSPORT_ERROR_STATUS)
+            raise
+
+    def success_ratio_24h(self) -> RatioReading:
+        """İYS's success ratio of this hook's API host over the last 24 hours (see :mod:`iys_provider.success_ratio`)."""
+        return self.shared_state.success_ratio(self.settings.ip_budget_key)
+
     # ------------------------------------------------------------------ tokens
 
     def _access_token(self) -> str:
@@ -276,17 +310,17 @@ class IysBaseHook(BaseHook):
         now = utcnow()
         with _process_tokens_lock:
             cached = _process_tokens.get(key)
-        if cached and cached.access_valid(now, ACCESS_TOKEN_MARGIN):
+        if cached and cached.access_valid(now, ACCESS_TOKEN_MARGIN, ACCESS_TOKEN_MARGIN_SHARE):
             return cached.access_token  # type: ignore[return-value]
         stored = self.shared_state.peek_token(key)
         if stored.blocked(now):
             raise self._blocked_error(stored)
-        if not stored.access_valid(now, ACCESS_TOKEN_MARGIN):
+        if not stored.access_valid(now, ACCESS_TOKEN_MARGIN, ACCESS_TOKEN_MARGIN_SHARE):
             with self.shared_state.token_lock(key) as slot:
                 # Another worker may have refreshed (or been blocked) while we waited for the lock.
                 if slot.token.blocked(utcnow()):
                     raise self._blocked_error(slot.token)
-                if not slot.token.access_valid(utcnow(), ACCESS_TOKEN_MARGIN):
+                if not slot.token.access_valid(utcnow(), ACCESS_TOKEN_MARGIN, ACCESS_TOKEN_MARGIN_SHARE):
                     self._obtain_token(slot)
                 stored = slot.token
         mask_secret(stored.access_token)
@@ -353,6 +387,7 @@ class IysBaseHook(BaseHook):
         grant = form["grant_type"]
         log_id = self.shared_state.record_token_request(settings.ip_budget_key, settings.account_key, grant)
         self.stats.token_requests += 1
+        asked_at = utcnow()  # İYS starts a token's life no earlier: its expiry is never overestimated
         try:
             response = self._send("POST", TOKEN_ENDPOINT, form=form)
         except requests.RequestException as exc:
@@ -361,9 +396,10 @@ class IysBaseHook(BaseHook):
         self.shared_state.record_token_outcome(log_id, str(response.status_code))
         if response.status_code == 200:
             pair = parse_body(TokenPair, decode_body(response, "token"), "token")
-            now = utcnow()
+            now = asked_at
             slot.update(
                 access_token=pair.access_token,
+                access_lifetime=timedelta(seconds=pair.expires_in),
                 access_expires_at=now + timedelta(seconds=pair.expires_in),
                 refresh_token=pair.refresh_token,
                 refresh_expires_at=(
@@ -413,13 +449,19 @@ def _is_retryable(exc: BaseException) -> bool:
 
 
 def _is_transient_token_failure(exc: BaseException) -> bool:
-    """A token call that failed in transport or with a 5xx; refusals and H084 are final."""
+    """A token call that failed in transport, with a 5xx, or hit the per-second limit (H124/H083).
+
+    Refusals and H084 (the hourly token block, raised as IysTokenBlockedError) are final.
+    """
     return (
         isinstance(exc, IysApiError)
         and not isinstance(exc, IysAuthError)
-        and (exc.status_code is None or exc.status_code >= 500)
+        and (exc.status_code is None or exc.status_code >= 500 or exc.code in PER_SECOND_LIMIT_H_CODES)
     )
 
+
+#: İYS's per-second limit: a token call that meets it is tried again after a pause (unlike H084).
+PER_SECOND_LIMIT_H_CODES = frozenset({"H124", "H083"})
 
 _backoff = wait_random_exponential(multiplier=0.5, max=30)
 

@@ -9,6 +9,7 @@ imports nothing from Airflow (nor from this package's modules that do) at module
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -41,10 +42,20 @@ class IysConnectionSettings(BaseModel):
     :param batch_result_delay_seconds: wait before polling an async batch result (İYS requires
         at least 300 s).
     :param timeout: connect and read timeout of each HTTP request, in seconds.
+    :param success_ratio_floor: İYS de-whitelists an IP whose success ratio (successes ÷
+        (successes + client errors)) stays under 70 %; when one more failure would put the
+        last 24 hours under this floor, calls that can fail (single status, writes) are not
+        made and the task fails naming the cause (:mod:`iys_provider.success_ratio`).
+    :param success_ratio_min_calls: the floor applies only from this many successes plus
+        client errors in the last 24 hours, so a few 404s on a quiet day do not trip it.
     :param shared_state_conn_id: Postgres connection holding the shared token cache, token
         budget and rate limiter (schema ``iys``); ``None`` keeps them per process.
     :param verify_ssl: verify TLS certificates; only an explicit ``false``, ``0`` or ``no``
         turns verification off.
+    :param proxies: the egress proxy for İYS requests, as ``requests`` takes it
+        (``{"https": "http://proxy.internal:3128"}``); a single URL string means that proxy for
+        both schemes. ``None`` leaves the worker's ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
+        ``NO_PROXY`` environment in charge; when set, it takes precedence over that environment.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -60,8 +71,12 @@ class IysConnectionSettings(BaseModel):
     auth_block_seconds: int = 3600
     batch_result_delay_seconds: int = 300
     timeout: float = 30.0
+    success_ratio_floor: float = Field(default=0.90, gt=0, le=1)
+    success_ratio_min_calls: int = Field(default=1000, ge=0)
     shared_state_conn_id: str | None = "iys_postgres"
     verify_ssl: bool = True
+    # May hold proxy credentials: kept out of repr and of validation messages.
+    proxies: dict[str, str] | None = Field(default=None, repr=False)
 
     @classmethod
     def from_connection(cls, conn: Connection, *, brand_code: int | None = None) -> IysConnectionSettings:
@@ -114,6 +129,17 @@ class IysConnectionSettings(BaseModel):
     def _only_an_explicit_no_turns_verification_off(cls, value: Any) -> bool:
         return str(value).lower() not in ("false", "0", "no")
 
+    @field_validator("proxies", mode="before")
+    @classmethod
+    def _proxies_from_json_or_url(cls, value: Any) -> Any:
+        """Accept the JSON object as text (``--conn-extra`` strings) and a bare proxy URL."""
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("{"):
+                return json.loads(value)
+            return {"http": value, "https": value}
+        return value or None
+
     @property
     def account_key(self) -> str:
         """Identifies the İYS account in the shared token cache, without revealing anything."""
@@ -141,8 +167,8 @@ def _base_url(conn: Connection) -> str:
 
 
 def _describe(error: Any) -> str:
-    """One validation error, naming the extra and the value (never the password)."""
+    """One validation error, naming the extra and the value (never the password or proxy URLs)."""
     name = ".".join(str(part) for part in error["loc"]) or "extra"
-    if name != "password":
+    if error["loc"][:1] not in (("password",), ("proxies",)):
         name += f"={error['input']!r}"
     return f"{name}: {error['msg']}"

@@ -22,11 +22,12 @@ from iys_provider.sensors.batch_results import BatchResultsSummary
 INSERT_RUN_SQL = """
 INSERT INTO iys.sync_runs (run_id, brand_code, dag_id, started_at, pulled_iys, pulled_hs, applied, ignored_stale,
                            new_users_checked, pushed, skipped, rejected, failed, feed_lag_seconds, details,
-                           unsent_rets, rets_due_within_24h, oldest_unsent_ret_deadline)
+                           unsent_rets, rets_due_within_24h, oldest_unsent_ret_deadline,
+                           success_ratio_24h, calls_24h, client_errors_24h)
 VALUES (%(run_id)s, %(brand)s, %(dag_id)s, %(started_at)s, %(pulled_iys)s, %(pulled_hs)s, %(applied)s,
         %(ignored_stale)s, %(new_users_checked)s, %(pushed)s, %(skipped)s, %(rejected)s, %(failed)s,
         %(feed_lag_seconds)s, %(details)s::jsonb, %(unsent_rets)s, %(rets_due_within_24h)s,
-        %(oldest_unsent_ret_deadline)s)
+        %(oldest_unsent_ret_deadline)s, %(success_ratio_24h)s, %(calls_24h)s, %(client_errors_24h)s)
 ON CONFLICT (run_id, brand_code, dag_id) DO UPDATE
    SET finished_at = now(), pulled_iys = EXCLUDED.pulled_iys, pulled_hs = EXCLUDED.pulled_hs,
        applied = EXCLUDED.applied, ignored_stale = EXCLUDED.ignored_stale,
@@ -34,7 +35,9 @@ ON CONFLICT (run_id, brand_code, dag_id) DO UPDATE
        rejected = EXCLUDED.rejected, failed = EXCLUDED.failed, feed_lag_seconds = EXCLUDED.feed_lag_seconds,
        details = EXCLUDED.details, unsent_rets = EXCLUDED.unsent_rets,
        rets_due_within_24h = EXCLUDED.rets_due_within_24h,
-       oldest_unsent_ret_deadline = EXCLUDED.oldest_unsent_ret_deadline
+       oldest_unsent_ret_deadline = EXCLUDED.oldest_unsent_ret_deadline,
+       success_ratio_24h = EXCLUDED.success_ratio_24h, calls_24h = EXCLUDED.calls_24h,
+       client_errors_24h = EXCLUDED.client_errors_24h
 """
 FAILED_STATES = {"failed", "upstream_failed"}
 
@@ -150,6 +153,7 @@ class IysSyncReportOperator(IysBaseOperator):
                 unsent_rets_by_day(conn), datetime.now(UTC), timedelta(hours=float(self.ret_deadline_margin_hours))
             )
             details["overdue_rets"] = watch.overdue
+            ratio = self.iys_hook.success_ratio_24h()  # İYS's whitelist rule, counted in the shared state
             conn.execute(
                 INSERT_RUN_SQL,
                 {
@@ -162,6 +166,9 @@ class IysSyncReportOperator(IysBaseOperator):
                     "unsent_rets": watch.unsent,
                     "rets_due_within_24h": watch.due_within_24h,
                     "oldest_unsent_ret_deadline": watch.earliest_deadline,
+                    "success_ratio_24h": ratio.ratio,
+                    "calls_24h": ratio.calls,
+                    "client_errors_24h": ratio.client_errors,
                 },
             )
         self.log.info(
@@ -188,11 +195,16 @@ class IysSyncReportOperator(IysBaseOperator):
             f"{watch.earliest_deadline:%Y-%m-%d %H:%M %Z}" if watch.earliest_deadline else "-",
             watch.overdue,
         )
+        self.log.info("İYS success ratio of %s: %s", self.iys_hook.settings.ip_budget_key, ratio.describe())
         problems = []
         if failed_steps:
             problems.append(f"steps failed: {', '.join(failed_steps)} (see their logs)")
         if watch.alarm:
             problems.append(watch.alarm_message())
+        if ratio.iys_would_warn:
+            problems.append(
+                f"İYS would warn this IP (under 70 % success with 20,000+ calls in 24 h): {ratio.describe()}"
+            )
         if problems:
             raise AirflowException("; ".join(problems) + "; the report row is written")
         return SyncReport(**summary, **details)
