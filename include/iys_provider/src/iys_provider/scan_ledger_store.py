@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import psycopg
-from psycopg import sql
 
 from iys_provider.scan_ledger import (
     DEFAULT_MAX_BATCHES,
@@ -27,7 +26,7 @@ from iys_provider.scan_ledger import (
     choose_batch_size,
     next_scan_step,
 )
-from iys_provider.user_source import SourceUser, UserSource
+from iys_provider.user_source import SourceUser, UserSource, second_connection
 
 OPEN_SCAN_SQL = """
 SELECT scan_id, batch_count, total_users FROM iys.initial_sync_scans
@@ -52,15 +51,14 @@ INSERT_SCAN_SQL = """
 INSERT INTO iys.initial_sync_scans (brand_code, recipients_sql, batch_size, total_users, batch_count)
 VALUES (%s, %s, %s, 0, 0) RETURNING scan_id
 """
-# Snapshotting a million users sorts them twice over; in memory that takes half the time, and
-# JIT compilation costs more than it saves on a statement that runs once.
-BULK_PLANNING_SETTINGS_SQL = "SET LOCAL work_mem = '256MB'; SET LOCAL jit = off"
-# The source query only ever reads here: its users are copied into the package's own queue.
-ENQUEUE_USERS_SQL = """
-INSERT INTO iys.initial_sync_queue (scan_id, batch_no, user_id, phone, email, recipient_type, digest)
-SELECT %(scan)s, (row_number() OVER (ORDER BY user_id COLLATE "C") - 1) / %(size)s,
-       user_id, phone, email, recipient_type, digest
-  FROM ({unique_users}) AS unique_users
+# Snapshotting a million users sorts them (user_id order); in memory that takes half the time, and
+# JIT compilation costs more than it saves on a statement that runs once. Set for the source's
+# read-only transaction only.
+BULK_READ_SETTINGS = {"work_mem": "256MB", "jit": "off"}
+# The source query runs read-only on a connection of its own; its users are copied from there
+# into the package's own queue.
+COPY_QUEUE_SQL = """
+COPY iys.initial_sync_queue (scan_id, batch_no, user_id, phone, email, recipient_type, digest) FROM STDIN
 """
 # Fresh statistics, or every batch would plan a sequential scan of the whole queue.
 ANALYZE_QUEUE_SQL = "ANALYZE iys.initial_sync_queue"
@@ -147,14 +145,20 @@ def plan_scan(
 ) -> PlannedScan:
     """Snapshot every user of ``source`` into a new scan's numbered batches (call in a transaction).
 
-    A user_id the query returns twice is ambiguous; the first row in a stable order is kept.
+    The source is read in read-only transactions on a second connection
+    (:meth:`~iys_provider.user_source.UserSource.read_users`) and streamed into the queue by COPY
+    in the caller's transaction: PostgreSQL cannot run one statement partly read-only, and the
+    source must never run with the right to write. A user_id the query returns twice is
+    ambiguous; the first row in a stable order is kept.
     """
-    counts = source.count_rows(conn)
-    size = choose_batch_size(counts.users, batch_size, max_batches)
-    scan_id = conn.execute(INSERT_SCAN_SQL, (brand_code, source.recipients_sql, size)).fetchone()[0]
-    conn.execute(BULK_PLANNING_SETTINGS_SQL)
-    enqueue = sql.SQL(ENQUEUE_USERS_SQL).format(unique_users=source.unique_users(conn))
-    queued = conn.execute(enqueue, {"scan": scan_id, "size": size}).rowcount
+    with second_connection(conn) as reader:
+        counts = source.count_rows(reader)
+        size = choose_batch_size(counts.users, batch_size, max_batches)
+        scan_id = conn.execute(INSERT_SCAN_SQL, (brand_code, source.recipients_sql, size)).fetchone()[0]
+        queued = 0
+        with conn.cursor() as cur, cur.copy(COPY_QUEUE_SQL) as copy:
+            for queued, user in enumerate(source.read_users(reader, settings=BULK_READ_SETTINGS), start=1):
+                copy.write_row((scan_id, (queued - 1) // size, *user))
     conn.execute(ANALYZE_QUEUE_SQL)
     batch_count = conn.execute(INSERT_BATCHES_SQL, {"scan": scan_id, "users": queued}).fetchone()[0]
     return PlannedScan(scan_id, queued, batch_count, size, counts.users - queued, counts.null_user_ids)

@@ -43,7 +43,7 @@ from iys_provider.scan_ledger_store import (
     scan_progress,
     schedule_scan,
 )
-from iys_provider.user_source import configured_user_source
+from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -110,6 +110,9 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
     :param max_batches: the most batches a scan is split into (mapped tasks are scheduler rows).
     :param rescan: abandon the current or finished scan and start over. (templated)
     :param dry_run: plan and report, write nothing. (templated)
+    :param source_statement_timeout: seconds each statement running the source query may take
+        (it runs read-only, see :mod:`iys_provider.user_source`); default 15 minutes, generous:
+        snapshotting a million users reads them for about 10 s.
     """
 
     template_fields: Sequence[str] = (
@@ -130,10 +133,12 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         max_batches: int = DEFAULT_MAX_BATCHES,
         rescan: bool | str = False,
         dry_run: bool | str = False,
+        source_statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.recipients_sql = recipients_sql
+        self.source_statement_timeout = source_statement_timeout
         self.batch_size = batch_size
         self.max_batches = max_batches
         self.rescan = rescan
@@ -141,7 +146,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
 
     def execute(self, context: Context) -> list[PlannedBatch]:
         brand_code = self.iys_hook.brand_code
-        source = configured_user_source(self.recipients_sql)
+        source = configured_user_source(self.recipients_sql, statement_timeout=self.source_statement_timeout)
         with self.database() as conn:
             if _truthy(self.dry_run):
                 self._log_dry_run(source.count_rows(conn).users)

@@ -12,7 +12,7 @@ from iys_provider.consent_checks import check_users_in_chunks
 from iys_provider.database import iys_database
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.scan_ledger_store import initial_sync_done
-from iys_provider.user_source import configured_user_source
+from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source
 
 __all__ = ["IysCheckNewUsersOperator", "NewUsersResult"]
 
@@ -40,6 +40,8 @@ class IysCheckNewUsersOperator(IysBaseOperator):
     :param chunk_size: users per transaction.
     :param request_concurrency: status calls in flight at once (see
         :class:`~iys_provider.operators.initial_sync.IysInitialSyncBatchOperator`).
+    :param source_statement_timeout: seconds each statement running the source query may take
+        (read-only, see :mod:`iys_provider.user_source`); default 15 minutes.
     """
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "recipients_sql")
@@ -52,10 +54,12 @@ class IysCheckNewUsersOperator(IysBaseOperator):
         recipients_sql: str | None = None,
         chunk_size: int = 5000,
         request_concurrency: int = 1,
+        source_statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.recipients_sql = recipients_sql
+        self.source_statement_timeout = source_statement_timeout
         self.chunk_size = chunk_size
         self.request_concurrency = request_concurrency
 
@@ -66,9 +70,9 @@ class IysCheckNewUsersOperator(IysBaseOperator):
                 raise AirflowSkipException(
                     "The initial sync has not completed yet; it checks every user. Run iys_initial_sync first."
                 )
-            source = configured_user_source(self.recipients_sql)
-            # The changed users stream through a server-side cursor, whose transaction stays open
-            # while each chunk is committed: that takes a second connection.
+            source = configured_user_source(self.recipients_sql, statement_timeout=self.source_statement_timeout)
+            # The changed users stream through a server-side cursor in a read-only transaction, which
+            # stays open while each chunk is committed: that takes a second connection.
             with iys_database(self.postgres_conn_id) as reader:
                 outcome = check_users_in_chunks(
                     self.iys_hook,
