@@ -6,8 +6,8 @@ Run from the repo root (``make bench`` / ``make bench USERS=100000``)::
 
 For each size it starts from empty ``iys`` tables, COPYs N users into ``public.users`` (phones
 and e-mails spelt messily, all normalising to the simulator's synthetic population), triggers
-the DAG through the REST API (scheduler + LocalExecutor + mapped batches in the ``iys_api``
-pool) and waits for the run. It then prints one row per size and writes
+the DAG through the REST API (scheduler + LocalExecutor + mapped batches, ``--pool-slots`` of
+them at a time) and waits for the run. It then prints one row per size and writes
 ``bench/results/initial_sync.md``:
 
 * wall time (trigger → run finished), İYS requests (simulator counters), achieved req/s against
@@ -482,7 +482,7 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
         "# Initial sync benchmark",
         "",
         f"{datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores; simulator latency {args.latency_ms}+0..{args.jitter_ms} ms, "
-        f"limit 10 req/s; connection rate_limit_per_second {args.rate_limit:g}; pool iys_api {args.pool_slots} slots; "
+        f"limit 10 req/s; connection rate_limit_per_second {args.rate_limit:g}; {args.pool_slots} İYS tasks at a time; "
         f"batch_size {args.batch_size}.",
         "",
         HEADER,
@@ -512,7 +512,9 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=80, help="simulated İYS latency per request")
     parser.add_argument("--jitter-ms", type=float, default=70, help="plus a uniform random 0..N ms")
     parser.add_argument("--rate-limit", type=float, default=8, help="rate_limit_per_second of the connection")
-    parser.add_argument("--pool-slots", type=int, default=4, help="slots of the iys_api pool")
+    parser.add_argument(
+        "--pool-slots", type=int, default=4, help="İYS tasks at a time (IYS_POOL_SLOTS of make airflow)"
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="the DAG's batch_size param")
     parser.add_argument("--parallelism", type=int, default=0, help="[core] parallelism (default: the script's)")
     parser.add_argument("--sim-port", type=int, default=18099)

@@ -5,8 +5,12 @@
 #   * PostgreSQL                   $IYS_POSTGRES_URI, else 127.0.0.1:5432, else an embedded pgserver
 #   * `airflow standalone`         http://127.0.0.1:${AIRFLOW_PORT:-8080}   (LocalExecutor)
 #
-# with the iys_default / iys_postgres connections, the iys_api pool and a small demo users
-# table. Runs in the foreground; Ctrl-C (or SIGTERM) stops every process it started.
+# with the iys_default / iys_postgres connections and a small demo users table; no pool is needed
+# (the İYS tasks run in default_pool unless IYS_POOL names one). Runs in the foreground; Ctrl-C
+# (or SIGTERM) stops every process it started, however often it is pressed.
+#
+# The `airflow` CLI in another terminal: $IYS_LOCAL_DIR/bin/airflow (e.g. `.local/bin/airflow dags
+# list`) runs the venv's airflow with this stack's settings, read from $IYS_LOCAL_DIR/airflow.env.
 #
 # Usage: scripts/airflow_local.sh            (or: make airflow)
 #
@@ -20,7 +24,10 @@
 #   IYS_SIM_LATENCY_MS       simulated İYS latency per request (default 0)
 #   IYS_SIM_LATENCY_JITTER_MS  extra random latency 0..N ms (default 0)
 #   IYS_RATE_LIMIT           rate_limit_per_second of the iys connection (default 8; İYS allows 10)
-#   IYS_POOL_SLOTS           slots of the iys_api pool (default 4)
+#   IYS_API_CONCURRENCY      İYS tasks per DAG run at once (default IYS_POOL_SLOTS, else 4)
+#   IYS_POOL                 pool for the İYS tasks, created with IYS_POOL_SLOTS slots (default: none,
+#                            i.e. default_pool; "iys_api" shares one budget with other DAGs)
+#   IYS_POOL_SLOTS           slots of that pool (default 4)
 #   AIRFLOW_PORT             API server / UI port (default 8080)
 #   AIRFLOW_PARALLELISM      [core] parallelism (default 4 × CPU cores: tasks mostly wait on İYS)
 #   AIRFLOW_DAGS_FOLDER      DAG folder (default ./dags)
@@ -49,6 +56,9 @@ DEMO_DB="${IYS_DEMO_DB:-iys_demo}"
 DEMO_USERS="${IYS_DEMO_USERS:-2000}"
 RATE_LIMIT="${IYS_RATE_LIMIT:-8}"
 POOL_SLOTS="${IYS_POOL_SLOTS:-4}"
+# Read by the DAG files at parse time (dags/common.py), so exported to `airflow standalone`.
+export IYS_API_CONCURRENCY="${IYS_API_CONCURRENCY:-$POOL_SLOTS}"
+export IYS_POOL="${IYS_POOL:-}"
 LOG_DIR="$LOCAL_DIR/logs"
 mkdir -p "$LOG_DIR"
 
@@ -81,10 +91,13 @@ group_alive() { kill -0 -- "-$1" 2>/dev/null; }
 
 # Stop children newest first: Airflow before PostgreSQL, so tasks don't see the DB vanish.
 # SIGINT first (standalone shuts its components down on KeyboardInterrupt, pgserver stops cleanly),
-# then SIGTERM, then SIGKILL for anything that still hangs on.
+# then SIGTERM, then SIGKILL for anything that still hangs on. Further Ctrl-C / SIGTERM / SIGHUP
+# during this are ignored (a second Ctrl-C must not kill the script and orphan its children);
+# only SIGKILL of the script itself can still leave them behind.
 cleanup() {
     local status=$?
-    trap - EXIT INT TERM
+    trap '' INT TERM HUP
+    trap - EXIT
     [ "${#CHILD_PIDS[@]}" -eq 0 ] && exit "$status"
     log "stopping ${#CHILD_PIDS[@]} process group(s) ..."
     local i pid waited
@@ -104,6 +117,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 wait_for_port() {
     local port="$1" what="$2" tries="${3:-100}"
@@ -217,19 +231,43 @@ configure_airflow() {
     # Connections from the environment: what tasks use (env wins over the metadata DB).
     eval "$("$PY" "$HELPER" connections --pg-dsn "$PG_DSN" --sim-url "$SIM_URL" \
         --rate-limit "$RATE_LIMIT" --import-file "$AIRFLOW_HOME/connections.json")"
+    write_cli_env
+}
+
+# The settings above live only in this process's environment; airflow.cfg in AIRFLOW_HOME still
+# names SQLite. For the CLI in another terminal: an env file with every AIRFLOW*/IYS_* export, and
+# a wrapper that sources it and runs the venv's airflow (what the banner prints).
+CLI_ENV="$LOCAL_DIR/airflow.env"
+CLI="$LOCAL_DIR/bin/airflow"
+write_cli_env() {
+    mkdir -p "$LOCAL_DIR/bin"
+    ( umask 077; export -p | grep -E '^declare -x (AIRFLOW|IYS_)[A-Za-z0-9_]*=' >"$CLI_ENV" )
+    {
+        echo '#!/usr/bin/env bash'
+        echo '# Written by scripts/airflow_local.sh: the venv airflow CLI with the local stack settings.'
+        echo "set -a; . $(printf %q "$CLI_ENV"); set +a"
+        echo "exec $(printf %q "$VENV_BIN/airflow") \"\$@\""
+    } >"$CLI"
+    chmod +x "$CLI"
 }
 
 # Tables first, then the connections (also stored in the DB so the UI lists and can test them;
-# `connections import --overwrite` keeps the iys type and is idempotent, unlike `add`) and the pool.
+# `connections import --overwrite` keeps the iys type and is idempotent, unlike `add`), and the
+# pool only when IYS_POOL names one (the DAGs need none).
 prepare_metadata() {
     port_free "$API_PORT" || die "port $API_PORT is taken; set AIRFLOW_PORT"
     log "migrating the Airflow metadata database ..."
     airflow db migrate >>"$LOG_DIR/airflow-cli.log" 2>&1 || die "airflow db migrate failed (see $LOG_DIR/airflow-cli.log)"
     airflow connections import --overwrite "$AIRFLOW_HOME/connections.json" >>"$LOG_DIR/airflow-cli.log" 2>&1 \
         || die "importing connections failed (see $LOG_DIR/airflow-cli.log)"
-    airflow pools set iys_api "$POOL_SLOTS" "İYS API rate budget" >>"$LOG_DIR/airflow-cli.log" 2>&1 \
-        || die "creating the iys_api pool failed (see $LOG_DIR/airflow-cli.log)"
-    log "connections iys_default, iys_postgres and pool iys_api ($POOL_SLOTS slots) are set"
+    log "connections iys_default and iys_postgres are set"
+    if [ -n "$IYS_POOL" ]; then
+        airflow pools set "$IYS_POOL" "$POOL_SLOTS" "İYS API rate budget" >>"$LOG_DIR/airflow-cli.log" 2>&1 \
+            || die "creating the $IYS_POOL pool failed (see $LOG_DIR/airflow-cli.log)"
+        log "İYS tasks run in pool $IYS_POOL ($POOL_SLOTS slots), at most $IYS_API_CONCURRENCY per run"
+    else
+        log "İYS tasks run in default_pool, at most $IYS_API_CONCURRENCY per run (no pool to create)"
+    fi
 }
 
 # Demo users whose addresses the simulator knows: user i has phone +90532<i, 7 digits> and
@@ -273,7 +311,8 @@ announce() {
   │ AIRFLOW_HOME    $AIRFLOW_HOME
   │ Logs            $LOG_DIR
   │
-  │ Trigger:  AIRFLOW_HOME=$AIRFLOW_HOME $VENV_BIN/airflow dags trigger iys_initial_sync
+  │ Trigger:  $CLI dags trigger iys_initial_sync
+  │ (any airflow command works through $CLI; or: set -a; . $CLI_ENV; set +a)
   │ Ctrl-C stops everything.
   └────────────────────────────────────────────────────────────────────────────
 

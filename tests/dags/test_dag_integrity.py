@@ -9,6 +9,17 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXPECTED_DAGS = {"iys_initial_sync", "iys_incremental_sync"}
+#: The tasks that call İYS: bounded per run, and in the configured pool if there is one.
+IYS_TASKS = {
+    "iys_initial_sync": ("sync_batch",),
+    "iys_incremental_sync": (
+        "pull_iys_changes",
+        "pull_hs_changes",
+        "check_new_users",
+        "push_consent_updates",
+        "wait_for_batch_results",
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +71,9 @@ def test_initial_sync_shape(dagbag_and_warnings):
     assert dag.max_active_runs == 1
     assert {"rescan", "batch_size", "iys_conn_id", "postgres_conn_id", "dry_run"} <= set(dag.params)
     batch = dag.get_task("sync_batch")
-    assert batch.pool == "iys_api"
+    assert batch.pool == "default_pool"  # no set-up beyond the two connections (issue #12)
+    assert batch.max_active_tis_per_dagrun == 4
+    assert dag.max_active_tasks == 5
     assert "batch" in (batch.map_index_template or "")
     assert dag.timetable.expression == "0 1 * * *"
     assert str(dag.timetable.timezone) == "Europe/Istanbul"
@@ -74,7 +87,56 @@ def test_incremental_sync_shape(dagbag_and_warnings):
     assert {"iys_conn_id", "postgres_conn_id", "max_pull_gap_hours"} <= set(dag.params)
     sensor = dag.get_task("wait_for_batch_results")
     assert sensor.mode == "reschedule"
-    assert all(
-        dag.get_task(t).pool == "iys_api" for t in ("pull_iys_changes", "pull_hs_changes", "push_consent_updates")
-    )
+    iys_tasks = [dag.get_task(t) for t in IYS_TASKS["iys_incremental_sync"]]
+    assert {t.pool for t in iys_tasks} == {"default_pool"}
+    assert {t.max_active_tis_per_dagrun for t in iys_tasks} == {4}
     assert dag.get_task("announce_consent_changes").outlets
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
+def test_a_configured_pool_is_checked_before_any_task_waits_on_it(dag_id, monkeypatch):
+    """IYS_POOL puts the İYS tasks in that pool; a probe in it and a gate before them fail the run fast if it is missing."""
+    from iys_provider.dags.common import IysConcurrency
+    from iys_provider.dags.incremental_sync import build_incremental_sync_dag
+    from iys_provider.dags.initial_sync import build_initial_sync_dag
+    from iys_provider.operators.base import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
+
+    monkeypatch.setenv("IYS_POOL", "iys_api")
+    monkeypatch.setenv("IYS_API_CONCURRENCY", "2")
+    assert IysConcurrency.from_env() == IysConcurrency(pool="iys_api", max_active=2)
+    build = {"iys_initial_sync": build_initial_sync_dag, "iys_incremental_sync": build_incremental_sync_dag}[dag_id]
+    dag = build()
+    dag.validate()
+    assert dag.max_active_tasks == 3
+    for task_id in IYS_TASKS[dag_id]:
+        task = dag.get_task(task_id)
+        assert (task.pool, task.max_active_tis_per_dagrun) == ("iys_api", 2)
+        assert POOL_CHECK_TASK_ID in task.get_flat_relative_ids(upstream=True)
+    probe, gate = dag.get_task(POOL_PROBE_TASK_ID), dag.get_task(POOL_CHECK_TASK_ID)
+    assert probe.pool == "iys_api" and gate.pool == "default_pool"
+    assert type(probe).__name__ != "EmptyOperator"  # the scheduler finishes those without a pool slot
+    assert not probe.upstream_list and not probe.downstream_list
+    # The gate precedes every other task and the run's last tasks depend on it: a failed gate fails the run.
+    others = {t.task_id for t in dag.tasks} - {POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID}
+    assert gate.get_flat_relative_ids(upstream=False) == others
+    last = {t.task_id for t in dag.tasks if not t.downstream_list} - {POOL_PROBE_TASK_ID}
+    assert last <= gate.downstream_task_ids
+
+
+def test_pool_missing_message_says_how_to_create_it():
+    from iys_provider.operators.base import pool_missing_message
+
+    message = pool_missing_message("iys_api", 300)
+    assert 'airflow pools set iys_api 4 "İYS API rate budget"' in message
+    assert "unset IYS_POOL" in message
+
+
+def test_no_pool_means_no_gate(monkeypatch):
+    from iys_provider.dags.common import IysConcurrency
+
+    for value in ("", "none", "default_pool"):
+        monkeypatch.setenv("IYS_POOL", value)
+        assert IysConcurrency.from_env().pool is None
+    monkeypatch.setenv("IYS_API_CONCURRENCY", "0")
+    with pytest.raises(ValueError, match="IYS_API_CONCURRENCY"):
+        IysConcurrency.from_env()

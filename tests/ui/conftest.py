@@ -1,7 +1,7 @@
 """Fixtures of the UI suite: the ``make airflow`` stack with throw-away state, and headless Chromium.
 
 The stack is ``scripts/airflow_local.sh`` itself (what ``make airflow`` runs): the İYS simulator,
-``airflow standalone`` with the DAGs and the provider, the connections and the ``iys_api`` pool.
+``airflow standalone`` with the DAGs and the provider and the connections (no pool: none is needed).
 It gets free ports, a temporary ``IYS_LOCAL_DIR`` (so a throw-away ``AIRFLOW_HOME``) and two
 throw-away databases on the session's PostgreSQL server (``postgres_server_uri`` in
 tests/conftest.py), which are dropped afterwards. Readiness is polled, never slept for: the
@@ -79,9 +79,10 @@ def _port_is_free(port: int) -> bool:
 class AirflowStack:
     """``scripts/airflow_local.sh`` with throw-away state; ``info`` is what it announced."""
 
-    def __init__(self, server_uri: str, workdir: pathlib.Path) -> None:
+    def __init__(self, server_uri: str, workdir: pathlib.Path, extra_env: dict[str, str] | None = None) -> None:
         self.server_uri = server_uri
         self.workdir = workdir
+        self.extra_env = dict(extra_env or {})
         self.db_name = f"iys_ui_{uuid.uuid4().hex[:8]}"
         self.log_file = workdir / "stack.log"
         self.process: subprocess.Popen | None = None
@@ -112,6 +113,7 @@ class AirflowStack:
                 "AIRFLOW_METADATA_URI": local_stack.sqlalchemy_url(
                     local_stack.ensure_database(self.server_uri, self.databases[1])
                 ),
+                **self.extra_env,
             }
         )
         with open(self.log_file, "wb") as log:
@@ -139,7 +141,8 @@ class AirflowStack:
             local_stack.drop_database(self.server_uri, name)
 
     # REST API of the stack, for checks the UI should have caused ------------------------
-    def api(self, path: str) -> dict:
+    def api(self, path: str, payload: dict | None = None) -> dict:
+        """GET ``/api/v2{path}``, or POST ``payload`` as JSON."""
         if self._token is None:
             request = urllib.request.Request(
                 f"{self.info['api_url']}/auth/token",
@@ -151,7 +154,9 @@ class AirflowStack:
             with urllib.request.urlopen(request, timeout=30) as response:
                 self._token = json.load(response)["access_token"]
         request = urllib.request.Request(
-            f"{self.info['api_url']}/api/v2{path}", headers={"Authorization": f"Bearer {self._token}"}
+            f"{self.info['api_url']}/api/v2{path}",
+            data=None if payload is None else json.dumps(payload).encode(),
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)

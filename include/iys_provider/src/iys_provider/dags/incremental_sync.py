@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from iys_provider.dags.common import CONNECTION_ARGS, iys_dag
+from iys_provider.dags.common import CONNECTION_ARGS, IysConcurrency, iys_dag
 from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN
 from iys_provider.models import ChangeStream
-from iys_provider.operators.base import IYS_POOL
 from iys_provider.operators.changes import DEFAULT_MAX_PULL_GAP_HOURS, IysPullChangesOperator
 from iys_provider.operators.consent_updates import IysPushConsentUpdatesOperator
 from iys_provider.operators.new_users import IysCheckNewUsersOperator
@@ -34,13 +33,16 @@ dates.
 """
 
 
-def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync") -> DAG:
+def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync", concurrency: IysConcurrency | None = None) -> DAG:
+    concurrency = concurrency or IysConcurrency.from_env()
+    iys = concurrency.task_args  # every task that calls İYS
     with iys_dag(
         dag_id=dag_id,
         description="Pull İYS changes, pick up new users, push local updates for existing recipients",
         doc_md=DOC,
         schedule_variable="IYS_INCREMENTAL_SYNC_CRON",
         default_cron="0 2 * * *",
+        concurrency=concurrency,
         params={
             "max_pull_gap_hours": Param(
                 DEFAULT_MAX_PULL_GAP_HOURS,
@@ -70,21 +72,21 @@ def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync") -> DAG:
                 task_id=f"pull_{stream.value.lower()}_changes",
                 stream=stream.value,
                 max_pull_gap_hours="{{ params.max_pull_gap_hours }}",
-                pool=IYS_POOL,
                 trigger_rule="all_done",
                 retries=2,
+                **iys,
                 **conns,
             )
             for stream in ChangeStream
         ]
         new_users = IysCheckNewUsersOperator(
-            task_id="check_new_users", pool=IYS_POOL, trigger_rule="all_done", retries=2, **conns
+            task_id="check_new_users", trigger_rule="all_done", retries=2, **iys, **conns
         )
         push = IysPushConsentUpdatesOperator(
-            task_id="push_consent_updates", pool=IYS_POOL, trigger_rule="all_done", retries=2, **conns
+            task_id="push_consent_updates", trigger_rule="all_done", retries=2, **iys, **conns
         )
         wait = IysBatchResultSensor(
-            task_id="wait_for_batch_results", pool=IYS_POOL, trigger_rule="all_done", retries=2, **conns
+            task_id="wait_for_batch_results", trigger_rule="all_done", retries=2, **iys, **conns
         )
         report = IysSyncReportOperator(
             task_id="report",
@@ -99,4 +101,5 @@ def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync") -> DAG:
             task_id="announce_consent_changes", report_task_id="report", **conns
         )
         pulls[0] >> pulls[1] >> new_users >> push >> wait >> report >> announce
+        concurrency.guard(dag, first=[pulls[0]])
     return dag

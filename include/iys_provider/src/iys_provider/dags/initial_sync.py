@@ -5,8 +5,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param
 
 from iys_provider.assets import CONSENTS_ASSET
-from iys_provider.dags.common import CONNECTION_ARGS, iys_dag
-from iys_provider.operators.base import IYS_POOL
+from iys_provider.dags.common import CONNECTION_ARGS, IysConcurrency, iys_dag
 from iys_provider.operators.initial_sync import (
     DEFAULT_BATCH_SIZE,
     IysFinishInitialSyncOperator,
@@ -18,7 +17,8 @@ DOC = """
 ### İYS initial sync
 
 Checks every user returned by the source query (Variable `iys_recipients_sql`) against İYS with
-multi status, in batches mapped over parallel tasks in the `iys_api` pool, and writes
+multi status, in batches mapped over parallel tasks (at most `IYS_API_CONCURRENCY` at once, in
+`default_pool` unless `IYS_POOL` names a pool), and writes
 `iys.consents`, `iys.user_recipients` and `iys.rejected_recipients`.
 
 *Resumable*: a failed or killed run is simply run again (or its failed `sync_batch` tasks
@@ -28,13 +28,15 @@ Trigger with **rescan** to start over.
 """
 
 
-def build_initial_sync_dag(dag_id: str = "iys_initial_sync") -> DAG:
+def build_initial_sync_dag(dag_id: str = "iys_initial_sync", concurrency: IysConcurrency | None = None) -> DAG:
+    concurrency = concurrency or IysConcurrency.from_env()
     with iys_dag(
         dag_id=dag_id,
         description="Overnight, batched, resumable import of every existing user's İYS consents",
         doc_md=DOC,
         schedule_variable="IYS_INITIAL_SYNC_CRON",
         default_cron="0 1 * * *",
+        concurrency=concurrency,
         params={
             "rescan": Param(False, type="boolean", title="Rescan", description="Start over from the first user."),
             "batch_size": Param(
@@ -58,14 +60,15 @@ def build_initial_sync_dag(dag_id: str = "iys_initial_sync") -> DAG:
         )
         batches = IysInitialSyncBatchOperator.partial(
             task_id="sync_batch",
-            pool=IYS_POOL,
             retries=2,
             map_index_template="{{ task.batch['batch_no'] + 1 }}/{{ task.batch['of'] }} "
             "[{{ task.batch['first'] }} … {{ task.batch['last'] }}]",
+            **concurrency.task_args,
             **conns,
         ).expand(batch=plan.output)
         finish = IysFinishInitialSyncOperator(
             task_id="finish_scan", trigger_rule="none_failed", outlets=[CONSENTS_ASSET], **conns
         )
         plan >> batches >> finish
+        concurrency.guard(dag, first=[plan])
     return dag

@@ -3,7 +3,9 @@
 Compose them with dynamic task mapping::
 
     plan = IysPlanInitialSyncOperator(task_id="plan_batches")
-    batches = IysInitialSyncBatchOperator.partial(task_id="sync_batch", pool="iys_api").expand(batch=plan.output)
+    batches = IysInitialSyncBatchOperator.partial(task_id="sync_batch", max_active_tis_per_dagrun=4).expand(
+        batch=plan.output
+    )
     plan >> batches >> IysFinishInitialSyncOperator(task_id="finish_scan")
 
 A scan's plan is stored in ``iys.initial_sync_batches``; every run processes only the batches not

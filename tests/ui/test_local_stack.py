@@ -1,0 +1,215 @@
+"""``make airflow`` (scripts/airflow_local.sh) as a user meets it, under a real scheduler (issue #12).
+
+One stack for the module, with a DAG folder holding ``iys_initial_sync`` and a copy of it whose
+İYS tasks are configured to use a pool nobody created:
+
+* no pool is created, and ``iys_initial_sync`` triggered through the REST API runs to success;
+* the copy fails fast, its first task naming the pool and the command that creates it;
+* the trigger command the banner prints works in a clean shell (another terminal);
+* SIGINT, then SIGINT and SIGTERM again during the shutdown, still stop every process the script
+  started and free their ports (last: it ends the stack).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+
+import pytest
+from ui.conftest import AirflowStack  # tests/ is on sys.path (pytest.ini)
+
+from iys_provider.operators.base import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DAG_ID = "iys_initial_sync"
+MISSING_POOL_DAG_ID = "iys_initial_sync_missing_pool"
+MISSING_POOL = "iys_no_such_pool"
+POOL_CHECK_SECONDS = 20
+MISSING_POOL_DAG = f'''"""Airflow DAG: iys_initial_sync, its İYS tasks in a pool that does not exist (test_local_stack.py)."""
+from iys_provider.dags.common import IysConcurrency
+from iys_provider.dags.initial_sync import build_initial_sync_dag
+
+dag = build_initial_sync_dag(
+    "{MISSING_POOL_DAG_ID}", IysConcurrency(pool="{MISSING_POOL}", pool_check_seconds={POOL_CHECK_SECONDS})
+)
+'''
+
+
+@pytest.fixture(scope="module")
+def stack(postgres_server_uri, request):
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="iys-local-stack-"))
+    dags = workdir / "dags"
+    dags.mkdir()
+    (dags / f"{DAG_ID}.py").symlink_to(ROOT / "dags" / f"{DAG_ID}.py")
+    (dags / f"{MISSING_POOL_DAG_ID}.py").write_text(MISSING_POOL_DAG)
+    stack = AirflowStack(
+        postgres_server_uri,
+        workdir,
+        extra_env={"AIRFLOW_DAGS_FOLDER": str(dags), "IYS_INITIAL_SYNC_CRON": "none"},
+    )
+    failed_before = request.session.testsfailed
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        if request.session.testsfailed > failed_before:
+            sys.stderr.write(f"\n[tests/ui] kept the stack's logs in {workdir}/logs\n")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wait_for_dag(stack: AirflowStack, dag_id: str, timeout: float = 180) -> None:
+    """Until the DAG processor has parsed ``dag_id`` (the API answers 404 before)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stack.api(f"/dags/{dag_id}")
+            return
+        except urllib.error.HTTPError as error:
+            if error.code != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(2)
+
+
+def trigger(stack: AirflowStack, dag_id: str, conf: dict | None = None) -> str:
+    wait_for_dag(stack, dag_id)
+    run = stack.api(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+    return run["dag_run_id"]
+
+
+def wait_for_run(stack: AirflowStack, dag_id: str, run_id: str, timeout: float) -> tuple[str, float]:
+    """Final state of a run and the seconds it took to get there."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        state = stack.api(f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        if state in ("success", "failed"):
+            return state, time.monotonic() - started
+        time.sleep(2)
+    tis = stack.api(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    pytest.fail(f"{dag_id} {run_id} not finished after {timeout} s: {[(t['task_id'], t['state']) for t in tis]}")
+
+
+def task_states(stack: AirflowStack, dag_id: str, run_id: str) -> dict[str, list[str]]:
+    states: dict[str, list[str]] = {}
+    for ti in stack.api(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]:
+        states.setdefault(ti["task_id"], []).append(ti["state"])
+    return states
+
+
+# ---------------------------------------------------------------------------- (1) no pool needed
+
+
+def test_initial_sync_runs_to_success_without_any_pool(stack):
+    assert [p["name"] for p in stack.api("/pools")["pools"]] == ["default_pool"]
+    run_id = trigger(stack, DAG_ID)
+    state, _ = wait_for_run(stack, DAG_ID, run_id, timeout=300)
+    states = task_states(stack, DAG_ID, run_id)
+    assert state == "success", states
+    assert states["sync_batch"] and set(states["sync_batch"]) == {"success"}
+    assert POOL_CHECK_TASK_ID not in states  # no pool configured, nothing to check
+    batch = stack.api(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/sync_batch/0")
+    assert batch["pool"] == "default_pool"
+
+
+def test_missing_pool_fails_fast_with_the_command_that_creates_it(stack):
+    run_id = trigger(stack, MISSING_POOL_DAG_ID)
+    state, seconds = wait_for_run(stack, MISSING_POOL_DAG_ID, run_id, timeout=240)
+    states = task_states(stack, MISSING_POOL_DAG_ID, run_id)
+    assert state == "failed", states
+    assert seconds < POOL_CHECK_SECONDS + 120
+    assert states[POOL_CHECK_TASK_ID] == ["failed"]
+    assert states[POOL_PROBE_TASK_ID] == ["skipped"]  # no longer waiting for the missing pool
+    assert states["plan_batches"] == ["skipped"]
+    log = stack.api(f"/dags/{MISSING_POOL_DAG_ID}/dagRuns/{run_id}/taskInstances/{POOL_CHECK_TASK_ID}/logs/1")
+    text = str(log["content"])
+    assert f"airflow pools set {MISSING_POOL} 4" in text, text[-3000:]
+    assert "unset IYS_POOL" in text
+
+
+# ---------------------------------------------------------------------------- (6) the printed CLI
+
+
+def test_the_printed_trigger_command_works_from_another_terminal(stack):
+    banner = stack.log_file.read_text(errors="replace")
+    match = re.search(r"Trigger:\s+(.+?)\s*$", banner, re.MULTILINE)
+    assert match, banner[-3000:]
+    command = match.group(1)
+    before = {r["dag_run_id"] for r in stack.api(f"/dags/{DAG_ID}/dagRuns")["dag_runs"]}
+    # Another terminal: none of the stack's Airflow or İYS settings in the environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "IYS_", "_AIRFLOW"))}
+    env["HOME"] = str(stack.workdir)  # no ~/airflow to fall back on
+    result = subprocess.run(shlex.split(command), env=env, cwd="/", capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = {r["dag_run_id"] for r in stack.api(f"/dags/{DAG_ID}/dagRuns")["dag_runs"]}
+    assert len(after - before) == 1, (before, after, result.stdout)
+
+
+# ---------------------------------------------------------------------------- (7) repeated signals
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (by parent pid, from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = pathlib.Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the port (a bind test would also trip on TIME_WAIT)."""
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_repeated_signals_during_shutdown_stop_everything(stack):
+    script = stack.process
+    started = descendants(script.pid)
+    assert len(started) >= 4, started  # simulator, standalone and its components
+    ports = [int(stack.info[url].rsplit(":", 1)[1]) for url in ("sim_url", "api_url")]
+    assert all(listening(port) for port in ports)
+
+    script.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while "stopping" not in stack.log_file.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert script.poll() is None, "the script should still be stopping its children"
+    script.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    script.send_signal(signal.SIGTERM)
+    script.wait(timeout=120)
+
+    survivors = {pid for pid in started if alive(pid)}
+    assert survivors == set(), [pathlib.Path(f"/proc/{p}/cmdline").read_bytes()[:200] for p in survivors]
+    assert not any(listening(port) for port in ports), ports
+    assert "stopped" in stack.log_file.read_text(errors="replace")
