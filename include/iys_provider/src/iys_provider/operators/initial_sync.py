@@ -330,9 +330,11 @@ class IysFinishInitialSyncOperator(IysBaseOperator):
                     "the next run (or clearing the failed sync_batch tasks) resumes them."
                 )
             totals = consent_totals(conn, brand_code)
+            ratio = self.iys_hook.success_ratio_24h()
         self.log.info("Initial sync scan %s complete: %d users. Consents now:", scan.scan_id, users)
         for channel in totals:
             self.log.info("  %-6s ONAY %d, RET %d, none %d", channel.type, channel.onay, channel.ret, channel.unknown)
+        self.log.info("İYS success ratio of %s: %s", self.iys_hook.settings.ip_budget_key, ratio.describe())
         return FinishInitialSyncResult(complete=True, scan_id=scan.scan_id, users=users)
 
 
