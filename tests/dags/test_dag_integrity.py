@@ -99,7 +99,7 @@ def test_a_configured_pool_is_checked_before_any_task_waits_on_it(dag_id, monkey
     from iys_provider.dags.common import IysConcurrency
     from iys_provider.dags.incremental_sync import build_incremental_sync_dag
     from iys_provider.dags.initial_sync import build_initial_sync_dag
-    from iys_provider.operators.base import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
+    from iys_provider.operators.pool_check import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
 
     monkeypatch.setenv("IYS_POOL", "iys_api")
     monkeypatch.setenv("IYS_API_CONCURRENCY", "2")
@@ -124,7 +124,7 @@ def test_a_configured_pool_is_checked_before_any_task_waits_on_it(dag_id, monkey
 
 
 def test_pool_missing_message_says_how_to_create_it():
-    from iys_provider.operators.base import pool_missing_message
+    from iys_provider.operators.pool_check import pool_missing_message
 
     message = pool_missing_message("iys_api", 300)
     assert 'airflow pools set iys_api 4 "İYS API rate budget"' in message

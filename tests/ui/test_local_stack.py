@@ -28,7 +28,7 @@ import urllib.error
 import pytest
 from ui.conftest import AirflowStack  # tests/ is on sys.path (pytest.ini)
 
-from iys_provider.operators.base import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
+from iys_provider.operators.pool_check import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DAG_ID = "iys_initial_sync"

@@ -10,7 +10,7 @@ from typing import Any
 from airflow.sdk import DAG, BaseOperator, CronTriggerTimetable, Param
 
 from iys_provider.assets import CONSENTS_ASSET  # noqa: F401 (re-exported: the README's old import path)
-from iys_provider.operators.base import (
+from iys_provider.operators.pool_check import (
     POOL_CHECK_TASK_ID,
     POOL_PROBE_TASK_ID,
     IysCheckPoolOperator,
