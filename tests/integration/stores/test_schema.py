@@ -85,3 +85,22 @@ def test_token_cache_is_not_readable_by_other_roles(pg, pg_dsn):
         pg.execute("REVOKE ALL ON ALL TABLES IN SCHEMA iys FROM iys_test_reporting")
         pg.execute("REVOKE USAGE ON SCHEMA iys FROM iys_test_reporting")
         pg.execute("DROP ROLE iys_test_reporting")
+
+
+def test_a_role_that_only_owns_schema_iys_can_migrate_it(pg, pg_dsn):
+    """The least-privileged set-up of the README: no CREATE on the database, only the schema's ownership."""
+    pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
+    pg.execute("DROP ROLE IF EXISTS iys_test_owner")
+    pg.execute("CREATE ROLE iys_test_owner LOGIN")
+    try:
+        pg.execute("REVOKE CREATE ON DATABASE " + psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"] + " FROM PUBLIC")
+        pg.execute("CREATE SCHEMA iys AUTHORIZATION iys_test_owner")
+        params = psycopg.conninfo.conninfo_to_dict(pg_dsn) | {"user": "iys_test_owner"}
+        with psycopg.connect(**params, autocommit=True) as owner:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                owner.execute("CREATE SCHEMA iys_elsewhere")  # the role really lacks CREATE on the database
+            assert migrate(owner)[-1] == max(m.version for m in available_migrations())
+    finally:
+        pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
+        pg.execute("DROP OWNED BY iys_test_owner")
+        pg.execute("DROP ROLE IF EXISTS iys_test_owner")

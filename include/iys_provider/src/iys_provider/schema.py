@@ -18,8 +18,12 @@ import psycopg
 MIGRATION_LOCK_ID = 0x1A5_5C4E  # arbitrary, constant: the advisory lock guarding migrations
 _MIGRATION_NAME = re.compile(r"^V(\d{3})__([a-z0-9_]+)\.sql$")
 
+# CREATE SCHEMA IF NOT EXISTS checks the CREATE privilege on the database even when the schema
+# exists; asking first lets a role that merely owns a schema created for it run the migrations.
 CREATE_LEDGER_SQL = """
-CREATE SCHEMA IF NOT EXISTS iys;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'iys') THEN CREATE SCHEMA iys; END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS iys.schema_migrations (
     version     int PRIMARY KEY,
     name        text NOT NULL,

@@ -1,6 +1,6 @@
 -- Shared state of the İYS hook: one token per İYS account and one request-rate budget per API
 -- host, shared by every task process and worker that talks to İYS.
-CREATE SCHEMA IF NOT EXISTS iys;
+-- (The schema exists by now: schema.py creates it, only when missing, before any migration.)
 
 -- Access and refresh tokens are credentials: only the package's role may read this table.
 CREATE TABLE iys.api_tokens (
