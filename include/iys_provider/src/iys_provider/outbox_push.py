@@ -180,6 +180,9 @@ class OutboxPush:
                 latest[key] = (row, result)
         waiting = [(row, item) for row, item in latest.values() if isinstance(item, NotYetDue)]
         due = {key: (row, item) for key, (row, item) in latest.items() if isinstance(item, Consent)}
+        # Settled before İYS is asked: a task that dies (or is stopped) while checking keeps them.
+        self._settle(conn, verdicts, counts)
+        verdicts = []
         to_send = self._decide(conn, due, verdicts, counts)
         self._settle(conn, verdicts, counts)
         if len(to_send) <= self.settings.single_add_threshold:
@@ -222,33 +225,37 @@ class OutboxPush:
         onay: dict[Key, bool] = {}
         for (recipient_type, consent_type), keys in groups.items():
             for start in range(0, len(keys), MAX_RECIPIENTS_PER_STATUS_CALL):
-                remaining = keys[start : start + MAX_RECIPIENTS_PER_STATUS_CALL]
-                while remaining:
-                    addresses = [key[0] for key in remaining]
-                    try:
-                        answer = self.hook.get_onay_recipients(addresses, consent_type, recipient_type)
-                    except (IysAuthError, IysTokenBlockedError):
-                        raise  # every row would fail alike
-                    except IysApiError as exc:
-                        refused = _refused_items(exc, len(remaining))
-                        if not refused:
-                            ids = [due[key][0].id for key in remaining]
-                            self._transient(conn, ids, exc.code or "STATUS_CHECK", str(exc), counts)
-                            break
-                        for index, item in refused.items():
-                            row_id = due[remaining[index]][0].id
-                            verdicts.append(
-                                (row_id, Verdict(OutboxState.REJECTED, item.code or "IYS_ERROR", item.message))
-                            )
-                        remaining = [key for i, key in enumerate(remaining) if i not in refused]
-                        continue
-                    except requests.RequestException as exc:
-                        ids = [due[key][0].id for key in remaining]
-                        self._transient(conn, ids, "NETWORK", type(exc).__name__, counts)
-                        break
-                    onay.update({key: key[0] in answer for key in remaining})
-                    break
+                chunk = keys[start : start + MAX_RECIPIENTS_PER_STATUS_CALL]
+                onay.update(self._verify_chunk(conn, due, chunk, recipient_type, consent_type, verdicts, counts))
         return onay
+
+    def _verify_chunk(
+        self, conn, due, chunk: list[Key], recipient_type, consent_type, verdicts, counts
+    ) -> dict[Key, bool]:
+        """One ≤1000-address multi-status call; addresses İYS refuses by index are settled and the rest asked again."""
+        remaining = chunk
+        while remaining:
+            try:
+                answer = self.hook.get_onay_recipients([key[0] for key in remaining], consent_type, recipient_type)
+            except (IysAuthError, IysTokenBlockedError):
+                raise  # every row would fail alike
+            except IysApiError as exc:
+                refused = _refused_items(exc, len(remaining))
+                if not refused:
+                    self._transient(
+                        conn, [due[key][0].id for key in remaining], exc.code or "STATUS_CHECK", str(exc), counts
+                    )
+                    return {}
+                for index, item in refused.items():
+                    row_id = due[remaining[index]][0].id
+                    verdicts.append((row_id, Verdict(OutboxState.REJECTED, item.code or "IYS_ERROR", item.message)))
+                remaining = [key for i, key in enumerate(remaining) if i not in refused]
+            except requests.RequestException as exc:
+                self._transient(conn, [due[key][0].id for key in remaining], "NETWORK", type(exc).__name__, counts)
+                return {}
+            else:
+                return {key: key[0] in answer for key in remaining}
+        return {}
 
     def _single_status(self, conn, row: OutboxRow, consent: Consent, counts) -> KnownConsent | None | object:
         """İYS's full record of one address (``None``: it holds none), or :data:`_UNANSWERED`."""

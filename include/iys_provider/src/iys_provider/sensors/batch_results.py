@@ -129,9 +129,8 @@ class IysBatchResultSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=waiting == 0, xcom_value=summary)
 
     def _close_hook(self) -> None:
-        if "iys_hook" in self.__dict__:
+        if "iys_hook" in self.__dict__:  # the next poke reopens its session and shared state itself
             self.iys_hook.close()
-            del self.__dict__["iys_hook"]
 
     def _results(self, conn, request_id: str, run_id: str):
         """The batch's result items, ``None`` while İYS has none yet, or :data:`_REOPENED`."""
