@@ -144,10 +144,10 @@ def run(args: argparse.Namespace, dsn: str, sim_url: str) -> dict:
         order = phones[:]
         random.Random(args.seed + 1).shuffle(order)  # the outbox does not come sorted by İYS's answer
         conn.execute(
-            "INSERT INTO iys.consent_updates (recipient, type, recipient_type, status, consent_date, source) "
-            "SELECT r, 'MESAJ', 'BIREYSEL', 'RET', now() - interval '5 minutes', 'HS_MOBIL' "
+            "INSERT INTO iys.consent_updates (brand_code, recipient, type, recipient_type, status, consent_date, source) "
+            "SELECT %s, r, 'MESAJ', 'BIREYSEL', 'RET', now() - interval '5 minutes', 'HS_MOBIL' "
             "FROM unnest(%s::text[]) WITH ORDINALITY AS t(r, i) ORDER BY i",
-            (order,),
+            (local_stack.SIM_BRAND_CODE, order),
         )
         conn.execute("VACUUM ANALYZE iys.consent_updates")
         local_copy = conn.execute("SELECT count(*) FROM iys.consents").fetchone()[0]

@@ -127,9 +127,9 @@ def main() -> int:
                 "SELECT recipient FROM iys.consents WHERE type = 'EPOSTA' AND status = 'ONAY' ORDER BY recipient LIMIT 1"
             ).fetchone()[0]
             conn.execute(
-                "INSERT INTO iys.consent_updates (recipient, type, status, consent_date, source) "
-                "VALUES (%s, 'EPOSTA', 'RET', now() - interval '5 minutes', 'HS_MOBIL')",
-                (email.upper(),),
+                "INSERT INTO iys.consent_updates (brand_code, recipient, type, status, consent_date, source) "
+                "VALUES (%s, %s, 'EPOSTA', 'RET', now() - interval '5 minutes', 'HS_MOBIL')",
+                (local_stack.SIM_BRAND_CODE, email.upper()),
             )
         sim.advance_clock(3700)  # İYS withholds the last hour of movements from its change feed
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from iys_provider.operators.changes import IysPullChangesOperator
 from iys_provider.operators.consent_updates import IysPushConsentUpdatesOperator
-from tests_support import sim_control
+from tests_support import SIM_BRAND_CODE, sim_control
 
 ALICE, BOB, CAROL, DAVE = "+905321110001", "+905321110002", "+905321110003", "+905321110004"
 USERS_SQL = "SELECT id AS user_id, phone, email FROM public.users"
@@ -40,11 +40,21 @@ def pull(stream: str, **kwargs):
     return IysPullChangesOperator(task_id=f"pull_{stream}", stream=stream, **kwargs).execute(context={})
 
 
-def add_update(pg, recipient, status, *, type_="MESAJ", when=None, source="HS_MOBIL", recipient_type="BIREYSEL"):
+def add_update(
+    pg,
+    recipient,
+    status,
+    *,
+    type_="MESAJ",
+    when=None,
+    source="HS_MOBIL",
+    recipient_type="BIREYSEL",
+    brand_code=SIM_BRAND_CODE,
+):
     return pg.execute(
-        "INSERT INTO iys.consent_updates (recipient, type, recipient_type, status, consent_date, source) "
-        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        (recipient, type_, recipient_type, status, when or iys_now() - timedelta(minutes=2), source),
+        "INSERT INTO iys.consent_updates (brand_code, recipient, type, recipient_type, status, consent_date, source) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (brand_code, recipient, type_, recipient_type, status, when or iys_now() - timedelta(minutes=2), source),
     ).fetchone()[0]
 
 

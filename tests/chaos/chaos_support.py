@@ -177,9 +177,9 @@ def make_incremental_traffic(
         plan.append((key, "RET", "skipped"))
     for (recipient, ctype), status, final in plan:
         row_id = pg.execute(
-            "INSERT INTO iys.consent_updates (recipient, type, recipient_type, status, consent_date, source) "
-            "VALUES (%s, %s, 'BIREYSEL', %s, %s, 'HS_MOBIL') RETURNING id",
-            (recipient, ctype, status, when),
+            "INSERT INTO iys.consent_updates (brand_code, recipient, type, recipient_type, status, consent_date, source) "
+            "VALUES (%s, %s, %s, 'BIREYSEL', %s, %s, 'HS_MOBIL') RETURNING id",
+            (SIM_BRAND_CODE, recipient, ctype, status, when),
         ).fetchone()[0]
         traffic.outbox_ids.append(row_id)
         traffic.expected_outbox[row_id] = final

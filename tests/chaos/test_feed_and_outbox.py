@@ -16,7 +16,7 @@ from chaos.chaos_support import (
     task_states,
 )
 
-from tests_support import sim_control
+from tests_support import SIM_BRAND_CODE, sim_control
 
 
 def _page(events, after):
@@ -88,9 +88,9 @@ def test_batch_submit_answer_lost_after_iys_committed(airflow_db, scenario, pg):
     when = iys_now().replace(second=0)
     ids = [
         pg.execute(
-            "INSERT INTO iys.consent_updates (recipient, type, recipient_type, status, consent_date, source) "
-            "VALUES (%s, %s, 'BIREYSEL', 'RET', %s, 'HS_MOBIL') RETURNING id",
-            (recipient, ctype, when),
+            "INSERT INTO iys.consent_updates (brand_code, recipient, type, recipient_type, status, consent_date, source) "
+            "VALUES (%s, %s, %s, 'BIREYSEL', 'RET', %s, 'HS_MOBIL') RETURNING id",
+            (SIM_BRAND_CODE, recipient, ctype, when),
         ).fetchone()[0]
         for recipient, ctype in onay
     ]

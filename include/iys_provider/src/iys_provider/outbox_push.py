@@ -120,13 +120,15 @@ class OutboxPush:
             pending=0, submitted=0, sent=0, skipped=0, rejected=0, failed=0, deferred=0, expired_batches=0, waited=0
         )
         self._checks_left = settings.max_status_checks
+        brand_code = self.hook.brand_code
         counts["expired_batches"] = expire_submissions(
             conn,
+            brand_code,
             code="BATCH_EXPIRED",
             detail=f"no batch result {settings.max_batch_age} after submission; verified again before any resend",
             submitted_before=datetime.now(UTC) - settings.max_batch_age,
         )
-        rows = fetch_pending(conn, settings.max_rows)
+        rows = fetch_pending(conn, brand_code, settings.max_rows)
         waiting = self._push(conn, rows, counts)
         if waiting:
             due_at = max(item.due_at for _, item in waiting)
@@ -138,7 +140,7 @@ class OutboxPush:
             )
             time.sleep(pause)  # bounded by future_tolerance + clock_skew: the row is due then
             counts["waited"] = len(waiting)
-            left = self._push(conn, fetch_pending_by_id(conn, [row.id for row, _ in waiting]), counts)
+            left = self._push(conn, fetch_pending_by_id(conn, brand_code, [row.id for row, _ in waiting]), counts)
             counts["pending"] += len(left)
         self.log.info(
             "Outbox: %d rows read; sent %d, submitted in batches %d, skipped %d, rejected %d, failed %d, "

@@ -12,7 +12,7 @@ from iys_provider.outbox import KnownConsent, OutboxRow, Verdict
 
 FETCH_PENDING_SQL = """
 SELECT id, recipient, type, recipient_type, status, consent_date, source, attempts
-  FROM iys.consent_updates WHERE state = 'pending' ORDER BY id LIMIT %s
+  FROM iys.consent_updates WHERE brand_code = %s AND state = 'pending' ORDER BY id LIMIT %s
 """
 
 FINALISE_SQL = """
@@ -49,7 +49,8 @@ EXPIRE_SUBMITTED_SQL = """
 UPDATE iys.consent_updates
    SET state = 'pending', request_id = NULL, request_index = NULL, submitted_at = NULL,
        error_code = %(code)s, detail = %(detail)s, result_run_id = coalesce(%(run_id)s, result_run_id)
- WHERE state = 'submitted' AND (request_id = %(request_id)s OR submitted_at < %(submitted_before)s)
+ WHERE brand_code = %(brand)s AND state = 'submitted'
+   AND (request_id = %(request_id)s OR submitted_at < %(submitted_before)s)
 """
 
 # A batch item İYS reported with a status it never documented: the row stays submitted, with
@@ -60,31 +61,33 @@ UPDATE iys.consent_updates SET error_code = %s, detail = %s WHERE id = ANY(%s) A
 
 FETCH_PENDING_BY_ID_SQL = """
 SELECT id, recipient, type, recipient_type, status, consent_date, source, attempts
-  FROM iys.consent_updates WHERE state = 'pending' AND id = ANY(%s) ORDER BY id
+  FROM iys.consent_updates WHERE brand_code = %s AND state = 'pending' AND id = ANY(%s) ORDER BY id
 """
 
-# What the batch-result sensor of one DAG run settled (sent/skipped/rejected) or reopened.
+# What the batch-result sensor of one DAG run settled (sent/skipped/rejected) or reopened. Run
+# ids repeat across DAGs (every brand's scheduled run of one night has the same), hence the brand.
 COLLECTED_BY_RUN_SQL = """
 SELECT CASE WHEN state = 'pending' THEN 'reopened' ELSE state END, count(*)
-  FROM iys.consent_updates WHERE result_run_id = %s GROUP BY 1
+  FROM iys.consent_updates WHERE brand_code = %s AND result_run_id = %s GROUP BY 1
 """
 
 # Unsent opt-outs per Turkey-local consent day; the deadline itself needs the holiday calendar.
 UNSENT_RET_DAYS_SQL = """
 SELECT (consent_date AT TIME ZONE 'Europe/Istanbul')::date AS consent_day, count(*)
   FROM iys.consent_updates
- WHERE status = 'RET' AND state IN ('pending', 'submitted', 'failed')
+ WHERE brand_code = %s AND status = 'RET' AND state IN ('pending', 'submitted', 'failed')
  GROUP BY 1
 """
 
+# A batch is polled under its own brand's path: under another brand's, İYS would not know it.
 SUBMITTED_REQUESTS_SQL = """
 SELECT request_id, min(submitted_at), count(*) FROM iys.consent_updates
- WHERE state = 'submitted' GROUP BY request_id ORDER BY min(submitted_at)
+ WHERE brand_code = %s AND state = 'submitted' GROUP BY request_id ORDER BY min(submitted_at)
 """
 
 SUBMITTED_ROWS_SQL = """
 SELECT request_index, id, recipient, type, recipient_type, status, consent_date, source
-  FROM iys.consent_updates WHERE state = 'submitted' AND request_id = %s
+  FROM iys.consent_updates WHERE brand_code = %s AND state = 'submitted' AND request_id = %s
 """
 
 KNOWN_CONSENTS_SQL = """
@@ -121,8 +124,8 @@ ON CONFLICT (brand_code, recipient, recipient_type, type) DO UPDATE
 """
 
 
-def fetch_pending(conn: psycopg.Connection, limit: int) -> list[OutboxRow]:
-    return [OutboxRow(*row) for row in conn.execute(FETCH_PENDING_SQL, (limit,)).fetchall()]
+def fetch_pending(conn: psycopg.Connection, brand_code: int, limit: int) -> list[OutboxRow]:
+    return [OutboxRow(*row) for row in conn.execute(FETCH_PENDING_SQL, (brand_code, limit)).fetchall()]
 
 
 def finalise(
@@ -163,12 +166,13 @@ def note_submitted(conn: psycopg.Connection, ids: Sequence[int], *, code: str, d
     conn.execute(NOTE_SUBMITTED_SQL, (code, detail, list(ids)))
 
 
-def fetch_pending_by_id(conn: psycopg.Connection, ids: Sequence[int]) -> list[OutboxRow]:
-    return [OutboxRow(*row) for row in conn.execute(FETCH_PENDING_BY_ID_SQL, (list(ids),)).fetchall()]
+def fetch_pending_by_id(conn: psycopg.Connection, brand_code: int, ids: Sequence[int]) -> list[OutboxRow]:
+    return [OutboxRow(*row) for row in conn.execute(FETCH_PENDING_BY_ID_SQL, (brand_code, list(ids))).fetchall()]
 
 
 def expire_submissions(
     conn: psycopg.Connection,
+    brand_code: int,
     *,
     code: str,
     detail: str,
@@ -176,10 +180,11 @@ def expire_submissions(
     submitted_before: datetime | None = None,
     result_run_id: str | None = None,
 ) -> int:
-    """Put submitted rows of one request, or of requests older than ``submitted_before``, back to pending."""
+    """Put the brand's submitted rows of one request, or of requests older than ``submitted_before``, back to pending."""
     return conn.execute(
         EXPIRE_SUBMITTED_SQL,
         {
+            "brand": brand_code,
             "code": code,
             "detail": detail,
             "request_id": request_id,
@@ -189,12 +194,22 @@ def expire_submissions(
     ).rowcount
 
 
-def collected_by_run(conn: psycopg.Connection, result_run_id: str) -> dict[str, int]:
-    return dict(conn.execute(COLLECTED_BY_RUN_SQL, (result_run_id,)).fetchall())
+def collected_by_run(conn: psycopg.Connection, brand_code: int, result_run_id: str) -> dict[str, int]:
+    return dict(conn.execute(COLLECTED_BY_RUN_SQL, (brand_code, result_run_id)).fetchall())
 
 
-def unsent_rets_by_day(conn: psycopg.Connection) -> dict[date, int]:
-    return dict(conn.execute(UNSENT_RET_DAYS_SQL).fetchall())
+def unsent_rets_by_day(conn: psycopg.Connection, brand_code: int) -> dict[date, int]:
+    return dict(conn.execute(UNSENT_RET_DAYS_SQL, (brand_code,)).fetchall())
+
+
+def submitted_requests(conn: psycopg.Connection, brand_code: int) -> list[tuple[str, datetime, int]]:
+    """The brand's outstanding batches: request id, first submission, rows; oldest first."""
+    return conn.execute(SUBMITTED_REQUESTS_SQL, (brand_code,)).fetchall()
+
+
+def submitted_rows(conn: psycopg.Connection, brand_code: int, request_id: str) -> list[tuple]:
+    """``(request_index, id, recipient, type, recipient_type, status, consent_date, source)`` of one batch."""
+    return conn.execute(SUBMITTED_ROWS_SQL, (brand_code, request_id)).fetchall()
 
 
 def known_consents(

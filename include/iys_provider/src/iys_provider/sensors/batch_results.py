@@ -18,13 +18,13 @@ from iys_provider.models import BatchItemStatus, Consent, is_documented
 from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID
 from iys_provider.outbox import DEFAULT_MAX_BATCH_AGE, OutboxRow, OutboxState, Verdict, parse_row, verdict_for_iys_error
 from iys_provider.outbox_store import (
-    SUBMITTED_REQUESTS_SQL,
-    SUBMITTED_ROWS_SQL,
     apply_confirmed,
     collected_by_run,
     expire_submissions,
     finalise,
     note_submitted,
+    submitted_requests,
+    submitted_rows,
 )
 
 
@@ -91,8 +91,9 @@ class IysBatchResultSensor(BaseSensorOperator):
         run_id = context.get("run_id") or self._run_id_outside_a_run
         with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
             delay = timedelta(seconds=self.iys_hook.settings.batch_result_delay_seconds)
+            brand_code = self.iys_hook.brand_code
             waiting = 0
-            for request_id, submitted_at, count in conn.execute(SUBMITTED_REQUESTS_SQL).fetchall():
+            for request_id, submitted_at, count in submitted_requests(conn, brand_code):
                 now = datetime.now(UTC)
                 if now < submitted_at + delay:
                     waiting += count
@@ -104,6 +105,7 @@ class IysBatchResultSensor(BaseSensorOperator):
                 if still_open and now > submitted_at + self.max_batch_age:
                     expire_submissions(
                         conn,
+                        brand_code,
                         code="BATCH_EXPIRED",
                         detail=f"no complete batch result {self.max_batch_age} after submission; verified again "
                         "before any resend",
@@ -119,7 +121,7 @@ class IysBatchResultSensor(BaseSensorOperator):
                 waiting += still_open
             if waiting:
                 self.log.info("%d submitted updates still wait for İYS's batch results", waiting)
-            collected = collected_by_run(conn, run_id)
+            collected = collected_by_run(conn, brand_code, run_id)
         summary = BatchResultsSummary(
             sent=collected.get("sent", 0),
             skipped=collected.get("skipped", 0),
@@ -142,6 +144,7 @@ class IysBatchResultSensor(BaseSensorOperator):
             if exc.status_code is not None and 400 <= exc.status_code < 500 and exc.status_code != 429:
                 expire_submissions(
                     conn,
+                    self.iys_hook.brand_code,
                     code="BATCH_UNKNOWN",
                     detail=f"İYS does not know this batch: {exc}"[:500],
                     request_id=request_id,
@@ -157,9 +160,9 @@ class IysBatchResultSensor(BaseSensorOperator):
 
     def _settle(self, conn, request_id: str, items, run_id: str) -> int:
         """Apply one batch's results in one transaction; returns how many items are still open."""
-        rows = {row[0]: row[1:] for row in conn.execute(SUBMITTED_ROWS_SQL, (request_id,)).fetchall()}
-        by_index = {item.index: item for item in items}
         brand_code = self.iys_hook.brand_code
+        rows = {row[0]: row[1:] for row in submitted_rows(conn, brand_code, request_id)}
+        by_index = {item.index: item for item in items}
         pending = 0
         undocumented: dict[str, list[int]] = {}
         with conn.transaction():
