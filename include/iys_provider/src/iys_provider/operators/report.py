@@ -150,7 +150,9 @@ class IysSyncReportOperator(IysBaseOperator):
         dag_run = context["dag_run"]
         with self.database() as conn:
             watch = watch_ret_deadlines(
-                unsent_rets_by_day(conn), datetime.now(UTC), timedelta(hours=float(self.ret_deadline_margin_hours))
+                unsent_rets_by_day(conn, brand_code),
+                datetime.now(UTC),
+                timedelta(hours=float(self.ret_deadline_margin_hours)),
             )
             details["overdue_rets"] = watch.overdue
             ratio = self.iys_hook.success_ratio_24h()  # İYS's whitelist rule, counted in the shared state
