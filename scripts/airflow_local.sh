@@ -23,6 +23,7 @@
 #   IYS_SIM_PORT             simulator port (default 8099)
 #   IYS_SIM_LATENCY_MS       simulated İYS latency per request (default 0)
 #   IYS_SIM_LATENCY_JITTER_MS  extra random latency 0..N ms (default 0)
+#   IYS_SIM_BRAND_CODES      the simulated account's brands, comma separated (default 700001)
 #   IYS_RATE_LIMIT           rate_limit_per_second of the iys connection (default 8; İYS allows 10)
 #   IYS_API_CONCURRENCY      İYS tasks per DAG run at once (default IYS_POOL_SLOTS, else 4)
 #   IYS_POOL                 pool for the İYS tasks, created with IYS_POOL_SLOTS slots (default: none,
@@ -136,7 +137,7 @@ start_simulator() {
     port_free "$SIM_PORT" || die "port $SIM_PORT is taken (another simulator?); set IYS_SIM_PORT"
     # The simulator enforces İYS's real limits (10 req/s per IP, 10 token requests per hour).
     start_child simulator "$PY" -m iys_simulator --host 127.0.0.1 --port "$SIM_PORT" \
-        --username demo --password demo-secret --iys-code 700001 --brand-code 700001 \
+        --username demo --password demo-secret --iys-code 700001 --brand-code "${IYS_SIM_BRAND_CODES:-700001}" \
         --latency-ms "${IYS_SIM_LATENCY_MS:-0}" --seed 1
     wait_for_port "$SIM_PORT" "the İYS simulator"
     if [ "${IYS_SIM_LATENCY_JITTER_MS:-0}" != "0" ]; then

@@ -27,6 +27,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -160,6 +162,44 @@ class AirflowStack:
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
+
+
+def wait_for_dag(stack: AirflowStack, dag_id: str, timeout: float = 180) -> None:
+    """Until the DAG processor has parsed ``dag_id`` (the API answers 404 before)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stack.api(f"/dags/{dag_id}")
+            return
+        except urllib.error.HTTPError as error:
+            if error.code != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(2)
+
+
+def trigger(stack: AirflowStack, dag_id: str, conf: dict | None = None) -> str:
+    wait_for_dag(stack, dag_id)
+    run = stack.api(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+    return run["dag_run_id"]
+
+
+def wait_for_run(stack: AirflowStack, dag_id: str, run_id: str, timeout: float) -> tuple[str, float]:
+    """Final state of a run and the seconds it took to get there."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        state = stack.api(f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        if state in ("success", "failed"):
+            return state, time.monotonic() - started
+        time.sleep(2)
+    tis = stack.api(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    pytest.fail(f"{dag_id} {run_id} not finished after {timeout} s: {[(t['task_id'], t['state']) for t in tis]}")
+
+
+def task_states(stack: AirflowStack, dag_id: str, run_id: str) -> dict[str, list[str]]:
+    states: dict[str, list[str]] = {}
+    for ti in stack.api(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]:
+        states.setdefault(ti["task_id"], []).append(ti["state"])
+    return states
 
 
 @pytest.fixture(scope="session")

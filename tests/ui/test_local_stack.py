@@ -23,10 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 
 import pytest
-from ui.conftest import AirflowStack  # tests/ is on sys.path (pytest.ini)
+from ui.conftest import AirflowStack, task_states, trigger, wait_for_run  # tests/ is on sys.path (pytest.ini)
 
 from iys_provider.operators.pool_check import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
 
@@ -67,44 +66,6 @@ def stack(postgres_server_uri, request):
             sys.stderr.write(f"\n[tests/ui] kept the stack's logs in {workdir}/logs\n")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def wait_for_dag(stack: AirflowStack, dag_id: str, timeout: float = 180) -> None:
-    """Until the DAG processor has parsed ``dag_id`` (the API answers 404 before)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            stack.api(f"/dags/{dag_id}")
-            return
-        except urllib.error.HTTPError as error:
-            if error.code != 404 or time.monotonic() > deadline:
-                raise
-        time.sleep(2)
-
-
-def trigger(stack: AirflowStack, dag_id: str, conf: dict | None = None) -> str:
-    wait_for_dag(stack, dag_id)
-    run = stack.api(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
-    return run["dag_run_id"]
-
-
-def wait_for_run(stack: AirflowStack, dag_id: str, run_id: str, timeout: float) -> tuple[str, float]:
-    """Final state of a run and the seconds it took to get there."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        state = stack.api(f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
-        if state in ("success", "failed"):
-            return state, time.monotonic() - started
-        time.sleep(2)
-    tis = stack.api(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-    pytest.fail(f"{dag_id} {run_id} not finished after {timeout} s: {[(t['task_id'], t['state']) for t in tis]}")
-
-
-def task_states(stack: AirflowStack, dag_id: str, run_id: str) -> dict[str, list[str]]:
-    states: dict[str, list[str]] = {}
-    for ti in stack.api(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]:
-        states.setdefault(ti["task_id"], []).append(ti["state"])
-    return states
 
 
 # ---------------------------------------------------------------------------- (1) no pool needed
