@@ -138,7 +138,7 @@ def reset_shared_hook_state(dsn: str) -> None:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)
-        conn.execute("TRUNCATE iys.api_tokens, iys.token_requests, iys.rate_limiter, iys.api_responses")
+        conn.execute("TRUNCATE iys.api_tokens, iys.token_requests, iys.rate_limiter, iys.api_responses, iys.ip_blocks")
     hook_base._process_tokens.clear()
 
 

@@ -152,7 +152,7 @@ def test_token_endpoint_answers_h084(airflow_db, scenario, pg, monkeypatch, hold
     states = task_states(run)
     # Every try of every batch (Airflow's task retries included) hit the shared block, not İYS.
     assert sim_control(sim, "counters", method="GET")["token_requests"] == 1, states
-    (blocked_until, reason) = pg.execute("SELECT blocked_until, block_reason FROM iys.api_tokens").fetchone()
+    (blocked_until, reason) = pg.execute("SELECT blocked_until, block_reason FROM iys.ip_blocks").fetchone()
     assert blocked_until is not None and "H084" in reason
     out = capfd.readouterr()
     text = out.out + out.err
@@ -161,7 +161,7 @@ def test_token_endpoint_answers_h084(airflow_db, scenario, pg, monkeypatch, hold
 
     # The hour passes (İYS's clock, and our stored block), the next run completes.
     sim_control(sim, "clock", {"advance_seconds": 3601})
-    pg.execute("UPDATE iys.api_tokens SET blocked_until = now() - interval '1 second'")
+    pg.execute("UPDATE iys.ip_blocks SET blocked_until = now() - interval '1 second'")
     run = run_dag("iys_initial_sync")
     assert run.state == "success", task_states(run)
     assert_brand_promise(pg, sim, people)

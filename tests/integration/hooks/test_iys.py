@@ -159,7 +159,15 @@ def test_revoked_tokens_fall_back_to_the_password_grant(sim, pg):
     assert grants == ["password", "refresh_token", "password"]
 
 
-def test_h084_block_is_shared_persisted_and_makes_no_token_call_until_it_ends(sim, pg):
+@pytest.fixture
+def ip_blocks_cleared(pg):
+    """The shared-state reset between tests keeps iys.ip_blocks: a block must not outlive its test."""
+    pg.execute("DELETE FROM iys.ip_blocks")
+    yield
+    pg.execute("DELETE FROM iys.ip_blocks")
+
+
+def test_h084_block_is_shared_persisted_and_makes_no_token_call_until_it_ends(sim, pg, ip_blocks_cleared):
     control(sim, "config", {"token_limit_per_hour": 2})
     IysHook().get_brands()  # token request 1 (password)
     control(sim, "revoke_tokens", {"refresh": True})
@@ -177,12 +185,13 @@ def test_h084_block_is_shared_persisted_and_makes_no_token_call_until_it_ends(si
         with pytest.raises(IysTokenBlockedError, match="(?i)no token call"):
             IysHook().get_brands()
     assert counters(sim)["token_requests"] == token_calls
-    (blocked_until,) = pg.execute("SELECT blocked_until FROM iys.api_tokens").fetchone()
+    # İYS blocks the client IP, so the block is the IP's (the API host's), not the account's.
+    (blocked_until,) = pg.execute("SELECT blocked_until FROM iys.ip_blocks").fetchone()
     assert blocked_until - datetime.now(blocked_until.tzinfo) > timedelta(minutes=59)
 
     # The hour passes (simulated on both sides): the next run succeeds.
     control(sim, "clock", {"advance_seconds": 3601})
-    pg.execute("UPDATE iys.api_tokens SET blocked_until = now() - interval '1 second'")
+    pg.execute("UPDATE iys.ip_blocks SET blocked_until = now() - interval '1 second'")
     assert IysHook().get_brands()
 
 

@@ -38,6 +38,7 @@ def test_defaults_apply_when_only_the_codes_and_credentials_are_set():
         "success_ratio_floor": 0.9,
         "success_ratio_min_calls": 1000,
         "shared_state_conn_id": "iys_postgres",
+        "egress_ip": "",
         "verify_ssl": True,
         "proxies": None,
     }
@@ -55,6 +56,7 @@ EVERY_EXTRA = {
     "success_ratio_floor": ("0.8", 0.8),
     "success_ratio_min_calls": ("50", 50),
     "shared_state_conn_id": ("other_pg", "other_pg"),
+    "egress_ip": ("203.0.113.7", "203.0.113.7"),
     "verify_ssl": ("false", False),
     "proxies": ('{"https": "http://proxy:3128"}', {"https": "http://proxy:3128"}),
 }

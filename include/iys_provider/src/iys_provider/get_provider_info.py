@@ -9,7 +9,7 @@ model the hook parses the connection with, so the form and the hook cannot disag
 from __future__ import annotations
 
 from iys_provider import __version__
-from iys_provider.hooks.settings import DEFAULT_BASE_URL, extra_default
+from iys_provider.hooks.settings import DEFAULT_BASE_URL, EGRESS_LABEL_PATTERN, extra_default
 
 
 def get_provider_info() -> dict:
@@ -141,6 +141,19 @@ def get_provider_info() -> dict:
                         'egress proxy, e.g. {"https": "http://proxy.internal:3128"}. Takes precedence over the '
                         "workers' HTTPS_PROXY / HTTP_PROXY; empty leaves that environment (and NO_PROXY) in charge.",
                         "schema": {"type": ["object", "null"], "default": extra_default("proxies")},
+                    },
+                    "egress_ip": {
+                        "label": "Egress IP label",
+                        "description": "İYS counts the token budget, the H084 block and 10 requests per second "
+                        "per client IP, across all accounts. Name the public IP this worker's İYS traffic leaves "
+                        "from (e.g. 203.0.113.7 or nat-a) when workers leave through different IPs; workers "
+                        "with the same label share one budget. Empty: the whole installation shares one IP.",
+                        "schema": {
+                            "type": ["string", "null"],
+                            # Empty allowed: a cleared field means "one IP for the installation".
+                            "pattern": f"^(?:{EGRESS_LABEL_PATTERN})?$",
+                            "default": extra_default("egress_ip"),
+                        },
                     },
                 },
             }

@@ -1,11 +1,14 @@
 """State the İYS hook shares across task processes and workers.
 
-İYS limits requests per IP, not per process: 10 requests per second, and a small number of
-token requests per hour, with a one-hour block (H084) that restarts on every call made during
-it. So the token, the token-request budget, the block and the request-rate schedule must be
-shared by every task of every DAG. :class:`PostgresSharedState` keeps them in the ``iys``
-schema of a Postgres database all workers reach; :class:`InProcessSharedState` keeps them in
-memory for single-process use (scripts, ``test_connection`` without a Postgres connection).
+İYS limits requests per client IP, not per process nor per account: 10 requests per second,
+and a small number of token requests per hour, with a one-hour block (H084) that restarts on
+every token call made during it, whichever account makes it. So the request-rate schedule, the
+token-request budget and the block are kept per *budget key* (the API host, plus an egress label
+when workers leave through several IPs: ``IysConnectionSettings.ip_budget_key``) and shared by
+every account and every task on that IP; only the token itself is kept per İYS account.
+:class:`PostgresSharedState` keeps them in the ``iys`` schema of a Postgres database all workers
+reach; :class:`InProcessSharedState` keeps them in memory for single-process use (scripts,
+``test_connection`` without a Postgres connection).
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from iys_provider.success_ratio import RatioReading, ResponseTally, hour_of
 from iys_provider.success_ratio_store import add_response_counts, success_ratio_24h
 
 log = logging.getLogger(__name__)
+
+#: First key of the advisory lock serialising the token-request reservations of one budget key
+#: (the second is the key's hash); the two-key form never meets the migrations' one-key lock.
+TOKEN_BUDGET_LOCK_CLASS = 0x1A5B
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,30 @@ class StoredToken:
         return bool(self.blocked_until and self.blocked_until > now)
 
 
+@dataclass(frozen=True)
+class IpBlock:
+    """İYS's H084 block of one budget key: no token call from that IP, by any account, until then."""
+
+    blocked_until: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenReservation:
+    """The answer to "may this process make one token call now?", decided atomically per budget key.
+
+    Granted: the call is logged (``request_id``) and counts against the hour. Refused: either the
+    IP is blocked (``block``), or ``used`` calls in the window already reached the limit and the
+    oldest of them leaves it at ``frees_at``.
+    """
+
+    granted: bool
+    used: int
+    request_id: int | None = None
+    frees_at: datetime | None = None
+    block: IpBlock | None = None
+
+
 class TokenSlot:
     """The locked token row of one account, handed to the caller inside :meth:`token_lock`."""
 
@@ -74,7 +105,7 @@ def utcnow() -> datetime:
 
 
 class PostgresSharedState:
-    """Shared token cache, token budget and rate scheduler in Postgres.
+    """Shared token cache (per account), token budget, H084 block and rate scheduler (per IP) in Postgres.
 
     :param connect: returns a new psycopg 3 connection (e.g. ``PostgresHook.get_conn``).
     """
@@ -174,24 +205,56 @@ class PostgresSharedState:
     def token_requests_since(self, budget_key: str, window: timedelta) -> tuple[int, datetime | None]:
         """Token requests in the window, and when the oldest of them leaves it."""
         with self._lock:
-            row = self.conn.execute(
-                """
-                SELECT count(*), min(requested_at)
-                  FROM iys.token_requests
-                 WHERE budget_key = %s AND requested_at > clock_timestamp() - %s
-                """,
-                (budget_key, window),
-            ).fetchone()
-        count, oldest = row
+            count, oldest = self.conn.execute(_TOKEN_WINDOW, (budget_key, window)).fetchone()
         return count, (oldest + window if oldest else None)
 
-    def record_token_request(self, budget_key: str, account_key: str, grant_type: str) -> int:
-        with self._lock:
-            row = self.conn.execute(
+    def reserve_token_request(
+        self, budget_key: str, account_key: str, grant_type: str, *, limit: int, window: timedelta
+    ) -> TokenReservation:
+        """Check the IP's block and budget and log the call, as one step no other process can split.
+
+        Every account on the IP takes the same transaction-level lock first, so two processes
+        refreshing different accounts cannot both count ``limit - 1`` and both call. The log row
+        is committed before the HTTP call is made, so a crash during it still counts.
+        """
+        with self._lock, self.conn.transaction():
+            conn = self.conn
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (TOKEN_BUDGET_LOCK_CLASS, budget_key))
+            block = conn.execute(_ACTIVE_IP_BLOCK, (budget_key,)).fetchone()
+            if block:
+                return TokenReservation(granted=False, used=0, block=IpBlock(*block))
+            used, oldest = conn.execute(_TOKEN_WINDOW, (budget_key, window)).fetchone()
+            if used >= limit:
+                return TokenReservation(granted=False, used=used, frees_at=oldest + window)
+            (request_id,) = conn.execute(
                 "INSERT INTO iys.token_requests (budget_key, account_key, grant_type) VALUES (%s, %s, %s) RETURNING id",
                 (budget_key, account_key, grant_type),
             ).fetchone()
-        return row[0]
+        return TokenReservation(granted=True, used=used, request_id=request_id)
+
+    def ip_block(self, budget_key: str) -> IpBlock | None:
+        """The IP's H084 block, while it lasts (on the database clock, the one every worker shares)."""
+        with self._lock:
+            row = self.conn.execute(_ACTIVE_IP_BLOCK, (budget_key,)).fetchone()
+        return IpBlock(*row) if row else None
+
+    def block_ip(self, budget_key: str, seconds: float, reason: str) -> IpBlock:
+        """Record İYS's H084 for every account on the IP; a longer block already recorded stays."""
+        with self._lock:
+            row = self.conn.execute(
+                """
+                INSERT INTO iys.ip_blocks AS b (budget_key, blocked_until, block_reason)
+                VALUES (%(key)s, clock_timestamp() + make_interval(secs => %(seconds)s), %(reason)s)
+                ON CONFLICT (budget_key) DO UPDATE
+                   SET blocked_until = greatest(b.blocked_until, excluded.blocked_until),
+                       block_reason = CASE WHEN excluded.blocked_until >= b.blocked_until
+                                           THEN excluded.block_reason ELSE b.block_reason END,
+                       updated_at = now()
+                RETURNING blocked_until, block_reason
+                """,
+                {"key": budget_key, "seconds": seconds, "reason": reason},
+            ).fetchone()
+        return IpBlock(*row)
 
     def record_token_outcome(self, request_id: int, outcome: str) -> None:
         with self._lock:
@@ -227,6 +290,14 @@ class PostgresSharedState:
             conn.close()
 
 
+_TOKEN_WINDOW = """
+SELECT count(*), min(requested_at)
+  FROM iys.token_requests
+ WHERE budget_key = %s AND requested_at > clock_timestamp() - %s
+"""
+_ACTIVE_IP_BLOCK = """
+SELECT blocked_until, block_reason FROM iys.ip_blocks WHERE budget_key = %s AND blocked_until > clock_timestamp()
+"""
 _UPDATE_TOKEN = """
 UPDATE iys.api_tokens
    SET access_token = %s, access_expires_at = %s, refresh_token = %s, refresh_expires_at = %s,
@@ -245,6 +316,7 @@ class InProcessSharedState:
 
     _tokens: dict[str, StoredToken] = {}
     _token_log: dict[str, deque[float]] = {}
+    _ip_blocks: dict[str, IpBlock] = {}
     _next_slot: dict[str, float] = {}
     _locks: dict[str, threading.Lock] = {}
     _responses: dict[str, dict[tuple[datetime, int], int]] = {}
@@ -283,17 +355,46 @@ class InProcessSharedState:
 
     def token_requests_since(self, budget_key: str, window: timedelta) -> tuple[int, datetime | None]:
         with self._guard:
-            log = self._token_log.setdefault(budget_key, deque())
-            horizon = time.time() - window.total_seconds()
-            while log and log[0] <= horizon:
-                log.popleft()
-            oldest = datetime.fromtimestamp(log[0], UTC) + window if log else None
-            return len(log), oldest
+            return self._window(budget_key, window)
 
-    def record_token_request(self, budget_key: str, account_key: str, grant_type: str) -> int:
+    def _window(self, budget_key: str, window: timedelta) -> tuple[int, datetime | None]:
+        """Callers hold ``_guard``."""
+        log = self._token_log.setdefault(budget_key, deque())
+        horizon = time.time() - window.total_seconds()
+        while log and log[0] <= horizon:
+            log.popleft()
+        oldest = datetime.fromtimestamp(log[0], UTC) + window if log else None
+        return len(log), oldest
+
+    def reserve_token_request(
+        self, budget_key: str, account_key: str, grant_type: str, *, limit: int, window: timedelta
+    ) -> TokenReservation:
         with self._guard:
-            self._token_log.setdefault(budget_key, deque()).append(time.time())
-        return 0
+            block = self._active_block(budget_key)
+            if block:
+                return TokenReservation(granted=False, used=0, block=block)
+            used, frees_at = self._window(budget_key, window)
+            if used >= limit:
+                return TokenReservation(granted=False, used=used, frees_at=frees_at)
+            self._token_log[budget_key].append(time.time())
+        return TokenReservation(granted=True, used=used, request_id=0)
+
+    def ip_block(self, budget_key: str) -> IpBlock | None:
+        with self._guard:
+            return self._active_block(budget_key)
+
+    def _active_block(self, budget_key: str) -> IpBlock | None:
+        """Callers hold ``_guard``."""
+        block = self._ip_blocks.get(budget_key)
+        return block if block and block.blocked_until > utcnow() else None
+
+    def block_ip(self, budget_key: str, seconds: float, reason: str) -> IpBlock:
+        with self._guard:
+            block = IpBlock(utcnow() + timedelta(seconds=seconds), reason)
+            current = self._ip_blocks.get(budget_key)
+            if current is None or current.blocked_until < block.blocked_until:
+                self._ip_blocks[budget_key] = block
+            return self._ip_blocks[budget_key]
 
     def record_token_outcome(self, request_id: int, outcome: str) -> None:
         """Outcomes are only kept in the Postgres log."""

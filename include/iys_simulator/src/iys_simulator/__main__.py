@@ -21,6 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--password", default="demo-secret")
     parser.add_argument("--iys-code", type=int, default=700001)
     parser.add_argument("--brand-code", action="append", default=[], help="repeatable or comma separated")
+    parser.add_argument(
+        "--extra-account",
+        action="append",
+        default=[],
+        type=json.loads,
+        metavar="JSON",
+        help='another API user on the same server, repeatable: \'{"username": "b", "password": "p", '
+        '"iys_code": 700100, "brand_codes": [700100]}\'',
+    )
     parser.add_argument("--seed-file", help="JSON list of consents (or {'consents': [...]}) loaded at start")
     parser.add_argument("--latency-ms", type=float, default=0)
     parser.add_argument("--rate-limit", type=int, default=10, help="requests per second per IP")
@@ -48,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         password=args.password,
         iys_code=args.iys_code,
         brand_codes=parse_brand_codes(args.brand_code),
+        extra_accounts=args.extra_account,
         latency_ms=args.latency_ms,
         rate_limit_per_second=args.rate_limit,
         token_limit_per_hour=args.token_limit_per_hour,

@@ -1,4 +1,4 @@
-"""HTTP-agnostic core of the simulator: the state of one İYS tenant, and the wiring of its two APIs.
+"""HTTP-agnostic core of the simulator: the state of the simulated İYS, and the wiring of its two APIs.
 
 ``SimulatorApp.handle`` takes a parsed request and returns a ``SimResponse``; ``server.py`` only moves
 bytes. Paths under ``/__sim/`` go to the control API (``control.py``), every other path to the İYS
@@ -16,7 +16,7 @@ from typing import Any
 from .clock import SimClock, TurkishBusinessCalendar
 from .config import SimulatorConfig
 from .control import CONTROL_PREFIX, ControlApi
-from .counters import count_request, count_response, fresh_counters
+from .counters import count_request, count_response, count_token_caller, fresh_counters
 from .endpoints import Batch, IysEndpoints
 from .errors import ERROR_CATALOGUE, error_item
 from .faults import FaultInjector
@@ -32,7 +32,8 @@ PROXY_ERROR_PAGE = (
 
 
 class SimulatorApp(IysEndpoints, ControlApi):
-    """State and behaviour of one simulated İYS tenant (one iysCode with its brands)."""
+    """State and behaviour of one simulated İYS server: one API account (iysCode with its brands), or
+    several (``extra_accounts``) behind the same per-IP limits."""
 
     def __init__(self, config: SimulatorConfig) -> None:
         self._initial_config = config
@@ -54,8 +55,11 @@ class SimulatorApp(IysEndpoints, ControlApi):
         self._per_second = SlidingWindowLimiter()
         self._token_limiter = TokenRequestLimiter()
         self._single_status_quota = SlidingWindowLimiter()
-        self._access_tokens: dict[str, float] = {}  # token -> sim expiry epoch
-        self._refresh_tokens: dict[str, float] = {}
+        self._access_tokens: dict[str, tuple[float, str]] = {}  # token -> (sim expiry epoch, account username)
+        self._refresh_tokens: dict[str, tuple[float, str]] = {}
+        # Every refresh token ever issued -> its account, kept after use or revocation so a call
+        # with a dead one is still counted for the account that makes it.
+        self._refresh_token_owners: dict[str, str] = {}
         self._batches: dict[str, Batch] = {}
         self._v2_responses: dict[str, SimResponse] = {}
 
@@ -75,6 +79,8 @@ class SimulatorApp(IysEndpoints, ControlApi):
         endpoint = self._classify(request)
         with self._lock:
             count_request(self.counters, endpoint)
+            if endpoint == "token":
+                count_token_caller(self.counters, self.token_caller(request))
             latency = self.faults.latency_seconds(self.config.latency_ms)
         if latency > 0:
             time.sleep(latency)  # outside the lock: other clients keep being served

@@ -15,12 +15,29 @@ from .validation import normalise_recipient
 UNKNOWN_STATUS_MODES = ("404", "empty", "422", "malformed")
 
 
+ACCOUNT_FIELDS = ("username", "password", "iys_code", "brand_codes")
+
+
+@dataclass(frozen=True)
+class SimAccount:
+    """One İYS API user: its service provider (iysCode) and the brands its token may act for."""
+
+    username: str
+    password: str
+    iys_code: int
+    brand_codes: tuple[int, ...]
+
+
 @dataclass
 class SimulatorConfig:
     username: str = "demo"
     password: str = "demo-secret"
     iys_code: int = 700001
     brand_codes: list[int] = field(default_factory=list)  # empty = [iys_code] (sandbox: master brand == iysCode)
+    # More API users on the same server, as {"username", "password", "iys_code", "brand_codes"} objects
+    # (brand_codes may be omitted: [iys_code]). Each token acts only for its own account's codes; the
+    # per-IP limits (token quota and H084, requests per second, single-status quota) are shared by all.
+    extra_accounts: list[dict[str, Any]] = field(default_factory=list)
     rate_limit_per_second: int = 10
     token_limit_per_hour: int = 10
     token_block_seconds: float = 3600
@@ -51,9 +68,42 @@ class SimulatorConfig:
         if not self.unknown_status_code:
             raise ValueError("unknown_status_code must not be empty")
         self.refused_recipients = parse_refused_recipients(self.refused_recipients)
+        self.extra_accounts = parse_extra_accounts(self.extra_accounts)
+        self._check_accounts_are_distinct()
         for name in ("rate_limit_per_second", "token_limit_per_hour", "single_status_limit_per_hour"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1")
+
+    def _check_accounts_are_distinct(self) -> None:
+        # Consents are stored per brand code, so a brand must belong to exactly one account.
+        seen_users: set[str] = set()
+        seen_codes: set[int] = set()
+        seen_brands: set[int] = set()
+        for account in self.accounts():
+            if account.username in seen_users:
+                raise ValueError(f"username {account.username!r} is used by two accounts")
+            if account.iys_code in seen_codes:
+                raise ValueError(f"iys_code {account.iys_code} is used by two accounts")
+            shared = seen_brands & set(account.brand_codes)
+            if shared:
+                raise ValueError(f"brand code(s) {sorted(shared)} belong to two accounts")
+            seen_users.add(account.username)
+            seen_codes.add(account.iys_code)
+            seen_brands.update(account.brand_codes)
+
+    def accounts(self) -> list[SimAccount]:
+        """The main account (the top-level username, password, iys_code, brand_codes) first."""
+        main = SimAccount(self.username, self.password, self.iys_code, tuple(self.brand_codes))
+        return [main] + [
+            SimAccount(extra["username"], extra["password"], extra["iys_code"], tuple(extra["brand_codes"]))
+            for extra in self.extra_accounts
+        ]
+
+    def account(self, username: str) -> SimAccount | None:
+        return next((account for account in self.accounts() if account.username == username), None)
+
+    def account_of_iys_code(self, iys_code: int) -> SimAccount | None:
+        return next((account for account in self.accounts() if account.iys_code == iys_code), None)
 
     def updated(self, changes: dict[str, Any]) -> SimulatorConfig:
         known = {item.name for item in fields(self)}
@@ -65,7 +115,36 @@ class SimulatorConfig:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["password"] = "***"
+        data["extra_accounts"] = [{**account, "password": "***"} for account in data["extra_accounts"]]
         return data
+
+
+def parse_extra_accounts(value: Any) -> list[dict[str, Any]]:
+    """``[{"username": "b", "password": "p", "iys_code": 700100, "brand_codes": [700100, 700101]}]``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("extra_accounts must be a list of account objects")
+    accounts: list[dict[str, Any]] = []
+    for position, raw in enumerate(value):
+        if not isinstance(raw, dict):
+            raise ValueError(f"extra_accounts[{position}] must be an object")
+        unknown = set(raw) - set(ACCOUNT_FIELDS)
+        if unknown:
+            raise ValueError(f"extra_accounts[{position}]: unknown field(s) {sorted(unknown)}")
+        missing = [name for name in ("username", "password", "iys_code") if raw.get(name) in (None, "")]
+        if missing:
+            raise ValueError(f"extra_accounts[{position}]: missing field(s) {missing}")
+        iys_code = int(raw["iys_code"])
+        accounts.append(
+            {
+                "username": str(raw["username"]),
+                "password": str(raw["password"]),
+                "iys_code": iys_code,
+                "brand_codes": parse_brand_codes(raw.get("brand_codes")) or [iys_code],
+            }
+        )
+    return accounts
 
 
 def parse_refused_recipients(value: Any) -> dict[str, str]:

@@ -24,6 +24,7 @@ def fresh_counters() -> dict[str, Any]:
         "http_429": 0,
         "h124": 0,
         "token_requests": 0,
+        "token_requests_by_username": {},  # every call of the token endpoint, by the account it names
         "tokens_issued": 0,
         "h084": 0,
         "recipients_created": 0,
@@ -61,3 +62,8 @@ def count_response(counters: dict[str, Any], endpoint: str, response: SimRespons
             counters["h084"] += 1
     per_status = counters["by_endpoint_status"].setdefault(endpoint, {})
     per_status[status_key] = per_status.get(status_key, 0) + 1
+
+
+def count_token_caller(counters: dict[str, Any], username: str) -> None:
+    by_user = counters["token_requests_by_username"]
+    by_user[username] = by_user.get(username, 0) + 1

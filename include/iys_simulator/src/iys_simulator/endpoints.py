@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from .clock import format_turkey_time
+from .config import SimAccount
 from .errors import ERROR_CATALOGUE, error_item, http_status_of
 from .messages import BadRequest, SimRequest, SimResponse, error_response, json_body, json_response, query_value
 from .store import STREAM_HS, STREAM_IYS, StoredConsent, WriteRejected
@@ -92,10 +93,10 @@ class IysEndpoints:
                 return error_response({"code": "H000", "message": "Desteklenmeyen HTTP metodu"}, status=405)
             if endpoint == "token":
                 return self._token(request)
-            self._authenticate(request)
+            account = self._authenticate(request)
             match = next(p.match(request.path) for _, name, p in ROUTES if name == endpoint)
             params = match.groupdict()
-            self._check_codes(params)
+            self._check_codes(params, account)
             response = getattr(self, f"_ep_{endpoint}")(request, params)
         except BadRequest as rejection:
             return rejection.response
@@ -120,21 +121,25 @@ class IysEndpoints:
             username, password = form.get("username"), form.get("password")
             if not username or not password:
                 return oauth_error("invalid_request", "username ve password alanları zorunludur.")
-            if username != config.username or password != config.password:
+            account = config.account(username)
+            if account is None or password != account.password:
                 return oauth_error("invalid_grant", "Kullanıcı kimlik bilgileri geçersiz.")
         elif grant_type == "refresh_token":
             refresh_token = form.get("refresh_token")
             if not refresh_token:
                 return oauth_error("invalid_request", "refresh_token alanı zorunludur.")
-            expiry = self._refresh_tokens.pop(refresh_token, None)
-            if expiry is None or expiry <= now:
+            expiry, username = self._refresh_tokens.pop(refresh_token, (None, None))
+            account = config.account(username) if username else None
+            # A token whose account was configured away is as dead as an expired one.
+            if expiry is None or expiry <= now or account is None:
                 return oauth_error("invalid_grant", "Geçersiz veya süresi dolmuş yenileme jetonu.")
         else:
             return oauth_error("invalid_request", f"Desteklenmeyen grant_type: {grant_type}")
         access_token = secrets.token_urlsafe(32)
         refresh_token = secrets.token_urlsafe(32)
-        self._access_tokens[access_token] = now + config.access_ttl
-        self._refresh_tokens[refresh_token] = now + config.refresh_ttl
+        self._access_tokens[access_token] = (now + config.access_ttl, account.username)
+        self._refresh_tokens[refresh_token] = (now + config.refresh_ttl, account.username)
+        self._refresh_token_owners[refresh_token] = account.username
         self.counters["tokens_issued"] += 1
         return json_response(
             200,
@@ -147,35 +152,53 @@ class IysEndpoints:
             },
         )
 
-    def _authenticate(self, request: SimRequest) -> None:
+    def token_caller(self, request: SimRequest) -> str:
+        """Whose token request this is, for the per-account counter: the password grant's username
+        or the refresh token's owner; ``"unknown"`` for anything else (kept out of client input)."""
+        form = _parse_token_body(request)
+        if form.get("grant_type") == "password":
+            account = self.config.account(form.get("username") or "")
+            return account.username if account else "unknown"
+        if form.get("grant_type") == "refresh_token":
+            return self._refresh_token_owners.get(form.get("refresh_token") or "", "unknown")
+        return "unknown"
+
+    def _authenticate(self, request: SimRequest) -> SimAccount:
         header = request.headers.get("Authorization") or ""
         scheme, _, token = header.partition(" ")
-        expiry = self._access_tokens.get(token.strip()) if scheme.lower() == "bearer" else None
-        if expiry is None or expiry <= self.clock.epoch():
+        expiry, username = (
+            self._access_tokens.get(token.strip(), (None, None)) if scheme.lower() == "bearer" else (None, None)
+        )
+        account = self.config.account(username) if username else None
+        if expiry is None or expiry <= self.clock.epoch() or account is None:
             raise BadRequest(error_response(error_item("H351")))
+        return account
 
-    def _check_codes(self, params: dict[str, str]) -> None:
+    def _check_codes(self, params: dict[str, str], account: SimAccount) -> None:
+        """A token acts only for its own account: another İYS code or brand is "not in the user's
+        rights", 403 H353 (İYS's documented answer for iysCode/brandCode outside the API user's rights)."""
         for name, not_int_code in (("iys", "H190"), ("brand", "H191")):
             if name in params and not params[name].isdigit():
                 raise BadRequest(error_response(error_item(not_int_code, location=[name + "Code"], value=params[name])))
-        if "iys" in params and int(params["iys"]) != self.config.iys_code:
+        if "iys" in params and int(params["iys"]) != account.iys_code:
             raise BadRequest(
                 error_response(error_item("H353", location=["iysCode"], field="iysCode", value=params["iys"]))
             )
-        if "brand" in params and int(params["brand"]) not in self.config.brand_codes:
+        if "brand" in params and int(params["brand"]) not in account.brand_codes:
             raise BadRequest(
                 error_response(error_item("H353", location=["brandCode"], field="brandCode", value=params["brand"]))
             )
 
     # ------------------------------------------------------------------ business endpoints
     def _ep_brands(self, request: SimRequest, params: dict[str, str]) -> SimResponse:
+        account = self.config.account_of_iys_code(int(params["iys"]))  # the caller's: _check_codes said so
         brands = []
-        for brand_code in self.config.brand_codes:
+        for brand_code in account.brand_codes:
             brands.append(
                 {
                     "brandCode": brand_code,
                     "name": f"Simülatör Marka {brand_code}",
-                    "master": brand_code == self.config.iys_code,
+                    "master": brand_code == account.iys_code,
                     "stats": {"consents": self.store.brand_stats(brand_code), "retailers": {"total": 0}},
                 }
             )

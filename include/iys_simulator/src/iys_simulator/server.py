@@ -137,7 +137,9 @@ class SimulatorServer:
             sim.advance_clock(301)
 
     Config keyword arguments (all changeable later via :meth:`configure` or ``POST /__sim/config``):
-    ``username``, ``password``, ``iys_code``, ``brand_codes``, ``rate_limit_per_second``,
+    ``username``, ``password``, ``iys_code``, ``brand_codes``, ``extra_accounts`` (more API users, each
+    ``{"username", "password", "iys_code", "brand_codes"}``; a token acts only for its own account's
+    codes, the per-IP limits are shared by all accounts), ``rate_limit_per_second``,
     ``token_limit_per_hour``, ``token_block_seconds``, ``access_ttl``, ``refresh_ttl``,
     ``batch_result_delay``, ``batch_result_retention_days``, ``single_status_limit_per_hour``,
     ``unknown_status_mode`` ("404", "empty", "422" or "malformed"), ``unknown_status_code`` (code of the

@@ -2,8 +2,8 @@
 
 :class:`IysBaseHook` owns everything below the API calls: the connection settings, one
 keep-alive HTTP session behind the shared rate limiter, the tenacity retries, and the token
-manager (process and shared token cache, hourly token budget, H084 block). The API calls
-themselves are on :class:`~iys_provider.hooks.iys.IysHook`.
+manager (process and shared token cache per İYS account; hourly token budget and H084 block per
+client IP). The API calls themselves are on :class:`~iys_provider.hooks.iys.IysHook`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -93,7 +93,10 @@ class IysBaseHook(BaseHook):
     the request rate are shared by every task and worker through the Postgres connection named
     in the ``shared_state_conn_id`` extra (default ``iys_postgres``), so many parallel mapped
     tasks together stay within İYS's limits: ``rate_limit_per_second`` requests per second and
-    ``auth_requests_per_hour`` token requests per hour.
+    ``auth_requests_per_hour`` token requests per hour. The token is kept per İYS account (all
+    brands of an account share it); the budget, the block and the rate are kept per client IP
+    (``ip_budget_key``: the API host and the ``egress_ip`` extra), shared by every account on it,
+    because that is how İYS counts them.
 
     Retries: 429 (``Retry-After`` honoured, else exponential backoff with jitter), 5xx, H123,
     H192, timeouts and dropped connections are retried up to ``max_attempts`` times within
@@ -313,20 +316,30 @@ class IysBaseHook(BaseHook):
         if cached and cached.access_valid(now, ACCESS_TOKEN_MARGIN, ACCESS_TOKEN_MARGIN_SHARE):
             return cached.access_token  # type: ignore[return-value]
         stored = self.shared_state.peek_token(key)
-        if stored.blocked(now):
-            raise self._blocked_error(stored)
         if not stored.access_valid(now, ACCESS_TOKEN_MARGIN, ACCESS_TOKEN_MARGIN_SHARE):
+            # Fail fast while the IP is blocked, instead of queueing for the account's token lock
+            # only to be refused there: any account's token call would restart İYS's hour.
+            self._raise_if_blocked(stored.blocked_until)
             with self.shared_state.token_lock(key) as slot:
-                # Another worker may have refreshed (or been blocked) while we waited for the lock.
-                if slot.token.blocked(utcnow()):
-                    raise self._blocked_error(slot.token)
+                # Another worker may have refreshed while we waited for the lock. The IP block is
+                # checked again, atomically with the budget, by every token call's reservation.
                 if not slot.token.access_valid(utcnow(), ACCESS_TOKEN_MARGIN, ACCESS_TOKEN_MARGIN_SHARE):
+                    if slot.token.blocked(utcnow()):
+                        raise self._blocked_error(slot.token.blocked_until)
                     self._obtain_token(slot)
                 stored = slot.token
         mask_secret(stored.access_token)
         with _process_tokens_lock:
             _process_tokens[key] = stored
         return stored.access_token  # type: ignore[return-value]
+
+    def _raise_if_blocked(self, account_blocked_until: datetime | None) -> None:
+        """Raise while İYS blocks token calls from this IP (or, as recorded by earlier versions, the account)."""
+        block = self.shared_state.ip_block(self.settings.ip_budget_key)
+        if block:
+            raise self._blocked_error(block.blocked_until)
+        if account_blocked_until and account_blocked_until > utcnow():
+            raise self._blocked_error(account_blocked_until)
 
     def _discard_token(self, token: str) -> None:
         key = self.settings.account_key
@@ -375,17 +388,27 @@ class IysBaseHook(BaseHook):
 
     def _token_request_once(self, slot: TokenSlot, form: dict[str, str]) -> None:
         settings = self.settings
-        used, frees_at = self.shared_state.token_requests_since(settings.ip_budget_key, TOKEN_REQUEST_WINDOW)
-        if used >= settings.auth_requests_per_hour:
-            raise IysTokenBlockedError(
-                f"Not requesting an İYS token: {used} token requests in the last hour already reached the "
-                f"configured limit of {settings.auth_requests_per_hour} (auth_requests_per_hour). The next "
-                f"one is allowed after {frees_at:%Y-%m-%d %H:%M:%S %Z}. Tokens are cached and shared, so this "
-                "means tokens are being revoked or several installations share this IP.",
-                blocked_until=frees_at,
-            )
         grant = form["grant_type"]
-        log_id = self.shared_state.record_token_request(settings.ip_budget_key, settings.account_key, grant)
+        reservation = self.shared_state.reserve_token_request(
+            settings.ip_budget_key,
+            settings.account_key,
+            grant,
+            limit=settings.auth_requests_per_hour,
+            window=TOKEN_REQUEST_WINDOW,
+        )
+        if reservation.block:
+            raise self._blocked_error(reservation.block.blocked_until)
+        if not reservation.granted:
+            raise IysTokenBlockedError(
+                f"Not requesting an İYS token: {reservation.used} token requests in the last hour from "
+                f"{settings.ip_budget_key} already reached the configured limit of "
+                f"{settings.auth_requests_per_hour} (auth_requests_per_hour). The next one is allowed after "
+                f"{reservation.frees_at:%Y-%m-%d %H:%M:%S %Z}. Tokens are cached and shared, and the budget "
+                "is shared by every İYS account leaving through this IP, so this means tokens are being "
+                "revoked, or many accounts, or several installations, share this IP.",
+                blocked_until=reservation.frees_at,
+            )
+        log_id = reservation.request_id
         self.stats.token_requests += 1
         asked_at = utcnow()  # İYS starts a token's life no earlier: its expiry is never overestimated
         try:
@@ -411,9 +434,12 @@ class IysBaseHook(BaseHook):
             return
         error = api_error(response, "token")
         if error.code == "H084" or (response.status_code == 429 and error.code is None):
-            blocked_until = utcnow() + timedelta(seconds=settings.auth_block_seconds)
-            slot.update(blocked_until=blocked_until, block_reason=f"H084 at {utcnow():%Y-%m-%d %H:%M:%S %Z}")
-            raise self._blocked_error(slot.token)
+            block = self.shared_state.block_ip(
+                settings.ip_budget_key,
+                settings.auth_block_seconds,
+                f"H084 at {utcnow():%Y-%m-%d %H:%M:%S %Z} ({grant} grant)",
+            )
+            raise self._blocked_error(block.blocked_until)
         if response.status_code in (400, 401, 403):
             raise IysAuthError(
                 f"İYS refused the {grant} grant: {error.iys_message}. Check the API username and password in "
@@ -424,13 +450,13 @@ class IysBaseHook(BaseHook):
             )
         raise error
 
-    @staticmethod
-    def _blocked_error(token: StoredToken) -> IysTokenBlockedError:
+    def _blocked_error(self, blocked_until: datetime) -> IysTokenBlockedError:
         return IysTokenBlockedError(
-            "İYS blocked token requests from this IP (H084, hourly authentication limit). No token call is "
-            f"made until {token.blocked_until:%Y-%m-%d %H:%M:%S %Z}: any call during the block restarts "
-            "İYS's hour. Wait, do not retry; the next scheduled run continues.",
-            blocked_until=token.blocked_until,
+            f"İYS blocked token requests from this IP ({self.settings.ip_budget_key}; H084, hourly "
+            f"authentication limit). No token call is made until {blocked_until:%Y-%m-%d %H:%M:%S %Z}, by any "
+            "İYS account on this IP: any call during the block restarts İYS's hour. Wait, do not retry; the "
+            "next scheduled run continues.",
+            blocked_until=blocked_until,
         )
 
 

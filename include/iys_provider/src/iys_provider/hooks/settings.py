@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 DEFAULT_BASE_URL = "https://api.iys.org.tr"
+#: An egress label is part of the budget key: no "|" (the key's separator) and nothing invisible.
+EGRESS_LABEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}"
+EGRESS_LABEL = re.compile(f"^{EGRESS_LABEL_PATTERN}$")
 
 
 class IysConnectionSettings(BaseModel):
@@ -50,6 +54,12 @@ class IysConnectionSettings(BaseModel):
         client errors in the last 24 hours, so a few 404s on a quiet day do not trip it.
     :param shared_state_conn_id: Postgres connection holding the shared token cache, token
         budget and rate limiter (schema ``iys``); ``None`` keeps them per process.
+    :param egress_ip: a label for the public IP this worker's İYS traffic leaves from (the IP
+        itself, or a name such as ``nat-a``). İYS counts the token budget, the H084 block and
+        the 10 requests per second per client IP, whatever the account; workers with the same
+        label share one budget, block and rate, workers with different labels get one each.
+        Empty (the default): every worker of this installation leaves through one IP. Letters,
+        digits and ``. _ : -``; compared without regard to case.
     :param verify_ssl: verify TLS certificates; only an explicit ``false``, ``0`` or ``no``
         turns verification off.
     :param proxies: the egress proxy for İYS requests, as ``requests`` takes it
@@ -74,6 +84,7 @@ class IysConnectionSettings(BaseModel):
     success_ratio_floor: float = Field(default=0.90, gt=0, le=1)
     success_ratio_min_calls: int = Field(default=1000, ge=0)
     shared_state_conn_id: str | None = "iys_postgres"
+    egress_ip: str = ""
     verify_ssl: bool = True
     # May hold proxy credentials: kept out of repr and of validation messages.
     proxies: dict[str, str] | None = Field(default=None, repr=False)
@@ -124,6 +135,18 @@ class IysConnectionSettings(BaseModel):
     def _empty_means_no_shared_state(cls, value: Any) -> Any:
         return value or None
 
+    @field_validator("egress_ip", mode="before")
+    @classmethod
+    def _egress_label(cls, value: Any) -> Any:
+        # Lower case: "NAT-A" on one worker and "nat-a" on another must not get two budgets
+        # for one IP, which would let them spend twice İYS's limit.
+        if not isinstance(value, str):
+            return value
+        label = value.strip().lower()
+        if label and not EGRESS_LABEL.match(label):
+            raise ValueError("must be 1-100 letters, digits, '.', '_', ':' or '-', starting with a letter or digit")
+        return label
+
     @field_validator("verify_ssl", mode="before")
     @classmethod
     def _only_an_explicit_no_turns_verification_off(cls, value: Any) -> bool:
@@ -148,8 +171,14 @@ class IysConnectionSettings(BaseModel):
 
     @property
     def ip_budget_key(self) -> str:
-        """İYS limits per client IP; all accounts of this installation share the API host's budget."""
-        return urlsplit(self.base_url).netloc or self.base_url
+        """The client IP İYS counts against: the API host, plus the egress label when one is set.
+
+        Every account leaving through one IP shares this key's token budget, H084 block, request
+        rate and success ratio. Without a label it is the bare host, the key of the rows written
+        before labels existed.
+        """
+        host = urlsplit(self.base_url).netloc or self.base_url
+        return f"{host}|{self.egress_ip}" if self.egress_ip else host
 
 
 def extra_default(name: str) -> Any:
