@@ -1,5 +1,6 @@
-"""Airflow DAG ``iys_incremental_sync``; the logic lives in the installable iys_provider package."""
+"""Airflow DAG ``iys_incremental_sync``, one per brand in ``IYS_CONNECTIONS``; the logic lives in the iys_provider package."""
 
-from iys_provider.dags.incremental_sync import build_incremental_sync_dag
+from iys_provider.dags.incremental_sync import build_incremental_sync_dags
 
-dag = build_incremental_sync_dag()
+# The DagBag collects the DAGs it finds among the module's globals: one per brand, under its id.
+globals().update((dag.dag_id, dag) for dag in build_incremental_sync_dags())

@@ -1,5 +1,6 @@
-"""Airflow DAG ``iys_initial_sync``; the logic lives in the installable iys_provider package."""
+"""Airflow DAG ``iys_initial_sync``, one per brand in ``IYS_CONNECTIONS``; the logic lives in the iys_provider package."""
 
-from iys_provider.dags.initial_sync import build_initial_sync_dag
+from iys_provider.dags.initial_sync import build_initial_sync_dags
 
-dag = build_initial_sync_dag()
+# The DagBag collects the DAGs it finds among the module's globals: one per brand, under its id.
+globals().update((dag.dag_id, dag) for dag in build_initial_sync_dags())

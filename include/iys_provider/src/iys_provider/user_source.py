@@ -1,8 +1,8 @@
 """Reading the brand's users through the configurable source query.
 
-The query is operator input (the Airflow Variable ``iys_recipients_sql``, or an operator's
-``recipients_sql``) and is trusted like any SQL a data engineer deploys: it is wrapped as a
-sub-query, never concatenated with user data. It must return ``user_id`` and at least one of
+The query is operator input (the Airflow Variable ``iys_recipients_sql``, a brand's
+``iys_recipients_sql__<conn_id>``, or an operator's ``recipients_sql``) and is trusted like any
+SQL a data engineer deploys: it is wrapped as a sub-query, never concatenated with user data. It must return ``user_id`` and at least one of
 ``phone`` and ``email``; ``recipient_type`` (``BIREYSEL`` by default, or ``TACIR``) is optional.
 
 The package only ever reads through it, by construction: every statement that contains it runs
@@ -62,15 +62,38 @@ class SourceUser(NamedTuple):
     digest: str
 
 
+def recipients_sql_variable(iys_conn_id: str) -> str:
+    """The Variable holding the source query of the brand behind ``iys_conn_id``: ``iys_recipients_sql__<conn_id>``."""
+    return f"{RECIPIENTS_SQL_VARIABLE}__{iys_conn_id}"
+
+
 def configured_user_source(
-    recipients_sql: str | None = None, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS
+    recipients_sql: str | None = None,
+    *,
+    iys_conn_id: str | None = None,
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
 ) -> UserSource:
-    """The given query, else the Airflow Variable ``iys_recipients_sql``, else the default."""
+    """The source query, from the first of these that is set:
+
+    1. ``recipients_sql`` (an operator's own query), unless empty;
+    2. the Airflow Variable ``iys_recipients_sql__<iys_conn_id>``, when ``iys_conn_id`` is given:
+       several brands in one database usually select their users differently;
+    3. the Airflow Variable ``iys_recipients_sql``, shared by every brand;
+    4. :data:`DEFAULT_RECIPIENTS_SQL`.
+
+    A Variable that does not exist is skipped; one that exists but is empty is an error
+    (:class:`SourceQueryError`), rather than silently reading the default table.
+    """
     if not recipients_sql:
         # Imported here: this module is used outside Airflow too (benchmarks, tests).
         from airflow.sdk import Variable
 
-        recipients_sql = Variable.get(RECIPIENTS_SQL_VARIABLE, default=DEFAULT_RECIPIENTS_SQL)
+        brand_sql = Variable.get(recipients_sql_variable(iys_conn_id), default=None) if iys_conn_id else None
+        recipients_sql = (
+            brand_sql
+            if brand_sql is not None
+            else Variable.get(RECIPIENTS_SQL_VARIABLE, default=DEFAULT_RECIPIENTS_SQL)
+        )
     return UserSource(recipients_sql, statement_timeout=statement_timeout)
 
 
@@ -143,6 +166,28 @@ class UserSource:
             ).format(unique_users=self._unique_users(columns), brand=sql.Literal(int(brand_code)))
 
         yield from map(SourceUser._make, self._read(conn, changed))
+
+    def read_departed(self, conn: psycopg.Connection, brand_code: int) -> list[str]:
+        """User ids of the brand's known users (``iys.user_sources``) the query no longer returns, in order.
+
+        These are leavers (:mod:`iys_provider.leavers`). A row with a NULL user_id keeps nobody;
+        a user the query returns twice is still there.
+        """
+
+        def departed(columns: list[str]) -> sql.Composed:
+            _require_columns(columns)
+            # NOT EXISTS, not NOT IN: a NULL user_id in the source must not make every user stay.
+            return sql.SQL(
+                """
+                SELECT us.user_id
+                  FROM iys.user_sources us
+                 WHERE us.brand_code = {brand}
+                   AND NOT EXISTS (SELECT FROM {source} AS src WHERE src.user_id::text = us.user_id)
+                 ORDER BY us.user_id COLLATE "C"
+                """
+            ).format(source=self._subquery(), brand=sql.Literal(int(brand_code)))
+
+        return [user_id for (user_id,) in self._read(conn, departed)]
 
     def _read(
         self,

@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow.sdk import DAG, BaseOperator, CronTriggerTimetable, Param
+from airflow.sdk import DAG, Asset, BaseOperator, CronTriggerTimetable, Param
 
-from iys_provider.assets import CONSENTS_ASSET  # noqa: F401 (re-exported: the README's old import path)
+from iys_provider.assets import CONSENTS_ASSET, consents_asset
+from iys_provider.hooks.iys import IysHook
 from iys_provider.operators.pool_check import (
     POOL_CHECK_TASK_ID,
     POOL_PROBE_TASK_ID,
     IysCheckPoolOperator,
     IysPoolProbeOperator,
 )
+from iys_provider.user_source import RECIPIENTS_SQL_VARIABLE, recipients_sql_variable
 
 TIMEZONE = "Europe/Istanbul"
+TAGS = ("iys", "consent")
+#: Environment variable listing the ``iys`` connections, one DAG pair each (see :func:`iys_brands`).
+CONNECTIONS_VARIABLE = "IYS_CONNECTIONS"
+# A connection id becomes part of a DAG id, a tag, an asset name and URI and a Variable key: only
+# characters all of them accept unchanged, and never "." or ".." as a URI path segment. Airflow
+# caps a tag at 100 characters, "brand:" included.
+_CONN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_MAX_CONN_ID_LENGTH = 100 - len("brand:")
 
 
 #: Templated connection ids, so every task follows the run's Params.
@@ -28,6 +39,71 @@ def schedule_from_env(variable: str, default: str) -> CronTriggerTimetable | Non
     """Nightly cron in Turkey time from an environment variable (read at parse time, no I/O); 'none' disables."""
     value = os.environ.get(variable, default).strip()
     return None if value.lower() in ("", "none", "off") else CronTriggerTimetable(value, timezone=TIMEZONE)
+
+
+@dataclass(frozen=True)
+class IysBrand:
+    """The ``iys`` connection one DAG pair serves, and how its DAGs, tags and asset are named.
+
+    ``several`` is set when ``IYS_CONNECTIONS`` lists more than one connection: the DAG ids then
+    end in ``__<conn_id>``, the tags add ``brand:<conn_id>`` and the brand has an asset of its own.
+    A single brand keeps the plain names (``iys_initial_sync``, asset ``iys_consents``).
+    """
+
+    iys_conn_id: str = IysHook.default_conn_name
+    several: bool = False
+
+    def dag_id(self, base: str) -> str:
+        return f"{base}__{self.iys_conn_id}" if self.several else base
+
+    @property
+    def tags(self) -> list[str]:
+        return [*TAGS, f"brand:{self.iys_conn_id}"] if self.several else list(TAGS)
+
+    @property
+    def asset(self) -> Asset:
+        return consents_asset(self.iys_conn_id) if self.several else CONSENTS_ASSET
+
+    def doc_md(self, doc: str) -> str:
+        """``doc`` with, for one of several brands, a note naming its connection, asset and source Variable."""
+        if not self.several:
+            return doc
+        return (
+            f"{doc}\n**Brand** (one of `{CONNECTIONS_VARIABLE}`): connection `{self.iys_conn_id}`, asset "
+            f"`{self.asset.name}`, source query from the Variable `{recipients_sql_variable(self.iys_conn_id)}` "
+            f"if set, else `{RECIPIENTS_SQL_VARIABLE}`.\n"
+        )
+
+
+def iys_connection_ids(value: str | None = None) -> list[str]:
+    """The connection ids listed in ``value``, by default the ``IYS_CONNECTIONS`` environment variable.
+
+    Comma-separated; blanks around ids and empty items are ignored. Unset or empty means the one
+    connection ``iys_default``. Read from the environment, never from an Airflow Variable: the
+    DAG processor re-parses both DAG files every 30 s by default, a Variable would cost a round
+    trip to the API server each time, and one failed read would make the brands' DAGs vanish.
+    Raises :class:`ValueError`, naming the id, for an id that cannot be part of a DAG id and for
+    an id listed twice: the DAG files then fail to import with that message.
+    """
+    raw = os.environ.get(CONNECTIONS_VARIABLE, "") if value is None else value
+    ids = [item.strip() for item in raw.split(",") if item.strip()]
+    for conn_id in ids:
+        if not _CONN_ID.fullmatch(conn_id) or len(conn_id) > _MAX_CONN_ID_LENGTH:
+            raise ValueError(
+                f"{CONNECTIONS_VARIABLE}: {conn_id!r} cannot name a brand's DAGs; a connection id there holds only "
+                "ASCII letters, digits, '_', '.' and '-', starts with a letter, a digit or '_', and has at most "
+                f"{_MAX_CONN_ID_LENGTH} characters"
+            )
+    twice = sorted({conn_id for conn_id in ids if ids.count(conn_id) > 1})
+    if twice:
+        raise ValueError(f"{CONNECTIONS_VARIABLE} lists {', '.join(twice)} more than once; list each connection once")
+    return ids or [IysHook.default_conn_name]
+
+
+def iys_brands(value: str | None = None) -> list[IysBrand]:
+    """One :class:`IysBrand` per connection of :func:`iys_connection_ids`, in the listed order."""
+    ids = iys_connection_ids(value)
+    return [IysBrand(iys_conn_id=conn_id, several=len(ids) > 1) for conn_id in ids]
 
 
 @dataclass(frozen=True)
@@ -93,12 +169,17 @@ def iys_dag(
     default_cron: str,
     params: dict[str, Param],
     concurrency: IysConcurrency,
+    brand: IysBrand,
 ) -> DAG:
-    """A DAG with the settings both İYS DAGs share: Turkey-time cron, one run at a time, native Params."""
+    """A DAG with the settings both İYS DAGs share: Turkey-time cron, one run at a time, native Params.
+
+    The brand gives the tags, the default of the ``iys_conn_id`` Param and a note in the docs;
+    ``dag_id`` is already the brand's.
+    """
     return DAG(
         dag_id=dag_id,
         description=description,
-        doc_md=doc_md,
+        doc_md=brand.doc_md(doc_md),
         schedule=schedule_from_env(schedule_variable, default_cron),
         # No start_date: the first run waits for the next scheduled time instead of starting the
         # moment the DAG is deployed or unpaused (CronTriggerTimetable, run_immediately=False).
@@ -106,15 +187,15 @@ def iys_dag(
         max_active_runs=1,
         max_active_tasks=concurrency.max_active + 1,
         render_template_as_native_obj=True,
-        tags=["iys", "consent"],
-        params={**connection_params(), **params},
+        tags=brand.tags,
+        params={**connection_params(brand.iys_conn_id), **params},
     )
 
 
-def connection_params() -> dict[str, Any]:
+def connection_params(iys_conn_id: str = IysHook.default_conn_name) -> dict[str, Any]:
     return {
         "iys_conn_id": Param(
-            "iys_default",
+            iys_conn_id,
             type="string",
             minLength=1,
             title="İYS connection",

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 from airflow.sdk import DAG, Param
 
-from iys_provider.dags.common import CONNECTION_ARGS, IysConcurrency, iys_dag
+from iys_provider.dags.common import CONNECTION_ARGS, IysBrand, IysConcurrency, iys_brands, iys_dag
 from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN
+from iys_provider.leavers import DEFAULT_MAX_LEAVER_SHARE
 from iys_provider.models import ChangeStream
 from iys_provider.operators.changes import DEFAULT_MAX_PULL_GAP_HOURS, IysPullChangesOperator
 from iys_provider.operators.consent_updates import IysPushConsentUpdatesOperator
+from iys_provider.operators.leavers import IysForgetLeaversOperator
 from iys_provider.operators.new_users import IysCheckNewUsersOperator
 from iys_provider.operators.report import IysAnnounceConsentChangesOperator, IysSyncReportOperator
+from iys_provider.operators.retention import IysApplyRetentionOperator
+from iys_provider.retention import (
+    MIN_CONSENT_EVENTS_RETENTION_DAYS,
+    MIN_FINISHED_UPDATES_RETENTION_DAYS,
+    RetentionPolicy,
+)
 from iys_provider.sensors.batch_results import IysBatchResultSensor
 
 DOC = """
@@ -20,11 +30,15 @@ DOC = """
    `iys.consent_events` and applies what is newer to `iys.consents` — events, state and cursor in
    one transaction per page. Fails with the remedy (a rescan) if the last pull is older than
    `max_pull_gap_hours`, since İYS keeps only 7 days of changes.
-2. Checks new and changed users (multi status), quarantining invalid addresses.
+2. Checks new and changed users (multi status), quarantining invalid addresses, and forgets the
+   users the source query no longer returns (their links, fingerprints and quarantined values);
+   refused, forgetting nobody, when more than `max_leaver_share` of the users would leave at once.
 3. Pushes pending rows of `iys.consent_updates` for recipients İYS already holds — never creating
    one — and waits for batch results in reschedule mode. Every opt-out is verified against İYS's
    current status (multi status) right before it is sent. The push runs even when a pull failed.
-4. Writes a row to `iys.sync_runs` (with the opt-out deadline watch) and announces consent
+4. Deletes change-feed events and settled outbox rows older than their retention, when one is set
+   (`IYS_CONSENT_EVENTS_RETENTION_DAYS`, `IYS_FINISHED_UPDATES_RETENTION_DAYS`; default: keep).
+5. Writes a row to `iys.sync_runs` (with the opt-out deadline watch) and announces consent
    changes on the `iys_consents` asset. The run fails when any step failed, or when an opt-out
    not yet in İYS is within `ret_deadline_margin_hours` of its legal deadline.
 
@@ -33,16 +47,40 @@ dates.
 """
 
 
-def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync", concurrency: IysConcurrency | None = None) -> DAG:
+DAG_ID = "iys_incremental_sync"
+
+
+def retention_from_env() -> RetentionPolicy:
+    """The default retention of every brand's runs, from ``IYS_CONSENT_EVENTS_RETENTION_DAYS`` and
+    ``IYS_FINISHED_UPDATES_RETENTION_DAYS`` (unset or empty: keep forever). Read at parse time, like
+    the schedules; an invalid value fails the DAG file's import with the reason."""
+    return RetentionPolicy.from_arguments(
+        os.environ.get("IYS_CONSENT_EVENTS_RETENTION_DAYS"), os.environ.get("IYS_FINISHED_UPDATES_RETENTION_DAYS")
+    )
+
+
+def build_incremental_sync_dags(concurrency: IysConcurrency | None = None) -> list[DAG]:
+    """One incremental-sync DAG per connection in ``IYS_CONNECTIONS`` (:func:`~iys_provider.dags.common.iys_brands`)."""
     concurrency = concurrency or IysConcurrency.from_env()
+    return [build_incremental_sync_dag(concurrency=concurrency, brand=brand) for brand in iys_brands()]
+
+
+def build_incremental_sync_dag(
+    dag_id: str | None = None, concurrency: IysConcurrency | None = None, brand: IysBrand | None = None
+) -> DAG:
+    """The incremental sync of ``brand`` (default: the single brand of ``iys_default``), as ``dag_id`` or the brand's id."""
+    concurrency = concurrency or IysConcurrency.from_env()
+    brand = brand or IysBrand()
+    retention = retention_from_env()
     iys = concurrency.task_args  # every task that calls İYS
     with iys_dag(
-        dag_id=dag_id,
+        dag_id=dag_id or brand.dag_id(DAG_ID),
         description="Pull İYS changes, pick up new users, push local updates for existing recipients",
         doc_md=DOC,
         schedule_variable="IYS_INCREMENTAL_SYNC_CRON",
         default_cron="0 2 * * *",
         concurrency=concurrency,
+        brand=brand,
         params={
             "max_pull_gap_hours": Param(
                 DEFAULT_MAX_PULL_GAP_HOURS,
@@ -61,6 +99,33 @@ def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync", concurrency
                 title="Opt-out deadline alarm (hours)",
                 description="Fail the run when an opt-out (RET) not yet in İYS is this close to its legal "
                 "deadline (consent date + 3 Turkish business days).",
+            ),
+            "max_leaver_share": Param(
+                DEFAULT_MAX_LEAVER_SHARE,
+                type="number",
+                exclusiveMinimum=0,
+                maximum=1,
+                title="Max share of users leaving",
+                description="Forget nobody, and fail, when more than this share of the synced users is no longer "
+                "returned by the source query (a broken query looks like everybody leaving); 1 lets any "
+                "departure through.",
+            ),
+            "consent_events_retention_days": Param(
+                retention.consent_events_days,
+                type=["null", "integer"],
+                minimum=MIN_CONSENT_EVENTS_RETENTION_DAYS,
+                title="Keep change-feed events (days)",
+                description="Delete iys.consent_events rows stored longer ago than this; empty keeps them. At least "
+                "8: İYS replays 7 days of movements. Default from IYS_CONSENT_EVENTS_RETENTION_DAYS.",
+            ),
+            "finished_updates_retention_days": Param(
+                retention.finished_updates_days,
+                type=["null", "integer"],
+                minimum=MIN_FINISHED_UPDATES_RETENTION_DAYS,
+                title="Keep settled outbox rows (days)",
+                description="Delete iys.consent_updates rows settled (sent, skipped, rejected, failed) longer ago "
+                "than this; empty keeps them. A failed opt-out stays until its legal deadline has passed. Default "
+                "from IYS_FINISHED_UPDATES_RETENTION_DAYS.",
             ),
         },
     ) as dag:
@@ -82,11 +147,25 @@ def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync", concurrency
         new_users = IysCheckNewUsersOperator(
             task_id="check_new_users", trigger_rule="all_done", retries=2, **iys, **conns
         )
+        leavers = IysForgetLeaversOperator(
+            task_id="forget_leavers",
+            max_leaver_share="{{ params.max_leaver_share }}",
+            trigger_rule="all_done",
+            retries=2,
+            **conns,
+        )
         push = IysPushConsentUpdatesOperator(
             task_id="push_consent_updates", trigger_rule="all_done", retries=2, **iys, **conns
         )
         wait = IysBatchResultSensor(
             task_id="wait_for_batch_results", trigger_rule="all_done", retries=2, **iys, **conns
+        )
+        retention_step = IysApplyRetentionOperator(
+            task_id="apply_retention",
+            consent_events_retention_days="{{ params.consent_events_retention_days }}",
+            finished_updates_retention_days="{{ params.finished_updates_retention_days }}",
+            trigger_rule="all_done",
+            **conns,
         )
         report = IysSyncReportOperator(
             task_id="report",
@@ -94,12 +173,14 @@ def build_incremental_sync_dag(dag_id: str = "iys_incremental_sync", concurrency
             new_users_task_id=new_users.task_id,
             push_task_id=push.task_id,
             batch_results_task_id=wait.task_id,
+            leavers_task_id=leavers.task_id,
+            retention_task_id=retention_step.task_id,
             ret_deadline_margin_hours="{{ params.ret_deadline_margin_hours }}",
             **conns,
         )
         announce = IysAnnounceConsentChangesOperator(
-            task_id="announce_consent_changes", report_task_id="report", **conns
+            task_id="announce_consent_changes", report_task_id="report", asset=brand.asset, **conns
         )
-        pulls[0] >> pulls[1] >> new_users >> push >> wait >> report >> announce
+        pulls[0] >> pulls[1] >> new_users >> leavers >> push >> wait >> retention_step >> report >> announce
         concurrency.guard(dag, first=[pulls[0]])
     return dag

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from iys_provider.assets import CONSENTS_ASSET
-from iys_provider.dags.common import CONNECTION_ARGS, IysConcurrency, iys_dag
+from iys_provider.dags.common import CONNECTION_ARGS, IysBrand, IysConcurrency, iys_brands, iys_dag
+from iys_provider.leavers import DEFAULT_MAX_LEAVER_SHARE
 from iys_provider.operators.initial_sync import (
     DEFAULT_BATCH_SIZE,
     IysFinishInitialSyncOperator,
@@ -28,15 +28,29 @@ Trigger with **rescan** to start over.
 """
 
 
-def build_initial_sync_dag(dag_id: str = "iys_initial_sync", concurrency: IysConcurrency | None = None) -> DAG:
+DAG_ID = "iys_initial_sync"
+
+
+def build_initial_sync_dags(concurrency: IysConcurrency | None = None) -> list[DAG]:
+    """One initial-sync DAG per connection in ``IYS_CONNECTIONS`` (:func:`~iys_provider.dags.common.iys_brands`)."""
     concurrency = concurrency or IysConcurrency.from_env()
+    return [build_initial_sync_dag(concurrency=concurrency, brand=brand) for brand in iys_brands()]
+
+
+def build_initial_sync_dag(
+    dag_id: str | None = None, concurrency: IysConcurrency | None = None, brand: IysBrand | None = None
+) -> DAG:
+    """The initial sync of ``brand`` (default: the single brand of ``iys_default``), as ``dag_id`` or the brand's id."""
+    concurrency = concurrency or IysConcurrency.from_env()
+    brand = brand or IysBrand()
     with iys_dag(
-        dag_id=dag_id,
+        dag_id=dag_id or brand.dag_id(DAG_ID),
         description="Overnight, batched, resumable import of every existing user's İYS consents",
         doc_md=DOC,
         schedule_variable="IYS_INITIAL_SYNC_CRON",
         default_cron="0 1 * * *",
         concurrency=concurrency,
+        brand=brand,
         params={
             "rescan": Param(False, type="boolean", title="Rescan", description="Start over from the first user."),
             "batch_size": Param(
@@ -48,6 +62,15 @@ def build_initial_sync_dag(dag_id: str = "iys_initial_sync", concurrency: IysCon
                 description="Users per batch; grown automatically so a scan has at most 500 batches.",
             ),
             "dry_run": Param(False, type="boolean", title="Dry run", description="Plan and report; write nothing."),
+            "max_leaver_share": Param(
+                DEFAULT_MAX_LEAVER_SHARE,
+                type="number",
+                exclusiveMinimum=0,
+                maximum=1,
+                title="Max share of users leaving",
+                description="A new plan forgets the synced users its snapshot no longer holds; it plans nothing, and "
+                "fails, when more than this share would go (a broken query looks like everybody leaving).",
+            ),
         },
     ) as dag:
         conns = CONNECTION_ARGS
@@ -56,6 +79,7 @@ def build_initial_sync_dag(dag_id: str = "iys_initial_sync", concurrency: IysCon
             batch_size="{{ params.batch_size }}",
             rescan="{{ params.rescan }}",
             dry_run="{{ params.dry_run }}",
+            max_leaver_share="{{ params.max_leaver_share }}",
             **conns,
         )
         batches = IysInitialSyncBatchOperator.partial(
@@ -67,7 +91,7 @@ def build_initial_sync_dag(dag_id: str = "iys_initial_sync", concurrency: IysCon
             **conns,
         ).expand(batch=plan.output)
         finish = IysFinishInitialSyncOperator(
-            task_id="finish_scan", trigger_rule="none_failed", outlets=[CONSENTS_ASSET], **conns
+            task_id="finish_scan", trigger_rule="none_failed", outlets=[brand.asset], **conns
         )
         plan >> batches >> finish
         concurrency.guard(dag, first=[plan])

@@ -70,7 +70,9 @@ class IysCheckNewUsersOperator(IysBaseOperator):
                 raise AirflowSkipException(
                     "The initial sync has not completed yet; it checks every user. Run iys_initial_sync first."
                 )
-            source = configured_user_source(self.recipients_sql, statement_timeout=self.source_statement_timeout)
+            source = configured_user_source(
+                self.recipients_sql, iys_conn_id=self.iys_conn_id, statement_timeout=self.source_statement_timeout
+            )
             # The changed users stream through a server-side cursor in a read-only transaction, which
             # stays open while each chunk is committed: that takes a second connection.
             with iys_database(self.postgres_conn_id) as reader:
