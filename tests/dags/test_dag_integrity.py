@@ -91,6 +91,25 @@ def test_incremental_sync_shape(dagbag_and_warnings):
     assert {t.pool for t in iys_tasks} == {"default_pool"}
     assert {t.max_active_tis_per_dagrun for t in iys_tasks} == {4}
     assert dag.get_task("announce_consent_changes").outlets
+    # Users who leave and retention run every night, and never hold back the push.
+    for task_id in ("forget_leavers", "apply_retention"):
+        assert dag.get_task(task_id).trigger_rule == "all_done"
+    assert "push_consent_updates" in dag.get_task("forget_leavers").downstream_task_ids
+    assert dag.params["consent_events_retention_days"] is None
+    assert dag.params["finished_updates_retention_days"] is None
+
+
+def test_retention_defaults_come_from_the_environment_and_are_checked(monkeypatch):
+    from iys_provider.dags.incremental_sync import build_incremental_sync_dag
+
+    monkeypatch.setenv("IYS_CONSENT_EVENTS_RETENTION_DAYS", "90")
+    monkeypatch.setenv("IYS_FINISHED_UPDATES_RETENTION_DAYS", "365")
+    dag = build_incremental_sync_dag()
+    assert (dag.params["consent_events_retention_days"], dag.params["finished_updates_retention_days"]) == (90, 365)
+
+    monkeypatch.setenv("IYS_CONSENT_EVENTS_RETENTION_DAYS", "3")
+    with pytest.raises(ValueError, match="consent_events_retention_days must be at least 8 days"):
+        build_incremental_sync_dag()
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))

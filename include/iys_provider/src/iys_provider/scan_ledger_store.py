@@ -3,6 +3,10 @@
 The rules and states are in :mod:`iys_provider.scan_ledger`. "The initial sync is done" has one
 definition here (:func:`last_finished_scan`), used by the initial sync, the new-users check and
 the change feed's 7-day guard alike.
+
+Planning a scan also forgets the brand's known users its snapshot does not hold: they left the
+source (:mod:`iys_provider.leavers`), in the plan's transaction, so a plan the safety rule refuses
+(or that fails) forgets nobody and plans nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import json
 
 import psycopg
 
+from iys_provider.leavers import DEFAULT_MAX_LEAVER_SHARE, Forgotten
+from iys_provider.leavers_store import forget_leavers
 from iys_provider.scan_ledger import (
     DEFAULT_MAX_BATCHES,
     INITIAL_SYNC_STREAM,
@@ -71,6 +77,13 @@ WITH planned AS (
 )
 UPDATE iys.initial_sync_scans SET total_users = %(users)s, batch_count = (SELECT count(*) FROM planned)
  WHERE scan_id = %(scan)s RETURNING batch_count
+"""
+# Leavers at plan time. The queue was just analysed, so this is one anti-join, not a lookup per known user.
+UNQUEUED_USERS_SQL = """
+SELECT us.user_id FROM iys.user_sources us
+ WHERE us.brand_code = %(brand)s
+   AND NOT EXISTS (SELECT FROM iys.initial_sync_queue q WHERE q.scan_id = %(scan)s AND q.user_id = us.user_id)
+ ORDER BY us.user_id COLLATE "C"
 """
 PENDING_BATCHES_SQL = """
 SELECT batch_no, first_user_id, last_user_id FROM iys.initial_sync_batches
@@ -168,6 +181,11 @@ def pending_batches(conn: psycopg.Connection, scan_id: int) -> tuple[PendingBatc
     return tuple(map(PendingBatch._make, conn.execute(PENDING_BATCHES_SQL, (scan_id,)).fetchall()))
 
 
+def unqueued_users(conn: psycopg.Connection, brand_code: int, scan_id: int) -> list[str]:
+    """User ids of the brand's known users that the snapshot of ``scan_id`` does not hold."""
+    return [row[0] for row in conn.execute(UNQUEUED_USERS_SQL, {"brand": brand_code, "scan": scan_id})]
+
+
 def schedule_scan(
     conn: psycopg.Connection,
     *,
@@ -176,18 +194,58 @@ def schedule_scan(
     batch_size: int,
     max_batches: int = DEFAULT_MAX_BATCHES,
     rescan: bool = False,
+    max_leaver_share: float = DEFAULT_MAX_LEAVER_SHARE,
 ) -> ScanSchedule:
-    """Plan a scan, resume the open one, or find the last one finished: one transaction."""
+    """Plan a scan, resume the open one, or find the last one finished: one transaction.
+
+    :func:`schedule_scan_forgetting_leavers` without the count of leavers.
+    """
+    schedule, _ = schedule_scan_forgetting_leavers(
+        conn,
+        brand_code=brand_code,
+        source=source,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        rescan=rescan,
+        max_leaver_share=max_leaver_share,
+    )
+    return schedule
+
+
+def schedule_scan_forgetting_leavers(
+    conn: psycopg.Connection,
+    *,
+    brand_code: int,
+    source: UserSource,
+    batch_size: int,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+    rescan: bool = False,
+    max_leaver_share: float = DEFAULT_MAX_LEAVER_SHARE,
+) -> tuple[ScanSchedule, Forgotten]:
+    """Plan a scan, resume the open one, or find the last one finished: one transaction.
+
+    A new plan forgets the known users its snapshot does not hold, in that transaction; a refusal
+    of the safety rule (:class:`~iys_provider.leavers.TooManyLeaversError`) rolls the plan back,
+    a rescan's abandoning of the open scan included.
+    """
     with conn.transaction():
         current, finished = open_scan(conn, brand_code), last_finished_scan(conn, brand_code)
         step = next_scan_step(rescan=rescan, open_scan=current, last_finished=finished)
         if step is ScanStep.DONE:
-            return ScanSchedule(step, last_finished=finished)
+            return ScanSchedule(step, last_finished=finished), Forgotten()
         if step is ScanStep.RESUME:
-            return ScanSchedule(step, current.scan_id, current.batch_count, pending_batches(conn, current.scan_id))
+            pending = pending_batches(conn, current.scan_id)
+            return ScanSchedule(step, current.scan_id, current.batch_count, pending), Forgotten()
         abandoned = abandon_open_scan(conn, brand_code) if step is ScanStep.RESCAN else False
         plan = plan_scan(conn, brand_code=brand_code, source=source, batch_size=batch_size, max_batches=max_batches)
-        return ScanSchedule(
+        forgotten = forget_leavers(
+            conn,
+            brand_code=brand_code,
+            user_ids=unqueued_users(conn, brand_code, plan.scan_id),
+            max_share=max_leaver_share,
+            open_scan_queue=False,
+        )
+        schedule = ScanSchedule(
             step,
             plan.scan_id,
             plan.batch_count,
@@ -195,6 +253,7 @@ def schedule_scan(
             planned=plan,
             abandoned_open_scan=abandoned,
         )
+        return schedule, forgotten
 
 
 def read_batch_record(conn: psycopg.Connection, batch: ScanBatch) -> BatchRecord | None:

@@ -20,12 +20,21 @@ from collections.abc import Sequence
 from typing import Any, Required, TypedDict
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from iys_provider.consent_checks import CheckOutcome, check_scan_batch
 from iys_provider.consent_store import consent_totals
 from iys_provider.hooks.iys import MAX_RECIPIENTS_PER_STATUS_CALL
+from iys_provider.leavers import (
+    DEFAULT_MAX_LEAVER_SHARE,
+    Forgotten,
+    TooManyLeaversError,
+    parse_max_leaver_share,
+    refusal,
+)
+from iys_provider.leavers_store import known_users
 from iys_provider.operators.base import IysBaseOperator
+from iys_provider.operators.leavers import LeaversResult, leavers_result
 from iys_provider.scan_ledger import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_BATCHES,
@@ -43,7 +52,7 @@ from iys_provider.scan_ledger_store import (
     pending_batches,
     read_batch_record,
     scan_progress,
-    schedule_scan,
+    schedule_scan_forgetting_leavers,
 )
 from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source
 
@@ -104,6 +113,11 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
     scan, and nothing once the scan is complete (unless ``rescan``). The returned list is what
     ``IysInitialSyncBatchOperator`` is mapped over.
 
+    A new plan also forgets the brand's known users that its snapshot does not hold (they left the
+    source, see :mod:`iys_provider.leavers`), in the plan's transaction. Their count is logged and
+    pushed as the XCom ``leavers`` (a :class:`~iys_provider.operators.leavers.LeaversResult`), so
+    the returned list stays what the batches are mapped over.
+
     :param recipients_sql: source query, or the path of a ``.sql`` file holding it (relative to
         the DAG's folder or its ``template_searchpath``); default: the ``iys_recipients_sql``
         Variable, else ``SELECT id::text AS user_id, phone, email FROM public.users``. (templated)
@@ -115,6 +129,9 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
     :param source_statement_timeout: seconds each statement running the source query may take
         (it runs read-only, see :mod:`iys_provider.user_source`); default 15 minutes, generous:
         snapshotting a million users reads them for about 10 s.
+    :param max_leaver_share: a plan that would forget more than this share of the users synced so
+        far, or all of them, fails and forgets nobody (a broken source query looks like everybody
+        leaving); 1 lets any departure through. Default 0.5. (templated)
     """
 
     template_fields: Sequence[str] = (
@@ -123,6 +140,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         "batch_size",
         "rescan",
         "dry_run",
+        "max_leaver_share",
     )
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"recipients_sql": "sql"}
@@ -136,6 +154,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         rescan: bool | str = False,
         dry_run: bool | str = False,
         source_statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+        max_leaver_share: float | str = DEFAULT_MAX_LEAVER_SHARE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -145,23 +164,36 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         self.max_batches = max_batches
         self.rescan = rescan
         self.dry_run = dry_run
+        self.max_leaver_share = max_leaver_share
 
     def execute(self, context: Context) -> list[PlannedBatch]:
         brand_code = self.iys_hook.brand_code
-        source = configured_user_source(self.recipients_sql, statement_timeout=self.source_statement_timeout)
+        source = configured_user_source(
+            self.recipients_sql, iys_conn_id=self.iys_conn_id, statement_timeout=self.source_statement_timeout
+        )
+        max_leaver_share = parse_max_leaver_share(self.max_leaver_share)
         with self.database() as conn:
             if _truthy(self.dry_run):
                 self._log_dry_run(source.count_rows(conn).users)
+                self._log_dry_run_leavers(
+                    len(source.read_departed(conn, brand_code)), known_users(conn, brand_code), max_leaver_share
+                )
                 return []
-            schedule = schedule_scan(
-                conn,
-                brand_code=brand_code,
-                source=source,
-                batch_size=int(self.batch_size),
-                max_batches=self.max_batches,
-                rescan=_truthy(self.rescan),
-            )
+            try:
+                schedule, forgotten = schedule_scan_forgetting_leavers(
+                    conn,
+                    brand_code=brand_code,
+                    source=source,
+                    batch_size=int(self.batch_size),
+                    max_batches=self.max_batches,
+                    rescan=_truthy(self.rescan),
+                    max_leaver_share=max_leaver_share,
+                )
+            except TooManyLeaversError as exc:
+                # Not retried: the source query would say the same until someone looks at it.
+                raise AirflowFailException(f"Planning refused: {exc}") from None
         self._log_schedule(schedule)
+        self._report_leavers(context, forgotten)
         return [
             PlannedBatch(
                 scan_id=schedule.scan_id,
@@ -181,6 +213,31 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
             count_batches(total_users, size),
             size,
         )
+
+    def _log_dry_run_leavers(self, leavers: int, known: int, max_leaver_share: float) -> None:
+        if not leavers:
+            return
+        refused = refusal(leavers=leavers, known_users=known, max_share=max_leaver_share)
+        self.log.info(
+            "Dry run: %d of the %d users synced so far are no longer returned by the source query; a plan %s",
+            leavers,
+            known,
+            f"would be refused: {refused}" if refused else "would forget them",
+        )
+
+    def _report_leavers(self, context: Context, forgotten: Forgotten) -> None:
+        result: LeaversResult = leavers_result(forgotten)
+        if forgotten.leavers:
+            self.log.info(
+                "Forgot %d users the new scan's snapshot does not hold (they left the source): %d links and %d "
+                "quarantined values removed",
+                forgotten.leavers,
+                forgotten.links_removed,
+                forgotten.quarantine_rows_removed,
+            )
+        ti = context.get("ti")
+        if ti is not None:
+            ti.xcom_push(key="leavers", value=result)
 
     def _log_schedule(self, schedule: ScanSchedule) -> None:
         if schedule.step is ScanStep.DONE:

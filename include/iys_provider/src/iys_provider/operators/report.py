@@ -14,7 +14,9 @@ from iys_provider.assets import CONSENTS_ASSET
 from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, watch_ret_deadlines
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.operators.changes import PullResult
+from iys_provider.operators.leavers import LeaversResult
 from iys_provider.operators.new_users import NewUsersResult
+from iys_provider.operators.retention import RetentionResult
 from iys_provider.outbox_push import PushResult
 from iys_provider.outbox_store import unsent_rets_by_day
 from iys_provider.sensors.batch_results import BatchResultsSummary
@@ -23,11 +25,11 @@ INSERT_RUN_SQL = """
 INSERT INTO iys.sync_runs (run_id, brand_code, dag_id, started_at, pulled_iys, pulled_hs, applied, ignored_stale,
                            new_users_checked, pushed, skipped, rejected, failed, feed_lag_seconds, details,
                            unsent_rets, rets_due_within_24h, oldest_unsent_ret_deadline,
-                           success_ratio_24h, calls_24h, client_errors_24h)
+                           success_ratio_24h, calls_24h, client_errors_24h, leavers)
 VALUES (%(run_id)s, %(brand)s, %(dag_id)s, %(started_at)s, %(pulled_iys)s, %(pulled_hs)s, %(applied)s,
         %(ignored_stale)s, %(new_users_checked)s, %(pushed)s, %(skipped)s, %(rejected)s, %(failed)s,
         %(feed_lag_seconds)s, %(details)s::jsonb, %(unsent_rets)s, %(rets_due_within_24h)s,
-        %(oldest_unsent_ret_deadline)s, %(success_ratio_24h)s, %(calls_24h)s, %(client_errors_24h)s)
+        %(oldest_unsent_ret_deadline)s, %(success_ratio_24h)s, %(calls_24h)s, %(client_errors_24h)s, %(leavers)s)
 ON CONFLICT (run_id, brand_code, dag_id) DO UPDATE
    SET finished_at = now(), pulled_iys = EXCLUDED.pulled_iys, pulled_hs = EXCLUDED.pulled_hs,
        applied = EXCLUDED.applied, ignored_stale = EXCLUDED.ignored_stale,
@@ -37,7 +39,7 @@ ON CONFLICT (run_id, brand_code, dag_id) DO UPDATE
        rets_due_within_24h = EXCLUDED.rets_due_within_24h,
        oldest_unsent_ret_deadline = EXCLUDED.oldest_unsent_ret_deadline,
        success_ratio_24h = EXCLUDED.success_ratio_24h, calls_24h = EXCLUDED.calls_24h,
-       client_errors_24h = EXCLUDED.client_errors_24h
+       client_errors_24h = EXCLUDED.client_errors_24h, leavers = EXCLUDED.leavers
 """
 FAILED_STATES = {"failed", "upstream_failed"}
 
@@ -55,6 +57,7 @@ class RunFigures(TypedDict):
     rejected: int
     failed: int
     feed_lag_seconds: int | None
+    leavers: int
 
 
 class RunDetails(TypedDict):
@@ -69,6 +72,10 @@ class RunDetails(TypedDict):
     requests: int
     failed_steps: list[str]
     overdue_rets: int
+    links_removed: int
+    quarantine_rows_removed: int
+    consent_events_deleted: int
+    finished_updates_deleted: int
 
 
 class SyncReport(RunFigures, RunDetails):
@@ -87,6 +94,10 @@ class IysSyncReportOperator(IysBaseOperator):
     (after every step has done its work), so alerting on failed runs catches it.
 
     :param ret_deadline_margin_hours: alarm margin before a RET's legal deadline (templated).
+    :param leavers_task_id: the :class:`~iys_provider.operators.leavers.IysForgetLeaversOperator`
+        task, whose counts the row records.
+    :param retention_task_id: the :class:`~iys_provider.operators.retention.IysApplyRetentionOperator`
+        task, whose deletions ``details`` records.
     """
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "ret_deadline_margin_hours")
@@ -98,6 +109,8 @@ class IysSyncReportOperator(IysBaseOperator):
         new_users_task_id: str | None = None,
         push_task_id: str | None = None,
         batch_results_task_id: str | None = None,
+        leavers_task_id: str | None = None,
+        retention_task_id: str | None = None,
         ret_deadline_margin_hours: float | str = DEFAULT_DEADLINE_MARGIN.total_seconds() / 3600,
         **kwargs: Any,
     ) -> None:
@@ -108,6 +121,8 @@ class IysSyncReportOperator(IysBaseOperator):
         self.new_users_task_id = new_users_task_id
         self.push_task_id = push_task_id
         self.batch_results_task_id = batch_results_task_id
+        self.leavers_task_id = leavers_task_id
+        self.retention_task_id = retention_task_id
 
     def execute(self, context: Context) -> SyncReport:
         ti = context["ti"]
@@ -119,6 +134,8 @@ class IysSyncReportOperator(IysBaseOperator):
         new_users: NewUsersResult | dict = result(self.new_users_task_id)
         push: PushResult | dict = result(self.push_task_id)
         settled: BatchResultsSummary | dict = result(self.batch_results_task_id)
+        leavers: LeaversResult | dict = result(self.leavers_task_id)
+        retention: RetentionResult | dict = result(self.retention_task_id)
         lags = [r["feed_lag_seconds"] for r in pulls.values() if r.get("feed_lag_seconds") is not None]
         summary = RunFigures(
             pulled_iys=pulls.get("IYS", {}).get("pulled", 0),
@@ -131,6 +148,7 @@ class IysSyncReportOperator(IysBaseOperator):
             rejected=push.get("rejected", 0) + settled.get("rejected", 0),
             failed=push.get("failed", 0),
             feed_lag_seconds=max(lags) if lags else None,
+            leavers=leavers.get("leavers", 0),
         )
         consent_changes = summary["applied"] + new_users.get("status_changes", 0) + summary["pushed"]
         states = self._step_states(context)
@@ -145,6 +163,10 @@ class IysSyncReportOperator(IysBaseOperator):
             requests=new_users.get("requests", 0),
             failed_steps=failed_steps,
             overdue_rets=0,
+            links_removed=leavers.get("links_removed", 0),
+            quarantine_rows_removed=leavers.get("quarantine_rows_removed", 0),
+            consent_events_deleted=retention.get("consent_events_deleted", 0),
+            finished_updates_deleted=retention.get("finished_updates_deleted", 0),
         )
         brand_code = self.iys_hook.brand_code
         dag_run = context["dag_run"]
@@ -175,13 +197,15 @@ class IysSyncReportOperator(IysBaseOperator):
             )
         self.log.info(
             "İYS sync summary (brand %s): pulled IYS %d / HS %d, applied %d, ignored as stale %d, new users "
-            "checked %d, pushed %d, skipped %d, rejected %d, failed %d, left pending %d, feed lag %s s%s",
+            "checked %d, leavers forgotten %d, pushed %d, skipped %d, rejected %d, failed %d, left pending %d, "
+            "feed lag %s s%s",
             brand_code,
             summary["pulled_iys"],
             summary["pulled_hs"],
             summary["applied"],
             summary["ignored_stale"],
             summary["new_users_checked"],
+            summary["leavers"],
             summary["pushed"],
             summary["skipped"],
             summary["rejected"],
@@ -214,7 +238,16 @@ class IysSyncReportOperator(IysBaseOperator):
     def _step_states(self, context) -> dict[str, str]:
         ti = context["ti"]
         task_ids = [
-            t for t in (*self.pull_task_ids, self.new_users_task_id, self.push_task_id, self.batch_results_task_id) if t
+            t
+            for t in (
+                *self.pull_task_ids,
+                self.new_users_task_id,
+                self.leavers_task_id,
+                self.push_task_id,
+                self.batch_results_task_id,
+                self.retention_task_id,
+            )
+            if t
         ]
         states = ti.get_task_states(dag_id=ti.dag_id, task_ids=task_ids, run_ids=[ti.run_id])
         return {task: str(state) for task, state in states.get(ti.run_id, {}).items()}
@@ -223,14 +256,18 @@ class IysSyncReportOperator(IysBaseOperator):
 class IysAnnounceConsentChangesOperator(IysBaseOperator):
     """Emit an event on an asset (default ``iys_consents``) when this run changed consents; skip otherwise.
 
-    Downstream campaign DAGs can use ``schedule=[CONSENTS_ASSET]`` to run after fresh consents.
+    Downstream campaign DAGs can use ``schedule=[CONSENTS_ASSET]`` to run after fresh consents, or
+    ``schedule=[consents_asset(conn_id)]`` for one brand of several (``IYS_CONNECTIONS``).
 
     :param report_task_id: the :class:`IysSyncReportOperator` task whose result is announced.
-    :param asset: the asset to update; it becomes this task's outlet.
+    :param asset: the asset to update, e.g. the brand's
+        :func:`~iys_provider.assets.consents_asset`; it becomes one of this task's outlets.
     """
 
     def __init__(self, *, report_task_id: str, asset: Asset = CONSENTS_ASSET, **kwargs: Any) -> None:
-        kwargs.setdefault("outlets", [asset])
+        outlets = list(kwargs.pop("outlets", None) or [])
+        # Airflow records an event only for an asset among the task's outlets.
+        kwargs["outlets"] = outlets if asset in outlets else [*outlets, asset]
         super().__init__(**kwargs)
         self.report_task_id = report_task_id
         self.asset = asset
