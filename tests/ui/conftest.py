@@ -31,6 +31,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -162,6 +164,24 @@ class AirflowStack:
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
+
+
+@contextmanager
+def running_stack(
+    postgres_server_uri: str, request: pytest.FixtureRequest, workdir: pathlib.Path, extra_env: dict[str, str]
+) -> Iterator[AirflowStack]:
+    """A started :class:`AirflowStack` in ``workdir``, stopped after; its logs are kept if a test failed."""
+    stack = AirflowStack(postgres_server_uri, workdir, extra_env=extra_env)
+    failed_before = request.session.testsfailed
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        if request.session.testsfailed > failed_before:
+            sys.stderr.write(f"\n[tests/ui] kept the stack's logs in {workdir}/logs\n")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def wait_for_dag(stack: AirflowStack, dag_id: str, timeout: float = 180) -> None:

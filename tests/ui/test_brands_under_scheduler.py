@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 import sys
 import tempfile
 from datetime import datetime
@@ -20,7 +19,7 @@ from datetime import datetime
 import psycopg
 import pytest
 import requests
-from ui.conftest import ROOT, AirflowStack, _free_port, task_states, trigger, wait_for_run
+from ui.conftest import ROOT, AirflowStack, _free_port, running_stack, task_states, trigger, wait_for_run
 
 import local_stack
 
@@ -61,20 +60,11 @@ def stack(postgres_server_uri, request):
         conn["extra"]["brand_code"] = brand
         env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
         env[f"AIRFLOW_VAR_IYS_RECIPIENTS_SQL__{conn_id.upper()}"] = SOURCE_SQL[conn_id]
-    stack = AirflowStack(postgres_server_uri, workdir, extra_env=env)
-    failed_before = request.session.testsfailed
-    try:
-        stack.start()
+    with running_stack(postgres_server_uri, request, workdir, env) as stack:
         requests.post(
             f"{sim_url}/__sim/config", json={"rate_limit_per_second": SIM_RATE}, timeout=10
         ).raise_for_status()
         yield stack
-    finally:
-        stack.stop()
-        if request.session.testsfailed > failed_before:
-            sys.stderr.write(f"\n[tests/ui] kept the stack's logs in {workdir}/logs\n")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def counters(stack: AirflowStack) -> dict:

@@ -16,16 +16,19 @@ import os
 import pathlib
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
-from ui.conftest import AirflowStack, task_states, trigger, wait_for_run  # tests/ is on sys.path (pytest.ini)
+from ui.conftest import (  # tests/ is on sys.path (pytest.ini)
+    running_stack,
+    task_states,
+    trigger,
+    wait_for_run,
+)
 
 from iys_provider.operators.pool_check import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
 
@@ -51,21 +54,9 @@ def stack(postgres_server_uri, request):
     dags.mkdir()
     (dags / f"{DAG_ID}.py").symlink_to(ROOT / "dags" / f"{DAG_ID}.py")
     (dags / f"{MISSING_POOL_DAG_ID}.py").write_text(MISSING_POOL_DAG)
-    stack = AirflowStack(
-        postgres_server_uri,
-        workdir,
-        extra_env={"AIRFLOW_DAGS_FOLDER": str(dags), "IYS_INITIAL_SYNC_CRON": "none"},
-    )
-    failed_before = request.session.testsfailed
-    try:
-        stack.start()
+    env = {"AIRFLOW_DAGS_FOLDER": str(dags), "IYS_INITIAL_SYNC_CRON": "none"}
+    with running_stack(postgres_server_uri, request, workdir, env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        if request.session.testsfailed > failed_before:
-            sys.stderr.write(f"\n[tests/ui] kept the stack's logs in {workdir}/logs\n")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- (1) no pool needed

@@ -12,7 +12,7 @@ from iys_provider.leavers_store import forget_leavers, forget_users, known_users
 from iys_provider.models import ConsentType, RecipientType
 from iys_provider.recipients import prepare_users
 from iys_provider.scan_ledger import ScanStep
-from iys_provider.scan_ledger_store import plan_scan, schedule_scan_forgetting_leavers
+from iys_provider.scan_ledger_store import plan_scan, schedule_scan
 from iys_provider.schema import migrate
 from iys_provider.user_source import SourceQueryError, UserSource
 
@@ -189,7 +189,7 @@ def test_leavers_are_dropped_from_the_open_scan_s_queue_of_their_brand(store):
 
 
 def schedule(conn, **kwargs):
-    return schedule_scan_forgetting_leavers(conn, brand_code=BRAND, source=SOURCE, batch_size=2, **kwargs)
+    return schedule_scan(conn, brand_code=BRAND, source=SOURCE, batch_size=2, **kwargs)
 
 
 def test_a_new_plan_forgets_the_known_users_its_snapshot_does_not_hold(store):

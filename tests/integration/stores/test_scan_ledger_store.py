@@ -42,7 +42,8 @@ def ledger(pg):
 
 
 def schedule(conn, **kwargs):
-    return schedule_scan(conn, brand_code=BRAND, source=SOURCE, batch_size=2, max_batches=10, **kwargs)
+    schedule, _ = schedule_scan(conn, brand_code=BRAND, source=SOURCE, batch_size=2, max_batches=10, **kwargs)
+    return schedule
 
 
 def queued(conn, scan_id):

@@ -163,7 +163,7 @@ def least_privileged(users, pg_dsn):
 def test_the_planning_and_the_new_users_read_work_as_a_role_that_may_only_select_users(least_privileged, pg):
     conn = least_privileged
     assert conn.execute("SELECT pg_has_role(current_user, 'pg_write_all_data', 'USAGE')").fetchone() == (False,)
-    schedule = schedule_scan(conn, brand_code=BRAND, source=UserSource(USERS_SQL), batch_size=2)
+    schedule, _ = schedule_scan(conn, brand_code=BRAND, source=UserSource(USERS_SQL), batch_size=2)
     assert (schedule.planned.users, schedule.batch_count) == (3, 2)
     assert [u.user_id for u in UserSource(USERS_SQL).read_changed(conn, BRAND)] == ["u1", "u2", "u3"]
 

@@ -195,32 +195,6 @@ def schedule_scan(
     max_batches: int = DEFAULT_MAX_BATCHES,
     rescan: bool = False,
     max_leaver_share: float = DEFAULT_MAX_LEAVER_SHARE,
-) -> ScanSchedule:
-    """Plan a scan, resume the open one, or find the last one finished: one transaction.
-
-    :func:`schedule_scan_forgetting_leavers` without the count of leavers.
-    """
-    schedule, _ = schedule_scan_forgetting_leavers(
-        conn,
-        brand_code=brand_code,
-        source=source,
-        batch_size=batch_size,
-        max_batches=max_batches,
-        rescan=rescan,
-        max_leaver_share=max_leaver_share,
-    )
-    return schedule
-
-
-def schedule_scan_forgetting_leavers(
-    conn: psycopg.Connection,
-    *,
-    brand_code: int,
-    source: UserSource,
-    batch_size: int,
-    max_batches: int = DEFAULT_MAX_BATCHES,
-    rescan: bool = False,
-    max_leaver_share: float = DEFAULT_MAX_LEAVER_SHARE,
 ) -> tuple[ScanSchedule, Forgotten]:
     """Plan a scan, resume the open one, or find the last one finished: one transaction.
 

@@ -52,7 +52,7 @@ from iys_provider.scan_ledger_store import (
     pending_batches,
     read_batch_record,
     scan_progress,
-    schedule_scan_forgetting_leavers,
+    schedule_scan,
 )
 from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source
 
@@ -180,7 +180,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
                 )
                 return []
             try:
-                schedule, forgotten = schedule_scan_forgetting_leavers(
+                schedule, forgotten = schedule_scan(
                     conn,
                     brand_code=brand_code,
                     source=source,

@@ -88,7 +88,8 @@ class IysForgetLeaversOperator(IysBaseOperator):
             if not initial_sync_done(writer, brand_code):
                 raise AirflowSkipException(
                     "The initial sync has not completed yet; until it has, nobody is known to leave. "
-                    "Run iys_initial_sync first."
+                    "Run the brand's initial sync first (iys_initial_sync, or iys_initial_sync__<conn_id> with "
+                    "several brands)."
                 )
             source = configured_user_source(
                 self.recipients_sql, iys_conn_id=self.iys_conn_id, statement_timeout=self.source_statement_timeout

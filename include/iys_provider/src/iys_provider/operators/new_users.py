@@ -68,7 +68,8 @@ class IysCheckNewUsersOperator(IysBaseOperator):
         with self.database() as writer:
             if not initial_sync_done(writer, brand_code):
                 raise AirflowSkipException(
-                    "The initial sync has not completed yet; it checks every user. Run iys_initial_sync first."
+                    "The initial sync has not completed yet; it checks every user. Run the brand's initial sync "
+                    "first (iys_initial_sync, or iys_initial_sync__<conn_id> with several brands)."
                 )
             source = configured_user_source(
                 self.recipients_sql, iys_conn_id=self.iys_conn_id, statement_timeout=self.source_statement_timeout
