@@ -159,3 +159,16 @@ def test_no_pool_means_no_gate(monkeypatch):
     monkeypatch.setenv("IYS_API_CONCURRENCY", "0")
     with pytest.raises(ValueError, match="IYS_API_CONCURRENCY"):
         IysConcurrency.from_env()
+
+
+def test_a_queue_pins_the_iys_tasks_and_only_them(monkeypatch):
+    """CeleryExecutor: İYS tasks go to the workers whose egress IP İYS whitelisted (IYS_QUEUE)."""
+    from iys_provider.dags.incremental_sync import build_incremental_sync_dag
+    from iys_provider.dags.initial_sync import build_initial_sync_dag
+
+    monkeypatch.setenv("IYS_QUEUE", "iys_whitelisted")
+    for dag in (build_initial_sync_dag(), build_incremental_sync_dag()):
+        iys_tasks = set(IYS_TASKS[dag.dag_id])
+        queues = {task.task_id: task.queue for task in dag.tasks}
+        assert {queues[t] for t in iys_tasks} == {"iys_whitelisted"}
+        assert "iys_whitelisted" not in {q for t, q in queues.items() if t not in iys_tasks}

@@ -113,21 +113,26 @@ class IysConcurrency:
     Needs no set-up: without a pool the İYS tasks run in Airflow's ``default_pool``, at most
     ``max_active`` at a time per run (``max_active_tis_per_dagrun``; the DAG's ``max_active_tasks``
     is one more, for the bookkeeping task beside them). A ``pool`` shares one budget across DAGs; it
-    must exist, which the first task of every run checks (see operators.base).
+    must exist, which the first task of every run checks (see operators.base). A ``queue`` sends
+    the İYS tasks to the workers that consume it (CeleryExecutor): those whose egress IP İYS has
+    whitelisted; the other tasks run anywhere.
     """
 
     pool: str | None = None
     max_active: int = 4
     pool_check_seconds: float = 300
+    queue: str | None = None
 
     @classmethod
     def from_env(cls) -> IysConcurrency:
-        """``IYS_POOL`` (default none = default_pool), ``IYS_API_CONCURRENCY`` (4), ``IYS_POOL_CHECK_SECONDS`` (300)."""
+        """``IYS_POOL`` (default none = default_pool), ``IYS_API_CONCURRENCY`` (4), ``IYS_POOL_CHECK_SECONDS``
+        (300), ``IYS_QUEUE`` (default none: the executor's default queue)."""
         pool = os.environ.get("IYS_POOL", "").strip()
         return cls(
             pool=None if pool.lower() in ("", "none", "default_pool") else pool,
             max_active=int(os.environ.get("IYS_API_CONCURRENCY", "4")),
             pool_check_seconds=float(os.environ.get("IYS_POOL_CHECK_SECONDS", "300")),
+            queue=os.environ.get("IYS_QUEUE", "").strip() or None,
         )
 
     def __post_init__(self) -> None:
@@ -140,6 +145,8 @@ class IysConcurrency:
         args: dict[str, Any] = {"max_active_tis_per_dagrun": self.max_active}
         if self.pool:
             args["pool"] = self.pool
+        if self.queue:
+            args["queue"] = self.queue
         return args
 
     def guard(self, dag: DAG, first: Sequence[BaseOperator]) -> None:
