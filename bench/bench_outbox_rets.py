@@ -34,88 +34,34 @@ import argparse
 import json
 import math
 import os
-import pathlib
 import random
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Airflow reads its configuration on import: a throw-away home first, then the package.
-AIRFLOW_HOME = tempfile.mkdtemp(prefix="iys-bench-outbox-airflow-")
-os.environ.update(
-    AIRFLOW_HOME=AIRFLOW_HOME,
-    AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
-    AIRFLOW__CORE__LOAD_EXAMPLES="False",
-    AIRFLOW__LOGGING__LOGGING_LEVEL=os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
+from bench_support import (
+    CLIENT_ERRORS,
+    MAX_PER_CALL,
+    distinct_phones,
+    iys_connection_json,
+    local_stack,
+    postgres_connection_json,
+    sim_control,
+    simulator_account,
+    use_throwaway_airflow_home,
 )
 
-import psycopg  # noqa: E402
-import requests  # noqa: E402
-from iys_simulator import SimulatorServer  # noqa: E402
-from psycopg import conninfo  # noqa: E402
+# Airflow reads its configuration on import: a throw-away home first, then the package.
+AIRFLOW_HOME = use_throwaway_airflow_home("iys-bench-outbox-airflow-")
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import local_stack  # noqa: E402
+import psycopg  # noqa: E402
+from iys_simulator import SimulatorServer  # noqa: E402
+
 from iys_provider.schema import migrate  # noqa: E402
 
-MAX_PER_CALL = 1000  # recipients per multi-status call and consents per batch (İYS's limits)
-CLIENT_ERRORS = ("400", "401", "403", "404", "422")  # İYS's success ratio: these count as failures
-MOBILE_PREFIXES = ("532", "542", "505", "555")
 IYS_CONSENT_DATE = "2024-03-01 10:00:00"
 MAX_POKES = 20
-
-
-def distinct_phones(count: int, seed: int) -> list[str]:
-    """``count`` distinct +905XXXXXXXXX numbers on the prefixes the tests use, in random order."""
-    rng = random.Random(seed)
-    per_prefix = 10**7
-    if count > len(MOBILE_PREFIXES) * per_prefix:
-        raise ValueError("too many numbers for the prefixes")
-    picks = rng.sample(range(len(MOBILE_PREFIXES) * per_prefix), count)
-    return [f"+90{MOBILE_PREFIXES[p // per_prefix]}{p % per_prefix:07d}" for p in picks]
-
-
-def sim_control(url: str, path: str, payload: dict | None = None, method: str = "POST") -> dict:
-    response = requests.request(method, f"{url}/__sim/{path}", json=payload, timeout=60)
-    response.raise_for_status()
-    return response.json() if response.content else {}
-
-
-def postgres_connection_json(dsn: str) -> str:
-    params = conninfo.conninfo_to_dict(dsn)
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": params.get("host") or "127.0.0.1",
-            "port": int(params.get("port") or 5432),
-            "login": params.get("user") or "postgres",
-            "password": params.get("password"),
-            "schema": params["dbname"],
-        }
-    )
-
-
-def iys_connection_json(url: str, rate: float) -> str:
-    return json.dumps(
-        {
-            "conn_type": "iys",
-            "host": url,
-            "login": local_stack.SIM_USERNAME,
-            "password": local_stack.SIM_PASSWORD,
-            "extra": {
-                "iys_code": local_stack.SIM_IYS_CODE,
-                "brand_code": local_stack.SIM_BRAND_CODE,
-                "shared_state_conn_id": "iys_postgres",
-                "verify_ssl": False,
-                "rate_limit_per_second": rate,
-                "auth_requests_per_hour": 10,
-                "batch_result_delay_seconds": 0,
-            },
-        }
-    )
 
 
 def run(args: argparse.Namespace, dsn: str, sim_url: str) -> dict:
@@ -350,15 +296,7 @@ def main() -> int:
         parser.error("--rets must be positive, the shares between 0 and 1")
 
     db_name = f"iys_bench_outbox_{uuid.uuid4().hex[:8]}"
-    sim = SimulatorServer(
-        host="127.0.0.1",
-        port=0,
-        username=local_stack.SIM_USERNAME,
-        password=local_stack.SIM_PASSWORD,
-        iys_code=local_stack.SIM_IYS_CODE,
-        brand_codes=[local_stack.SIM_BRAND_CODE],
-        seed=args.seed,
-    ).start()
+    sim = SimulatorServer(host="127.0.0.1", port=0, seed=args.seed, **simulator_account()).start()
     try:
         dsn = local_stack.ensure_database(args.postgres_server, db_name)
         os.environ["AIRFLOW_CONN_IYS_POSTGRES"] = postgres_connection_json(dsn)

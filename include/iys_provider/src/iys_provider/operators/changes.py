@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
@@ -15,12 +17,14 @@ from iys_provider.change_feed_store import (
     read_stream_state,
     store_change_page,
 )
-from iys_provider.models import ChangeMovement, ChangeStream, is_documented
+from iys_provider.models import ChangeMovement, ChangePage, ChangeStream, is_documented
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.scan_ledger_store import last_finished_scan
 
 #: İYS serves 7 days minus one hour of movements; fail well before that horizon.
 DEFAULT_MAX_PULL_GAP_HOURS = 6 * 24
+#: How long a pull that stops early waits for the page request it still has in flight.
+FETCHER_GRACE_SECONDS = 10.0
 
 
 class PullResult(TypedDict):
@@ -100,7 +104,8 @@ class IysPullChangesOperator(IysBaseOperator):
             )
             newest = (details or {}).get("newest_creation_date")
             undocumented: set[tuple[str, str]] = set()
-            for page in self.iys_hook.iter_change_pages(stream, after=cursor, limit=self.page_size):
+            pages = self.iys_hook.iter_change_pages(stream, after=cursor, limit=self.page_size)
+            for page in _fetched_ahead(pages):
                 self._log_undocumented_values(page.changes, undocumented)
                 outcome = store_change_page(
                     conn, brand_code=brand_code, stream=stream, page=page, check_margin=self.check_margin
@@ -164,3 +169,59 @@ class IysPullChangesOperator(IysBaseOperator):
                 "the whole user base with `airflow dags trigger iys_initial_sync -c '{\"rescan\": true}'`; when "
                 "that scan finishes, this DAG continues from İYS's current window."
             )
+
+
+def _fetched_ahead(pages: Iterator[ChangePage]) -> Iterator[ChangePage]:
+    """``pages``, the next one requested (and parsed) in a thread while the caller stores this one.
+
+    One page after the other, a pull waited for İYS's answer, then for the database, never for
+    both at once: half of İYS's rate. Only one page is fetched ahead and nothing is stored out of
+    order, so a failure still leaves the cursor after the last page stored: a fetch error is
+    raised once the pages before it are stored, and when storing fails the page fetched ahead is
+    dropped (the rerun asks for it again).
+
+    The first page is fetched in the caller's thread: the hook looks up its connections and token
+    there, where the task's Airflow context is.
+    """
+    first = next(pages, None)
+    if first is None:
+        return
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    handoff.put(("end", None))
+                    return
+                handoff.put(("page", page))
+        except BaseException as exc:  # handed to the caller, raised in its thread
+            handoff.put(("error", exc))
+        finally:
+            pages.close()
+
+    fetcher = threading.Thread(target=fetch, name="iys-change-feed-fetch", daemon=True)
+    fetcher.start()
+    try:
+        yield first
+        while True:
+            kind, value = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        # Frees a fetcher blocked on a full queue; it then sees ``stop`` before asking İYS again.
+        try:
+            handoff.get_nowait()
+        except queue.Empty:
+            pass
+        # At the end of the feed the fetcher is done already. Stopped early (a failed store, the
+        # task being stopped) it may be inside the hook's retries: it gets a moment to finish, but
+        # never holds up the task (a daemon thread; its page is dropped).
+        fetcher.join(timeout=FETCHER_GRACE_SECONDS)

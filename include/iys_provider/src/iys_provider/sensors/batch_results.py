@@ -18,7 +18,7 @@ from iys_provider.models import BatchItemStatus, Consent, is_documented
 from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID
 from iys_provider.outbox import DEFAULT_MAX_BATCH_AGE, OutboxRow, OutboxState, Verdict, parse_row, verdict_for_iys_error
 from iys_provider.outbox_store import (
-    apply_confirmed,
+    apply_confirmed_many,
     collected_by_run,
     expire_submissions,
     finalise,
@@ -167,6 +167,7 @@ class IysBatchResultSensor(BaseSensorOperator):
         undocumented: dict[str, list[int]] = {}
         with conn.transaction():
             verdicts = []
+            confirmed = []
             for index, (row_id, *fields) in rows.items():
                 item = by_index.get(index)
                 if item is None or item.status is BatchItemStatus.ENQUEUE:
@@ -180,7 +181,7 @@ class IysBatchResultSensor(BaseSensorOperator):
                     verdicts.append((row_id, Verdict(OutboxState.SENT, transaction_id=item.transaction_id)))
                     consent = parse_row(OutboxRow(row_id, *fields, attempts=0))
                     if isinstance(consent, Consent):
-                        apply_confirmed(conn, brand_code, consent, item.transaction_id, item.creation_date)
+                        confirmed.append((consent, item.transaction_id, item.creation_date))
                 else:
                     error = item.error
                     verdict = verdict_for_iys_error(
@@ -190,6 +191,7 @@ class IysBatchResultSensor(BaseSensorOperator):
                         pending += 1  # İYS asks for another try: the batch expires and is verified again
                         continue
                     verdicts.append((row_id, verdict))
+            apply_confirmed_many(conn, brand_code, confirmed)
             finalise(conn, verdicts, result_run_id=run_id)
             for status, row_ids in undocumented.items():
                 note_submitted(

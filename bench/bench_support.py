@@ -1,0 +1,185 @@
+"""What the benchmarks that run operators outside Airflow share: a throw-away Airflow home, the İYS
+simulator, the two connections as ``AIRFLOW_CONN_*`` JSON, test addresses and peak memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import random
+import subprocess
+import sys
+import tempfile
+
+import requests
+from psycopg import conninfo
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import local_stack  # noqa: E402  (scripts/local_stack.py: simulator account and throw-away databases)
+
+MAX_PER_CALL = 1000  # recipients per multi-status call and consents per batch (İYS's limits)
+CLIENT_ERRORS = ("400", "401", "403", "404", "422")  # İYS's success ratio: these count as failures
+MOBILE_PREFIXES = ("532", "542", "505", "555")
+
+
+def use_throwaway_airflow_home(prefix: str) -> str:
+    """Point Airflow at a fresh home; call before anything imports airflow (it reads its config on import)."""
+    home = tempfile.mkdtemp(prefix=prefix)
+    os.environ.update(
+        AIRFLOW_HOME=home,
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__LOGGING__LOGGING_LEVEL=os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
+    )
+    return home
+
+
+def distinct_phones(count: int, seed: int) -> list[str]:
+    """``count`` distinct +905XXXXXXXXX numbers on the prefixes the tests use, in random order."""
+    rng = random.Random(seed)
+    per_prefix = 10**7
+    if count > len(MOBILE_PREFIXES) * per_prefix:
+        raise ValueError("too many numbers for the prefixes")
+    picks = rng.sample(range(len(MOBILE_PREFIXES) * per_prefix), count)
+    return [f"+90{MOBILE_PREFIXES[p // per_prefix]}{p % per_prefix:07d}" for p in picks]
+
+
+def sim_control(url: str, path: str, payload: dict | None = None, method: str = "POST") -> dict:
+    response = requests.request(method, f"{url}/__sim/{path}", json=payload, timeout=300)
+    response.raise_for_status()
+    return response.json() if response.content else {}
+
+
+def postgres_connection_json(dsn: str) -> str:
+    params = conninfo.conninfo_to_dict(dsn)
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": params.get("host") or "127.0.0.1",
+            "port": int(params.get("port") or 5432),
+            "login": params.get("user") or "postgres",
+            "password": params.get("password"),
+            "schema": params["dbname"],
+        }
+    )
+
+
+def iys_connection_json(url: str, rate: float) -> str:
+    """The simulator account as an ``iys`` connection; batch results are polled at once (the
+    benchmarks set the simulator's ``batch_result_delay`` to 0 too, instead of İYS's 300 s)."""
+    return json.dumps(
+        {
+            "conn_type": "iys",
+            "host": url,
+            "login": local_stack.SIM_USERNAME,
+            "password": local_stack.SIM_PASSWORD,
+            "extra": {
+                "iys_code": local_stack.SIM_IYS_CODE,
+                "brand_code": local_stack.SIM_BRAND_CODE,
+                "shared_state_conn_id": "iys_postgres",
+                "verify_ssl": False,
+                "rate_limit_per_second": rate,
+                "auth_requests_per_hour": 10,
+                "batch_result_delay_seconds": 0,
+            },
+        }
+    )
+
+
+def simulator_account() -> dict:
+    """``SimulatorServer`` keyword arguments of the account :func:`iys_connection_json` logs in with."""
+    return {
+        "username": local_stack.SIM_USERNAME,
+        "password": local_stack.SIM_PASSWORD,
+        "iys_code": local_stack.SIM_IYS_CODE,
+        "brand_codes": [local_stack.SIM_BRAND_CODE],
+    }
+
+
+_SIMULATOR_MAIN = """
+import json, sys
+from iys_simulator import SimulatorServer
+sim = SimulatorServer(host="127.0.0.1", port=0, **json.loads(sys.argv[1])).start()
+print(sim.url, flush=True)
+sys.stdin.read()
+sim.stop()
+"""
+
+
+class SimulatorProcess:
+    """The simulator in a process of its own, so its CPU and memory are not counted as ours.
+
+    It serves until its stdin is closed (``stop``), so it never outlives the benchmark.
+    """
+
+    def __init__(self, **config) -> None:
+        self.config = {**simulator_account(), **config}
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> SimulatorProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SIMULATOR_MAIN, json.dumps(self.config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.url = self.process.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            self.stop()
+            raise RuntimeError("the simulator process did not start")
+        return self
+
+    def peak_rss_mb(self) -> float | None:
+        return _vm_hwm_mb(f"/proc/{self.process.pid}/status") if self.process else None
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.stdin.close()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS measurement for this process (Linux: ``clear_refs`` 5); False where unsupported."""
+    try:
+        pathlib.Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since :func:`reset_peak_rss` (else since it started)."""
+    hwm = _vm_hwm_mb("/proc/self/status")
+    if hwm is not None:
+        return hwm
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory now (None where ``/proc`` does not tell)."""
+    return _proc_status_mb("/proc/self/status", "VmRSS:")
+
+
+def _vm_hwm_mb(status_path: str) -> float | None:
+    return _proc_status_mb(status_path, "VmHWM:")
+
+
+def _proc_status_mb(status_path: str, field: str) -> float | None:
+    try:
+        for line in pathlib.Path(status_path).read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
