@@ -5,7 +5,8 @@ and a small number of token requests per hour, with a one-hour block (H084) that
 every token call made during it, whichever account makes it. So the request-rate schedule, the
 token-request budget and the block are kept per *budget key* (the API host, plus an egress label
 when workers leave through several IPs: ``IysConnectionSettings.ip_budget_key``) and shared by
-every account and every task on that IP; only the token itself is kept per İYS account.
+every account and every task on that IP; only the token itself is kept per İYS account. The
+schedule runs at a rate learned from İYS's 429s and shared the same way (:mod:`iys_provider.rate_control`).
 :class:`PostgresSharedState` keeps them in the ``iys`` schema of a Postgres database all workers
 reach; :class:`InProcessSharedState` keeps them in memory for single-process use (scripts,
 ``test_connection`` without a Postgres connection).
@@ -24,6 +25,16 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from iys_provider.rate_control import RATE_RULE, RateRule
+from iys_provider.rate_control_store import (
+    DatabaseClock,
+    LearnedRate,
+    LimitVerdict,
+    RequestSlot,
+    read_learned_rate,
+    record_limit,
+    reserve_slot,
+)
 from iys_provider.schema import migrate
 from iys_provider.success_ratio import RatioReading, ResponseTally, hour_of
 from iys_provider.success_ratio_store import add_response_counts, success_ratio_24h
@@ -116,6 +127,7 @@ class PostgresSharedState:
         self._lock = threading.Lock()
         self._tallies: dict[str, ResponseTally] = {}
         self._ledger: dict[str, tuple[float, RatioReading]] = {}  # budget key -> (read at, last 24 h)
+        self._clock = DatabaseClock()
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -172,35 +184,29 @@ class PostgresSharedState:
                     tally.give_back(counts)
                 log.warning("Could not write İYS's answers to iys.api_responses (kept for later): %s", exc)
 
-    def reserve_request_slot(self, limiter_key: str, rate_per_second: float) -> float:
-        """Reserve the next request slot; returns how many seconds to wait before sending.
+    def reserve_request_slot(self, limiter_key: str, ceiling: float, rule: RateRule = RATE_RULE) -> RequestSlot:
+        """Reserve the next request slot at the key's learned rate; the slot says when to send.
 
         Slots are spaced 1/rate apart on the database clock, so no two workers can send in the
-        same slot whatever their own clocks say.
+        same slot whatever their own clocks say; each is converted to this process's clock
+        (:class:`~iys_provider.rate_control_store.DatabaseClock`). The rate is the one every process on the key
+        learns together (:mod:`iys_provider.rate_control`), never above ``ceiling``, the caller's
+        configured ``rate_limit_per_second``.
         """
-        spacing = 1.0 / rate_per_second
         with self._lock:
-            row = self.conn.execute(
-                """
-                INSERT INTO iys.rate_limiter AS r (limiter_key, next_slot)
-                VALUES (%(key)s, clock_timestamp() + make_interval(secs => %(spacing)s))
-                ON CONFLICT (limiter_key) DO UPDATE
-                   SET next_slot = greatest(r.next_slot, clock_timestamp())
-                                   + make_interval(secs => %(spacing)s)
-                RETURNING extract(epoch FROM r.next_slot - clock_timestamp())::float8 - %(spacing)s
-                """,
-                {"key": limiter_key, "spacing": spacing},
-            ).fetchone()
-        return max(0.0, row[0]) if row else 0.0
+            return reserve_slot(self.conn, limiter_key, ceiling, rule, self._clock)
 
-    def defer_requests(self, limiter_key: str, seconds: float) -> None:
-        """Hold every process's next request back by ``seconds`` (İYS said 429: slow down together)."""
+    def record_rate_limited(
+        self, limiter_key: str, ceiling: float, retry_after: float | None, rule: RateRule = RATE_RULE
+    ) -> LimitVerdict:
+        """İYS said 429 (per second): lower the shared rate, once per window, and hold every process back."""
         with self._lock:
-            self.conn.execute(
-                "UPDATE iys.rate_limiter SET next_slot = greatest(next_slot, clock_timestamp() + "
-                "make_interval(secs => %s)) WHERE limiter_key = %s",
-                (seconds, limiter_key),
-            )
+            return record_limit(self.conn, limiter_key, ceiling, retry_after, rule)
+
+    def learned_rate(self, limiter_key: str) -> LearnedRate:
+        """The key's learned rate as stored, for progress logs, benchmarks and tests."""
+        with self._lock:
+            return read_learned_rate(self.conn, limiter_key)
 
     def token_requests_since(self, budget_key: str, window: timedelta) -> tuple[int, datetime | None]:
         """Token requests in the window, and when the oldest of them leaves it."""
@@ -311,6 +317,16 @@ SELECT access_token, access_expires_at, refresh_token, refresh_expires_at, block
 """
 
 
+@dataclass
+class _MemoryRate:
+    """The learned rate of one key in memory; instants on ``time.monotonic``."""
+
+    rate: float
+    updated_at: float
+    decreased_at: float | None = None
+    decreases: int = 0
+
+
 class InProcessSharedState:
     """The same contract held in memory: correct only while a single process talks to İYS."""
 
@@ -318,6 +334,7 @@ class InProcessSharedState:
     _token_log: dict[str, deque[float]] = {}
     _ip_blocks: dict[str, IpBlock] = {}
     _next_slot: dict[str, float] = {}
+    _rates: dict[str, _MemoryRate] = {}
     _locks: dict[str, threading.Lock] = {}
     _responses: dict[str, dict[tuple[datetime, int], int]] = {}
     _guard = threading.Lock()
@@ -340,18 +357,40 @@ class InProcessSharedState:
                     by_status[status] = by_status.get(status, 0) + n
         return RatioReading(by_status)
 
-    def reserve_request_slot(self, limiter_key: str, rate_per_second: float) -> float:
-        spacing = 1.0 / rate_per_second
+    def reserve_request_slot(self, limiter_key: str, ceiling: float, rule: RateRule = RATE_RULE) -> RequestSlot:
         with self._guard:
             now = time.monotonic()
+            learned = self._rates.get(limiter_key)
+            if learned is None:
+                learned = self._rates[limiter_key] = _MemoryRate(rule.initial(ceiling), now)
+            else:
+                learned.rate = rule.climbed(learned.rate, ceiling, now - learned.updated_at)
+                learned.updated_at = now
+            rate = rule.effective(learned.rate, ceiling)
             slot = max(self._next_slot.get(limiter_key, now), now)
-            self._next_slot[limiter_key] = slot + spacing
-        return slot - now
+            self._next_slot[limiter_key] = slot + 1.0 / rate
+        return RequestSlot(slot, rate)
 
-    def defer_requests(self, limiter_key: str, seconds: float) -> None:
+    def record_rate_limited(
+        self, limiter_key: str, ceiling: float, retry_after: float | None, rule: RateRule = RATE_RULE
+    ) -> LimitVerdict:
         with self._guard:
             now = time.monotonic()
-            self._next_slot[limiter_key] = max(self._next_slot.get(limiter_key, now), now + seconds)
+            learned = self._rates.setdefault(limiter_key, _MemoryRate(rule.initial(ceiling), now))
+            since = None if learned.decreased_at is None else now - learned.decreased_at
+            decreased = rule.decreases(since)
+            if decreased:
+                learned.rate = rule.decreased(learned.rate, ceiling)
+                learned.updated_at = learned.decreased_at = now
+                learned.decreases += 1
+            pause = rule.pause_seconds(retry_after, learned.rate, ceiling)
+            self._next_slot[limiter_key] = max(self._next_slot.get(limiter_key, now), now + pause)
+            return LimitVerdict(learned.rate, decreased)
+
+    def learned_rate(self, limiter_key: str) -> LearnedRate:
+        with self._guard:
+            learned = self._rates.get(limiter_key)
+            return LearnedRate(None) if learned is None else LearnedRate(learned.rate, learned.decreases)
 
     def token_requests_since(self, budget_key: str, window: timedelta) -> tuple[int, datetime | None]:
         with self._guard:

@@ -36,6 +36,7 @@ from iys_provider.hooks.responses import api_error, decode_body, parse_body, ret
 from iys_provider.hooks.settings import IysConnectionSettings
 from iys_provider.hooks.transport import open_session
 from iys_provider.models import TokenPair
+from iys_provider.rate_control import is_per_second_limit
 from iys_provider.shared_state import InProcessSharedState, PostgresSharedState, StoredToken, TokenSlot, utcnow
 from iys_provider.success_ratio import GUARDED_ENDPOINTS, TRANSPORT_ERROR_STATUS, RatioReading, guard_verdict
 
@@ -47,9 +48,6 @@ ACCESS_TOKEN_MARGIN = timedelta(minutes=5)
 #: most 8/7 token requests per lifetime (60-s token: refreshed after 52.5 s; 240 s: after 210 s).
 ACCESS_TOKEN_MARGIN_SHARE = 1 / 8
 TOKEN_REQUEST_WINDOW = timedelta(hours=1)
-#: Adaptive rate after a 429: halve (down to this share of the configured rate), then +5% per success.
-MIN_RATE_FACTOR = 0.125
-RATE_RECOVERY_STEP = 0.05
 #: Token calls spend the scarce hourly budget: only a couple of attempts on transient failures.
 TOKEN_ATTEMPTS = 2
 TOKEN_RETRY_WAIT_SECONDS = 2
@@ -64,6 +62,9 @@ class RequestStats:
     rate_limited: int = 0
     token_requests: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    #: The shared learned rate this hook last sent at, and how many of its 429s lowered it.
+    rate: float | None = None
+    rate_decreases: int = 0
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -77,6 +78,11 @@ class RequestStats:
     def count_retry(self) -> None:
         with self._lock:
             self.retries += 1
+
+    def count_rate(self, rate: float, *, lowered: bool = False) -> None:
+        with self._lock:
+            self.rate = rate
+            self.rate_decreases += lowered
 
 
 # Tokens already read by this process, so a task does not touch Postgres for every request.
@@ -129,7 +135,6 @@ class IysBaseHook(BaseHook):
         self.max_attempts = max_attempts
         self.max_retry_seconds = max_retry_seconds
         self.stats = RequestStats()
-        self._rate_factor = 1.0
 
     # ------------------------------------------------------------------ configuration
 
@@ -234,9 +239,8 @@ class IysBaseHook(BaseHook):
         form: dict[str, str] | None = None,
     ) -> requests.Response:
         settings = self.settings
-        wait = self.shared_state.reserve_request_slot(
-            settings.ip_budget_key, settings.rate_limit_per_second * self._rate_factor
-        )
+        slot = self.shared_state.reserve_request_slot(settings.ip_budget_key, settings.rate_limit_per_second)
+        wait = slot.wait()
         if wait > 0:
             time.sleep(wait)  # throttle: our share of İYS's per-second budget
         headers = {"Content-Type": "application/json"} if data is not None else {}
@@ -252,15 +256,23 @@ class IysBaseHook(BaseHook):
         )
         self.stats.count(response.status_code)
         self._record_response_class(response.status_code)
-        if response.status_code == 429 and path != TOKEN_ENDPOINT:
+        if response.status_code == 429 and is_per_second_limit(api_error(response, path).code):
             # İYS counted more than we scheduled (latency bunches arrivals, or something else on
-            # this IP uses the budget): every task pauses, and this one halves its rate, recovering
-            # step by step, so a storm does not drag the success ratio İYS watches below 70%.
-            retry_after = retry_after_seconds(response)
-            self.shared_state.defer_requests(settings.ip_budget_key, 1.0 if retry_after is None else retry_after)
-            self._rate_factor = max(MIN_RATE_FACTOR, self._rate_factor / 2)
-        elif response.status_code < 400:
-            self._rate_factor = min(1.0, self._rate_factor + RATE_RECOVERY_STEP)
+            # this IP uses the budget): the rate every process shares comes down a little, once
+            # per window however many processes saw it, and everybody pauses only as long as needed.
+            verdict = self.shared_state.record_rate_limited(
+                settings.ip_budget_key, settings.rate_limit_per_second, retry_after_seconds(response)
+            )
+            self.stats.count_rate(verdict.rate, lowered=verdict.decreased)
+            if verdict.decreased:
+                self.log.info(
+                    "İYS answered 429 at %.2f requests/s; the shared rate of %s is now %.2f/s",
+                    slot.rate,
+                    settings.ip_budget_key,
+                    verdict.rate,
+                )
+        else:
+            self.stats.count_rate(slot.rate)
         return response
 
     def _log_retry(self, state: RetryCallState) -> None:

@@ -1,0 +1,138 @@
+"""How fast the hook may send to İYS: the request rate every process on one client IP learns together.
+
+İYS accepts 10 requests per second per client IP and answers 429 H124 to the next one its strict
+window sees. The hook spaces its requests on a schedule shared by every process on the IP (one
+slot every 1/rate seconds on the database clock, never two at once), but İYS counts *arrivals*,
+and the network moves each request by a delay that varies. With a window of ``W`` seconds that
+admits ``L`` arrivals, slots 1/r apart and a one-way delay that varies by ``J`` seconds, arrivals
+*i* and *i + L* may be as close as ``L/r − J``, so the schedule never meets a 429 only while
+
+    r < L / (W + J)          (L = 10, W = 1 s, J = 40 ms: r < 9.62)
+
+``J`` includes our own side too: a process that gets its CPU late sends late (slots are put on
+each process's clock without the database round trip, see
+:class:`~iys_provider.rate_control_store.DatabaseClock`, but a late wake-up stays late).
+``J`` is unknown and changes, so the rate is learned from İYS's answers rather than set with a
+margin guessed in advance: it starts at the configured ``rate_limit_per_second`` (the ceiling
+``C``, never exceeded), a 429 lowers it a little, and traffic without 429s lets it climb back,
+slowly near the ceiling and faster the further below it is. It is kept per budget key (client
+IP) in the shared state, so every process and worker sends at the same learned rate, and a 429
+seen by several of them lowers it once.
+
+=============================================  ===================================  ==================
+event                                          learned rate ``r``                   next free slot
+=============================================  ===================================  ==================
+first request of the key                       ``C``                                now
+a request reserves its slot, ``Δt`` after      ``C − (C − r)·e^(−min(Δt, 1 s)/τ)``  1/min(r, C) after
+the rate last moved                            when ``r < C``, else unchanged       the previous one
+429 H124 (or any 429 but an hourly quota),     ``max(C/8, r × 0.95)``               not before now +
+no decrease in the last second                                                      the pause
+429 H124 within a second of the last           unchanged: the same overfull         not before now +
+decrease                                       window, seen again                   the pause
+429 H084, H086, H089 (hourly quotas)           unchanged                            unchanged
+=============================================  ===================================  ==================
+
+The pause after a 429 is İYS's ``Retry-After`` when it sends one; otherwise one slot at the
+lowered rate. A strict sliding window refuses a request while it already holds ``L`` arrivals
+of the last second and does not count the refused one; the oldest of those leaves within about
+one spacing, and the lowered rate keeps the window from filling again, so one empty slot is all
+the window needs, not a blanket second for everybody. (The request that met the 429 is retried
+after Retry-After, or the usual backoff, on a new slot.)
+
+Callers on one IP are meant to configure the same ceiling. If they do not, each sends at most at
+its own; a caller's climb stops at its ceiling but leaves a higher rate (another caller's) alone,
+and a 429 lowers the shared rate whoever meets it.
+
+The numbers:
+
+* the decrease, 5 %: a step must take the schedule below ``L/(W + J)`` from wherever it met the
+  limit. From the ceiling (10) at the simulator's 20–60 ms latency (limit 9.62) 5 % lands at 9.5,
+  below it after one 429; 3 % needs two. Each step costs about half of itself in throughput until
+  the rate climbs back, so bigger steps waste more.
+* the climb, time constant ``τ`` = 240 s of traffic: a decrease at the limit (9.62 above) lands
+  at 9.14, and climbing back to 9.62 takes about 200 s of traffic, so at most about one 429 in
+  2,000 requests once the rate has settled; the rate meanwhile averages about 9.4. Far below the
+  ceiling (after many decreases, while something else used the IP's budget) it climbs much
+  faster: half the gap back in ``τ·ln 2`` ≈ 170 s. Only time *between requests* counts, at most
+  one second per request, so an idle key keeps what it learned for the next run.
+* one decrease per second: İYS's window is one second long, so every 429 of one overfull window
+  is one event; a second decrease only comes when 429s go on a full window after the first.
+* the floor, C/8: whatever İYS says, the hook keeps making progress.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from iys_provider.exceptions import HOURLY_QUOTA_H_CODES
+
+
+@dataclass(frozen=True)
+class RateRule:
+    """The learned-rate rule; every method is pure (the shared state applies it, in SQL or in memory)."""
+
+    #: A 429 multiplies the learned rate by this.
+    decrease_factor: float = 0.95
+    #: At most one decrease per this many seconds: İYS's window.
+    decrease_hold_seconds: float = 1.0
+    #: Each second of traffic closes 1/τ of the gap to the ceiling (exponentially).
+    climb_time_constant_seconds: float = 240.0
+    #: A gap between two requests counts for at most this long: idle time teaches nothing.
+    climb_max_gap_seconds: float = 1.0
+    #: Never below this share of the ceiling.
+    floor_share: float = 0.125
+
+    def initial(self, ceiling: float) -> float:
+        return ceiling
+
+    def floor(self, ceiling: float) -> float:
+        return ceiling * self.floor_share
+
+    def effective(self, rate: float, ceiling: float) -> float:
+        """The rate a caller with this ceiling sends at: the learned one, never above its own ceiling."""
+        return min(rate, ceiling)
+
+    def climbed(self, rate: float, ceiling: float, elapsed_seconds: float) -> float:
+        """The learned rate after ``elapsed_seconds`` without a 429 since it last moved.
+
+        A rate at or above the caller's ceiling stays as it is: another caller on the IP may have a
+        higher ceiling, and a caller never drags the shared rate down by reserving a slot.
+        """
+        if rate >= ceiling:
+            return rate
+        counted = min(max(elapsed_seconds, 0.0), self.climb_max_gap_seconds)
+        # max(): C − (C − r) rounds to a hair under r, and a climb must never lower the rate.
+        return max(rate, ceiling - (ceiling - rate) * math.exp(-counted / self.climb_time_constant_seconds))
+
+    def decreases(self, since_last_decrease_seconds: float | None) -> bool:
+        """Whether a 429 now lowers the rate: not when a decrease came within the same window."""
+        return since_last_decrease_seconds is None or since_last_decrease_seconds >= self.decrease_hold_seconds
+
+    def decreased(self, rate: float, ceiling: float) -> float:
+        """The learned rate after a 429 that :meth:`decreases` it."""
+        return max(self.floor(ceiling), rate * self.decrease_factor)
+
+    def after_limit(self, rate: float, ceiling: float, since_last_decrease_seconds: float | None) -> float:
+        """The learned rate after a 429 of the per-second limit."""
+        return self.decreased(rate, ceiling) if self.decreases(since_last_decrease_seconds) else rate
+
+    def pause_seconds(self, retry_after: float | None, rate: float, ceiling: float) -> float:
+        """How long every process holds back after a 429, given the learned ``rate`` after it:
+        İYS's Retry-After, else one slot."""
+        if retry_after is not None:
+            return retry_after
+        return 1.0 / self.effective(rate, ceiling)
+
+
+#: The rule the hook uses.
+RATE_RULE = RateRule()
+
+
+def is_per_second_limit(h_code: str | None) -> bool:
+    """Whether a 429 with this H-code is İYS's per-second limit: any but the hourly quotas.
+
+    A 429 without a readable code (a proxy in front of İYS, say) counts as the per-second limit:
+    slowing down a little is the safe reading.
+    """
+    return h_code not in HOURLY_QUOTA_H_CODES

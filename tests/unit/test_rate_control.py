@@ -1,0 +1,224 @@
+"""The learned request rate (rate_control.py), its in-memory store and the database-clock mapping, without I/O."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from iys_provider.rate_control import RATE_RULE, is_per_second_limit
+from iys_provider.rate_control_store import DatabaseClock, RequestSlot
+from iys_provider.shared_state import InProcessSharedState
+
+PROPERTY_SETTINGS = settings(
+    max_examples=int(os.environ.get("IYS_HYPOTHESIS_EXAMPLES", "2000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+RULE = RATE_RULE
+C = 10.0  # İYS's limit, configured as the ceiling
+
+
+def limit_with_jitter(jitter_seconds: float, limit: int = 10, window: float = 1.0) -> float:
+    """The highest rate at which slots 1/r apart never put ``limit`` + 1 arrivals into one window."""
+    return limit / (window + jitter_seconds)
+
+
+# ----------------------------------------------------------------------------- the verdict table
+
+
+def test_a_key_starts_at_its_ceiling():
+    assert RULE.initial(C) == C
+
+
+@pytest.mark.parametrize(("rate", "ceiling", "effective"), [(9.5, 10, 9.5), (10, 8, 8), (12, 10, 10)])
+def test_a_caller_never_sends_above_its_own_ceiling(rate, ceiling, effective):
+    assert RULE.effective(rate, ceiling) == effective
+
+
+def test_a_429_lowers_the_rate_by_five_percent():
+    assert RULE.after_limit(9.6, C, since_last_decrease_seconds=None) == pytest.approx(9.12)
+    assert RULE.after_limit(9.6, C, since_last_decrease_seconds=1.0) == pytest.approx(9.12)
+
+
+def test_a_429_of_the_same_window_leaves_the_rate_alone():
+    assert RULE.after_limit(9.5, C, since_last_decrease_seconds=0.3) == 9.5
+    assert not RULE.decreases(0.999)
+
+
+def test_the_rate_never_falls_below_an_eighth_of_the_ceiling():
+    assert RULE.decreased(1.26, C) == 1.25
+    assert RULE.decreased(1.0, C) == 1.25
+
+
+def test_one_decrease_from_the_ceiling_clears_the_simulators_jitter():
+    """The cold start: 20–60 ms latency (40 ms spread) allows 9.62/s; one 429 from 10 lands below it."""
+    assert RULE.decreased(C, C) < limit_with_jitter(0.040) < C
+
+
+def test_the_climb_closes_one_time_constant_of_the_gap_per_240_seconds_of_traffic():
+    rate = 9.0
+    for _ in range(240):  # one request a second
+        rate = RULE.climbed(rate, C, 1.0)
+    assert C - rate == pytest.approx((C - 9.0) / math.e)
+
+
+def test_idle_time_counts_as_one_second():
+    assert RULE.climbed(9.0, C, 3600.0) == RULE.climbed(9.0, C, 1.0) < C
+    assert RULE.climbed(9.0, C, -5.0) == 9.0  # a clock that went back teaches nothing either
+
+
+def test_a_rate_at_or_above_the_callers_ceiling_is_left_to_the_callers_with_higher_ceilings():
+    assert RULE.climbed(10.0, 8.0, 1.0) == 10.0
+    assert RULE.climbed(8.0, 8.0, 1.0) == 8.0
+
+
+def test_after_settling_a_decrease_takes_minutes_of_traffic_to_reach_the_limit_again():
+    """At most about one 429 per 200 s of traffic once settled: ~1 in 2,000 requests at ~9.4/s."""
+    limit = limit_with_jitter(0.040)
+    rate, seconds = RULE.decreased(limit, C), 0.0
+    while rate < limit:
+        rate = RULE.climbed(rate, C, 0.1)  # ten requests a second
+        seconds += 0.1
+    assert 150 <= seconds <= 250
+
+
+def test_far_below_the_ceiling_the_rate_climbs_back_within_minutes():
+    rate = RULE.floor(C)
+    for _ in range(600):
+        rate = RULE.climbed(rate, C, 1.0)
+    assert rate > 0.9 * C
+
+
+@pytest.mark.parametrize(("retry_after", "pause"), [(1.0, 1.0), (0.2, 0.2), (30.0, 30.0), (None, 1 / 9.5)])
+def test_the_pause_is_retry_after_else_one_slot(retry_after, pause):
+    assert RULE.pause_seconds(retry_after, 9.5, C) == pytest.approx(pause)
+
+
+@pytest.mark.parametrize(
+    ("code", "per_second"),
+    [("H124", True), ("H083", True), (None, True), ("H084", False), ("H086", False), ("H089", False)],
+)
+def test_hourly_quotas_are_not_the_per_second_limit(code, per_second):
+    assert is_per_second_limit(code) is per_second
+
+
+# ----------------------------------------------------------------------------- properties
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("request"), st.floats(min_value=-1.0, max_value=7200.0)),
+        st.tuples(st.just("429"), st.one_of(st.none(), st.floats(min_value=0.0, max_value=10.0))),
+    ),
+    max_size=60,
+)
+
+
+@PROPERTY_SETTINGS
+@given(ceiling=st.floats(min_value=0.1, max_value=1000.0), history=events)
+def test_the_rate_stays_between_the_floor_and_the_ceiling(ceiling, history):
+    rate = RULE.initial(ceiling)
+    for kind, value in history:
+        before = rate
+        if kind == "request":
+            rate = RULE.climbed(rate, ceiling, value)
+            assert before <= rate
+        else:
+            rate = RULE.after_limit(rate, ceiling, value)
+            assert rate <= before
+            pause = RULE.pause_seconds(None, rate, ceiling)
+            assert 0 < pause <= 1 / RULE.floor(ceiling) + 1e-9
+        assert RULE.floor(ceiling) - 1e-9 <= rate <= ceiling + 1e-9
+
+
+@PROPERTY_SETTINGS
+@given(
+    rate=st.floats(min_value=0.0, max_value=20.0),
+    first=st.floats(min_value=0.0, max_value=0.5),
+    second=st.floats(min_value=0.0, max_value=0.5),
+)
+def test_climbing_in_steps_is_climbing_at_once(rate, first, second):
+    """So the climb depends on the traffic time, not on how many processes reserved slots in it."""
+    stepwise = RULE.climbed(RULE.climbed(rate, C, first), C, second)
+    assert stepwise == pytest.approx(RULE.climbed(rate, C, first + second), abs=1e-9)
+
+
+@PROPERTY_SETTINGS
+@given(
+    ceiling=st.floats(min_value=0.1, max_value=1000.0),
+    share=st.floats(min_value=RULE.floor_share / RULE.decrease_factor, max_value=1.0),
+)
+def test_a_second_of_traffic_never_undoes_a_decrease(ceiling, share):
+    """Else a 429 every second would not bring the rate down: wherever a decrease does not stop at
+    the floor, it is larger than a second's climb."""
+    rate = ceiling * share
+    assert RULE.climbed(RULE.decreased(rate, ceiling), ceiling, 1.0) < rate
+
+
+# ----------------------------------------------------------------------------- in-memory store
+
+
+def fresh_key() -> str:
+    return f"unit-{uuid.uuid4().hex}"
+
+
+def test_in_process_state_lowers_once_per_window_and_pauses_every_caller():
+    state, key = InProcessSharedState(), fresh_key()
+    first = state.reserve_request_slot(key, C)
+    assert first.rate == C and first.wait() == 0.0
+    verdicts = [state.record_rate_limited(key, C, retry_after=0.5) for _ in range(3)]
+    assert [v.decreased for v in verdicts] == [True, False, False]
+    assert {v.rate for v in verdicts} == {C * RULE.decrease_factor}
+    slot = state.reserve_request_slot(key, C)
+    assert slot.wait() > 0.4  # Retry-After: 0.5 s for everybody
+    assert slot.rate == pytest.approx(C * RULE.decrease_factor, rel=1e-3)
+    learned = state.learned_rate(key)
+    assert learned.decreases == 1 and learned.rate == pytest.approx(slot.rate)
+
+
+def test_in_process_state_without_retry_after_skips_one_slot():
+    state, key = InProcessSharedState(), fresh_key()
+    state.reserve_request_slot(key, C)
+    before = time.monotonic()
+    state.record_rate_limited(key, C, retry_after=None)
+    slot = state.reserve_request_slot(key, C)
+    assert slot.send_at - before >= 1 / (C * RULE.decrease_factor) - 1e-6
+    assert slot.send_at - before < 0.5  # not a blanket second
+
+
+def test_in_process_state_spaces_slots_at_the_learned_rate():
+    state, key = InProcessSharedState(), fresh_key()
+    slots = [state.reserve_request_slot(key, 4.0).send_at for _ in range(5)]
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert all(gap >= 0.25 - 1e-6 for gap in gaps)
+
+
+# ----------------------------------------------------------------------------- the database clock
+
+
+def test_the_database_clock_trusts_the_quickest_exchange():
+    clock = DatabaseClock()
+    offset = 1_700_000_000.0
+    # The database read its clock at local time 10.0 (true offset) in each exchange; slow answers
+    # (an answer that waited for a busy process) say little about when.
+    clock.observe(10.0 + offset, sent=9.9, received=10.3)
+    clock.observe(20.0 + offset, sent=19.999, received=20.001)
+    clock.observe(30.0 + offset, sent=29.95, received=30.2)
+    assert clock.to_local(offset + 31.0) == pytest.approx(31.0, abs=0.002)
+
+
+def test_the_database_clock_forgets_old_exchanges():
+    clock = DatabaseClock()
+    clock.observe(1000.0 + 5.0, sent=4.9999, received=5.0001)  # quick, but a minute old at the end
+    clock.observe(2000.0 + 65.0, sent=64.99, received=65.01)  # the system clock stepped meanwhile
+    assert clock.to_local(2000.0 + 66.0) == pytest.approx(66.0, abs=0.02)
+
+
+def test_a_slot_tells_how_long_to_wait():
+    assert RequestSlot(time.monotonic() - 1.0, C).wait() == 0.0
+    assert 0.5 < RequestSlot(time.monotonic() + 1.0, C).wait() <= 1.0
