@@ -49,11 +49,34 @@ LOCAL_USERS ?= 1000000
 bench-local: install
 	$(BIN)/python bench/bench_local_work.py --users $(LOCAL_USERS)
 
+# The initial sync's planning alone (issue #14): plan seconds and users/s at each size, a first plan and
+# one with known users and leavers, and the multi-status calls the plan's batches imply against the floor.
+PLAN_USERS ?= 100000,1000000
+.PHONY: bench-plan
+bench-plan: install
+	$(BIN)/python bench/bench_plan.py --users $(PLAN_USERS)
+
 # A night's outbox of RETs (issue #10): half ONAY in İYS, half not; requests by endpoint, client errors, wall time.
 OUTBOX_RETS ?= 10000
 .PHONY: bench-outbox
 bench-outbox: install
 	$(BIN)/python bench/bench_outbox_rets.py --rets $(OUTBOX_RETS)
+
+# The shared learned request rate (issue #14): N processes at rate 10 against İYS's strict 10/s window
+# with 20–60 ms latency; requests, accepted req/s, 429 share, the learned rate over time, per process.
+LIMITER_PROCESSES ?= 4
+LIMITER_SECONDS ?= 60
+.PHONY: bench-limiter
+bench-limiter: install
+	$(BIN)/python bench/bench_rate_limiter.py --processes $(LIMITER_PROCESSES) --seconds $(LIMITER_SECONDS)
+
+# An incremental night (issue #14): pull MOVEMENTS feed movements (IYS + HS streams), push OUTBOX outbox
+# rows, collect the batch results; requests, req/s and wall time per phase against İYS's 10 req/s ceiling.
+MOVEMENTS ?= 100000
+OUTBOX ?= 10000
+.PHONY: bench-incremental
+bench-incremental: install
+	$(BIN)/python bench/bench_incremental.py --movements $(MOVEMENTS) --outbox $(OUTBOX)
 
 # Fault matrix (tests/chaos): one line per scenario — faults, requests, retries, success ratio, result.
 JUNK_ROWS ?= 1000000

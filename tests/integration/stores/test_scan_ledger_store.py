@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from datetime import UTC, datetime
+from itertools import accumulate
 
 import pytest
 
 from iys_provider import consent_checks
 from iys_provider.consent_checks import record_checked_users
 from iys_provider.recipients import prepare_users
-from iys_provider.scan_ledger import BatchState, ScanBatch, ScanStep
+from iys_provider.scan_ledger import BatchState, ScanBatch, ScanStep, batch_sizes
 from iys_provider.scan_ledger_store import (
     finish_batch,
     finish_scan,
@@ -72,6 +74,69 @@ def test_a_plan_snapshots_each_user_once_into_numbered_batches(ledger):
     assert {u.user_id: u for u in users} == {"u3": changed["u3"], "u4": changed["u4"]}
     assert open_scan(ledger, BRAND) == (plan.scan_id, 3, 5)
     assert not initial_sync_done(ledger, BRAND)
+
+
+# 72,000 users in batches shaped for 4 parallel tasks; one more row of u17 and one without a user id.
+BIG = 72_000
+BIG_SOURCE = UserSource(
+    f"SELECT 'u' || g AS user_id, '0532' || lpad(g::text, 7, '0') AS phone, NULL AS email FROM generate_series(1, {BIG}) AS g "
+    "UNION ALL SELECT NULL, '05320000000', NULL UNION ALL SELECT 'u17', '05329999999', NULL"
+)
+
+
+def test_a_big_scan_numbers_its_users_in_user_id_order_into_the_planned_batch_sizes(ledger):
+    # Known from an earlier scan: every 1000th user, and 50 users the source no longer returns.
+    ledger.execute(
+        "INSERT INTO iys.user_sources (brand_code, user_id, digest) "
+        "SELECT %(b)s, 'u' || g, 'd' FROM generate_series(1000, %(n)s, 1000) AS g "
+        "UNION ALL SELECT %(b)s, 'gone-' || g, 'd' FROM generate_series(1, 50) AS g",
+        {"b": BRAND, "n": BIG},
+    )
+    scheduled, forgotten = schedule_scan(
+        ledger, brand_code=BRAND, source=BIG_SOURCE, batch_size=75_000, parallel_batches=4
+    )
+    plan = scheduled.planned
+    # Sized for the rows with a user id, the repeated one included (as counted before the first is read).
+    sizes = batch_sizes(BIG + 1, 75_000, parallel=4)
+    assert sizes[0] < sizes[3] > sizes[-1]  # shaped: ramps up and down
+    assert (plan.users, plan.repeated_user_ids, plan.null_user_ids) == (BIG, 1, 1)
+    assert (plan.batch_count, plan.batch_size) == (len(sizes), max(sizes))
+
+    # Batch k holds the users ranked [end of k−1, end of k) in user_id order, "C" collation (Python's
+    # order of str); the repeated row took no place, so the last batch is one short.
+    queued = ledger.execute(
+        "SELECT user_id, batch_no FROM iys.initial_sync_queue WHERE scan_id = %s", (plan.scan_id,)
+    ).fetchall()
+    ranked = sorted(queued)
+    ends = list(accumulate(sizes))
+    assert [batch_no for _, batch_no in ranked] == [bisect_right(ends, rank) for rank in range(BIG)]
+    assert [tuple(b) for b in scheduled.pending] == [
+        (batch_no, ranked[start][0], ranked[end - 1][0])
+        for batch_no, (start, end) in enumerate(zip([0, *ends[:-1]], [*ends[:-1], BIG], strict=True))
+    ]
+    assert open_scan(ledger, BRAND) == (plan.scan_id, len(sizes), BIG)
+
+    # Leavers at plan time: the known users the snapshot does not hold, and only those.
+    assert forgotten.leavers == 50
+    assert ledger.execute(
+        "SELECT count(*), count(*) FILTER (WHERE user_id LIKE 'gone-%%') FROM iys.user_sources WHERE brand_code = %s",
+        (BRAND,),
+    ).fetchone() == (BIG // 1000, 0)
+
+
+@pytest.mark.parametrize(
+    ("query", "nulls"),
+    [
+        ("SELECT 'u1' AS user_id, '05321110001' AS phone, NULL AS email WHERE false", 0),
+        ("SELECT NULL::text AS user_id, '05321110001' AS phone, NULL AS email", 1),
+    ],
+)
+def test_a_source_without_any_user_plans_an_empty_scan(ledger, query, nulls):
+    with ledger.transaction():
+        plan = plan_scan(ledger, brand_code=BRAND, source=UserSource(query), batch_size=2)
+    assert (plan.users, plan.batch_count, plan.repeated_user_ids, plan.null_user_ids) == (0, 0, 0, nulls)
+    assert pending_batches(ledger, plan.scan_id) == () and queued(ledger, plan.scan_id) == 0
+    assert finish_scan(ledger, BRAND, plan.scan_id) == 0
 
 
 def test_a_scan_resumes_its_pending_batches_and_finishes_only_when_none_is_left(ledger):

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import psycopg
 import pytest
 from psycopg import conninfo, sql
 
+from iys_provider import scan_ledger_store
 from iys_provider.scan_ledger_store import plan_scan, schedule_scan
 from iys_provider.schema import migrate
 from iys_provider.user_source import SourceQueryError, UserSource
@@ -35,6 +37,7 @@ READS: dict[str, Callable[[psycopg.Connection, UserSource], object]] = {
     "columns": lambda conn, source: source.columns(conn),
     "count_rows": lambda conn, source: source.count_rows(conn),
     "read_users": lambda conn, source: list(source.read_users(conn)),
+    "read_snapshot": lambda conn, source: list(source.read_snapshot(conn)[1]),
     "read_changed": lambda conn, source: list(source.read_changed(conn, BRAND)),
     "plan_scan": _plan,
 }
@@ -137,6 +140,42 @@ def test_the_snapshot_matches_the_source_and_numbers_batches_in_user_id_order(us
         (plan.scan_id,),
     ).fetchall()
     assert rows == [(0, *USERS[0]), (0, *USERS[1]), (1, *USERS[2])]
+
+
+@pytest.fixture
+def counted_source(users, monkeypatch):
+    """A source query that says so (a NOTICE) each time it runs, and the notices the plan's reader received."""
+    users.execute(
+        "CREATE OR REPLACE FUNCTION public.iys_test_counted_users() RETURNS SETOF public.users LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE NOTICE 'iys source ran'; RETURN QUERY SELECT * FROM public.users; END $$"
+    )
+    runs: list[str] = []
+    second_connection = scan_ledger_store.second_connection
+
+    @contextmanager
+    def listening(conn):
+        with second_connection(conn) as reader:
+            reader.add_notice_handler(lambda notice: runs.append(notice.message_primary))
+            yield reader
+
+    monkeypatch.setattr(scan_ledger_store, "second_connection", listening)
+    yield UserSource("SELECT id AS user_id, phone, email FROM public.iys_test_counted_users()"), runs
+    users.execute("DROP FUNCTION public.iys_test_counted_users()")
+
+
+def test_a_plan_runs_the_source_query_once(users, counted_source):
+    source, runs = counted_source
+    schedule, _ = schedule_scan(users, brand_code=BRAND, source=source, batch_size=2)
+    assert runs == ["iys source ran"]
+    assert (schedule.planned.users, schedule.batch_count) == (3, 2)
+    assert users.execute(
+        "SELECT batch_no, user_id FROM iys.initial_sync_queue WHERE scan_id = %s ORDER BY user_id", (schedule.scan_id,)
+    ).fetchall() == [(0, "u1"), (0, "u2"), (1, "u3")]
+
+    # Counting it (the dry run) is a run of its own: the notices do reach the test.
+    with scan_ledger_store.second_connection(users) as reader:
+        assert source.count_rows(reader).users == 3
+    assert runs == ["iys source ran"] * 2
 
 
 @pytest.fixture

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
+import os
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iys_provider.scan_ledger import (
+    DEFAULT_BATCH_SIZE,
+    MIN_SHAPED_BATCH,
     BatchRecord,
     BatchState,
     FinishedScan,
     OpenScan,
     ScanProgress,
     ScanStep,
+    batch_sizes,
     choose_batch_size,
-    count_batches,
     next_scan_step,
 )
 
@@ -41,7 +47,69 @@ NOW = datetime(2026, 1, 2, tzinfo=UTC)
 def test_batch_size_grows_only_to_keep_the_batch_count_bounded(users, requested, max_batches, expected):
     size = choose_batch_size(users, requested, max_batches)
     assert size == expected
-    assert count_batches(users, size) <= max_batches
+    assert math.ceil(users / size) <= max_batches
+
+
+def test_a_million_users_ramp_up_run_in_equal_batches_and_ramp_down():
+    sizes = batch_sizes(1_000_000, DEFAULT_BATCH_SIZE, parallel=4)
+    assert sizes[:3] == (18_750, 37_500, 56_250) and sizes[-3:] == (56_250, 37_500, 18_750)
+    assert set(sizes[3:-3]) <= {70_454, 70_455} and len(sizes) == 17
+    assert sum(sizes) == 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch_size", "parallel", "expected"),
+    [
+        (0, 75_000, 4, ()),
+        (5, 2, 4, (2, 2, 1)),  # small batches: equal parts, as requested
+        (1_200, 250, 4, (240,) * 5),  # the parts one apart at most, never above batch_size
+        (60_000, 75_000, 4, (60_000,)),  # too small to shape: ramps would cost more calls than they save
+        (100_000, 75_000, 1, (50_000, 50_000)),  # one task at a time: nothing to stagger
+        (
+            70_000,
+            75_000,
+            4,
+            (2_500, 5_000, 7_500, *(10_000,) * 4, 7_500, 5_000, 2_500),
+        ),  # shaped from 2W−1 bodies of 10k
+        (350_000, 75_000, 4, (12_500, 25_000, 37_500, *(50_000,) * 4, 37_500, 25_000, 12_500)),
+    ],
+)
+def test_batch_sizes(rows, batch_size, parallel, expected):
+    assert batch_sizes(rows, batch_size, parallel=parallel) == expected
+
+
+def test_a_scan_too_big_for_its_shape_within_max_batches_gets_equal_grown_batches():
+    sizes = batch_sizes(40_000_000, 75_000, max_batches=500, parallel=4)
+    assert len(sizes) == 500 and set(sizes) == {80_000}
+
+
+def test_batch_sizes_refuse_nonsense():
+    with pytest.raises(ValueError, match="at least 1"):
+        batch_sizes(10, 0)
+    with pytest.raises(ValueError, match="at least 1"):
+        batch_sizes(10, 5, parallel=0)
+
+
+@settings(max_examples=int(os.environ.get("IYS_HYPOTHESIS_EXAMPLES", "2000")), deadline=None)
+@given(
+    rows=st.integers(0, 50_000_000),
+    batch_size=st.integers(1, 200_000),
+    max_batches=st.integers(1, 1_000),
+    parallel=st.one_of(st.integers(1, 32), st.integers(1, 100_000)),
+)
+def test_batch_sizes_cover_every_user_within_max_batches(rows, batch_size, max_batches, parallel):
+    sizes = batch_sizes(rows, batch_size, max_batches=max_batches, parallel=parallel)
+    assert sum(sizes) == rows and all(size > 0 for size in sizes)
+    assert len(sizes) <= max_batches
+    assert max(sizes, default=0) <= choose_batch_size(rows, batch_size, max_batches)
+    if max(sizes, default=0) - min(sizes, default=0) > 1:
+        # Not equal parts, so shaped: a rising ramp of parallel − 1 batches from a quarter (for 4) of a
+        # body of at least MIN_SHAPED_BATCH, the body in equal parts, the ramp mirrored at the end.
+        steps = parallel - 1
+        ramp, body, ramp_down = sizes[:steps], sizes[steps:-steps], sizes[-steps:]
+        assert 0 < steps and list(ramp) == sorted(set(ramp)) and ramp_down == ramp[::-1]
+        assert ramp[0] >= MIN_SHAPED_BATCH // parallel and ramp[-1] <= min(body)
+        assert max(body) - min(body) <= 1
 
 
 @pytest.mark.parametrize(

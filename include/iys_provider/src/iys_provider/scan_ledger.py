@@ -5,8 +5,10 @@ A scan goes through plan → queue → batches → finish (tables ``iys.initial_
 :mod:`iys_provider.scan_ledger_store`):
 
 1. **plan**: a scan row is opened and every user of the source query is snapshotted into the
-   queue, numbered into batches of ``batch_size`` in ``user_id`` order ("C" collation). One batch
-   row per number records its first and last user id (the label of its mapped task).
+   queue, numbered into batches in ``user_id`` order ("C" collation), sized by
+   :func:`batch_sizes` (below). One batch row per number records its first and last user id (the
+   label of its mapped task). The source query runs once: its sorted rows are counted where they
+   lie (the server keeps them) and then streamed, numbered on the way, into the queue.
 2. **batches**: a batch reads its users from the queue, has them checked with İYS, and is marked
    finished in the transaction that writes their consents; its queue rows are deleted with it,
    so no copy of personal data outlives the batch.
@@ -41,6 +43,34 @@ RESUME   a scan is open                      returns its pending batches
 DONE     the last scan finished              nothing: new users are the incremental sync's
 PLAN     no scan yet                         snapshots the users into a new scan's batches
 =======  ==================================  ================================================
+
+How many users each batch gets (:func:`batch_sizes`). A batch asks İYS about its recipients in
+calls of ≤1000 per channel, and its last call per channel is part-filled: about 1.5 calls per
+batch (MESAJ, ARAMA, EPOSTA) that a scan in one piece would not make. Large batches make those
+negligible; but ``parallel`` tasks (``IYS_API_CONCURRENCY``, 4) run at once, and tasks that
+start together with equal batches also finish together, leaving İYS idle while all of them
+write and the next ones start. So, for ``rows`` users, ``batch_size`` B grown just enough that
+⌈rows/B⌉ ≤ ``max_batches`` (:func:`choose_batch_size`), ``parallel`` W, and the body size
+b = min(B, ⌈rows/(2W−1)⌉) (at most B, and small enough for 2W−1 batches, so every task gets some):
+
+======================================  =========================================================
+when                                    batches
+======================================  =========================================================
+b ≥ ``MIN_SHAPED_BATCH`` (10,000),      **shaped**: a ramp up of W−1 batches (b/W, 2b/W, …), the
+W > 1, and they fit ``max_batches``     body in equal batches of ≤ b, the ramp down mirrored.
+                                        The first wave's tasks finish one after the other
+                                        (staggered from then on), the first call comes after a
+                                        small batch is read and the last write is of a small one
+otherwise: small scans or               equal batches of ≤ B, as few as can be; their sizes one
+``batch_size``, W = 1, huge scans       apart at most
+======================================  =========================================================
+
+At the defaults (B = 75,000, W = 4) a million users are 17 batches (6 of them ramps, the first
+and last of 18,750 users) and need 0.9 % more calls than the floor (every recipient once, in
+full calls); equal batches of 10,000 needed 6.4 % more (``bench/bench_plan.py``, demo users).
+More cores do not raise İYS's rate (10 requests/s per IP): raise ``parallel`` only while the
+tasks' local work, not İYS, holds the rate back, and ``batch_size`` with it, so that a body
+batch stays ~200 calls.
 """
 
 from __future__ import annotations
@@ -53,7 +83,13 @@ from typing import NamedTuple
 
 #: Mapped task instances are scheduler and database rows; stay far below ``max_map_length`` (1024).
 DEFAULT_MAX_BATCHES = 500
-DEFAULT_BATCH_SIZE = 10_000
+#: ~200 multi-status calls per batch: its ~1.5 part-filled ones are under 1 % (see the table above).
+DEFAULT_BATCH_SIZE = 75_000
+#: Batch tasks running at once: the DAGs' ``IYS_API_CONCURRENCY`` default.
+DEFAULT_PARALLEL_BATCHES = 4
+#: Below this body size a scan is short enough that a ramp's extra batches cost more calls than
+#: the idle time they save.
+MIN_SHAPED_BATCH = 10_000
 #: The ``iys.sync_state`` stream that records the last finished scan.
 INITIAL_SYNC_STREAM = "initial_sync"
 
@@ -63,8 +99,34 @@ def choose_batch_size(total_users: int, requested: int, max_batches: int = DEFAU
     return max(requested, math.ceil(total_users / max_batches) if total_users else requested)
 
 
-def count_batches(total_users: int, batch_size: int) -> int:
-    return math.ceil(total_users / batch_size)
+def batch_sizes(
+    rows: int,
+    batch_size: int,
+    *,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+    parallel: int = DEFAULT_PARALLEL_BATCHES,
+) -> tuple[int, ...]:
+    """How many of ``rows`` users each batch gets, in batch order (see the table above); they add up to ``rows``."""
+    if batch_size < 1 or max_batches < 1 or parallel < 1:
+        raise ValueError(
+            f"batch_size, max_batches and parallel must be at least 1: {batch_size}, {max_batches}, {parallel}"
+        )
+    if rows <= 0:
+        return ()
+    body = min(choose_batch_size(rows, batch_size, max_batches), math.ceil(rows / (2 * parallel - 1)))
+    if 1 < parallel <= body and body >= MIN_SHAPED_BATCH:
+        ramp = [body * step // parallel for step in range(1, parallel)]
+        sizes = (*ramp, *_equal_parts(rows - 2 * sum(ramp), body), *reversed(ramp))
+        if len(sizes) <= max_batches:
+            return sizes
+    return _equal_parts(rows, choose_batch_size(rows, batch_size, max_batches))
+
+
+def _equal_parts(rows: int, most: int) -> tuple[int, ...]:
+    """``rows`` in as few parts of at most ``most`` as possible, their sizes one apart at most."""
+    parts = math.ceil(rows / most)
+    small, bigger = divmod(rows, parts)
+    return (small + 1,) * bigger + (small,) * (parts - bigger)
 
 
 class ScanStep(enum.StrEnum):

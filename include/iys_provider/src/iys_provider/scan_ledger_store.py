@@ -12,6 +12,7 @@ source (:mod:`iys_provider.leavers`), in the plan's transaction, so a plan the s
 from __future__ import annotations
 
 import json
+from itertools import accumulate
 
 import psycopg
 
@@ -19,6 +20,7 @@ from iys_provider.leavers import DEFAULT_MAX_LEAVER_SHARE, Forgotten
 from iys_provider.leavers_store import forget_leavers
 from iys_provider.scan_ledger import (
     DEFAULT_MAX_BATCHES,
+    DEFAULT_PARALLEL_BATCHES,
     INITIAL_SYNC_STREAM,
     BatchRecord,
     FinishedScan,
@@ -29,7 +31,7 @@ from iys_provider.scan_ledger import (
     ScanProgress,
     ScanSchedule,
     ScanStep,
-    choose_batch_size,
+    batch_sizes,
     next_scan_step,
 )
 from iys_provider.user_source import SourceUser, UserSource, second_connection
@@ -66,18 +68,13 @@ BULK_READ_SETTINGS = {"work_mem": "256MB", "jit": "off"}
 COPY_QUEUE_SQL = """
 COPY iys.initial_sync_queue (scan_id, batch_no, user_id, phone, email, recipient_type, digest) FROM STDIN
 """
+COPY_BATCHES_SQL = "COPY iys.initial_sync_batches (scan_id, batch_no, first_user_id, last_user_id) FROM STDIN"
+RECORD_PLAN_SQL = """
+UPDATE iys.initial_sync_scans SET batch_size = %(size)s, total_users = %(users)s, batch_count = %(batches)s
+ WHERE scan_id = %(scan)s
+"""
 # Fresh statistics, or every batch would plan a sequential scan of the whole queue.
 ANALYZE_QUEUE_SQL = "ANALYZE iys.initial_sync_queue"
-INSERT_BATCHES_SQL = """
-WITH planned AS (
-    INSERT INTO iys.initial_sync_batches (scan_id, batch_no, first_user_id, last_user_id)
-    SELECT scan_id, batch_no, min(user_id COLLATE "C"), max(user_id COLLATE "C")
-      FROM iys.initial_sync_queue WHERE scan_id = %(scan)s GROUP BY scan_id, batch_no
-    RETURNING batch_no
-)
-UPDATE iys.initial_sync_scans SET total_users = %(users)s, batch_count = (SELECT count(*) FROM planned)
- WHERE scan_id = %(scan)s RETURNING batch_count
-"""
 # Leavers at plan time. The queue was just analysed, so this is one anti-join, not a lookup per known user.
 UNQUEUED_USERS_SQL = """
 SELECT us.user_id FROM iys.user_sources us
@@ -155,26 +152,61 @@ def plan_scan(
     source: UserSource,
     batch_size: int,
     max_batches: int = DEFAULT_MAX_BATCHES,
+    parallel_batches: int = DEFAULT_PARALLEL_BATCHES,
 ) -> PlannedScan:
     """Snapshot every user of ``source`` into a new scan's numbered batches (call in a transaction).
 
-    The source is read in read-only transactions on a second connection
-    (:meth:`~iys_provider.user_source.UserSource.read_users`) and streamed into the queue by COPY
-    in the caller's transaction: PostgreSQL cannot run one statement partly read-only, and the
-    source must never run with the right to write. A user_id the query returns twice is
-    ambiguous; the first row in a stable order is kept.
+    The source is read once, in a read-only transaction on a second connection
+    (:meth:`~iys_provider.user_source.UserSource.read_snapshot`), and streamed into the queue by
+    COPY in the caller's transaction: PostgreSQL cannot run one statement partly read-only, and
+    the source must never run with the right to write. Its rows arrive counted and sorted, so
+    they are numbered into batches (:func:`~iys_provider.scan_ledger.batch_sizes` of the rows
+    with a user_id, as counted before the first is read) and each batch's first and last user
+    id noted on the way. A user_id the query returns twice is ambiguous; the first row in a
+    stable order is kept.
     """
     with second_connection(conn) as reader:
-        counts = source.count_rows(reader)
-        size = choose_batch_size(counts.users, batch_size, max_batches)
-        scan_id = conn.execute(INSERT_SCAN_SQL, (brand_code, source.recipients_sql, size)).fetchone()[0]
-        queued = 0
+        rows, snapshot = source.read_snapshot(reader, settings=BULK_READ_SETTINGS)
+        scan_id = conn.execute(INSERT_SCAN_SQL, (brand_code, source.recipients_sql, batch_size)).fetchone()[0]
+        nulls = repeated = queued = 0
+        sizes: tuple[int, ...] = ()
+        ends = iter(())  # where each planned batch ends, in users queued
+        end = batch_no = 0
+        firsts: list[str] = []
+        lasts: list[str] = []
+        previous = None
         with conn.cursor() as cur, cur.copy(COPY_QUEUE_SQL) as copy:
-            for queued, user in enumerate(source.read_users(reader, settings=BULK_READ_SETTINGS), start=1):
-                copy.write_row((scan_id, (queued - 1) // size, *user))
+            write = copy.write_row
+            for user in snapshot:
+                user_id = user[0]
+                if user_id is None:
+                    nulls += 1
+                    continue
+                if user_id == previous:
+                    repeated += 1
+                    continue
+                if not sizes:
+                    # NULL user_ids come first: once past them, the rows to number are known.
+                    sizes = batch_sizes(rows - nulls, batch_size, max_batches=max_batches, parallel=parallel_batches)
+                    ends = accumulate(sizes)
+                if queued == end:
+                    if firsts:
+                        lasts.append(previous)
+                    batch_no = len(firsts)
+                    firsts.append(user_id)
+                    end = next(ends)
+                write((scan_id, batch_no, *user))
+                queued += 1
+                previous = user_id
+        if firsts:
+            lasts.append(previous)
+    with conn.cursor() as cur, cur.copy(COPY_BATCHES_SQL) as copy:
+        for number, first_last in enumerate(zip(firsts, lasts, strict=True)):
+            copy.write_row((scan_id, number, *first_last))
+    size = max(sizes, default=batch_size)
+    conn.execute(RECORD_PLAN_SQL, {"size": size, "users": queued, "batches": len(firsts), "scan": scan_id})
     conn.execute(ANALYZE_QUEUE_SQL)
-    batch_count = conn.execute(INSERT_BATCHES_SQL, {"scan": scan_id, "users": queued}).fetchone()[0]
-    return PlannedScan(scan_id, queued, batch_count, size, counts.users - queued, counts.null_user_ids)
+    return PlannedScan(scan_id, queued, len(firsts), size, repeated, nulls)
 
 
 def pending_batches(conn: psycopg.Connection, scan_id: int) -> tuple[PendingBatch, ...]:
@@ -193,6 +225,7 @@ def schedule_scan(
     source: UserSource,
     batch_size: int,
     max_batches: int = DEFAULT_MAX_BATCHES,
+    parallel_batches: int = DEFAULT_PARALLEL_BATCHES,
     rescan: bool = False,
     max_leaver_share: float = DEFAULT_MAX_LEAVER_SHARE,
 ) -> tuple[ScanSchedule, Forgotten]:
@@ -211,7 +244,14 @@ def schedule_scan(
             pending = pending_batches(conn, current.scan_id)
             return ScanSchedule(step, current.scan_id, current.batch_count, pending), Forgotten()
         abandoned = abandon_open_scan(conn, brand_code) if step is ScanStep.RESCAN else False
-        plan = plan_scan(conn, brand_code=brand_code, source=source, batch_size=batch_size, max_batches=max_batches)
+        plan = plan_scan(
+            conn,
+            brand_code=brand_code,
+            source=source,
+            batch_size=batch_size,
+            max_batches=max_batches,
+            parallel_batches=parallel_batches,
+        )
         forgotten = forget_leavers(
             conn,
             brand_code=brand_code,

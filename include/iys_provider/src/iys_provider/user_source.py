@@ -17,7 +17,9 @@ through :meth:`UserSource._read`, which
   come back without reading a row.
 
 The initial sync's queue (:mod:`iys_provider.scan_ledger_store`) is filled from what this module
-streams, on a second connection, in a writing transaction of its own.
+streams, on a second connection, in a writing transaction of its own: the query runs once per
+plan (:meth:`UserSource.read_snapshot`), its sorted rows counted on the server before the first
+is fetched.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ RECIPIENTS_SQL_VARIABLE = "iys_recipients_sql"
 REQUIRED_COLUMNS = ("user_id",)
 ADDRESS_COLUMNS = ("phone", "email")
 # Every statement that runs the source query is cancelled after this long. Generous on purpose:
-# planning a scan of 1M users reads (and sorts) them for about 10 s, a source behind a view of
-# joins can take minutes; 15 minutes still stops a runaway query the same night.
+# planning a scan of 1M users sorts them for about 2 s, a source behind a view of joins can take
+# minutes; 15 minutes still stops a runaway query the same night.
 DEFAULT_STATEMENT_TIMEOUT_SECONDS = 15 * 60
 # Rows per round trip when streaming the source (a server-side cursor's FETCH).
 FETCH_SIZE = 10_000
@@ -151,6 +153,20 @@ class UserSource:
         """
         yield from map(SourceUser._make, self._read(conn, self._unique_users, settings=settings))
 
+    def read_snapshot(
+        self, conn: psycopg.Connection, *, settings: Mapping[str, str] | None = None
+    ) -> tuple[int, Iterator[SourceUser]]:
+        """How many rows the query returns, and every one of them, in one run of the query.
+
+        The rows come with NULL user_ids first, then in ``user_id`` order (as text, "C" collation),
+        the rows of a repeated user_id together with the lowest digest first: the row
+        :meth:`read_users` and :meth:`read_changed` keep. The count is known before the first row
+        is read; read the rows to the end (the reading transaction stays open until then).
+        """
+        rows = self._read(conn, self._sorted_rows, settings=settings, counted=True)
+        (count,) = next(rows)
+        return count, map(SourceUser._make, rows)
+
     def read_changed(self, conn: psycopg.Connection, brand_code: int) -> Iterator[SourceUser]:
         """Users never processed, or whose phone, e-mail or recipient type changed since."""
 
@@ -195,6 +211,7 @@ class UserSource:
         statement: Callable[[list[str]], sql.Composable | None],
         *,
         settings: Mapping[str, str] | None = None,
+        counted: bool = False,
     ) -> Iterator[tuple]:
         """Run ``statement(columns)``, built around the source query, and stream its rows.
 
@@ -205,13 +222,18 @@ class UserSource:
         its columns; then ``statement(columns)`` (None: nothing more) is declared the same way and
         its rows are fetched ``FETCH_SIZE`` at a time. Statements carry no client-side parameters,
         so a ``%`` in the query is only SQL. Any database error becomes a :class:`SourceQueryError`.
+
+        ``counted``: the first item is ``(rows,)``, how many rows the statement returns. The
+        cursor is then scrollable: the statement runs to its end once (``MOVE``), and the rows
+        are fetched after a rewind from what the server kept (a sort's output, or a
+        materialisation it adds), without running the query again.
         """
         if conn.info.transaction_status != TransactionStatus.IDLE:
             raise RuntimeError("the source query runs in a read-only transaction of its own: pass an idle connection")
         timeout_ms = max(1, round(self.statement_timeout * 1000))
         options = {"statement_timeout": str(timeout_ms), **(settings or {})}
         try:
-            with conn.transaction(), conn.cursor(name=_CURSOR) as cur:
+            with conn.transaction(), conn.cursor(name=_CURSOR, scrollable=counted or None) as cur:
                 conn.execute("SET TRANSACTION READ ONLY")
                 for name, value in options.items():
                     conn.execute("SELECT set_config(%s, %s, true)", (name, value))
@@ -221,6 +243,10 @@ class UserSource:
                     return
                 cur.itersize = FETCH_SIZE
                 cur.execute(query)
+                if counted:
+                    moved = conn.execute(sql.SQL("MOVE FORWARD ALL FROM {}").format(sql.Identifier(_CURSOR)))
+                    cur.scroll(0, mode="absolute")
+                    yield (moved.rowcount,)
                 yield from cur
         except psycopg.Error as exc:
             raise SourceQueryError(self._explain(exc)) from None
@@ -247,6 +273,19 @@ class UserSource:
     def _subquery(self) -> sql.Composed:
         # On lines of its own: a trailing "-- comment" in the query ends with its line.
         return sql.SQL("(\n{}\n)").format(sql.SQL(self.recipients_sql))
+
+    def _sorted_rows(self, columns: list[str]) -> sql.Composed:
+        """Every row in :class:`SourceUser` columns, NULL user_ids first, then as :meth:`_unique_users` orders them.
+
+        A sort and nothing above it: a scrollable cursor rewinds a sort's output, where a
+        ``DISTINCT ON`` would make the server copy every row once more.
+        """
+        return sql.SQL(
+            """
+            SELECT s.* FROM (SELECT {projection} FROM {source} AS src) AS s
+             ORDER BY s.user_id COLLATE "C" NULLS FIRST, s.digest
+            """
+        ).format(projection=_projection(columns), source=self._subquery())
 
     def _unique_users(self, columns: list[str]) -> sql.Composed:
         """The source's users with a user_id, one row each, in :class:`SourceUser` columns and user_id order."""

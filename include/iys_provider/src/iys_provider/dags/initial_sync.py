@@ -59,7 +59,8 @@ def build_initial_sync_dag(
                 minimum=100,
                 maximum=100_000,
                 title="Batch size",
-                description="Users per batch; grown automatically so a scan has at most 500 batches.",
+                description="Most users per batch (the first and last batches are smaller, and a small user base is split "
+                "so every parallel task gets work); grown automatically so a scan has at most 500 batches.",
             ),
             "dry_run": Param(False, type="boolean", title="Dry run", description="Plan and report; write nothing."),
             "max_leaver_share": Param(

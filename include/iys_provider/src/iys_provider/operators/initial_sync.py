@@ -15,6 +15,7 @@ is :mod:`iys_provider.scan_ledger`; how a batch is checked, :mod:`iys_provider.c
 
 from __future__ import annotations
 
+import os
 import resource
 from collections.abc import Sequence
 from typing import Any, Required, TypedDict
@@ -38,13 +39,13 @@ from iys_provider.operators.leavers import LeaversResult, leavers_result
 from iys_provider.scan_ledger import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_BATCHES,
+    DEFAULT_PARALLEL_BATCHES,
     BatchState,
     ScanBatch,
     ScanProgress,
     ScanSchedule,
     ScanStep,
-    choose_batch_size,
-    count_batches,
+    batch_sizes,
 )
 from iys_provider.scan_ledger_store import (
     finish_scan,
@@ -108,10 +109,13 @@ class FinishInitialSyncResult(TypedDict, total=False):
 class IysPlanInitialSyncOperator(IysBaseOperator):
     """Plan (or resume) a scan of every user; returns the batches still to process.
 
-    The first run snapshots the users of the source query into numbered batches (one
-    server-side ``INSERT … SELECT``); later runs return only the unfinished batches of the open
-    scan, and nothing once the scan is complete (unless ``rescan``). The returned list is what
-    ``IysInitialSyncBatchOperator`` is mapped over.
+    The first run snapshots the users of the source query into numbered batches (the query runs
+    once, read-only, and its sorted rows are streamed into the queue); later runs return only the
+    unfinished batches of the open scan, and nothing once the scan is complete (unless
+    ``rescan``). The returned list is what ``IysInitialSyncBatchOperator`` is mapped over.
+    Airflow maps it only once the whole list is returned, so no batch starts before the plan is
+    done: a plan is kept short (about 7 s for a million users on 2 cores, most of it writing the
+    queue) and its first batch small, so the first İYS call follows soon after.
 
     A new plan also forgets the brand's known users that its snapshot does not hold (they left the
     source, see :mod:`iys_provider.leavers`), in the plan's transaction. Their count is logged and
@@ -121,14 +125,18 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
     :param recipients_sql: source query, or the path of a ``.sql`` file holding it (relative to
         the DAG's folder or its ``template_searchpath``); default: the ``iys_recipients_sql``
         Variable, else ``SELECT id::text AS user_id, phone, email FROM public.users``. (templated)
-    :param batch_size: users per batch (grown automatically to keep ≤ ``max_batches`` batches).
+    :param batch_size: users per batch at most (grown automatically to keep ≤ ``max_batches``
+        batches); a big scan starts and ends with smaller ones, a small one is cut into smaller
+        ones so that every parallel task gets some (:func:`~iys_provider.scan_ledger.batch_sizes`).
         (templated)
     :param max_batches: the most batches a scan is split into (mapped tasks are scheduler rows).
+    :param parallel_batches: how many batch tasks run at once, which the batch sizes are shaped
+        for; default ``IYS_API_CONCURRENCY`` (what the DAGs let run at once), else 4.
     :param rescan: abandon the current or finished scan and start over. (templated)
     :param dry_run: plan and report, write nothing. (templated)
     :param source_statement_timeout: seconds each statement running the source query may take
         (it runs read-only, see :mod:`iys_provider.user_source`); default 15 minutes, generous:
-        snapshotting a million users reads them for about 10 s.
+        snapshotting a million users sorts them for about 2 s.
     :param max_leaver_share: a plan that would forget more than this share of the users synced so
         far, or all of them, fails and forgets nobody (a broken source query looks like everybody
         leaving); 1 lets any departure through. Default 0.5. (templated)
@@ -151,6 +159,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         recipients_sql: str | None = None,
         batch_size: int | str = DEFAULT_BATCH_SIZE,
         max_batches: int = DEFAULT_MAX_BATCHES,
+        parallel_batches: int | None = None,
         rescan: bool | str = False,
         dry_run: bool | str = False,
         source_statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
@@ -162,6 +171,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         self.source_statement_timeout = source_statement_timeout
         self.batch_size = batch_size
         self.max_batches = max_batches
+        self.parallel_batches = parallel_batches
         self.rescan = rescan
         self.dry_run = dry_run
         self.max_leaver_share = max_leaver_share
@@ -186,6 +196,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
                     source=source,
                     batch_size=int(self.batch_size),
                     max_batches=self.max_batches,
+                    parallel_batches=self._parallel_batches(),
                     rescan=_truthy(self.rescan),
                     max_leaver_share=max_leaver_share,
                 )
@@ -205,13 +216,20 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
             for batch in schedule.pending
         ]
 
+    def _parallel_batches(self) -> int:
+        # The DAGs let IYS_API_CONCURRENCY batch tasks run at once (iys_provider.dags.common).
+        value = self.parallel_batches or os.environ.get("IYS_API_CONCURRENCY") or DEFAULT_PARALLEL_BATCHES
+        return max(1, int(value))
+
     def _log_dry_run(self, total_users: int) -> None:
-        size = choose_batch_size(total_users, int(self.batch_size), self.max_batches)
+        sizes = batch_sizes(
+            total_users, int(self.batch_size), max_batches=self.max_batches, parallel=self._parallel_batches()
+        )
         self.log.info(
             "Dry run: %d users would be processed in %d batches of up to %d; nothing written",
             total_users,
-            count_batches(total_users, size),
-            size,
+            len(sizes),
+            max(sizes, default=int(self.batch_size)),
         )
 
     def _log_dry_run_leavers(self, leavers: int, known: int, max_leaver_share: float) -> None:
