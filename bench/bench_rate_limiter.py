@@ -48,8 +48,7 @@ os.environ.update(
 )
 
 import psycopg  # noqa: E402
-import requests  # noqa: E402
-from psycopg import conninfo  # noqa: E402
+from bench_support import iys_connection_json, postgres_connection_json, sim_control  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import local_stack  # noqa: E402
@@ -95,45 +94,6 @@ def stop_simulator(process: subprocess.Popen) -> None:
         process.kill()
         process.wait()
     process.stdout.close()
-
-
-def sim_control(url: str, path: str, payload: dict | None = None, method: str = "POST") -> dict:
-    response = requests.request(method, f"{url}/__sim/{path}", json=payload, timeout=60)
-    response.raise_for_status()
-    return response.json() if response.content else {}
-
-
-def postgres_connection_json(dsn: str) -> str:
-    params = conninfo.conninfo_to_dict(dsn)
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": params.get("host") or "127.0.0.1",
-            "port": int(params.get("port") or 5432),
-            "login": params.get("user") or "postgres",
-            "password": params.get("password"),
-            "schema": params["dbname"],
-        }
-    )
-
-
-def iys_connection_json(url: str, rate: float) -> str:
-    return json.dumps(
-        {
-            "conn_type": "iys",
-            "host": url,
-            "login": local_stack.SIM_USERNAME,
-            "password": local_stack.SIM_PASSWORD,
-            "extra": {
-                "iys_code": local_stack.SIM_IYS_CODE,
-                "brand_code": local_stack.SIM_BRAND_CODE,
-                "shared_state_conn_id": "iys_postgres",
-                "verify_ssl": False,
-                "rate_limit_per_second": rate,
-                "auth_requests_per_hour": 10,
-            },
-        }
-    )
 
 
 def worker(index: int, environment: dict, ready, start, seconds: float, results) -> None:
