@@ -29,7 +29,6 @@ import multiprocessing
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,52 +47,17 @@ os.environ.update(
 )
 
 import psycopg  # noqa: E402
-from bench_support import iys_connection_json, postgres_connection_json, sim_control  # noqa: E402
+from bench_support import (  # noqa: E402
+    SimulatorProcess,
+    iys_connection_json,
+    postgres_connection_json,
+    sim_control,
+)
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import local_stack  # noqa: E402
 
 PHONE = "+905321234567"
-_SIMULATOR_MAIN = """
-import json, sys
-from iys_simulator import SimulatorServer
-sim = SimulatorServer(host="127.0.0.1", port=0, **json.loads(sys.argv[1])).start()
-print(sim.url, flush=True)
-sys.stdin.read()
-sim.stop()
-"""
-
-
-def start_simulator(seed: int) -> tuple[subprocess.Popen, str]:
-    """The simulator in a process of its own; it serves until its stdin is closed, so never outlives us."""
-    config = {
-        "username": local_stack.SIM_USERNAME,
-        "password": local_stack.SIM_PASSWORD,
-        "iys_code": local_stack.SIM_IYS_CODE,
-        "brand_codes": [local_stack.SIM_BRAND_CODE],
-        "seed": seed,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SIMULATOR_MAIN, json.dumps(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = process.stdout.readline().strip()
-    if not url.startswith("http"):
-        stop_simulator(process)
-        raise RuntimeError("the simulator process did not start")
-    return process, url
-
-
-def stop_simulator(process: subprocess.Popen) -> None:
-    process.stdin.close()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    process.stdout.close()
 
 
 def worker(index: int, environment: dict, ready, start, seconds: float, results) -> None:
@@ -325,14 +289,15 @@ def main() -> int:
         parser.error("--processes, --seconds, --rate and --sample-seconds must be positive")
 
     db_name = f"iys_bench_limiter_{uuid.uuid4().hex[:8]}"
-    sim, sim_url = start_simulator(args.seed)
+    sim = SimulatorProcess(seed=args.seed).start()
+    sim_url = sim.url
     try:
         dsn = local_stack.ensure_database(args.postgres_server, db_name)
         os.environ["AIRFLOW_CONN_IYS_POSTGRES"] = postgres_connection_json(dsn)
         os.environ["AIRFLOW_CONN_IYS_DEFAULT"] = iys_connection_json(sim_url, args.rate)
         report = run(args, dsn, sim_url)
     finally:
-        stop_simulator(sim)
+        sim.stop()
         if args.keep_db:
             print(f"kept database {db_name}", file=sys.stderr)
         else:
