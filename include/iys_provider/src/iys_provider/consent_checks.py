@@ -2,6 +2,8 @@
 
 * **prepare**: normalise each user's phone and e-mail, quarantine what does not normalise, and
   collect the unique (recipient type, channel, address) triples (:mod:`iys_provider.recipients`);
+  a scan's batch then leaves out the addresses another batch of its scan claimed first
+  (:mod:`iys_provider.scan_claims`);
 * **check**: ask İYS with multi status, ≤1000 addresses per call, ``concurrency`` calls in
   flight (the shared rate limiter still bounds every task's aggregate rate);
 * **write**: consents, user links, quarantine rows and fingerprints in one transaction
@@ -23,6 +25,8 @@ import psycopg
 from iys_provider.consent_store import WriteOutcome, write_checked_users
 from iys_provider.models import ConsentType, RecipientType
 from iys_provider.recipients import PreparedUsers, prepare_users
+from iys_provider.scan_claims import addresses_to_ask, claimable
+from iys_provider.scan_claims_store import claim_addresses
 from iys_provider.scan_ledger import ScanBatch
 from iys_provider.scan_ledger_store import finish_batch, read_batch_users
 from iys_provider.user_source import SourceUser
@@ -59,9 +63,16 @@ def check_users(
     concurrency: int = 1,
     batch: ScanBatch | None = None,
 ) -> CheckOutcome:
-    """Check ``users`` with İYS and record what it said; ``batch``, if given, is finished with them."""
+    """Check ``users`` with İYS and record what it said; ``batch``, if given, is finished with them.
+
+    A scan's ``batch`` asks only about the addresses it claims first in its scan: the others are
+    asked and recorded by the batch that claimed them, and only its users' links are written here.
+    """
     started = time.monotonic()
     prepared = prepare_users(users)
+    if batch is not None:
+        claimed_elsewhere = claim_addresses(conn, batch, claimable(prepared.to_check))
+        prepared.to_check = addresses_to_ask(prepared.to_check, claimed_elsewhere)
     prepare_seconds = time.monotonic() - started
     checked_at = datetime.now(UTC)
     requests_before = hook.stats.requests

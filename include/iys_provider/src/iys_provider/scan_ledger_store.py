@@ -18,6 +18,7 @@ import psycopg
 
 from iys_provider.leavers import DEFAULT_MAX_LEAVER_SHARE, Forgotten
 from iys_provider.leavers_store import forget_leavers
+from iys_provider.scan_claims_store import drop_claims
 from iys_provider.scan_ledger import (
     DEFAULT_MAX_BATCHES,
     DEFAULT_PARALLEL_BATCHES,
@@ -53,7 +54,7 @@ WITH abandoned AS (
 ), dropped AS (
     DELETE FROM iys.initial_sync_queue WHERE scan_id IN (SELECT scan_id FROM abandoned)
 )
-SELECT count(*) FROM abandoned
+SELECT scan_id FROM abandoned
 """
 INSERT_SCAN_SQL = """
 INSERT INTO iys.initial_sync_scans (brand_code, recipients_sql, batch_size, total_users, batch_count)
@@ -141,8 +142,11 @@ def initial_sync_done(conn: psycopg.Connection, brand_code: int) -> bool:
 
 
 def abandon_open_scan(conn: psycopg.Connection, brand_code: int) -> bool:
-    """Abandon the brand's open scan and drop its queue; whether there was one."""
-    return conn.execute(ABANDON_OPEN_SCAN_SQL, (brand_code,)).fetchone()[0] > 0
+    """Abandon the brand's open scan and drop its queue and claims; whether there was one."""
+    abandoned = [row[0] for row in conn.execute(ABANDON_OPEN_SCAN_SQL, (brand_code,)).fetchall()]
+    for scan_id in abandoned:
+        drop_claims(conn, scan_id)
+    return bool(abandoned)
 
 
 def plan_scan(
@@ -303,11 +307,12 @@ def scan_progress(conn: psycopg.Connection, scan_id: int) -> ScanProgress:
 
 
 def finish_scan(conn: psycopg.Connection, brand_code: int, scan_id: int) -> int | None:
-    """Close the scan and record it in ``iys.sync_state``; its user count, or None while batches remain."""
+    """Close the scan, drop its claims and record it in ``iys.sync_state``; its user count, or None while batches remain."""
     with conn.transaction():
         row = conn.execute(FINISH_SCAN_SQL, {"scan_id": scan_id}).fetchone()
         if row is None:
             return None
+        drop_claims(conn, scan_id)
         details = json.dumps({"scan_id": scan_id, "users": row[0]})
         conn.execute(MARK_SCAN_SYNCED_SQL, (brand_code, INITIAL_SYNC_STREAM, details))
     return row[0]
