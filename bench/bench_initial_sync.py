@@ -232,6 +232,56 @@ class RssSampler(threading.Thread):
         self.join(timeout=5)
 
 
+class RequestTimeline(threading.Thread):
+    """The simulator's multi-status call count, sampled every ``interval`` s: when calls started,
+    stopped, and how evenly they flowed in between (where the rate is lost)."""
+
+    def __init__(self, stack: Stack, started: float, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.started, self.interval = stack, started, interval
+        self.samples: list[tuple[float, int]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            try:
+                calls = self.stack.sim("GET", "counters")["multi_status_calls"]
+            except requests.RequestException:
+                continue
+            self.samples.append((time.time() - self.started, calls))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+    def phases(self, limit: float) -> dict[str, float | str]:
+        moving = [(t, n) for (t, n), (_, before) in zip(self.samples[1:], self.samples, strict=False) if n > before]
+        if not moving:
+            return {}
+        first = next(t for t, n in self.samples if n > 0) - self.interval
+        last = moving[-1][0]
+        total = moving[-1][1]
+        # Whole seconds from the first call to the last, and how many of them fell short of 90 % of the limit.
+        per_second: dict[int, int] = {}
+        previous = 0
+        for t, n in self.samples:
+            if first <= t <= last + self.interval:
+                per_second[int(t - first)] = per_second.get(int(t - first), 0) + n - previous
+            previous = n
+        seconds = sorted(per_second)[:-1]  # the last second is partial
+        short = [s for s in seconds if per_second[s] < 0.9 * limit]
+        return {
+            "trigger→first İYS call s": first,
+            "first→last İYS call s": last - first,
+            "İYS calls/s from first to last call": total / (last - first) if last > first else 0.0,
+            "seconds under 90 % of the limit (of all)": f"{len(short)} of {len(seconds)}",
+            "  of them in the first / last 10 s": f"{sum(s < 10 for s in short)} / {sum(s >= seconds[-1] - 10 for s in short)}"
+            if seconds
+            else "n/a",
+            "last İYS call→run end s": 0.0,  # filled in by run_size
+        }
+
+
 # ---------------------------------------------------------------------------- one size
 
 
@@ -349,6 +399,8 @@ def run_size(stack: Stack, users: int, args: argparse.Namespace) -> Result:
     sampler = RssSampler()
     sampler.start()
     triggered = time.time()
+    timeline = RequestTimeline(stack, triggered)
+    timeline.start()
     run = stack.api(
         "POST",
         f"/dags/{DAG_ID}/dagRuns",
@@ -382,6 +434,7 @@ def run_size(stack: Stack, users: int, args: argparse.Namespace) -> Result:
             last_report = time.monotonic()
         time.sleep(1)
     sampler.stop()
+    timeline.stop()
     wall = datetime.fromisoformat(run["end_date"]).timestamp() - triggered
     if run["state"] != "success":
         raise RuntimeError(f"run {run_id} {run['state']}; see the task logs under {stack.info['airflow_home']}/logs")
@@ -430,6 +483,10 @@ def run_size(stack: Stack, users: int, args: argparse.Namespace) -> Result:
         "İYS req/s during batch window": counters["multi_status_calls"] / window if window else 0,
         "token requests": counters["token_requests"],
     }
+    flow = timeline.phases(args.rate_limit)
+    if flow:
+        flow["last İYS call→run end s"] = wall - flow["trigger→first İYS call s"] - flow["first→last İYS call s"]
+    phases.update(flow)
     log(f"run {run['state']} in {wall:.1f} s")
     return Result(
         users=users,
