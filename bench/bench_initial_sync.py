@@ -90,7 +90,7 @@ class Stack:
     server_uri: str | None = None
     process: subprocess.Popen | None = None
     info: dict = field(default_factory=dict)
-    token: str | None = None
+    rest: local_stack.AirflowApi | None = None
 
     def start(self) -> None:
         args = self.args
@@ -159,23 +159,11 @@ class Stack:
 
     # REST API -------------------------------------------------------------------------
     def api(self, method: str, path: str, **kwargs) -> dict:
-        if self.token is None:
-            response = requests.post(
-                f"{self.info['api_url']}/auth/token",
-                json={"username": self.info["admin_user"], "password": self.info["admin_password"]},
-                timeout=30,
+        if self.rest is None:
+            self.rest = local_stack.AirflowApi(
+                self.info["api_url"], self.info["admin_user"], self.info["admin_password"]
             )
-            response.raise_for_status()
-            self.token = response.json()["access_token"]
-        response = requests.request(
-            method,
-            f"{self.info['api_url']}/api/v2{path}",
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=60,
-            **kwargs,
-        )
-        response.raise_for_status()
-        return response.json() if response.content else {}
+        return self.rest(method, path, **kwargs)
 
     def sim(self, method: str, path: str, payload: dict | None = None) -> dict:
         response = requests.request(method, f"{self.info['sim_url']}/__sim/{path}", json=payload, timeout=60)

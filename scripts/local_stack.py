@@ -242,6 +242,40 @@ def wait_ready(api_url: str, timeout: float) -> bool:
 # ---------------------------------------------------------------- driving the stack from Python
 
 
+class AirflowApi:
+    """The stack's REST API (``/api/v2``) as one user; the JWT from ``/auth/token`` is fetched once.
+
+    Shared by the UI tests, the fleet test and the initial-sync benchmark. Imports ``requests``
+    when first used: the shell script's commands above do not need it.
+    """
+
+    def __init__(self, api_url: str, username: str, password: str, *, timeout: float = 60) -> None:
+        self.api_url, self.username, self.password, self.timeout = api_url, username, password, timeout
+        self._token: str | None = None
+
+    def __call__(self, method: str, path: str, **kwargs) -> dict:
+        """``method`` ``/api/v2{path}``; the decoded JSON answer (``{}`` when empty). Raises ``requests.HTTPError``."""
+        import requests
+
+        if self._token is None:
+            response = requests.post(
+                f"{self.api_url}/auth/token",
+                json={"username": self.username, "password": self.password},
+                timeout=self.timeout,
+            )
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        response = requests.request(
+            method,
+            f"{self.api_url}/api/v2{path}",
+            headers={"Authorization": f"Bearer {self._token}"},
+            timeout=self.timeout,
+            **kwargs,
+        )
+        response.raise_for_status()
+        return response.json() if response.content else {}
+
+
 class StackFailed(RuntimeError):
     """``airflow_local.sh`` exited or was not ready in time; the message ends with its log."""
 

@@ -177,7 +177,7 @@ class FleetStack:
         self.sim_url = ""
         self.pg_dsn = ""
         self.admin_password = secrets.token_urlsafe(12)
-        self._token: str | None = None
+        self._api: local_stack.AirflowApi | None = None
         self._databases: list[str] = []
 
     # ------------------------------------------------------------------ start
@@ -402,21 +402,9 @@ class FleetStack:
     # ------------------------------------------------------------------ APIs
     def api(self, method: str, path: str, **kwargs) -> dict:
         """``/api/v2{path}`` of the stack's API server, as the admin."""
-        if self._token is None:
-            response = requests.post(
-                f"{self.api_url}/auth/token", json={"username": "admin", "password": self.admin_password}, timeout=30
-            )
-            response.raise_for_status()
-            self._token = response.json()["access_token"]
-        response = requests.request(
-            method,
-            f"{self.api_url}/api/v2{path}",
-            headers={"Authorization": f"Bearer {self._token}"},
-            timeout=60,
-            **kwargs,
-        )
-        response.raise_for_status()
-        return response.json() if response.content else {}
+        if self._api is None:
+            self._api = local_stack.AirflowApi(self.api_url, "admin", self.admin_password)
+        return self._api(method, path, **kwargs)
 
     def sim(self, method: str, path: str, payload: dict | None = None) -> dict:
         response = requests.request(method, f"{self.sim_url}/__sim/{path}", json=payload, timeout=60)

@@ -19,7 +19,6 @@ into the stack's temporary directory.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
@@ -28,13 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import requests
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -91,7 +89,7 @@ class AirflowStack:
         self.log_file = workdir / "stack.log"
         self.process: subprocess.Popen | None = None
         self.info: dict = {}
-        self._token: str | None = None
+        self._api: local_stack.AirflowApi | None = None
 
     @property
     def databases(self) -> tuple[str, str]:
@@ -147,23 +145,11 @@ class AirflowStack:
     # REST API of the stack, for checks the UI should have caused ------------------------
     def api(self, path: str, payload: dict | None = None) -> dict:
         """GET ``/api/v2{path}``, or POST ``payload`` as JSON."""
-        if self._token is None:
-            request = urllib.request.Request(
-                f"{self.info['api_url']}/auth/token",
-                data=json.dumps(
-                    {"username": self.info["admin_user"], "password": self.info["admin_password"]}
-                ).encode(),
-                headers={"Content-Type": "application/json"},
+        if self._api is None:
+            self._api = local_stack.AirflowApi(
+                self.info["api_url"], self.info["admin_user"], self.info["admin_password"], timeout=30
             )
-            with urllib.request.urlopen(request, timeout=30) as response:
-                self._token = json.load(response)["access_token"]
-        request = urllib.request.Request(
-            f"{self.info['api_url']}/api/v2{path}",
-            data=None if payload is None else json.dumps(payload).encode(),
-            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
+        return self._api("GET", path) if payload is None else self._api("POST", path, json=payload)
 
 
 @contextmanager
@@ -191,8 +177,8 @@ def wait_for_dag(stack: AirflowStack, dag_id: str, timeout: float = 180) -> None
         try:
             stack.api(f"/dags/{dag_id}")
             return
-        except urllib.error.HTTPError as error:
-            if error.code != 404 or time.monotonic() > deadline:
+        except requests.HTTPError as error:
+            if error.response.status_code != 404 or time.monotonic() > deadline:
                 raise
         time.sleep(2)
 
