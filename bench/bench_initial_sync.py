@@ -224,19 +224,26 @@ class RequestTimeline(threading.Thread):
     """The simulator's multi-status call count, sampled every ``interval`` s: when calls started,
     stopped, and how evenly they flowed in between (where the rate is lost)."""
 
-    def __init__(self, stack: Stack, started: float, interval: float = 0.25) -> None:
+    def __init__(self, stack: Stack, started: float, ceiling: float, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
-        self.stack, self.started, self.interval = stack, started, interval
+        self.stack, self.started, self.ceiling, self.interval = stack, started, ceiling, interval
         self.samples: list[tuple[float, int]] = []
+        self.learned: list[tuple[float, float]] = []  # the shared learned rate (iys.rate_limiter) over time
         self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._halt.wait(self.interval):
-            try:
-                calls = self.stack.sim("GET", "counters")["multi_status_calls"]
-            except requests.RequestException:
-                continue
-            self.samples.append((time.time() - self.started, calls))
+        with psycopg.connect(self.stack.info["pg_dsn"], autocommit=True) as conn:
+            while not self._halt.wait(self.interval):
+                try:
+                    calls = self.stack.sim("GET", "counters")["multi_status_calls"]
+                except requests.RequestException:
+                    continue
+                now = time.time() - self.started
+                self.samples.append((now, calls))
+                if _has_table(conn, "iys.rate_limiter"):
+                    # NULL: nothing learned yet, the configured rate applies.
+                    rate = conn.execute("SELECT max(rate) FROM iys.rate_limiter").fetchone()[0]
+                    self.learned.append((now, self.ceiling if rate is None else rate))
 
     def stop(self) -> None:
         self._halt.set()
@@ -258,10 +265,15 @@ class RequestTimeline(threading.Thread):
             previous = n
         seconds = sorted(per_second)[:-1]  # the last second is partial
         short = [s for s in seconds if per_second[s] < 0.9 * limit]
+        learned = [rate for t, rate in self.learned if first <= t <= last]
         return {
             "trigger→first İYS call s": first,
             "first→last İYS call s": last - first,
             "İYS calls/s from first to last call": total / (last - first) if last > first else 0.0,
+            # Flow well below the learned rate means the tasks did not keep the limiter busy.
+            "learned rate from first to last call (mean / min)": f"{statistics.mean(learned):.2f} / {min(learned):.2f}"
+            if learned
+            else "n/a",
             "seconds under 90 % of the limit (of all)": f"{len(short)} of {len(seconds)}",
             "  of them in the first / last 10 s": f"{sum(s < 10 for s in short)} / {sum(s >= seconds[-1] - 10 for s in short)}"
             if seconds
@@ -387,7 +399,7 @@ def run_size(stack: Stack, users: int, args: argparse.Namespace) -> Result:
     sampler = RssSampler()
     sampler.start()
     triggered = time.time()
-    timeline = RequestTimeline(stack, triggered)
+    timeline = RequestTimeline(stack, triggered, args.rate_limit)
     timeline.start()
     run = stack.api(
         "POST",
