@@ -42,6 +42,8 @@ class IysPlugin(AirflowPlugin):
             "href": f"{URL_PREFIX}/",
             "destination": "nav",
             "url_route": "iys",
+            "icon": f"{URL_PREFIX}/static/icon.svg",
+            "nav_top_level": True,  # its own entry in the side bar, not under "Plugins"
         }
     ]
 

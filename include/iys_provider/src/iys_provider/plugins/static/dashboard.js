@@ -9,6 +9,27 @@ const NOT_RECORDED = "not recorded";
 const COLORS = { ONAY: "#2f855a", RET: "#c53030", unknown: "#a0aec0" };
 const charts = {};
 
+// Airflow renders the page in an iframe sandboxed without allow-top-navigation, so a link cannot
+// navigate the Airflow UI around it; being same-origin, the page clicks a link in the UI's document.
+function openInAirflow(href) {
+  try {
+    const doc = window.top.document;
+    const anchor = Object.assign(doc.createElement("a"), { href, hidden: true });
+    doc.body.append(anchor);
+    anchor.click();
+    anchor.remove();
+  } catch {
+    window.location.href = href;
+  }
+}
+
+document.addEventListener("click", (event) => {
+  const anchor = event.target.closest("a[target=_top]");
+  if (!anchor || !anchor.href || event.button || event.ctrlKey || event.metaKey || event.shiftKey) return;
+  event.preventDefault();
+  openInAirflow(anchor.href);
+});
+
 const fmt = (n) => (n === null || n === undefined ? NOT_RECORDED : Number(n).toLocaleString("en-US"));
 const pct = (x) => (x === null || x === undefined ? NOT_RECORDED : `${(100 * x).toFixed(1)} %`);
 const when = (iso) => (iso ? new Date(iso).toISOString().replace("T", " ").slice(0, 16) + " UTC" : NOT_RECORDED);
@@ -88,7 +109,7 @@ function drawRuns(r) {
     ["pulled", "#3182ce"], ["applied", "#2f855a"], ["new_users", "#805ad5"], ["pushed", "#38a169"],
     ["skipped", "#a0aec0"], ["rejected", "#dd6b20"], ["failed", "#c53030"],
   ];
-  const open = (event, elements) => { if (elements.length) window.top.location.href = new URL(r.rows[elements[0].index].link, AIRFLOW).href; };
+  const open = (event, elements) => { if (elements.length) openInAirflow(new URL(r.rows[elements[0].index].link, AIRFLOW).href); };
   chart("chart-runs", {
     type: "line",
     data: { labels, datasets: series.map(([key, color]) => ({ label: key.replace("_", " "), data: r.rows.map((x) => x[key]), borderColor: color, backgroundColor: color })) },
