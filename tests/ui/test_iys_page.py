@@ -18,6 +18,7 @@ The screenshots README.md shows (docs/iys-*.png) are taken here: ``make screensh
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -134,6 +135,7 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
         "href", f"{api_url}/dags/iys_initial_sync/runs"
     )
     expect(frame.locator("#panel-budget")).to_contain_text("success ratio, 24 h")
+    expect(frame.locator("#panel-runs .lag-note")).to_contain_text(re.compile(r"feed lag: [0-9.]+ h"))
     expect(frame.locator("#panel-outbox")).to_contain_text("sent")
     expect(frame.locator("#panel-quarantine canvas")).to_be_visible()
 

@@ -103,7 +103,13 @@ function drawInitialSync(s) {
 }
 
 function drawRuns(r) {
-  panel("panel-runs", { ready: r.rows.length > 0, link: r.link });
+  const el = panel("panel-runs", { ready: r.rows.length > 0, link: r.link });
+  const latest = r.rows[r.rows.length - 1];
+  const note = el.querySelector(".lag-note");
+  note.textContent = latest && latest.feed_lag_days !== null
+    ? `latest run's feed lag: ${(24 * latest.feed_lag_days).toFixed(1)} h (warning from 6 days; İYS serves 7 days of movements)`
+    : `latest run's feed lag: ${NOT_RECORDED}`;
+  note.className = `lag-note ${latest ? latest.feed_lag_level : ""}`;
   const labels = r.rows.map((x) => when(x.finished_at).slice(5, 16));
   const series = [
     ["pulled", "#3182ce"], ["applied", "#2f855a"], ["new_users", "#805ad5"], ["pushed", "#38a169"],
