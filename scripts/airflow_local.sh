@@ -208,6 +208,8 @@ configure_airflow() {
     mkdir -p "$AIRFLOW_HOME"
     export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$METADATA_URI"
     export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW_DAGS_FOLDER:-$ROOT/dags}"
+    # The project's plugins/ (the İYS page, plugins/iys_dashboard.py), as docker-compose.yaml mounts it.
+    export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
     export AIRFLOW__CORE__LOAD_EXAMPLES=False
     export AIRFLOW__CORE__EXECUTOR=LocalExecutor
     # Batch tasks spend most of their time waiting for İYS, so a few per core is fine; the

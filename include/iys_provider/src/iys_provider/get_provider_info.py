@@ -27,6 +27,9 @@ def get_provider_info() -> dict:
             }
         ],
         "hooks": [{"integration-name": "İYS", "python-modules": ["iys_provider.hooks.iys"]}],
+        # The İYS page in the Airflow UI. Airflow loads provider plugins only with
+        # [core] lazy_discover_providers = False; otherwise plugins/iys_dashboard.py registers it.
+        "plugins": [{"name": "iys", "plugin-class": "iys_provider.plugins.iys_plugin.IysPlugin"}],
         "connection-types": [
             {
                 "connection-type": "iys",

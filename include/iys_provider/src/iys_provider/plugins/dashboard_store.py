@@ -1,0 +1,257 @@
+"""SQL of the İYS page: read-only queries on schema ``iys``, one per panel (the meaning is in ``dashboard``).
+
+Each query answers from an index or a small table, so a panel stays fast at a million users
+(``make bench-dashboard`` times each): consent counts from an index-only scan of
+``consents_brand_type_status`` (V014), the outbox and quarantine from ``(brand_code, state,
+error_code)`` and ``(brand_code, reason)`` indexes, runs from ``sync_runs_brand_finished``, the
+İYS budget from the hourly ledger and the per-IP rows of the shared state. The one exception is the
+``iys.sendable`` count, a join of two tables of a million rows each: the app counts it in a
+thread and keeps it for :data:`SENDABLE_MAX_AGE` (the page shows when it was counted).
+
+Everything runs in a ``READ ONLY`` transaction, so the page cannot change what it shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from iys_provider.deadline_watch import watch_ret_deadlines
+from iys_provider.hooks.settings import extra_default
+from iys_provider.outbox_store import unsent_rets_by_day
+from iys_provider.plugins.dashboard import (
+    RUNS_SHOWN,
+    BudgetKey,
+    ConsentMatrix,
+    InitialSyncProgress,
+    RunRow,
+    dag_path,
+    deadline_level,
+    initial_sync_dag_id,
+    reconciliation_level,
+    run_path,
+    task_path,
+)
+from iys_provider.success_ratio_store import success_ratio_24h
+
+STATEMENT_TIMEOUT_MS = 10_000
+SENDABLE_MAX_AGE = timedelta(minutes=5)
+
+# The brands this database syncs: its bookkeeping tables (a few rows per brand), plus any brand with runs.
+BRANDS_SQL = """
+SELECT brand_code FROM unnest(iys.synced_brands()) AS b(brand_code)
+UNION SELECT DISTINCT brand_code FROM iys.sync_runs
+ORDER BY 1
+"""
+# Index-only scan of consents_brand_type_status (V014).
+CONSENT_COUNTS_SQL = "SELECT type, status, count(*) FROM iys.consents WHERE brand_code = %s GROUP BY 1, 2"
+# The expensive one (a join of links and consents): counted off the request path, cached.
+SENDABLE_SQL = "SELECT type, count(*) FROM iys.sendable WHERE brand_code = %s GROUP BY 1"
+# The open scan, else the last finished one (an abandoned scan never counts); its batches summed.
+INITIAL_SYNC_SQL = """
+WITH scan AS (
+    SELECT scan_id, started_at, finished_at, batch_count, total_users
+      FROM iys.initial_sync_scans
+     WHERE brand_code = %s AND NOT abandoned
+     ORDER BY finished_at IS NULL DESC, started_at DESC, scan_id DESC
+     LIMIT 1
+)
+SELECT s.scan_id, s.started_at, s.finished_at,
+       count(b.finished_at)::int, s.batch_count, coalesce(sum(b.users) FILTER (WHERE b.finished_at IS NOT NULL), 0)::bigint,
+       s.total_users, coalesce(sum(b.requests) FILTER (WHERE b.finished_at IS NOT NULL), 0)::bigint,
+       extract(epoch FROM coalesce(s.finished_at, clock_timestamp()) - s.started_at)::float8
+  FROM scan s LEFT JOIN iys.initial_sync_batches b USING (scan_id)
+ GROUP BY s.scan_id, s.started_at, s.finished_at, s.batch_count, s.total_users
+"""
+RUNS_SQL = f"""
+SELECT run_id, dag_id, finished_at, pulled_iys + pulled_hs, applied, new_users_checked, pushed, skipped,
+       rejected, failed, feed_lag_seconds
+  FROM iys.sync_runs WHERE brand_code = %s
+ ORDER BY finished_at DESC LIMIT {RUNS_SHOWN}
+"""
+OUTBOX_SQL = """
+SELECT state, error_code, count(*) FROM iys.consent_updates WHERE brand_code = %s GROUP BY 1, 2 ORDER BY 1, 2
+"""
+QUARANTINE_SQL = "SELECT reason, count(*) FROM iys.rejected_recipients WHERE brand_code = %s GROUP BY 1 ORDER BY 2 DESC"
+# Every client IP the shared state knows (each of these tables has a few rows per IP or per IP and hour).
+BUDGET_KEYS_SQL = """
+SELECT limiter_key FROM iys.rate_limiter
+UNION SELECT budget_key FROM iys.ip_blocks
+UNION SELECT DISTINCT budget_key FROM iys.api_responses WHERE hour > now() - interval '25 hours'
+ORDER BY 1
+"""
+TOKEN_REQUESTS_SQL = """
+SELECT count(*)::int FROM iys.token_requests WHERE budget_key = %s AND requested_at > now() - interval '1 hour'
+"""
+IP_BLOCK_SQL = "SELECT blocked_until, block_reason FROM iys.ip_blocks WHERE budget_key = %s"
+# The ledger counts per clock hour: the previous hour's bucket and the current one.
+REQUESTS_SQL = """
+SELECT date_trunc('hour', now()) - interval '1 hour',
+       sum(responses) FILTER (WHERE status <> 0)::bigint,
+       coalesce(sum(responses) FILTER (WHERE status = 429), 0)::bigint
+  FROM iys.api_responses
+ WHERE budget_key = %s AND hour >= date_trunc('hour', now()) - interval '1 hour'
+"""
+LEARNED_RATE_SQL = "SELECT rate FROM iys.rate_limiter WHERE limiter_key = %s"
+RECONCILIATIONS_TABLE_SQL = "SELECT to_regclass('iys.reconciliations') IS NOT NULL"
+# Written by the reconciliation feature (V013) once it exists; the brand compared as text, whatever its column type.
+RECONCILIATIONS_SQL = """
+SELECT report_date, status, agreed_at, run_id, updated_at
+  FROM iys.reconciliations WHERE brand_code::text = %s::text
+ ORDER BY report_date DESC LIMIT 30
+"""
+
+
+@contextmanager
+def read_only(connect: Callable[[], psycopg.Connection]) -> Iterator[psycopg.Connection]:
+    """A connection whose every statement runs in one ``READ ONLY`` transaction, rolled back on exit."""
+    conn = connect()
+    try:
+        conn.autocommit = False
+        conn.read_only = True
+        conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def brands(conn: psycopg.Connection) -> list[int]:
+    return [row[0] for row in conn.execute(BRANDS_SQL)]
+
+
+def count_sendable(conn: psycopg.Connection, brand_code: int) -> dict[str, int]:
+    return dict(conn.execute(SENDABLE_SQL, (brand_code,)).fetchall())
+
+
+def consent_matrix(
+    conn: psycopg.Connection, brand_code: int, sendable: dict[str, int] | None, counted_at: datetime | None
+) -> ConsentMatrix:
+    return ConsentMatrix.from_rows(conn.execute(CONSENT_COUNTS_SQL, (brand_code,)).fetchall(), sendable, counted_at)
+
+
+def initial_sync_progress(conn: psycopg.Connection, brand_code: int) -> InitialSyncProgress | None:
+    row = conn.execute(INITIAL_SYNC_SQL, (brand_code,)).fetchone()
+    return InitialSyncProgress(*row) if row else None
+
+
+def recent_runs(conn: psycopg.Connection, brand_code: int) -> list[RunRow]:
+    """The brand's last runs, oldest first (the order of a time series)."""
+    return [RunRow(*row) for row in reversed(conn.execute(RUNS_SQL, (brand_code,)).fetchall())]
+
+
+def budget_keys(conn: psycopg.Connection) -> list[BudgetKey]:
+    limit = extra_default("auth_requests_per_hour")
+    keys = []
+    for (key,) in conn.execute(BUDGET_KEYS_SQL).fetchall():
+        (tokens,) = conn.execute(TOKEN_REQUESTS_SQL, (key,)).fetchone()
+        block = conn.execute(IP_BLOCK_SQL, (key,)).fetchone() or (None, None)
+        since, requests, limited = conn.execute(REQUESTS_SQL, (key,)).fetchone()
+        rate = conn.execute(LEARNED_RATE_SQL, (key,)).fetchone()
+        keys.append(
+            BudgetKey(
+                budget_key=key,
+                token_requests_last_hour=tokens,
+                token_limit=limit,
+                blocked_until=block[0],
+                block_reason=block[1],
+                requests_window_start=since,
+                requests=requests,  # NULL: no answer recorded in the window
+                rate_limited=limited if requests is not None else None,
+                ratio_24h=success_ratio_24h(conn, key),
+                learned_rate=rate[0] if rate else None,
+            )
+        )
+    return keys
+
+
+def reconciliations(conn: psycopg.Connection, brand_code: int) -> list[tuple] | None:
+    """The brand's last 30 days of reconciliation, newest first; ``None`` while the table does not exist."""
+    if not conn.execute(RECONCILIATIONS_TABLE_SQL).fetchone()[0]:
+        return None
+    return conn.execute(RECONCILIATIONS_SQL, (brand_code,)).fetchall()
+
+
+def read_panels(
+    conn: psycopg.Connection,
+    brand_code: int,
+    now: datetime,
+    sendable: dict[str, int] | None = None,
+    sendable_counted_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Every panel of one brand as the page's JSON (``None``: not recorded)."""
+    runs = recent_runs(conn, brand_code)
+    last = runs[-1] if runs else None
+    incremental_dag = last.dag_id if last else None
+    initial_dag = initial_sync_dag_id(incremental_dag)
+
+    def last_task(task_id: str) -> str | None:
+        return task_path(last.dag_id, last.run_id, task_id) if last else None
+
+    matrix = consent_matrix(conn, brand_code, sendable, sendable_counted_at)
+    scan = initial_sync_progress(conn, brand_code)
+    outbox_rows = conn.execute(OUTBOX_SQL, (brand_code,)).fetchall()
+    watch = watch_ret_deadlines(unsent_rets_by_day(conn, brand_code), now)
+    quarantine = conn.execute(QUARANTINE_SQL, (brand_code,)).fetchall()
+    keys = budget_keys(conn)
+    reconciled = reconciliations(conn, brand_code)
+    return {
+        "brand_code": brand_code,
+        "generated_at": now.isoformat(),
+        "consents": {
+            "counts": matrix.counts,
+            "total": matrix.total,
+            "sendable": matrix.sendable,
+            "sendable_counted_at": sendable_counted_at.isoformat() if sendable_counted_at else None,
+            "link": run_path(last.dag_id, last.run_id) if last else dag_path(initial_dag),
+        },
+        "initial_sync": None
+        if scan is None
+        else {
+            "scan_id": scan.scan_id,
+            "started_at": scan.started_at.isoformat(),
+            "finished_at": scan.finished_at.isoformat() if scan.finished_at else None,
+            "batches_done": scan.batches_done,
+            "batch_count": scan.batch_count,
+            "users_done": scan.users_done,
+            "total_users": scan.total_users,
+            "requests_per_second": scan.requests_per_second,
+            "learned_rate": max((k.learned_rate for k in keys if k.learned_rate), default=None),
+            "estimated_finish": (eta.isoformat() if (eta := scan.estimated_finish(now)) else None),
+            "level": str(scan.level),
+            "link": dag_path(initial_dag),
+        },
+        "runs": {"rows": [run.as_json() for run in runs], "link": dag_path(incremental_dag) if last else None},
+        "outbox": {
+            "by_state": [{"state": s, "code": c, "count": n} for s, c, n in outbox_rows],
+            "unsent_rets": watch.unsent,
+            "due_within_24h": watch.due_within_24h,
+            "overdue_rets": watch.overdue,
+            "earliest_deadline": watch.earliest_deadline.isoformat() if watch.earliest_deadline else None,
+            "level": str(deadline_level(watch.earliest_deadline, watch.overdue, now)),
+            "link": last_task("push_consent_updates"),
+        },
+        "quarantine": {
+            "by_reason": [{"reason": r, "count": n} for r, n in quarantine],
+            "link": last_task("check_new_users") or dag_path(initial_dag),
+        },
+        "budget": {"keys": [key.as_json(now) for key in keys], "link": last_task("report")},
+        "reconciliation": None
+        if reconciled is None
+        else {
+            "days": [
+                {
+                    "report_date": day.isoformat(),
+                    "status": status,
+                    "agreed_at": agreed.isoformat() if agreed else None,
+                    "link": run_path(incremental_dag, run_id) if run_id and incremental_dag else None,
+                }
+                for day, status, agreed, run_id, _ in reconciled
+            ],
+            "level": str(reconciliation_level(row[1] for row in reconciled)),
+        },
+    }

@@ -1,0 +1,237 @@
+// The İYS page: fetches /iys/api/* (same origin: the browser sends the Airflow UI's session cookie)
+// and draws each panel. A figure the server sends as null is one nothing records yet: "not recorded".
+"use strict";
+
+const API = new URL("api/", document.baseURI);
+// The page lives at <airflow>/iys/: links to DAG runs and tasks are relative to <airflow>/.
+const AIRFLOW = new URL("../", document.baseURI);
+const NOT_RECORDED = "not recorded";
+const COLORS = { ONAY: "#2f855a", RET: "#c53030", unknown: "#a0aec0" };
+const charts = {};
+
+// Airflow renders the page in an iframe sandboxed without allow-top-navigation, so a link cannot
+// navigate the Airflow UI around it; being same-origin, the page clicks a link in the UI's document.
+function openInAirflow(href) {
+  try {
+    const doc = window.top.document;
+    const anchor = Object.assign(doc.createElement("a"), { href, hidden: true });
+    doc.body.append(anchor);
+    anchor.click();
+    anchor.remove();
+  } catch {
+    window.location.href = href;
+  }
+}
+
+document.addEventListener("click", (event) => {
+  const anchor = event.target.closest("a[target=_top]");
+  if (!anchor || !anchor.href || event.button || event.ctrlKey || event.metaKey || event.shiftKey) return;
+  event.preventDefault();
+  openInAirflow(anchor.href);
+});
+
+const fmt = (n) => (n === null || n === undefined ? NOT_RECORDED : Number(n).toLocaleString("en-US"));
+const pct = (x) => (x === null || x === undefined ? NOT_RECORDED : `${(100 * x).toFixed(1)} %`);
+const when = (iso) => (iso ? new Date(iso).toISOString().replace("T", " ").slice(0, 16) + " UTC" : NOT_RECORDED);
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (text === NOT_RECORDED) td.className = "not-recorded";
+  else if (cls) td.className = cls;
+  return td;
+}
+
+function rows(table, entries, header) {
+  table.replaceChildren();
+  if (header) {
+    const tr = table.insertRow();
+    header.forEach((h) => { const th = document.createElement("th"); th.textContent = h; tr.append(th); });
+  }
+  for (const entry of entries) {
+    const tr = table.insertRow();
+    entry.forEach((value) => tr.append(Array.isArray(value) ? cell(...value) : cell(String(value))));
+  }
+}
+
+function panel(id, { ready, level, link }) {
+  const el = document.getElementById(id);
+  el.dataset.state = ready ? "ready" : "empty";
+  el.dataset.level = level || "none";
+  const anchor = el.querySelector("a.source");
+  if (anchor) {
+    if (link) { anchor.href = new URL(link, AIRFLOW).href; anchor.hidden = false; } else { anchor.hidden = true; }
+  }
+  return el;
+}
+
+function chart(id, config) {
+  if (charts[id]) charts[id].destroy();
+  charts[id] = new Chart(document.getElementById(id), { ...config, options: { animation: false, maintainAspectRatio: false, ...config.options } });
+}
+
+function drawConsents(c) {
+  const el = panel("panel-consents", { ready: c.total > 0, link: c.link });
+  const channels = Object.keys(c.counts);
+  chart("chart-consents", {
+    type: "bar",
+    data: {
+      labels: channels,
+      datasets: ["ONAY", "RET", "unknown"].map((s) => ({ label: s, data: channels.map((ch) => c.counts[ch][s]), backgroundColor: COLORS[s] })),
+    },
+    options: { scales: { x: { stacked: true }, y: { stacked: true } } },
+  });
+  const sendable = (ch) => (c.sendable ? fmt(c.sendable[ch]) : NOT_RECORDED);
+  rows(el.querySelector("table"), channels.map((ch) => [ch, fmt(c.counts[ch].ONAY), fmt(c.counts[ch].RET), fmt(c.counts[ch].unknown), [sendable(ch), "ok"]]),
+    ["channel", "ONAY", "RET", "unknown", "sendable users"]);
+  el.querySelector("table").createCaption().textContent = `sendable counted ${when(c.sendable_counted_at)}`;
+}
+
+function drawInitialSync(s) {
+  const el = panel("panel-initial-sync", { ready: s !== null, level: s && s.level, link: s && s.link });
+  const table = el.querySelector("table");
+  if (!s) { rows(table, [["scan", [NOT_RECORDED]]]); return; }
+  el.querySelector(".bar").style.width = `${s.batch_count ? (100 * s.batches_done) / s.batch_count : 0}%`;
+  rows(table, [
+    ["batches done", `${fmt(s.batches_done)} of ${fmt(s.batch_count)}`],
+    ["users processed", `${fmt(s.users_done)} of ${fmt(s.total_users)}`],
+    ["request rate (finished batches)", s.requests_per_second === null ? [NOT_RECORDED] : `${s.requests_per_second.toFixed(2)} req/s`],
+    ["learned rate (shared limiter)", s.learned_rate === null ? [NOT_RECORDED] : `${s.learned_rate.toFixed(2)} req/s`],
+    ["started", when(s.started_at)],
+    [s.finished_at ? "finished" : "estimated finish", [when(s.finished_at || s.estimated_finish), s.level]],
+  ]);
+}
+
+function drawRuns(r) {
+  const el = panel("panel-runs", { ready: r.rows.length > 0, link: r.link });
+  const latest = r.rows[r.rows.length - 1];
+  const note = el.querySelector(".lag-note");
+  note.textContent = latest && latest.feed_lag_days !== null
+    ? `latest run's feed lag: ${(24 * latest.feed_lag_days).toFixed(1)} h (warning from 6 days; İYS serves 7 days of movements)`
+    : `latest run's feed lag: ${NOT_RECORDED}`;
+  note.className = `lag-note ${latest ? latest.feed_lag_level : ""}`;
+  const labels = r.rows.map((x) => when(x.finished_at).slice(5, 16));
+  const series = [
+    ["pulled", "#3182ce"], ["applied", "#2f855a"], ["new_users", "#805ad5"], ["pushed", "#38a169"],
+    ["skipped", "#a0aec0"], ["rejected", "#dd6b20"], ["failed", "#c53030"],
+  ];
+  const open = (event, elements) => { if (elements.length) openInAirflow(new URL(r.rows[elements[0].index].link, AIRFLOW).href); };
+  chart("chart-runs", {
+    type: "line",
+    data: { labels, datasets: series.map(([key, color]) => ({ label: key.replace("_", " "), data: r.rows.map((x) => x[key]), borderColor: color, backgroundColor: color })) },
+    options: { onClick: open, plugins: { title: { display: true, text: "movements and outbox per run (click a point: its report task)" } } },
+  });
+  chart("chart-lag", {
+    type: "bar",
+    data: {
+      labels,
+      datasets: [
+        { label: "feed lag (days)", data: r.rows.map((x) => x.feed_lag_days), backgroundColor: r.rows.map((x) => ({ ok: "#3182ce", warning: "#b7791f", danger: "#c53030" })[x.feed_lag_level] || "#a0aec0") },
+        { type: "line", label: "warning (6 days)", data: r.rows.map(() => 6), borderColor: "#b7791f", pointRadius: 0 },
+        { type: "line", label: "İYS window (7 days)", data: r.rows.map(() => 7), borderColor: "#c53030", pointRadius: 0 },
+      ],
+    },
+    options: { onClick: open, scales: { y: { beginAtZero: true, suggestedMax: 7.5 } } },
+  });
+}
+
+function drawOutbox(o) {
+  const el = panel("panel-outbox", { ready: o.by_state.length > 0, level: o.level, link: o.link });
+  rows(el.querySelector("table.deadline"), [
+    ["unsent opt-outs (RET)", fmt(o.unsent_rets)],
+    ["due within 24 h", [fmt(o.due_within_24h), o.due_within_24h ? "danger" : ""]],
+    ["past their deadline", [fmt(o.overdue_rets), o.overdue_rets ? "danger" : ""]],
+    ["oldest unsent RET's legal deadline", [o.earliest_deadline ? when(o.earliest_deadline) : "none pending", o.level]],
+  ]);
+  rows(el.querySelector("table.states"), o.by_state.map((x) => [x.state, x.code || "–", fmt(x.count)]), ["state", "code", "rows"]);
+}
+
+function drawQuarantine(q) {
+  panel("panel-quarantine", { ready: q.by_reason.length > 0, link: q.link });
+  chart("chart-quarantine", {
+    type: "bar",
+    data: { labels: q.by_reason.map((x) => x.reason), datasets: [{ label: "source values quarantined", data: q.by_reason.map((x) => x.count), backgroundColor: "#dd6b20" }] },
+    options: { indexAxis: "y" },
+  });
+}
+
+function drawBudget(b) {
+  const levels = b.keys.flatMap((k) => [k.token_level, k.ratio_level, k.requests_level]);
+  const level = levels.includes("danger") ? "danger" : levels.includes("warning") ? "warning" : "ok";
+  const el = panel("panel-budget", { ready: b.keys.length > 0, level, link: b.link });
+  const box = el.querySelector(".keys");
+  box.replaceChildren();
+  if (!b.keys.length) { box.textContent = NOT_RECORDED; box.className = "keys not-recorded"; return; }
+  for (const k of b.keys) {
+    const h = document.createElement("h3");
+    h.textContent = `client IP ${k.budget_key}`;
+    const table = document.createElement("table");
+    table.className = "figures";
+    rows(table, [
+      ["token requests, last hour", [`${fmt(k.token_requests_last_hour)} of ${k.token_limit}`, k.token_level]],
+      ["H084 block", k.blocked_until ? [`until ${when(k.blocked_until)}`, "danger"] : ["none", "ok"]],
+      [`requests since ${k.requests_since ? when(k.requests_since).slice(11) : "–"}`, [fmt(k.requests)]],
+      ["of which 429", [fmt(k.rate_limited), k.requests_level]],
+      ["success ratio, 24 h (İYS line 70 %)", [pct(k.success_ratio_24h), k.ratio_level]],
+      ["learned request rate", k.learned_rate === null ? [NOT_RECORDED] : `${k.learned_rate.toFixed(2)} req/s`],
+    ]);
+    box.append(h, table);
+  }
+}
+
+function drawReconciliation(r) {
+  const el = panel("panel-reconciliation", { ready: r !== null && r.days.length > 0, level: r && r.level });
+  const table = el.querySelector("table");
+  if (r === null) { rows(table, [["status per day", [NOT_RECORDED]]]); return; }
+  rows(table, r.days.map((d) => [d.report_date, [d.status, { mismatch: "danger", hash_error: "danger", pending: "warning" }[d.status] || "ok"], when(d.agreed_at)]),
+    ["day", "status", "agreed at"]);
+  table.querySelectorAll("tr").forEach((tr, i) => {
+    const day = r.days[i - 1];
+    if (day && day.link) {
+      const a = document.createElement("a");
+      a.href = new URL(day.link, AIRFLOW).href; a.target = "_top"; a.textContent = tr.cells[0].textContent;
+      tr.cells[0].replaceChildren(a);
+    }
+  });
+}
+
+async function getJSON(path) {
+  const response = await fetch(new URL(path, API), { credentials: "same-origin" });
+  if (!response.ok) throw new Error(`${response.status} ${(await response.json().catch(() => ({}))).detail || response.statusText}`);
+  return response.json();
+}
+
+async function load(brand) {
+  try {
+    const data = await getJSON(`panels/${brand}`);
+    document.getElementById("generated").textContent = `as of ${when(data.generated_at)}`;
+    drawConsents(data.consents);
+    drawInitialSync(data.initial_sync);
+    drawRuns(data.runs);
+    drawOutbox(data.outbox);
+    drawQuarantine(data.quarantine);
+    drawBudget(data.budget);
+    drawReconciliation(data.reconciliation);
+    document.body.dataset.loaded = brand;
+  } catch (error) {
+    const p = document.getElementById("error");
+    p.textContent = String(error); p.hidden = false;
+  }
+}
+
+async function main() {
+  const select = document.getElementById("brand");
+  try {
+    const { brands } = await getJSON("brands");
+    if (!brands.length) throw new Error("No brand synced yet: run the initial sync first");
+    select.replaceChildren(...brands.map((b) => new Option(String(b), String(b))));
+    select.closest("label").hidden = brands.length < 2;  // a selector only when there are several
+    select.addEventListener("change", () => load(select.value));
+    await load(brands[0]);
+  } catch (error) {
+    const p = document.getElementById("error");
+    p.textContent = String(error); p.hidden = false;
+  }
+}
+
+main();

@@ -1,0 +1,97 @@
+"""The İYS page's app checks the Airflow user itself: no or a bad token gets 401 and no data.
+
+The app is mounted as the API server mounts plugin apps (``app.mount("/iys", …)``) on an app whose
+auth manager is Airflow's configured one (SimpleAuthManager), initialised as the API server does;
+tokens are the ones that auth manager signs. Data comes from a real PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from iys_provider.plugins.app import create_dashboard_app
+from iys_provider.schema import migrate
+
+BRAND = 700001
+
+
+@pytest.fixture
+def client(airflow_db, pg, pg_dsn):
+    from airflow.api_fastapi.app import init_auth_manager
+
+    pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
+    migrate(pg)
+    pg.execute(
+        "INSERT INTO iys.consents (brand_code, recipient, recipient_type, type, status) "
+        "VALUES (%s, 'a@example.com', 'BIREYSEL', 'EPOSTA', 'ONAY')",
+        (BRAND,),
+    )
+    pg.execute("INSERT INTO iys.sync_state (brand_code, stream) VALUES (%s, 'initial_sync')", (BRAND,))
+    root = FastAPI()
+    init_auth_manager(root)
+    root.mount("/iys", create_dashboard_app(lambda: psycopg.connect(pg_dsn)))
+    with TestClient(root) as client:
+        yield client
+
+
+def token_for(role: str | None, **kwargs) -> str:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="someone", role=role), **kwargs)
+
+
+def get_with_cookie(client: TestClient, path: str, token: str):
+    """A request carrying the token as the Airflow UI's session cookie, as a browser sends it."""
+    client.cookies.set("_token", token)
+    try:
+        return client.get(path)
+    finally:
+        client.cookies.clear()
+
+
+PROTECTED = ["/iys/", "/iys/api/brands", f"/iys/api/panels/{BRAND}"]
+
+
+@pytest.mark.parametrize("path", PROTECTED)
+def test_anonymous_request_gets_401_and_no_data(client, path):
+    response = client.get(path)
+    assert response.status_code == 401
+    assert "700001" not in response.text and "EPOSTA" not in response.text
+
+
+@pytest.mark.parametrize("path", PROTECTED)
+def test_bad_tokens_get_401(client, path):
+    valid = token_for("ADMIN")
+    tampered = valid[:-4] + ("AAAA" if not valid.endswith("AAAA") else "BBBB")
+    expired = token_for("ADMIN", expiration_time_in_seconds=-60)
+    for token in ("not-a-jwt", tampered, expired):
+        assert client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+        assert get_with_cookie(client, path, token).status_code == 401
+
+
+def test_user_without_access_to_dag_runs_gets_403(client):
+    response = client.get("/iys/api/brands", headers={"Authorization": f"Bearer {token_for(None)}"})
+    assert response.status_code == 403
+
+
+def test_valid_token_in_the_ui_cookie_or_bearer_header_gets_the_data(client):
+    token = token_for("VIEWER")
+    by_cookie = get_with_cookie(client, "/iys/api/brands", token)
+    assert by_cookie.status_code == 200 and by_cookie.json() == {"brands": [BRAND]}
+    panels = client.get(f"/iys/api/panels/{BRAND}", headers={"Authorization": f"Bearer {token}"})
+    assert panels.status_code == 200
+    assert panels.json()["consents"]["counts"]["EPOSTA"]["ONAY"] == 1
+    assert panels.json()["consents"]["sendable"] == {"MESAJ": 0, "ARAMA": 0, "EPOSTA": 0}  # nobody linked
+    page = get_with_cookie(client, "/iys/", token)
+    assert page.status_code == 200 and "chart-4.5.1.umd.min.js" in page.text
+    assert get_with_cookie(client, f"/iys/api/panels/{BRAND + 1}", token).status_code == 404
+
+
+def test_static_code_is_served_without_a_token(client):
+    # Chart.js and the page's script hold no data; the browser loads them with the page.
+    assert client.get("/iys/static/chart-4.5.1.umd.min.js").status_code == 200
+    assert client.get("/iys/static/dashboard.js").status_code == 200

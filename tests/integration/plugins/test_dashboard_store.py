@@ -1,0 +1,304 @@
+"""The İYS page's panel queries (iys_provider.plugins.dashboard_store) on a real PostgreSQL database.
+
+Each test writes the rows the sync would have written (two brands, so every query must keep to its
+brand) and reads the panels back through the read-only connection the page uses.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from iys_provider.business_days import legal_deadline
+from iys_provider.plugins import dashboard_store
+from iys_provider.schema import migrate
+
+BRAND = 700001
+OTHER = 700002
+RAW_PHONE = "0532 999 88 77"
+RAW_EMAIL = "secret.person@example.com"
+
+
+@pytest.fixture
+def db(pg, pg_dsn):
+    pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
+    migrate(pg)
+    yield pg
+
+
+def panels(pg_dsn: str, brand: int = BRAND, **kwargs) -> dict:
+    with dashboard_store.read_only(lambda: psycopg.connect(pg_dsn)) as conn:
+        return dashboard_store.read_panels(conn, brand, datetime.now(UTC), **kwargs)
+
+
+def seed_brand(db, brand: int) -> None:
+    db.execute(
+        "INSERT INTO iys.sync_state (brand_code, stream, last_success_at) VALUES (%s, 'initial_sync', now())", (brand,)
+    )
+
+
+def test_an_empty_brand_shows_every_figure_as_not_recorded(db, pg_dsn):
+    seed_brand(db, BRAND)
+    shown = panels(pg_dsn)
+    assert shown["consents"]["total"] == 0
+    assert shown["consents"]["sendable"] is None
+    assert shown["initial_sync"] is None
+    assert shown["runs"]["rows"] == []
+    assert shown["outbox"]["by_state"] == [] and shown["outbox"]["earliest_deadline"] is None
+    assert shown["quarantine"]["by_reason"] == []
+    assert shown["budget"]["keys"] == []
+    assert shown["reconciliation"] is None  # iys.reconciliations does not exist (yet)
+
+
+def test_brands_come_from_the_bookkeeping_and_the_runs(db, pg_dsn):
+    seed_brand(db, OTHER)
+    db.execute(
+        "INSERT INTO iys.sync_runs (run_id, brand_code, dag_id) VALUES ('r', %s, 'iys_incremental_sync')", (BRAND,)
+    )
+    with dashboard_store.read_only(lambda: psycopg.connect(pg_dsn)) as conn:
+        assert dashboard_store.brands(conn) == [BRAND, OTHER]
+
+
+def test_consents_by_channel_and_status_and_the_sendable_count(db, pg_dsn):
+    for brand in (BRAND, OTHER):
+        db.execute(
+            """
+            INSERT INTO iys.consents (brand_code, recipient, recipient_type, type, status) VALUES
+              (%(b)s, '+905320000001', 'BIREYSEL', 'MESAJ', 'ONAY'), (%(b)s, '+905320000001', 'BIREYSEL', 'ARAMA', 'RET'),
+              (%(b)s, '+905320000002', 'BIREYSEL', 'MESAJ', 'ONAY'), (%(b)s, '+905320000002', 'BIREYSEL', 'ARAMA', NULL),
+              (%(b)s, 'a@example.com', 'BIREYSEL', 'EPOSTA', 'ONAY'), (%(b)s, 'b@example.com', 'BIREYSEL', 'EPOSTA', 'RET')
+            """,
+            {"b": brand},
+        )
+    # Two users share the first phone; the second phone and b@ have no user (left): not sendable.
+    db.execute(
+        """
+        INSERT INTO iys.user_recipients (brand_code, user_id, kind, recipient) VALUES
+          (%(b)s, 'u1', 'phone', '+905320000001'), (%(b)s, 'u2', 'phone', '+905320000001'),
+          (%(b)s, 'u1', 'email', 'a@example.com')
+        """,
+        {"b": BRAND},
+    )
+    with dashboard_store.read_only(lambda: psycopg.connect(pg_dsn)) as conn:
+        sendable = dashboard_store.count_sendable(conn, BRAND)
+    counted_at = datetime.now(UTC)
+    shown = panels(pg_dsn, sendable=sendable, sendable_counted_at=counted_at)["consents"]
+    assert shown["counts"] == {
+        "MESAJ": {"ONAY": 2, "RET": 0, "unknown": 0},
+        "ARAMA": {"ONAY": 0, "RET": 1, "unknown": 1},
+        "EPOSTA": {"ONAY": 1, "RET": 1, "unknown": 0},
+    }
+    assert shown["total"] == 6  # the other brand's six rows are not counted
+    assert shown["sendable"] == {"MESAJ": 2, "ARAMA": 0, "EPOSTA": 1}  # users × channel, as iys.sendable
+    assert shown["sendable_counted_at"] == counted_at.isoformat()
+
+
+def test_initial_sync_shows_the_open_scan_with_its_progress_and_estimate(db, pg_dsn):
+    # An abandoned scan and a finished one, then the open scan: the open one is shown.
+    db.execute(
+        """
+        INSERT INTO iys.initial_sync_scans (scan_id, brand_code, recipients_sql, batch_size, total_users, batch_count,
+                                            started_at, finished_at, abandoned) VALUES
+          (1, %(b)s, 'q', 10, 40, 4, now() - interval '3 days', now() - interval '2 days', true),
+          (2, %(b)s, 'q', 10, 40, 4, now() - interval '2 days', now() - interval '1 day', false),
+          (3, %(b)s, 'q', 10, 40, 4, now() - interval '1 hour', NULL, false)
+        """,
+        {"b": BRAND},
+    )
+    db.execute(
+        """
+        INSERT INTO iys.initial_sync_batches (scan_id, batch_no, first_user_id, last_user_id, users, requests, finished_at)
+        VALUES (3, 0, 'a', 'b', 10, 30, now()), (3, 1, 'c', 'd', 10, 30, now()),
+               (3, 2, 'e', 'f', NULL, NULL, NULL), (3, 3, 'g', 'h', NULL, NULL, NULL)
+        """
+    )
+    db.execute("INSERT INTO iys.rate_limiter (limiter_key, rate) VALUES ('api.example', 7.5)")
+    shown = panels(pg_dsn)["initial_sync"]
+    assert shown["scan_id"] == 3
+    assert (shown["batches_done"], shown["batch_count"]) == (2, 4)
+    assert (shown["users_done"], shown["total_users"]) == (20, 40)
+    assert shown["finished_at"] is None and shown["level"] == "warning"
+    assert 60 / 3700 < shown["requests_per_second"] < 60 / 3500  # 60 requests in about an hour
+    eta = datetime.fromisoformat(shown["estimated_finish"]) - datetime.now(UTC)
+    assert timedelta(minutes=55) < eta < timedelta(minutes=65)  # two batches left at 30 min each
+    assert shown["learned_rate"] == 7.5
+    assert shown["link"] == "dags/iys_initial_sync/runs"
+
+
+def test_finished_scan_when_none_is_open(db, pg_dsn):
+    db.execute(
+        """
+        INSERT INTO iys.initial_sync_scans (scan_id, brand_code, recipients_sql, batch_size, total_users, batch_count,
+                                            started_at, finished_at)
+        VALUES (5, %s, 'q', 10, 10, 1, now() - interval '2 hours', now() - interval '1 hour')
+        """,
+        (BRAND,),
+    )
+    db.execute("INSERT INTO iys.initial_sync_batches VALUES (5, 0, 'a', 'b', 10, 10, 0, 20, now() - interval '1 hour')")
+    shown = panels(pg_dsn)["initial_sync"]
+    assert shown["level"] == "ok"
+    assert shown["estimated_finish"] == shown["finished_at"]
+    assert shown["batches_done"] == 1
+
+
+def test_last_thirty_runs_oldest_first_with_lag_levels_and_links(db, pg_dsn):
+    for i in range(35):
+        db.execute(
+            """
+            INSERT INTO iys.sync_runs (run_id, brand_code, dag_id, finished_at, pulled_iys, pulled_hs, applied,
+                                       new_users_checked, pushed, skipped, rejected, failed, feed_lag_seconds)
+            VALUES (%s, %s, 'iys_incremental_sync__brand_a', now() - make_interval(hours => 35 - %s),
+                    %s, 1, 2, 3, 4, 5, 6, 7, %s)
+            """,
+            (f"run-{i:02d}", BRAND, i, i, i * 6 * 3600),
+        )
+    db.execute("INSERT INTO iys.sync_runs (run_id, brand_code, dag_id) VALUES ('other', %s, 'x')", (OTHER,))
+    shown = panels(pg_dsn)
+    rows = shown["runs"]["rows"]
+    assert [r["run_id"] for r in rows] == [f"run-{i:02d}" for i in range(5, 35)]
+    last = rows[-1]
+    assert (last["pulled"], last["applied"], last["new_users"], last["pushed"]) == (35, 2, 3, 4)
+    assert (last["skipped"], last["rejected"], last["failed"]) == (5, 6, 7)
+    assert last["feed_lag_days"] == 8.5 and last["feed_lag_level"] == "danger"
+    assert rows[0]["feed_lag_level"] == "ok"  # 30 h
+    assert [r["feed_lag_level"] for r in rows].count("warning") == 4  # 6 d ≤ lag < 7 d: runs 24..27
+    assert last["link"] == "dags/iys_incremental_sync__brand_a/runs/run-34/tasks/report"
+    assert shown["runs"]["link"] == "dags/iys_incremental_sync__brand_a/runs"
+    assert shown["initial_sync"] is None
+    assert shown["quarantine"]["link"] == "dags/iys_incremental_sync__brand_a/runs/run-34/tasks/check_new_users"
+
+
+def test_outbox_by_state_and_code_and_the_oldest_unsent_ret_deadline(db, pg_dsn):
+    consent_day = datetime.now(UTC) - timedelta(days=1)
+    old_day = datetime.now(UTC) - timedelta(days=30)
+    rows = [
+        # (brand, status, state, code, consent_date)
+        (BRAND, "RET", "pending", None, consent_day),
+        (BRAND, "RET", "failed", "H500", consent_day),
+        (BRAND, "RET", "pending", None, old_day),  # past its deadline
+        (BRAND, "ONAY", "sent", None, consent_day),
+        (BRAND, "ONAY", "rejected", "H174", consent_day),
+        (BRAND, "ONAY", "rejected", "H174", consent_day),
+        (OTHER, "RET", "pending", None, old_day),
+    ]
+    for brand, status, state, code, when in rows:
+        db.execute(
+            """
+            INSERT INTO iys.consent_updates (brand_code, recipient, type, status, consent_date, source, state, error_code)
+            VALUES (%s, %s, 'MESAJ', %s, %s, 'HS_WEB', %s, %s)
+            """,
+            (brand, "+905329998877", status, when, state, code),
+        )
+    shown = panels(pg_dsn)["outbox"]
+    assert shown["by_state"] == [
+        {"state": "failed", "code": "H500", "count": 1},
+        {"state": "pending", "code": None, "count": 2},
+        {"state": "rejected", "code": "H174", "count": 2},
+        {"state": "sent", "code": None, "count": 1},
+    ]
+    assert (shown["unsent_rets"], shown["overdue_rets"]) == (2, 1)
+    assert shown["earliest_deadline"] == legal_deadline(consent_day).isoformat()
+    assert shown["level"] == "danger"  # one is overdue
+    assert "+90532" not in json.dumps(shown)
+
+
+def test_quarantine_is_counted_by_reason_without_raw_values(db, pg_dsn):
+    for user, field, raw, reason in [
+        ("u1", "phone", RAW_PHONE, "PHONE_INVALID"),
+        ("u2", "phone", "12", "PHONE_INVALID"),
+        ("u3", "email", RAW_EMAIL, "EMAIL_INVALID"),
+    ]:
+        db.execute(
+            "INSERT INTO iys.rejected_recipients (brand_code, user_id, field, raw_value, reason) VALUES (%s, %s, %s, %s, %s)",
+            (BRAND, user, field, raw, reason),
+        )
+    db.execute(
+        "INSERT INTO iys.rejected_recipients (brand_code, user_id, field, raw_value, reason) "
+        "VALUES (%s, 'x', 'phone', '1', 'EMPTY')",
+        (OTHER,),
+    )
+    shown = panels(pg_dsn)
+    assert shown["quarantine"]["by_reason"] == [
+        {"reason": "PHONE_INVALID", "count": 2},
+        {"reason": "EMAIL_INVALID", "count": 1},
+    ]
+    page = json.dumps(shown)
+    assert RAW_PHONE not in page and RAW_EMAIL not in page and "u1" not in page
+
+
+def test_budget_per_client_ip_tokens_block_requests_and_success_ratio(db, pg_dsn):
+    key = "https://api.iys.example"
+    db.execute(
+        """
+        INSERT INTO iys.token_requests (budget_key, account_key, grant_type, requested_at) VALUES
+          (%(k)s, 'acc', 'password', now() - interval '10 minutes'),
+          (%(k)s, 'acc', 'refresh_token', now() - interval '50 minutes'),
+          (%(k)s, 'acc', 'password', now() - interval '2 hours')
+        """,
+        {"k": key},
+    )
+    db.execute(
+        "INSERT INTO iys.ip_blocks (budget_key, blocked_until, block_reason) VALUES (%s, now() + interval '40 minutes', 'H084')",
+        (key,),
+    )
+    db.execute(
+        """
+        INSERT INTO iys.api_responses (budget_key, hour, status, response_class, responses) VALUES
+          (%(k)s, date_trunc('hour', now()), 200, 'success', 90),
+          (%(k)s, date_trunc('hour', now()), 429, 'rate_limited', 4),
+          (%(k)s, date_trunc('hour', now()) - interval '1 hour', 404, 'client_error', 10),
+          (%(k)s, date_trunc('hour', now()) - interval '1 hour', 0, 'transport_error', 3),
+          (%(k)s, date_trunc('hour', now()) - interval '5 hours', 200, 'success', 900),
+          (%(k)s, date_trunc('hour', now()) - interval '30 hours', 404, 'client_error', 5000)
+        """,
+        {"k": key},
+    )
+    db.execute("INSERT INTO iys.rate_limiter (limiter_key, rate) VALUES (%s, 9.5)", (key,))
+    (shown,) = panels(pg_dsn)["budget"]["keys"]
+    assert shown["budget_key"] == key
+    assert (shown["token_requests_last_hour"], shown["token_limit"]) == (2, 10)
+    assert shown["blocked_until"] is not None and shown["block_reason"] == "H084"
+    assert shown["token_level"] == "danger"
+    assert (shown["requests"], shown["rate_limited"]) == (104, 4)  # the transport errors got no answer
+    assert shown["requests_level"] == "warning"
+    assert shown["success_ratio_24h"] == pytest.approx(990 / 1000)  # the 30-hour-old 404s are out of the window
+    assert shown["ratio_level"] == "ok"
+    assert shown["learned_rate"] == 9.5
+
+
+def test_reconciliation_once_its_table_exists(db, pg_dsn):
+    assert panels(pg_dsn)["reconciliation"] is None
+    # The columns the reconciliation feature (V013) announces; created here only if it is absent.
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS iys.reconciliations (
+            brand_code bigint, report_date date, status text, hash_ours text, hash_iys text,
+            agreed_at timestamptz, run_id text, updated_at timestamptz DEFAULT now())
+        """
+    )
+    db.execute(
+        "INSERT INTO iys.sync_runs (run_id, brand_code, dag_id) VALUES ('night-1', %s, 'iys_incremental_sync')",
+        (BRAND,),
+    )
+    db.execute(
+        """
+        INSERT INTO iys.reconciliations (brand_code, report_date, status, agreed_at, run_id, updated_at) VALUES
+          (%(b)s, current_date - 2, 'agreed', now(), 'night-1', now()),
+          (%(b)s, current_date - 1, 'mismatch', NULL, 'night-1', now()),
+          (%(o)s, current_date - 1, 'agreed', now(), 'x', now())
+        """,
+        {"b": BRAND, "o": OTHER},
+    )
+    shown = panels(pg_dsn)["reconciliation"]
+    assert [d["status"] for d in shown["days"]] == ["mismatch", "agreed"]
+    assert shown["level"] == "danger"
+    assert shown["days"][0]["link"] == "dags/iys_incremental_sync/runs/night-1"
+
+
+def test_the_page_reads_in_a_read_only_transaction(db, pg_dsn):
+    with dashboard_store.read_only(lambda: psycopg.connect(pg_dsn)) as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("DELETE FROM iys.sync_runs")

@@ -1,0 +1,35 @@
+"""bench/bench_dashboard.py fills a throw-away database, times every panel query and drops the database."""
+
+from __future__ import annotations
+
+import re
+
+from tests_support import run_bench_script
+
+PANELS = (
+    "brands (selector)",
+    "consents by channel × status",
+    "initial sync",
+    "last 30 runs",
+    "outbox by state and code",
+    "outbox: unsent RETs by day",
+    "quarantine by reason",
+    "İYS budget (per IP)",
+    "reconciliation",
+    "whole page (read_panels)",
+)
+
+
+def test_dashboard_benchmark_times_each_panel_query(postgres_server_uri):
+    result = run_bench_script(
+        "bench_dashboard.py",
+        ["--users", "5000", "--runs", "100", "--repeat", "2"],
+        postgres_server_uri,
+        "iys_bench_dashboard_",
+    )
+    assert result.returncode == 0, result.stderr
+    # MESAJ and ARAMA per distinct phone (95 % of users, 0.5 % sharing) plus EPOSTA for 70 %.
+    assert re.search(r"^filled 5,000 users \(1[0-9],[0-9]{3} consent rows, 100 runs\)", result.stdout, re.M)
+    for panel in PANELS:
+        assert re.search(rf"^\| 5,000 \| {re.escape(panel)} \| [0-9.]+ \| [0-9.]+ \| ✓ \|$", result.stdout, re.M), panel
+    assert re.search(r"^\| 5,000 \| sendable users .*\| cached \|$", result.stdout, re.M)

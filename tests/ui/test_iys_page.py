@@ -1,0 +1,173 @@
+"""The İYS page of ``make airflow`` after a demo run, in headless Chromium (issue #16).
+
+The demo run is what ``make demo`` does, through the stack's scheduler: ``iys_initial_sync``,
+then citizens changing consents in the simulated İYS and the brand's app writing opt-outs to the
+outbox, then ``iys_incremental_sync``. Then:
+
+* anonymously, every route of the page's app answers 401, with no data;
+* logged in, the side bar's "İYS" entry opens the page, and every panel holds data;
+* the panels link to the run and task that produced them.
+
+The reconciliation panel reads ``iys.reconciliations``, which another feature (migration V013)
+creates: until it exists the panel says "not recorded" (checked), then the table is created here
+with the columns that feature announces and one day recorded for the demo run.
+
+The screenshots README.md shows (docs/iys-*.png) are taken here: ``make screenshots``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+
+import psycopg
+import pytest
+from playwright.sync_api import expect
+from ui.conftest import task_states, trigger, wait_for_run  # tests/ is on sys.path (pytest.ini)
+
+PANELS = (
+    "panel-consents",
+    "panel-initial-sync",
+    "panel-runs",
+    "panel-outbox",
+    "panel-quarantine",
+    "panel-budget",
+    "panel-reconciliation",
+)
+PAGE_VIEWPORT = {"width": 1400, "height": 2000}
+RECONCILIATIONS_DDL = """
+CREATE TABLE iys.reconciliations (
+    brand_code bigint NOT NULL, report_date date NOT NULL, status text NOT NULL, hash_ours text, hash_iys text,
+    agreed_at timestamptz, run_id text, updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (brand_code, report_date))
+"""
+
+
+def sim_post(stack, path: str, payload: dict) -> dict:
+    request = urllib.request.Request(
+        f"{stack.info['sim_url']}/__sim/{path}",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def demo_run(airflow_stack) -> dict[str, str]:
+    """``make demo``'s story on the stack: the two DAGs' run ids."""
+    stack = airflow_stack
+    initial = trigger(stack, "iys_initial_sync")
+    state, _ = wait_for_run(stack, "iys_initial_sync", initial, timeout=600)
+    assert state == "success", task_states(stack, "iys_initial_sync", initial)
+    with psycopg.connect(stack.info["pg_dsn"], autocommit=True) as conn:
+        brand = conn.execute("SELECT unnest(iys.synced_brands())").fetchone()[0]
+        for (phone,) in conn.execute(
+            "SELECT recipient FROM iys.consents WHERE type = 'MESAJ' AND status = 'ONAY' ORDER BY recipient LIMIT 2"
+        ).fetchall():
+            sim_post(
+                stack,
+                "citizen_change",
+                {"recipient": phone, "type": "MESAJ", "status": "RET", "source": "IYS_KISAMESAJ"},
+            )
+        emails = conn.execute(
+            "SELECT recipient FROM iys.consents WHERE type = 'EPOSTA' AND status = 'ONAY' ORDER BY recipient LIMIT 2"
+        ).fetchall()
+        # The brand's app: one user unsubscribes by e-mail, another re-confirms.
+        for (email,), status in zip(emails, ("RET", "ONAY"), strict=True):
+            conn.execute(
+                "INSERT INTO iys.consent_updates (brand_code, recipient, type, status, consent_date, source) "
+                "VALUES (%s, %s, 'EPOSTA', %s, now() - interval '5 minutes', 'HS_MOBIL')",
+                (brand, email, status),
+            )
+    sim_post(stack, "clock", {"advance_seconds": 3700})  # İYS withholds the last hour of its change feed
+    incremental = trigger(stack, "iys_incremental_sync")
+    state, _ = wait_for_run(stack, "iys_incremental_sync", incremental, timeout=600)
+    assert state == "success", task_states(stack, "iys_incremental_sync", incremental)
+    return {"initial": initial, "incremental": incremental, "brand": str(brand)}
+
+
+def record_reconciliation(stack, brand: str, run_id: str) -> None:
+    with psycopg.connect(stack.info["pg_dsn"], autocommit=True) as conn:
+        if not conn.execute("SELECT to_regclass('iys.reconciliations')").fetchone()[0]:
+            conn.execute(RECONCILIATIONS_DDL)
+        conn.execute(
+            "INSERT INTO iys.reconciliations (brand_code, report_date, status, agreed_at, run_id) "
+            "VALUES (%s, current_date - 1, 'agreed', now(), %s) ON CONFLICT DO NOTHING",
+            (int(brand), run_id),
+        )
+
+
+@pytest.mark.parametrize("path", ["/iys/", "/iys/api/brands", "/iys/api/panels/700001"])
+def test_anonymous_requests_get_401_and_no_data(airflow_stack, demo_run, path):
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(f"{airflow_stack.info['api_url']}{path}", timeout=30)
+    assert answer.value.code == 401
+    body = answer.value.read().decode()
+    assert "EPOSTA" not in body and "panel-" not in body
+
+
+def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_run, screenshot_dir):
+    api_url = airflow_stack.info["api_url"]
+    page.set_viewport_size(PAGE_VIEWPORT)
+    page.goto(f"{api_url}/")
+    # The side bar's own entry (nav_top_level), not one under "Plugins".
+    page.get_by_role("link", name="İYS").first.click()
+    page.wait_for_url(f"{api_url}/plugin/iys")
+    frame = page.frame_locator("iframe")
+    expect(frame.locator("body[data-loaded]")).to_have_count(1)
+    for panel in PANELS[:-1]:
+        expect(frame.locator(f"#{panel}")).to_have_attribute("data-state", "ready")
+    # Before the reconciliation feature has written anything: "not recorded".
+    reconciliation = frame.locator("#panel-reconciliation")
+    expect(reconciliation).to_have_attribute("data-state", "empty")
+    expect(reconciliation.get_by_text("not recorded")).to_be_visible()
+
+    # Links to the run and task that produced the figures.
+    incremental = demo_run["incremental"]
+    runs_link = frame.locator("#panel-outbox a.source")
+    expect(runs_link).to_have_attribute(
+        "href", f"{api_url}/dags/iys_incremental_sync/runs/{_quoted(incremental)}/tasks/push_consent_updates"
+    )
+    expect(frame.locator("#panel-initial-sync a.source")).to_have_attribute(
+        "href", f"{api_url}/dags/iys_initial_sync/runs"
+    )
+    expect(frame.locator("#panel-budget")).to_contain_text("success ratio, 24 h")
+    expect(frame.locator("#panel-runs .lag-note")).to_contain_text(re.compile(r"feed lag: [0-9.]+ h"))
+    expect(frame.locator("#panel-outbox")).to_contain_text("sent")
+    expect(frame.locator("#panel-quarantine canvas")).to_be_visible()
+
+    # Masked: the page never shows an address.
+    text = frame.locator("main").inner_text()
+    assert "@example.com" not in text and "+90" not in text
+
+    record_reconciliation(airflow_stack, demo_run["brand"], incremental)
+    page.reload()
+    frame = page.frame_locator("iframe")
+    for panel in PANELS:
+        expect(frame.locator(f"#{panel}")).to_have_attribute("data-state", "ready")
+    page.screenshot(path=screenshot_dir / "iys-page-in-airflow.png", animations="disabled")
+
+    # A panel's link opens the run in Airflow itself (target _top).
+    runs_link = frame.locator("#panel-consents a.source")
+    expect(runs_link).to_have_attribute("href", f"{api_url}/dags/iys_incremental_sync/runs/{_quoted(incremental)}")
+    runs_link.click()
+    page.wait_for_url(f"{api_url}/dags/iys_incremental_sync/runs/**")
+
+
+def test_whole_page_on_its_own(page, airflow_stack, demo_run, screenshot_dir):
+    """The page outside its frame (same session cookie), for the README's full screenshot."""
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{airflow_stack.info['api_url']}/iys/")
+    expect(page.locator("body[data-loaded]")).to_have_count(1)
+    for panel in PANELS[:-1]:
+        expect(page.locator(f"#{panel}")).to_have_attribute("data-state", "ready")
+    page.screenshot(path=screenshot_dir / "iys-page.png", full_page=True, animations="disabled")
+
+
+def _quoted(run_id: str) -> str:
+    from urllib.parse import quote
+
+    return quote(run_id, safe="")
