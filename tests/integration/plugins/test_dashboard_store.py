@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from iys_provider.business_days import legal_deadline
+from iys_provider.consent_store import record_sendable_counts, recorded_sendable_counts
 from iys_provider.plugins import dashboard_store
 from iys_provider.schema import migrate
 
@@ -82,9 +83,12 @@ def test_consents_by_channel_and_status_and_the_sendable_count(db, pg_dsn):
         """,
         {"b": BRAND},
     )
+    # Before the sync has counted, the page says so rather than show 0.
     with dashboard_store.read_only(lambda: psycopg.connect(pg_dsn)) as conn:
-        sendable = dashboard_store.count_sendable(conn, BRAND)
-    counted_at = datetime.now(UTC)
+        assert recorded_sendable_counts(conn, BRAND) == (None, None)
+    record_sendable_counts(db, BRAND)  # what the sync's tasks do at the end of a run
+    with dashboard_store.read_only(lambda: psycopg.connect(pg_dsn)) as conn:
+        sendable, counted_at = recorded_sendable_counts(conn, BRAND)
     shown = panels(pg_dsn, sendable=sendable, sendable_counted_at=counted_at)["consents"]
     assert shown["counts"] == {
         "MESAJ": {"ONAY": 2, "RET": 0, "unknown": 0},

@@ -116,6 +116,17 @@ SELECT type, count(*) FILTER (WHERE status = 'ONAY'), count(*) FILTER (WHERE sta
   FROM iys.consents WHERE brand_code = %s GROUP BY type ORDER BY type
 """
 
+# Every channel gets a row, a channel nobody may be messaged on included (0, not "not recorded").
+RECORD_SENDABLE_COUNTS_SQL = """
+INSERT INTO iys.sendable_counts AS s (brand_code, type, users, counted_at)
+SELECT %(brand)s, channel, coalesce(counted.users, 0), now()
+  FROM unnest(%(channels)s::text[]) AS channel
+  LEFT JOIN (SELECT type, count(*) AS users FROM iys.sendable WHERE brand_code = %(brand)s GROUP BY type) counted
+    ON counted.type = channel
+ON CONFLICT (brand_code, type) DO UPDATE SET users = EXCLUDED.users, counted_at = EXCLUDED.counted_at
+"""
+READ_SENDABLE_COUNTS_SQL = "SELECT type, users, counted_at FROM iys.sendable_counts WHERE brand_code = %s"
+
 
 class ConsentTotals(NamedTuple):
     type: str
@@ -179,6 +190,25 @@ def write_checked_users(
         status_changes = cur.execute(UPSERT_CHECKED_CONSENTS_SQL, params).fetchone()[0]
         cur.execute(UPSERT_DIGESTS_SQL, params)
     return WriteOutcome(consent_rows, status_changes, prepared.linked, prepared.quarantined)
+
+
+def record_sendable_counts(conn: psycopg.Connection, brand_code: int) -> None:
+    """Count ``iys.sendable`` per channel into ``iys.sendable_counts``: a task that wrote consents or links does it last.
+
+    A join of the user links with the consents (about 1.4 s at a million users): done once per run
+    here, so a reader (the İYS page) gets the figure from a row.
+    """
+    conn.execute(RECORD_SENDABLE_COUNTS_SQL, {"brand": brand_code, "channels": [c.value for c in ConsentType]})
+
+
+def recorded_sendable_counts(
+    conn: psycopg.Connection, brand_code: int
+) -> tuple[dict[str, int] | None, datetime | None]:
+    """The brand's last recorded sendable users per channel and when they were counted; ``(None, None)`` before any."""
+    rows = conn.execute(READ_SENDABLE_COUNTS_SQL, (brand_code,)).fetchall()
+    if not rows:
+        return None, None
+    return {channel: users for channel, users, _ in rows}, min(counted_at for _, _, counted_at in rows)
 
 
 def consent_totals(conn: psycopg.Connection, brand_code: int) -> list[ConsentTotals]:

@@ -11,6 +11,7 @@ from airflow.sdk import Asset, Context
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from iys_provider.assets import CONSENTS_ASSET
+from iys_provider.consent_store import record_sendable_counts
 from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, watch_ret_deadlines
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.operators.changes import PullResult
@@ -171,6 +172,8 @@ class IysSyncReportOperator(IysBaseOperator):
         brand_code = self.iys_hook.brand_code
         dag_run = context["dag_run"]
         with self.database() as conn:
+            # The run is done writing consents and links: what the İYS page shows as sendable.
+            record_sendable_counts(conn, brand_code)
             watch = watch_ret_deadlines(
                 unsent_rets_by_day(conn, brand_code),
                 datetime.now(UTC),

@@ -4,9 +4,10 @@ Each query answers from an index or a small table, so a panel stays fast at a mi
 (``make bench-dashboard`` times each): consent counts from an index-only scan of
 ``consents_brand_type_status`` (V014), the outbox and quarantine from ``(brand_code, state,
 error_code)`` and ``(brand_code, reason)`` indexes, runs from ``sync_runs_brand_finished``, the
-İYS budget from the hourly ledger and the per-IP rows of the shared state. The one exception is the
-``iys.sendable`` count, a join of two tables of a million rows each: the app counts it in a
-thread and keeps it for :data:`SENDABLE_MAX_AGE` (the page shows when it was counted).
+İYS budget from the hourly ledger and the per-IP rows of the shared state. The ``iys.sendable``
+count, a join of two tables of a million rows each, is not counted here: the sync's tasks record
+it at the end of each run (``iys.sendable_counts``, V015) and the page shows it with the time it
+was counted.
 
 Everything runs in a ``READ ONLY`` transaction, so the page cannot change what it shows.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -39,7 +40,6 @@ from iys_provider.plugins.dashboard import (
 from iys_provider.success_ratio_store import success_ratio_24h
 
 STATEMENT_TIMEOUT_MS = 10_000
-SENDABLE_MAX_AGE = timedelta(minutes=5)
 
 # The brands this database syncs: its bookkeeping tables (a few rows per brand), plus any brand with runs.
 BRANDS_SQL = """
@@ -49,8 +49,6 @@ ORDER BY 1
 """
 # Index-only scan of consents_brand_type_status (V014).
 CONSENT_COUNTS_SQL = "SELECT type, status, count(*) FROM iys.consents WHERE brand_code = %s GROUP BY 1, 2"
-# The expensive one (a join of links and consents): counted off the request path, cached.
-SENDABLE_SQL = "SELECT type, count(*) FROM iys.sendable WHERE brand_code = %s GROUP BY 1"
 # The open scan, else the last finished one (an abandoned scan never counts); its batches summed.
 INITIAL_SYNC_SQL = """
 WITH scan AS (
@@ -122,10 +120,6 @@ def read_only(connect: Callable[[], psycopg.Connection]) -> Iterator[psycopg.Con
 
 def brands(conn: psycopg.Connection) -> list[int]:
     return [row[0] for row in conn.execute(BRANDS_SQL)]
-
-
-def count_sendable(conn: psycopg.Connection, brand_code: int) -> dict[str, int]:
-    return dict(conn.execute(SENDABLE_SQL, (brand_code,)).fetchall())
 
 
 def consent_matrix(
