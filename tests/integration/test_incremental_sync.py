@@ -272,6 +272,11 @@ def test_incremental_dag_end_to_end(airflow_db, synced, pg):
     ).fetchall()
     assert report == [(1, 1, 1, 1, 1, 0, 0)]
     assert sim_control(sim, "counters", method="GET")["recipients_created"] == 0
+    # The report counted, after the run's last write, what the İYS page shows as sendable.
+    recorded = dict(pg.execute("SELECT type, users FROM iys.sendable_counts").fetchall())
+    live = dict(pg.execute("SELECT type, count(*) FROM iys.sendable GROUP BY type").fetchall())
+    assert recorded == {channel: live.get(channel, 0) for channel in ("MESAJ", "ARAMA", "EPOSTA")}
+    assert live  # the run left someone sendable, so the comparison is not of zeros only
 
     # A rerun (or a backfill run) is harmless.
     before = pg.execute("SELECT * FROM iys.consents ORDER BY recipient, type").fetchall()

@@ -24,7 +24,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from iys_provider.consent_checks import CheckOutcome, check_scan_batch
-from iys_provider.consent_store import consent_totals, record_sendable_counts
+from iys_provider.consent_store import consent_totals
 from iys_provider.hooks.iys import MAX_RECIPIENTS_PER_STATUS_CALL
 from iys_provider.leavers import (
     DEFAULT_MAX_LEAVER_SHARE,
@@ -404,7 +404,6 @@ class IysFinishInitialSyncOperator(IysBaseOperator):
                     f"Scan {scan.scan_id} still has {len(pending_batches(conn, scan.scan_id))} unfinished batches; "
                     "the next run (or clearing the failed sync_batch tasks) resumes them."
                 )
-            record_sendable_counts(conn, brand_code)  # what the İYS page shows as sendable
             totals = consent_totals(conn, brand_code)
             ratio = self.iys_hook.success_ratio_24h()
         self.log.info("Initial sync scan %s complete: %d users. Consents now:", scan.scan_id, users)
