@@ -233,6 +233,10 @@ class SimulatorServer:
     def state(self) -> dict[str, Any]:
         return self.app.state()
 
+    def requests(self) -> list[dict[str, Any]]:
+        """The latest İYS requests (method, path, endpoint, status), as ``GET /__sim/requests``."""
+        return self.app.requests()
+
     def events(self) -> list[dict[str, Any]]:
         return self.app.events()
 
