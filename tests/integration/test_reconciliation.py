@@ -330,3 +330,38 @@ def test_the_simulator_refuses_dates_outside_its_window_with_h502(world):
         timeout=10,
     )
     assert answer.status_code == 422 and answer.json()["errors"][0]["code"] == "H502"
+
+
+def test_reconciliation_dag_end_to_end(airflow_db, world, pg, tmp_path):
+    """The DAG over İYS's whole window: a repaired day, a clean day, a hash error, five empty days."""
+    from tests_support import load_dag, task_states
+
+    sim = world
+    repaired, clean, broken = (turkey_today() - timedelta(days=n) for n in (1, 3, 6))
+    lost = movements_on(sim, repaired)[0]
+    movements_on(sim, clean)
+    movements_on(sim, broken)
+    sim_control(sim, "faults", {"feed_omits_transactions": [lost]})
+    sim_control(sim, "config", {"reconciliation_job_modes": {broken.isoformat(): "error"}})
+    pull_both()
+
+    run = load_dag("iys_reconciliation").test(run_conf={"archive_location": tmp_path.as_uri()})
+
+    assert run.state == "failed"  # the hash error, reported once every other day was done
+    statuses = dict(pg.execute("SELECT report_date, status FROM iys.reconciliations").fetchall())
+    window = reconciliation_window(datetime.now(UTC))
+    assert set(statuses) == set(window)
+    assert statuses[repaired] == "repaired_and_agreed" and statuses[clean] == "agreed"
+    assert statuses[broken] == "hash_error"
+    assert {statuses[d] for d in window if d not in (repaired, clean, broken)} == {"agreed"}
+    states = task_states(run)
+    assert states["report"] == ["failed(try 1)"]
+    assert states["announce_consent_changes"] == ["upstream_failed(try 0)"]  # announced by successful runs
+    for day in (repaired, clean):
+        assert (ObjectStoragePath(tmp_path.as_uri()) / str(SIM_BRAND_CODE) / day.isoformat()).exists()
+    # A second run works only on the day still open, and never asks about an agreed day again.
+    sim_control(sim, "config", {"reconciliation_job_modes": {}})
+    sim_control(sim, "requests/reset")
+    assert load_dag("iys_reconciliation").test(run_conf={"archive_location": tmp_path.as_uri()}).state == "success"
+    asked = {r["path"].split("/")[6] for r in iys_requests(sim) if r["endpoint"] != "token"}
+    assert asked == {broken.isoformat()}

@@ -129,11 +129,12 @@ class ReconciliationEndpoints:
 
     def _job(self, brand_code: int, day: date) -> HashJob:
         key = (brand_code, day.isoformat())
+        modes = self.config.reconciliation_job_modes
+        mode = str(modes.get(day.isoformat(), modes.get("*", "normal")))
         job = self._hash_jobs.get(key)
-        if job is None:
-            modes = self.config.reconciliation_job_modes
-            mode = str(modes.get(day.isoformat(), modes.get("*", "normal")))
-            job = self._hash_jobs[key] = HashJob(self.clock.epoch(), mode)
+        if job is None or job.mode != mode:
+            # A new job, or the test changed the day's mode: the job starts over (an agreement stays).
+            job = self._hash_jobs[key] = HashJob(self.clock.epoch(), mode, agreed=bool(job and job.agreed))
         return job
 
     def _job_status(self, job: HashJob) -> str:

@@ -142,7 +142,6 @@ def build_reconciliation_dag(
             task_id="announce_consent_changes",
             report_task_id="report",
             asset=brand.asset,
-            trigger_rule="all_done",
             **conns,
         )
         plan >> days >> report >> announce

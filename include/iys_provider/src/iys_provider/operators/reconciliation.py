@@ -71,6 +71,18 @@ def archive_wanted(archive_location: str | None) -> bool:
     return bool(archive_location and str(archive_location).strip() and str(archive_location).strip() != "None")
 
 
+def is_done(row: dict[str, Any] | None, archive: bool) -> bool:
+    """An agreed day needs no more work, unless an archive is wanted and the day's evidence is not in it yet.
+
+    A day without movements has no file to archive.
+    """
+    if not row or row.get("status") not in SETTLED:
+        return False
+    if not archive or row.get("movements_ours") == 0:
+        return True
+    return bool(row.get("archived_file") and row.get("archived_timestamp"))
+
+
 class IysPlanReconciliationOperator(IysBaseOperator):
     """The days to reconcile: İYS's window (D-1 … D-7, Turkey time) minus the days already agreed.
 
@@ -117,10 +129,8 @@ class IysPlanReconciliationOperator(IysBaseOperator):
             known = read_reconciliations(conn, brand_code, days)
             planned = []
             for day in days:
-                row = known.get(day)
-                if row and row["status"] in SETTLED:
-                    if not archive or (row["archived_file"] and row["archived_timestamp"]):
-                        continue
+                if is_done(known.get(day), archive):
+                    continue
                 save_reconciliation(conn, brand_code, day, run_id=run_id)
                 planned.append(day.isoformat())
         self.log.info(
@@ -234,7 +244,7 @@ class IysReconcileDayOperator(IysBaseOperator):
         with self.database() as conn, tempfile.TemporaryDirectory(prefix="iys-reconciliation-") as workdir:
             row = read_reconciliation(conn, brand_code, day) or {}
             status = row.get("status")
-            if status in SETTLED and (not archive or (row["archived_file"] and row["archived_timestamp"])):
+            if is_done(row, archive):
                 self.log.info("%s is already %s", day, status)
                 return self._result(day, row, archived=bool(row.get("archived_file")))
             ours_path = Path(workdir) / "ours.csv"
@@ -249,7 +259,13 @@ class IysReconcileDayOperator(IysBaseOperator):
             downloaded = False
             matched_after: bool | None = None
             if status in SETTLED:
-                matched_after = matched_first = True  # agreed before; only the archive is missing
+                # Agreed before; only the archive is missing. Our file is archived only while it
+                # still hashes to İYS's value (retention may have removed movements since).
+                if not matched_first and archive:
+                    with iys_path.open("w+b") as out:
+                        downloaded = self.iys_hook.download_daily_file(day, out) is not None
+                values = {"run_id": run_id}
+                matched_after = matched_first = True
             elif not matched_first:
                 self.log.warning("%s: our hash differs from İYS's; downloading İYS's file", day)
                 downloaded, matched_after, rows, digests = self._repair(
@@ -451,8 +467,9 @@ class ReconciliationReport(TypedDict):
 class IysReconciliationReportOperator(IysBaseOperator):
     """Fail the run, after every day is done, naming each planned day that is not agreed (or not archived).
 
-    Runs whatever happened before it (``trigger_rule="all_done"``). Its XCom (pushed before it
-    fails) carries ``consent_changes``: the movements the run stored from İYS's files.
+    Runs whatever happened before it (``trigger_rule="all_done"``). Its XCom carries
+    ``consent_changes``: the movements the run stored from İYS's files (announced on the brand's
+    consents asset when the run succeeds).
 
     :param report_dates: the planned days (the plan task's XCom). (templated)
     :param archive_location: as for the days; an archive is then required for every agreed day. (templated)
@@ -497,8 +514,5 @@ class IysReconciliationReportOperator(IysBaseOperator):
             "Reconciliation: %d days, %d agreed; %s", len(days), len(agreed), "; ".join(failed) or "none failed"
         )
         if failed:
-            ti = context.get("ti")
-            if ti is not None:
-                ti.xcom_push(key="return_value", value=report)  # the announcement still sees the repairs
             raise AirflowException(f"{len(failed)} of {len(days)} days not reconciled with İYS: " + " | ".join(failed))
         return report
