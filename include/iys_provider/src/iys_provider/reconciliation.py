@@ -278,10 +278,10 @@ def outside_window_reason(day: date, now: datetime, *, days: int = WINDOW_DAYS) 
     today = now.astimezone(IYS_TIMEZONE).date()
     if day >= today:
         return f"{day} is not a completed day yet in Turkey time (today is {today})"
-    if not window or day < window[-1]:
+    if day < today - timedelta(days=days):
         return (
-            f"{day} is older than İYS's {days}-day reconciliation window (oldest day asked for now: "
-            f"{window[-1] if window else '-'}); İYS would answer 422 H502, which counts against the IP's success "
+            f"{day} is older than İYS's {days}-day reconciliation window (oldest day served now: "
+            f"{today - timedelta(days=days)}); İYS would answer 422 H502, which counts against the IP's success "
             "ratio, and no longer serves that day's file and timestamp"
         )
     return f"{day} is at the edge of İYS's window within {MIDNIGHT_MARGIN} of midnight; ask again after it"
