@@ -45,5 +45,7 @@ CREATE TABLE iys.reconciliation_movements (
     FOREIGN KEY (brand_code, report_date) REFERENCES iys.reconciliations ON DELETE CASCADE
 );
 
--- One day of a brand's movements in file order (creation date, then transaction id byte by byte).
-CREATE INDEX consent_events_day ON iys.consent_events (brand_code, creation_date, transaction_id COLLATE "C");
+-- One day of movements in file order (creation date, then transaction id byte by byte). Not led by
+-- brand_code: the brand-led indexes stay the planner's choice for the per-brand retention deletes;
+-- a day of several brands is read in one range and filtered.
+CREATE INDEX consent_events_day ON iys.consent_events (creation_date, transaction_id COLLATE "C");
