@@ -365,3 +365,17 @@ def test_reconciliation_dag_end_to_end(airflow_db, world, pg, tmp_path):
     assert load_dag("iys_reconciliation").test(run_conf={"archive_location": tmp_path.as_uri()}).state == "success"
     asked = {r["path"].split("/")[6] for r in iys_requests(sim) if r["endpoint"] != "token"}
     assert asked == {broken.isoformat()}
+
+
+def test_a_day_that_left_the_window_since_the_plan_is_not_asked_about(world):
+    sim = world
+    gone = (turkey_today() - timedelta(days=8)).isoformat()
+    for task in (
+        IysCompareSummaryOperator(task_id="compare_summary", report_date=gone),
+        IysReconcileDayOperator(task_id="reconcile_day", report_date=gone),
+    ):
+        with pytest.raises(AirflowFailException, match=f"Not asking İYS about {gone}"):
+            task.execute({})
+    with pytest.raises(AirflowFailException, match=f"Not asking İYS about {gone}"):
+        IysReconciliationHashSensor(task_id="wait_for_hash", report_date=gone).poke({})
+    assert iys_requests(sim) == []

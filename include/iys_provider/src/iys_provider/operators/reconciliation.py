@@ -67,6 +67,13 @@ def parse_report_date(value: str | date) -> date:
         raise AirflowFailException(f"report_date must be a date like 2026-11-27, not {value!r}") from None
 
 
+def ensure_in_window(day: date) -> None:
+    """Fail, without calling İYS, when ``day`` has left İYS's window since it was planned (a run delayed for hours)."""
+    reason = outside_window_reason(day, datetime.now(UTC))
+    if reason:
+        raise AirflowFailException(f"Not asking İYS about {day}: {reason}")
+
+
 def archive_wanted(archive_location: str | None) -> bool:
     return bool(archive_location and str(archive_location).strip() and str(archive_location).strip() != "None")
 
@@ -168,6 +175,7 @@ class IysCompareSummaryOperator(IysBaseOperator):
 
     def execute(self, context: Context) -> SummaryResult:
         day = parse_report_date(self.report_date)
+        ensure_in_window(day)
         iys = summary_from_iys(self.iys_hook.get_daily_change_summary(day, kind) for kind in RECIPIENT_TYPES)
         brand_code = self.iys_hook.brand_code
         with self.database() as conn:
@@ -247,6 +255,7 @@ class IysReconcileDayOperator(IysBaseOperator):
             if is_done(row, archive):
                 self.log.info("%s is already %s", day, status)
                 return self._result(day, row, archived=bool(row.get("archived_file")))
+            ensure_in_window(day)
             ours_path = Path(workdir) / "ours.csv"
             iys_path = Path(workdir) / "iys.csv"
             hash_iys = row.get("hash_iys")

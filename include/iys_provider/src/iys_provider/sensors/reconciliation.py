@@ -77,9 +77,10 @@ class IysReconciliationHashSensor(BaseSensorOperator):
             del self.__dict__["iys_hook"]
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from iys_provider.operators.reconciliation import parse_report_date
+        from iys_provider.operators.reconciliation import ensure_in_window, parse_report_date
 
         day = parse_report_date(self.report_date)
+        ensure_in_window(day)
         run_id = str(context.get("run_id") or self._run_id_outside_a_run)
         with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
             brand_code = self.iys_hook.brand_code
