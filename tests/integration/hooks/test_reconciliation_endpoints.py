@@ -59,3 +59,13 @@ def test_a_refused_date_raises_without_retrying(sim, day):
         hook.download_daily_file(day - timedelta(days=9), io.BytesIO())
     assert (refused.value.status_code, refused.value.code) == (422, "H502")
     assert hook.stats.by_status[422] == 1 and hook.stats.retries == 0
+
+
+def test_a_per_second_limit_on_a_download_is_waited_out_and_lowers_the_shared_rate(sim, day):
+    hook = IysHook(max_attempts=3, max_retry_seconds=30)
+    sim_control(
+        sim, "faults", {"fail_next": [{"path_contains": "/timestamp", "status": 429, "code": "H124", "retry_after": 0}]}
+    )
+    stamp = io.BytesIO()
+    assert hook.download_timestamp(day, stamp) == len(stamp.getvalue()) > 0
+    assert hook.stats.rate_limited == 1 and hook.stats.retries == 1

@@ -22,7 +22,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_afte
 
 from iys_provider.exceptions import IysMalformedResponseError
 from iys_provider.hooks.base import IysBaseHook, _is_retryable, _wait_for_retry
-from iys_provider.hooks.responses import api_error, parse_body
+from iys_provider.hooks.responses import api_error, parse_body, retry_after_seconds
 from iys_provider.models import (
     AddConsentResult,
     BatchResultItem,
@@ -36,6 +36,7 @@ from iys_provider.models import (
     MultiStatusResult,
     RecipientType,
 )
+from iys_provider.rate_control import is_per_second_limit
 from iys_provider.reconciliation import AgreementCaptured, AgreementInfo, DailyChangeSummaryResponse
 
 MAX_RECIPIENTS_PER_STATUS_CALL = 1000
@@ -343,5 +344,12 @@ class IysHook(IysBaseHook):
         )
         self.stats.count(response.status_code)
         self._record_response_class(response.status_code)
-        self.stats.count_rate(slot.rate)
+        if response.status_code == 429 and is_per_second_limit(api_error(response, path).code):
+            # As in ``_send``: İYS counted more than we scheduled; the shared rate comes down a little.
+            verdict = self.shared_state.record_rate_limited(
+                settings.ip_budget_key, settings.rate_limit_per_second, retry_after_seconds(response)
+            )
+            self.stats.count_rate(verdict.rate, lowered=verdict.decreased)
+        else:
+            self.stats.count_rate(slot.rate)
         return response
