@@ -93,3 +93,46 @@ def test_hashing_streams_block_by_block(events):
     import hashlib
 
     assert hasher.hexdigests()["sha384"] == hashlib.sha384(b"".join(blocks)).hexdigest()
+
+
+def test_the_file_is_compared_by_transaction_id_and_the_repair_goes_through_the_feed_rules(events):
+    from iys_provider.reconciliation_store import compare_with_file, drop_file_stage, load_iys_file, repair_from_file
+
+    fmt = FILE_FORMATS["literal"]
+    in_day = sorted((e for e in EVENTS if e[6].date() == DAY), key=lambda e: (e[6], e[0].encode()))
+    movements = [dict(zip(NAMES, e, strict=True)) for e in in_day]
+    movements[1] = {**movements[1], "status": "ONAY"}  # İYS holds "b…" differently (changed)
+    missing = {
+        "transactionId": "9" * 64,
+        "recipient": "+905321110009",
+        "recipientType": "BIREYSEL",
+        "type": "MESAJ",
+        "status": "ONAY",
+        "consentDate": at(27, 12),
+        "creationDate": at(27, 12, 0, 1),
+        "source": "HS_CAGRI_MERKEZI",
+    }
+    del movements[-1]  # "d…" is ours only (extra)
+    lines = (fmt.header_bytes() + b"".join(fmt.row_bytes(m) for m in [*movements, missing])).decode().splitlines(True)
+    save_reconciliation(events, BRAND, DAY, run_id="r1")
+    try:
+        assert load_iys_file(events, iter(lines), fmt) == 4
+        difference = compare_with_file(events, BRAND, DAY, fmt)
+        assert difference.to_json()["missing"] == {"MESAJ": {"HS": 1}}
+        assert difference.to_json()["changed"] == {"EPOSTA": {"IYS": 1}}
+        assert difference.to_json()["extra"] == {"MESAJ": {"HS": 1}}
+        assert repair_from_file(events, BRAND, DAY) == 2
+    finally:
+        drop_file_stage(events)
+    stored = events.execute(
+        "SELECT transaction_id, status, stream FROM iys.consent_events WHERE transaction_id IN (%s, %s) "
+        "ORDER BY transaction_id",
+        ("9" * 64, "b" * 64),
+    ).fetchall()
+    assert stored == [("9" * 64, "ONAY", "HS"), ("b" * 64, "ONAY", "IYS")]
+    listed = events.execute(
+        "SELECT left(transaction_id, 1), kind, repaired FROM iys.reconciliation_movements ORDER BY 1"
+    ).fetchall()
+    assert listed == [("9", "missing", True), ("b", "changed", True), ("d", "extra", False)]
+    # The feed's cursors never moved: the repair is not a pull.
+    assert events.execute("SELECT count(*) FROM iys.sync_state").fetchone()[0] == 0
