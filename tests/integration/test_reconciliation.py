@@ -379,3 +379,53 @@ def test_a_day_that_left_the_window_since_the_plan_is_not_asked_about(world):
     with pytest.raises(AirflowFailException, match=f"Not asking İYS about {gone}"):
         IysReconciliationHashSensor(task_id="wait_for_hash", report_date=gone).poke({})
     assert iys_requests(sim) == []
+
+
+@pytest.mark.parametrize(
+    ("simulated", "file_format", "hash_method"),
+    [
+        ({"reconciliation_file_header": False}, "no_header", "sha384"),
+        (
+            {"reconciliation_hash_algorithm": "sha256", "reconciliation_hash_method": "SHA-384"},
+            "literal",
+            "sha256 (by the value's length; hashMethod 'SHA-384')",
+        ),
+    ],
+    ids=["file-without-header", "64-hex-hash-named-sha384"],
+)
+def test_documented_variants_agree_when_selected(world, pg, simulated, file_format, hash_method):
+    sim = world
+    day = turkey_today() - timedelta(days=1)
+    movements_on(sim, day)
+    sim_control(sim, "config", simulated)
+    pull_both()
+    context = {"run_id": "night-4"}
+    IysCompareSummaryOperator(task_id="compare_summary", report_date=day.isoformat()).execute(context)
+    assert IysReconciliationHashSensor(task_id="wait_for_hash", report_date=day.isoformat()).poke(context).is_done
+    result = IysReconcileDayOperator(
+        task_id="reconcile_day", report_date=day.isoformat(), file_format=file_format
+    ).execute(context)
+    row = reconciliation(pg, day)
+    assert (result["status"], row["hash_method"]) == ("agreed", hash_method)
+    assert row["hash_ours"] == row["hash_iys"]
+
+
+def test_a_movement_only_we_hold_is_a_mismatch_with_the_reason(world, pg):
+    sim = world
+    day = turkey_today() - timedelta(days=2)
+    movements_on(sim, day)
+    pull_both()
+    pg.execute(
+        "INSERT INTO iys.consent_events (transaction_id, brand_code, recipient, recipient_type, type, status, "
+        "consent_date, creation_date, source, stream) VALUES (%s, %s, '+905321110199', 'BIREYSEL', 'MESAJ', 'ONAY', "
+        "%s, %s, 'HS_WEB', 'HS')",
+        ("7" * 64, SIM_BRAND_CODE, f"{day} 12:00:00+03", f"{day} 12:00:00+03"),
+    )
+    with pytest.raises(AirflowFailException, match=rf"{day} not agreed with İYS \(mismatch\)"):
+        run_day(day)
+    row = reconciliation(pg, day)
+    assert row["status"] == "mismatch" and row["agreed_at"] is None
+    assert row["difference"]["extra"] == {"MESAJ": {"HS": 1}} and row["difference"]["missing_total"] == 0
+    assert row["hash_file"] == row["hash_iys"] != row["hash_ours"]
+    assert "ours but not in İYS's file: 1; in İYS's file but missing or different in ours: 0" in row["detail"]
+    assert not [r for r in iys_requests(sim) if r["method"] == "PUT"]  # never agreed on a mismatch

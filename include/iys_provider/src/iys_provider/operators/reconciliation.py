@@ -396,8 +396,9 @@ class IysReconcileDayOperator(IysBaseOperator):
         parts = [f"our hash still differs from İYS's ({algorithm})"]
         if difference:
             parts.append(
-                f"{difference.get('extra_total', 0)} movements of ours are not in İYS's file, "
-                f"{difference.get('missing_total', 0)} were missing and {values.get('repaired', 0)} stored"
+                f"ours but not in İYS's file: {difference.get('extra_total', 0)}; in İYS's file but missing or "
+                f"different in ours: {difference.get('missing_total', 0) + difference.get('changed_total', 0)} "
+                f"({values.get('repaired', 0)} stored)"
             )
         if values.get("hash_file") is not None and values["hash_file"] != hash_iys:
             parts.append(
