@@ -100,3 +100,10 @@ ui-check: install
 # Refresh docs/*.png (shown in README.md) from the UI tests' browser session (the İYS page's too).
 screenshots: install
 	IYS_SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/ui/test_airflow_ui.py tests/ui/test_iys_page.py
+
+# The daily reconciliation's hash (issue #15): one day of movements streamed from Postgres in İYS's file
+# format into SHA-384, at each day size; seconds and peak RSS (memory must not grow with the day).
+RECONCILIATION_DAYS ?= 100000,1000000
+.PHONY: bench-reconciliation
+bench-reconciliation: install
+	$(BIN)/python bench/bench_reconciliation.py --days $(RECONCILIATION_DAYS)

@@ -13,7 +13,11 @@ from iys_provider.dags.common import iys_connection_ids
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BRANDS = ("iys_brand_a", "iys_brand_b")
 #: The tasks that emit on the consents asset, per DAG.
-ASSET_TASKS = {"iys_initial_sync": "finish_scan", "iys_incremental_sync": "announce_consent_changes"}
+ASSET_TASKS = {
+    "iys_initial_sync": "finish_scan",
+    "iys_incremental_sync": "announce_consent_changes",
+    "iys_reconciliation": "announce_consent_changes",
+}
 
 
 def by_id(dags):
@@ -112,7 +116,7 @@ def load_dag_folder():
     return DagBag(dag_folder=str(ROOT / "dags"), safe_mode=True)
 
 
-def test_the_dag_folder_parses_into_four_dags_for_two_brands(monkeypatch):
+def test_the_dag_folder_parses_into_three_dags_per_brand(monkeypatch):
     monkeypatch.setenv("IYS_CONNECTIONS", ",".join(BRANDS))
     bag = load_dag_folder()
     assert bag.import_errors == {}
@@ -123,11 +127,15 @@ def test_the_dag_folder_parses_into_four_dags_for_two_brands(monkeypatch):
             assert [a.uri for a in outlets(dag, task_id)] == [f"iys://consents/{brand}"]
 
 
-def test_a_bad_setting_is_an_import_error_of_both_files(monkeypatch):
+def test_a_bad_setting_is_an_import_error_of_every_file(monkeypatch):
     monkeypatch.setenv("IYS_CONNECTIONS", "iys_a,iys_a")
     bag = load_dag_folder()
     assert bag.dag_ids == []
-    assert {pathlib.Path(f).name for f in bag.import_errors} == {"iys_initial_sync.py", "iys_incremental_sync.py"}
+    assert {pathlib.Path(f).name for f in bag.import_errors} == {
+        "iys_initial_sync.py",
+        "iys_incremental_sync.py",
+        "iys_reconciliation.py",
+    }
     assert all("IYS_CONNECTIONS lists iys_a more than once" in e for e in bag.import_errors.values())
 
 

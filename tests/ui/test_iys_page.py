@@ -8,9 +8,9 @@ outbox, then ``iys_incremental_sync``. Then:
 * logged in, the side bar's "İYS" entry opens the page, and every panel holds data;
 * the panels link to the run and task that produced them.
 
-The reconciliation panel reads ``iys.reconciliations``, which another feature (migration V013)
-creates: until it exists the panel says "not recorded" (checked), then the table is created here
-with the columns that feature announces and one day recorded for the demo run.
+The reconciliation panel says "not recorded" until ``iys_reconciliation`` has run (checked); the
+test then runs it (the demo's movements are today's, so its days D-1 … D-7 hold none and are
+agreed as empty) and finds the panel's days.
 
 The screenshots README.md shows (docs/iys-*.png) are taken here: ``make screenshots``.
 """
@@ -37,12 +37,6 @@ PANELS = (
     "panel-reconciliation",
 )
 PAGE_VIEWPORT = {"width": 1400, "height": 2000}
-RECONCILIATIONS_DDL = """
-CREATE TABLE iys.reconciliations (
-    brand_code bigint NOT NULL, report_date date NOT NULL, status text NOT NULL, hash_ours text, hash_iys text,
-    agreed_at timestamptz, run_id text, updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (brand_code, report_date))
-"""
 
 
 def sim_post(stack, path: str, payload: dict) -> dict:
@@ -89,15 +83,11 @@ def demo_run(airflow_stack) -> dict[str, str]:
     return {"initial": initial, "incremental": incremental, "brand": str(brand)}
 
 
-def record_reconciliation(stack, brand: str, run_id: str) -> None:
-    with psycopg.connect(stack.info["pg_dsn"], autocommit=True) as conn:
-        if not conn.execute("SELECT to_regclass('iys.reconciliations')").fetchone()[0]:
-            conn.execute(RECONCILIATIONS_DDL)
-        conn.execute(
-            "INSERT INTO iys.reconciliations (brand_code, report_date, status, agreed_at, run_id) "
-            "VALUES (%s, current_date - 1, 'agreed', now(), %s) ON CONFLICT DO NOTHING",
-            (int(brand), run_id),
-        )
+def run_reconciliation(stack) -> str:
+    run_id = trigger(stack, "iys_reconciliation")
+    state, _ = wait_for_run(stack, "iys_reconciliation", run_id, timeout=600)
+    assert state == "success", task_states(stack, "iys_reconciliation", run_id)
+    return run_id
 
 
 @pytest.mark.parametrize("path", ["/iys/", "/iys/api/brands", "/iys/api/panels/700001"])
@@ -143,11 +133,14 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
     text = frame.locator("main").inner_text()
     assert "@example.com" not in text and "+90" not in text
 
-    record_reconciliation(airflow_stack, demo_run["brand"], incremental)
+    reconciliation_run = run_reconciliation(airflow_stack)
     page.reload()
     frame = page.frame_locator("iframe")
     for panel in PANELS:
         expect(frame.locator(f"#{panel}")).to_have_attribute("data-state", "ready")
+    expect(frame.locator("#panel-reconciliation a").first).to_have_attribute(
+        "href", f"{api_url}/dags/iys_reconciliation/runs/{_quoted(reconciliation_run)}"
+    )
     page.screenshot(path=screenshot_dir / "iys-page-in-airflow.png", animations="disabled")
 
     # A panel's link opens the run in Airflow itself (target _top).

@@ -51,7 +51,7 @@ def test_an_empty_brand_shows_every_figure_as_not_recorded(db, pg_dsn):
     assert shown["outbox"]["by_state"] == [] and shown["outbox"]["earliest_deadline"] is None
     assert shown["quarantine"]["by_reason"] == []
     assert shown["budget"]["keys"] == []
-    assert shown["reconciliation"] is None  # iys.reconciliations does not exist (yet)
+    assert shown["reconciliation"] is None  # no day reconciled yet
 
 
 def test_brands_come_from_the_bookkeeping_and_the_runs(db, pg_dsn):
@@ -273,16 +273,8 @@ def test_budget_per_client_ip_tokens_block_requests_and_success_ratio(db, pg_dsn
     assert shown["learned_rate"] == 9.5
 
 
-def test_reconciliation_once_its_table_exists(db, pg_dsn):
+def test_reconciliation_days_once_recorded_linking_to_the_reconciliation_run(db, pg_dsn):
     assert panels(pg_dsn)["reconciliation"] is None
-    # The columns the reconciliation feature (V013) announces; created here only if it is absent.
-    db.execute(
-        """
-        CREATE TABLE IF NOT EXISTS iys.reconciliations (
-            brand_code bigint, report_date date, status text, hash_ours text, hash_iys text,
-            agreed_at timestamptz, run_id text, updated_at timestamptz DEFAULT now())
-        """
-    )
     db.execute(
         "INSERT INTO iys.sync_runs (run_id, brand_code, dag_id) VALUES ('night-1', %s, 'iys_incremental_sync')",
         (BRAND,),
@@ -299,7 +291,7 @@ def test_reconciliation_once_its_table_exists(db, pg_dsn):
     shown = panels(pg_dsn)["reconciliation"]
     assert [d["status"] for d in shown["days"]] == ["mismatch", "agreed"]
     assert shown["level"] == "danger"
-    assert shown["days"][0]["link"] == "dags/iys_incremental_sync/runs/night-1"
+    assert shown["days"][0]["link"] == "dags/iys_reconciliation/runs/night-1"
 
 
 def test_the_page_reads_in_a_read_only_transaction(db, pg_dsn):

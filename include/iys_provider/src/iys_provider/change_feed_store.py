@@ -138,8 +138,14 @@ def store_change_page(
     stream: ChangeStream,
     page: ChangePage,
     check_margin: timedelta = DEFAULT_CHECK_MARGIN,
+    advance_cursor: bool = True,
 ) -> PageOutcome:
-    """Append one page, apply what is newer, and move the cursor past it — atomically."""
+    """Append one page, apply what is newer, and move the cursor past it — atomically.
+
+    ``advance_cursor=False`` stores and applies movements that did not come from the feed (the
+    daily reconciliation's repair, :mod:`iys_provider.reconciliation_store`) by the same rules,
+    leaving the stream's cursor where the feed left it.
+    """
     params = {
         "brand": brand_code,
         "stream": ChangeStream(stream).value,
@@ -178,7 +184,8 @@ def store_change_page(
                     )
                 )
         new, replaced, applied, held = cur.execute(STORE_EVENTS_SQL, params).fetchone()
-        cur.execute(SAVE_CURSOR_SQL, {**params, "cursor": page.after, "newest": newest})
+        if advance_cursor:
+            cur.execute(SAVE_CURSOR_SQL, {**params, "cursor": page.after, "newest": newest})
     return PageOutcome(received=len(page.changes), new=new, applied=applied, replaced=replaced, held=held)
 
 

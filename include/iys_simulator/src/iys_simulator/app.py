@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -22,8 +23,12 @@ from .errors import ERROR_CATALOGUE, error_item
 from .faults import FaultInjector
 from .limits import SlidingWindowLimiter, TokenRequestLimiter
 from .messages import SimRequest, SimResponse, error_response
+from .reconciliation import HashJob, ReconciliationEndpoints
 from .store import ConsentStore
 from .validation import ConsentValidator
+
+#: The request log (``GET /__sim/requests``) keeps this many of the latest İYS requests.
+REQUEST_LOG_SIZE = 10_000
 
 PROXY_ERROR_PAGE = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -31,7 +36,7 @@ PROXY_ERROR_PAGE = (
 )
 
 
-class SimulatorApp(IysEndpoints, ControlApi):
+class SimulatorApp(IysEndpoints, ReconciliationEndpoints, ControlApi):
     """State and behaviour of one simulated İYS server: one API account (iysCode with its brands), or
     several (``extra_accounts``) behind the same per-IP limits."""
 
@@ -62,6 +67,10 @@ class SimulatorApp(IysEndpoints, ControlApi):
         self._refresh_token_owners: dict[str, str] = {}
         self._batches: dict[str, Batch] = {}
         self._v2_responses: dict[str, SimResponse] = {}
+        self._hash_jobs: dict[tuple[int, str], HashJob] = {}  # (brand, reportDate) -> reconciliation hash job
+        # Method, path (with its query) and status of the latest İYS requests, for tests that must
+        # prove a request was never made (e.g. a reconciliation date outside İYS's window).
+        self.request_log: deque[dict[str, object]] = deque(maxlen=REQUEST_LOG_SIZE)
 
     def reset(self, keep_config: bool = False) -> None:
         with self._lock:
@@ -92,6 +101,14 @@ class SimulatorApp(IysEndpoints, ControlApi):
                 count_response(self.counters, endpoint, SimResponse(500, error_code="H015"))
                 raise
             count_response(self.counters, endpoint, response)
+            self.request_log.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "endpoint": endpoint,
+                    "status": "dropped" if response.drop else response.status,
+                }
+            )
         return response
 
     # ------------------------------------------------------------------ faults (both APIs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .reconciliation import check_reconciliation_config
 from .validation import normalise_recipient
 
 # What single status answers for an address İYS does not hold (İYS does not document this case):
@@ -51,6 +52,17 @@ class SimulatorConfig:
     # address -> H-code: writes naming the address fail with 422 and that code (request level)
     refused_recipients: dict[str, str] = field(default_factory=dict)
     retry_after_header: bool = True
+    # Daily reconciliation (reconciliation.py): the hash job's timing and mode ("normal", "error",
+    # "stuck_queued") per report date ("*" = every other date), the hash İYS reports, the file's
+    # header line, the spelling of the PUT answer's field and the 7-day window.
+    reconciliation_queue_seconds: float = 30
+    reconciliation_hash_seconds: float = 90
+    reconciliation_job_modes: dict[str, str] = field(default_factory=dict)
+    reconciliation_hash_algorithm: str = "sha384"
+    reconciliation_hash_method: str = "SHA384"
+    reconciliation_file_header: bool = True
+    reconciliation_captured_field: str = "agreementCaptured"
+    reconciliation_window_days: int = 7
     latency_ms: float = 0
     seed: int | None = None
     verbose: bool = False
@@ -68,6 +80,7 @@ class SimulatorConfig:
         if not self.unknown_status_code:
             raise ValueError("unknown_status_code must not be empty")
         self.refused_recipients = parse_refused_recipients(self.refused_recipients)
+        check_reconciliation_config(self)
         self.extra_accounts = parse_extra_accounts(self.extra_accounts)
         self._check_accounts_are_distinct()
         for name in ("rate_limit_per_second", "token_limit_per_hour", "single_status_limit_per_hour"):

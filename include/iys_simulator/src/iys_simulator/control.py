@@ -113,6 +113,30 @@ class ControlApi:
         self.counters = fresh_counters()
         return {"ok": True}
 
+    def _ctl_requests(self, payload: dict, request: SimRequest) -> dict:
+        return {"requests": self.requests()}
+
+    def _ctl_requests_reset(self, payload: dict, request: SimRequest) -> dict:
+        with self._lock:
+            self.request_log.clear()
+        return {"ok": True}
+
+    def _ctl_daily_file(self, payload: dict, request: SimRequest) -> dict:
+        from datetime import date
+
+        brand = query_value(request, "brandCode", None)
+        day = query_value(request, "reportDate", None)
+        if not day:
+            raise ValueError("reportDate query parameter is required")
+        with self._lock:
+            content = self.daily_file(int(brand) if brand else self.config.brand_codes[0], date.fromisoformat(day))
+        return {"content": content.decode("utf-8")}
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The latest İYS requests (method, path, endpoint, status), oldest first; control calls are not logged."""
+        with self._lock:
+            return [dict(entry) for entry in self.request_log]
+
     def _ctl_state(self, payload: dict, request: SimRequest) -> dict:
         return self.state()
 
@@ -327,6 +351,9 @@ CONTROL_ROUTES: dict[tuple[str, str], Callable[[ControlApi, dict, SimRequest], d
     ("GET", "counters"): ControlApi._ctl_counters,
     ("POST", "counters/reset"): ControlApi._ctl_counters_reset,
     ("GET", "state"): ControlApi._ctl_state,
+    ("GET", "requests"): ControlApi._ctl_requests,
+    ("POST", "requests/reset"): ControlApi._ctl_requests_reset,
+    ("GET", "daily_file"): ControlApi._ctl_daily_file,
     ("GET", "events"): ControlApi._ctl_events,
     ("POST", "clock"): ControlApi._ctl_clock,
     ("GET", "clock"): ControlApi._ctl_clock_get,

@@ -69,6 +69,9 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "H464": (422, "Alıcı (recipient) formatı izin tipi (type) ile uyumlu değildir."),
     "H467": (422, "Üç iş günü öncesinde alınan izinler kaydedilemez."),
     "H478": (422, "Alıcı listesi (recipients) liste olmalıdır."),
+    "H501": (422, "reportDate yyyy-mm-dd formatında olmalıdır."),
+    "H502": (422, "reportDate en fazla 7 gün öncesine ait olabilir."),
+    "H512": (422, "agreementStatus yalnızca true olabilir."),
     "H506": (422, "source parametresi IYS veya HS olmalıdır."),
     "H507": (422, "limit parametresi 1 ile 1000 arasında olmalıdır."),
 }

@@ -38,6 +38,9 @@ class FaultSettings:
     # of its real one; the real processing goes on and shows once the setting is cleared (None).
     batch_item_status: str | None = None
     apply_to_control: bool = False
+    # Transaction ids the change feed never serves, though they stay in the daily reconciliation file
+    # (a movement the client's feed missed, for the repair path).
+    feed_omits_transactions: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], base: FaultSettings | None = None) -> FaultSettings:

@@ -145,7 +145,10 @@ class SimulatorServer:
     ``unknown_status_mode`` ("404", "empty", "422" or "malformed"), ``unknown_status_code`` (code of the
     "422" mode, default "H114"), ``refused_recipients`` (address -> H-code: writes naming it fail with
     422), ``retry_after_header``, ``latency_ms``, ``seed`` (seeds the id and fault RNGs), ``verbose``
-    (masked request log).
+    (masked request log), and the daily reconciliation's ``reconciliation_*`` options (hash job timing and
+    mode per date, hash algorithm and ``hashMethod`` spelling, file header, ``agreementCaptured`` spelling,
+    window; see ``reconciliation.py``). :meth:`requests` lists the latest İYS requests (method, path,
+    endpoint, status), e.g. to prove a date was never asked for.
 
     Time-based rules use a simulated clock (real time plus an offset moved by :meth:`advance_clock`);
     only the per-second request limit uses real monotonic time. The HTTP control API under
@@ -232,6 +235,10 @@ class SimulatorServer:
 
     def state(self) -> dict[str, Any]:
         return self.app.state()
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The latest İYS requests (method, path, endpoint, status), as ``GET /__sim/requests``."""
+        return self.app.requests()
 
     def events(self) -> list[dict[str, Any]]:
         return self.app.events()

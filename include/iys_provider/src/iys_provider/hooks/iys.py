@@ -10,13 +10,19 @@ defaults are :class:`~iys_provider.hooks.settings.IysConnectionSettings`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from contextlib import contextmanager
+from datetime import date
+from typing import Any, BinaryIO
+
+import requests
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from iys_provider.exceptions import IysMalformedResponseError
-from iys_provider.hooks.base import IysBaseHook
-from iys_provider.hooks.responses import parse_body
+from iys_provider.hooks.base import IysBaseHook, _is_retryable, _wait_for_retry
+from iys_provider.hooks.responses import api_error, parse_body, retry_after_seconds
 from iys_provider.models import (
     AddConsentResult,
     BatchResultItem,
@@ -30,10 +36,14 @@ from iys_provider.models import (
     MultiStatusResult,
     RecipientType,
 )
+from iys_provider.rate_control import is_per_second_limit
+from iys_provider.reconciliation import AgreementCaptured, AgreementInfo, DailyChangeSummaryResponse
 
 MAX_RECIPIENTS_PER_STATUS_CALL = 1000
 MAX_CONSENTS_PER_BATCH = 1000
 MAX_CHANGES_PER_PAGE = 1000
+#: Blocks of a streamed download (the daily file is up to ~200 MB and never held whole).
+DOWNLOAD_CHUNK_BYTES = 1 << 20
 
 
 class IysHook(IysBaseHook):
@@ -227,3 +237,119 @@ class IysHook(IysBaseHook):
                 "Check the brand code, and the partnership permissions in the İYS panel."
             )
         return True, f"Connected to İYS: İYS code {self.iys_code}, brands {codes}."
+
+    # ------------------------------------------------------------------ daily reconciliation (mutabakat)
+    # The day is always a completed day inside İYS's 7-day window: callers check it first
+    # (iys_provider.reconciliation.outside_window_reason); İYS answers any other with a 422.
+
+    def get_daily_change_summary(
+        self, report_date: date, recipient_type: RecipientType = RecipientType.BIREYSEL
+    ) -> DailyChangeSummaryResponse:
+        """İYS's counts of the day's movements per channel and source, for one recipient type."""
+        path = f"{self._brand_path}/changes/{report_date.isoformat()}/recipients/{RecipientType(recipient_type).value}"
+        body = self._call("GET", path, endpoint="reconciliation_summary", allow_empty=True)
+        return parse_body(DailyChangeSummaryResponse, body or {}, "reconciliation_summary")
+
+    def get_agreement(self, report_date: date) -> AgreementInfo | None:
+        """The day's hash job and agreement (``processStatus``, ``hashValue``, ``hashMethod``,
+        ``agreementStatus``); ``None`` for İYS's 204 ("no value found")."""
+        body = self._call(
+            "GET", f"{self._brand_path}/agreements/{report_date.isoformat()}", endpoint="agreement", allow_empty=True
+        )
+        return None if body is None else parse_body(AgreementInfo, body, "agreement")
+
+    def put_agreement(self, report_date: date) -> bool | None:
+        """Agree with İYS on the day (``{"agreementStatus": true}``); whether İYS captured it.
+
+        ``None`` for İYS's 204: no consent movements that day to reconcile.
+        """
+        body = self._call(
+            "PUT",
+            f"{self._brand_path}/agreements/{report_date.isoformat()}",
+            json_body={"agreementStatus": True},
+            endpoint="agreement_put",
+            allow_empty=True,
+        )
+        return None if body is None else parse_body(AgreementCaptured, body, "agreement_put").captured
+
+    def download_daily_file(self, report_date: date, destination: BinaryIO) -> int | None:
+        """Stream the day's movement file (``text/csv``, up to ~200 MB) into ``destination``; its size.
+
+        ``None`` for İYS's 204 (file not found). Never held in memory; a retried download starts
+        the destination over.
+        """
+        return self._download(
+            f"{self._brand_path}/changes/{report_date.isoformat()}/file", destination, endpoint="reconciliation_file"
+        )
+
+    def download_timestamp(self, report_date: date, destination: BinaryIO) -> int | None:
+        """Stream the day's timestamp file (``.tsr``; İYS says ``text/plain``, the bytes are binary)."""
+        return self._download(
+            f"{self._brand_path}/agreements/{report_date.isoformat()}/timestamp",
+            destination,
+            endpoint="reconciliation_timestamp",
+        )
+
+    def _download(self, path: str, destination: BinaryIO, *, endpoint: str) -> int | None:
+        """One GET streamed to ``destination``, with the retries, token, rate slot and ledger of ``_call``."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds),
+            wait=_wait_for_retry,
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt, self._success_ratio_watch(endpoint):
+                destination.seek(0)
+                destination.truncate()
+                with self._open_download(path) as response:
+                    if response.status_code == 204:
+                        return None
+                    if response.status_code != 200:
+                        raise api_error(response, endpoint)
+                    size = 0
+                    for block in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
+                        destination.write(block)
+                        size += len(block)
+                    destination.flush()
+                    return size
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    @contextmanager
+    def _open_download(self, path: str) -> Iterator[requests.Response]:
+        """A streamed, authorised GET: one rate slot per request, a 401 refreshes the token once."""
+        token = self._access_token()
+        response = self._send_streamed(path, token)
+        if response.status_code == 401:
+            response.close()
+            self._discard_token(token)
+            response = self._send_streamed(path, self._access_token())
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _send_streamed(self, path: str, token: str) -> requests.Response:
+        settings = self.settings
+        slot = self.shared_state.reserve_request_slot(settings.ip_budget_key, settings.rate_limit_per_second)
+        wait = slot.wait()
+        if wait > 0:
+            time.sleep(wait)  # throttle: our share of İYS's per-second budget
+        response = self.session.get(
+            settings.base_url + path,
+            headers={"Authorization": f"Bearer {token}", "Accept": "*/*"},
+            timeout=settings.timeout,
+            stream=True,
+        )
+        self.stats.count(response.status_code)
+        self._record_response_class(response.status_code)
+        if response.status_code == 429 and is_per_second_limit(api_error(response, path).code):
+            # As in ``_send``: İYS counted more than we scheduled; the shared rate comes down a little.
+            verdict = self.shared_state.record_rate_limited(
+                settings.ip_budget_key, settings.rate_limit_per_second, retry_after_seconds(response)
+            )
+            self.stats.count_rate(verdict.rate, lowered=verdict.decreased)
+        else:
+            self.stats.count_rate(slot.rate)
+        return response

@@ -22,8 +22,8 @@ budget: requests       requests and 429s since the previous clock    ``warning``
                        hour began (the ledger counts per hour)
 budget: success ratio  24 h successes ÷ (successes + client errors)  ``danger`` under İYS's 70 %,
                                                                      ``warning`` under 80 %
-reconciliation         status per day (once ``iys.reconciliations``  ``danger`` for mismatch or
-                       exists, else not recorded)                    hash_error
+reconciliation         status per day of ``iys.reconciliations``     ``danger`` for mismatch or
+                       (not recorded before the first day)           hash_error
 =====================  ============================================  ===============================
 
 Links: every panel names the DAG run (or task) that produced its figures, as a path of the
@@ -51,6 +51,7 @@ TOKEN_WARNING_SHARE = 0.8
 RATIO_WARNING = 0.80
 INCREMENTAL_DAG_BASE = "iys_incremental_sync"
 INITIAL_DAG_BASE = "iys_initial_sync"
+RECONCILIATION_DAG_BASE = "iys_reconciliation"
 RECONCILIATION_ALARMS = frozenset({"mismatch", "hash_error"})
 
 
@@ -79,9 +80,18 @@ def dag_path(dag_id: str) -> str:
 
 def initial_sync_dag_id(incremental_dag_id: str | None) -> str:
     """The brand's initial-sync DAG id from its incremental one (``iys_incremental_sync[__conn]``)."""
+    return _sibling_dag_id(incremental_dag_id, INITIAL_DAG_BASE)
+
+
+def reconciliation_dag_id(incremental_dag_id: str | None) -> str:
+    """The brand's reconciliation DAG id from its incremental one: the same ``__conn`` suffix, if any."""
+    return _sibling_dag_id(incremental_dag_id, RECONCILIATION_DAG_BASE)
+
+
+def _sibling_dag_id(incremental_dag_id: str | None, base: str) -> str:
     if incremental_dag_id and incremental_dag_id.startswith(INCREMENTAL_DAG_BASE):
-        return INITIAL_DAG_BASE + incremental_dag_id[len(INCREMENTAL_DAG_BASE) :]
-    return INITIAL_DAG_BASE
+        return base + incremental_dag_id[len(INCREMENTAL_DAG_BASE) :]
+    return base
 
 
 # ---------------------------------------------------------------------------- consents

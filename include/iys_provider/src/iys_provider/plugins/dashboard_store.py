@@ -33,6 +33,7 @@ from iys_provider.plugins.dashboard import (
     dag_path,
     deadline_level,
     initial_sync_dag_id,
+    reconciliation_dag_id,
     reconciliation_level,
     run_path,
     task_path,
@@ -95,11 +96,10 @@ SELECT date_trunc('hour', now()) - interval '1 hour',
  WHERE budget_key = %s AND hour >= date_trunc('hour', now()) - interval '1 hour'
 """
 LEARNED_RATE_SQL = "SELECT rate FROM iys.rate_limiter WHERE limiter_key = %s"
-RECONCILIATIONS_TABLE_SQL = "SELECT to_regclass('iys.reconciliations') IS NOT NULL"
-# Written by the reconciliation feature (V013) once it exists; the brand compared as text, whatever its column type.
+# The daily reconciliation's days (V013, written by iys_reconciliation).
 RECONCILIATIONS_SQL = """
 SELECT report_date, status, agreed_at, run_id, updated_at
-  FROM iys.reconciliations WHERE brand_code::text = %s::text
+  FROM iys.reconciliations WHERE brand_code = %s
  ORDER BY report_date DESC LIMIT 30
 """
 
@@ -164,10 +164,8 @@ def budget_keys(conn: psycopg.Connection) -> list[BudgetKey]:
 
 
 def reconciliations(conn: psycopg.Connection, brand_code: int) -> list[tuple] | None:
-    """The brand's last 30 days of reconciliation, newest first; ``None`` while the table does not exist."""
-    if not conn.execute(RECONCILIATIONS_TABLE_SQL).fetchone()[0]:
-        return None
-    return conn.execute(RECONCILIATIONS_SQL, (brand_code,)).fetchall()
+    """The brand's last 30 days of reconciliation, newest first; ``None`` before the first was recorded."""
+    return conn.execute(RECONCILIATIONS_SQL, (brand_code,)).fetchall() or None
 
 
 def read_panels(
@@ -242,7 +240,7 @@ def read_panels(
                     "report_date": day.isoformat(),
                     "status": status,
                     "agreed_at": agreed.isoformat() if agreed else None,
-                    "link": run_path(incremental_dag, run_id) if run_id and incremental_dag else None,
+                    "link": run_path(reconciliation_dag_id(incremental_dag), run_id) if run_id else None,
                 }
                 for day, status, agreed, run_id, _ in reconciled
             ],

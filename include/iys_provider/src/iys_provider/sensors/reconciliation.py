@@ -1,0 +1,139 @@
+"""Wait for İYS's hash of one day (the reconciliation's hash job), without holding a worker slot."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk.exceptions import AirflowFailException
+
+from iys_provider.database import iys_database
+from iys_provider.exceptions import IysApiError
+from iys_provider.hooks.iys import IysHook
+from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID
+from iys_provider.reconciliation import (
+    DEFAULT_MAX_QUEUED,
+    SETTLED,
+    DayStatus,
+    HashJobVerdict,
+    describe_hash_method,
+    hash_job_verdict,
+    summary_total,
+)
+from iys_provider.reconciliation_store import read_reconciliation, save_reconciliation
+
+
+class IysReconciliationHashSensor(BaseSensorOperator):
+    """Poke ``GET …/agreements/{reportDate}`` until İYS's hash of the day is ``completed``.
+
+    The first call starts İYS's job (``queued`` → ``inprogress`` → ``completed``). What each answer
+    means is :func:`~iys_provider.reconciliation.hash_job_verdict`: on ``completed`` the hash and
+    its method are recorded in ``iys.reconciliations`` for the next task; on ``error``, or a job
+    ``queued`` for ``max_queued_seconds`` (İYS: a job whose queueing failed stays queued), the day
+    is recorded as ``hash_error`` and this task fails at once, without retries, while the other
+    days go on. A 204 while neither side counts a movement that day ends the wait too (nothing to
+    agree on). The first time the job was seen queued is kept in the database, so reschedules and
+    retries measure from it.
+
+    Reschedule mode by default: no worker slot is held between pokes.
+
+    :param report_date: the day, ``YYYY-MM-DD``. (templated)
+    """
+
+    template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id", "report_date")
+
+    def __init__(
+        self,
+        *,
+        report_date: str,
+        iys_conn_id: str = IysHook.default_conn_name,
+        postgres_conn_id: str = DEFAULT_POSTGRES_CONN_ID,
+        mode: str = "reschedule",
+        poke_interval: float = 120,
+        timeout: float = 6 * 3600,
+        max_queued_seconds: float = DEFAULT_MAX_QUEUED.total_seconds(),
+        hook_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self.report_date = report_date
+        self.iys_conn_id = iys_conn_id
+        self.postgres_conn_id = postgres_conn_id
+        self.max_queued = timedelta(seconds=max_queued_seconds)
+        self.hook_params = dict(hook_params or {})
+        self._run_id_outside_a_run = f"adhoc-{uuid.uuid4()}"
+
+    @cached_property
+    def iys_hook(self) -> IysHook:
+        return IysHook(iys_conn_id=self.iys_conn_id, **self.hook_params)
+
+    def _close_hook(self) -> None:
+        if "iys_hook" in self.__dict__:
+            self.iys_hook.close()
+            del self.__dict__["iys_hook"]
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        from iys_provider.operators.reconciliation import ensure_in_window, parse_report_date
+
+        day = parse_report_date(self.report_date)
+        ensure_in_window(day)
+        run_id = str(context.get("run_id") or self._run_id_outside_a_run)
+        with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
+            brand_code = self.iys_hook.brand_code
+            row = read_reconciliation(conn, brand_code, day) or {}
+            if row.get("status") in SETTLED and row.get("hash_iys"):
+                return PokeReturnValue(is_done=True, xcom_value={"report_date": day.isoformat(), "process": "agreed"})
+            try:
+                info = self.iys_hook.get_agreement(day)
+            except IysApiError as exc:
+                if exc.status_code in (400, 403, 404, 422):
+                    # A refusal will not change by asking again (and each one costs success ratio).
+                    save_reconciliation(conn, brand_code, day, run_id=run_id, detail=f"İYS refused: {exc}"[:500])
+                    raise AirflowFailException(f"{day}: İYS refused the hash query: {exc}") from None
+                raise
+            now = datetime.now(UTC)
+            queued_since = row.get("hash_queued_since")
+            values: dict[str, Any] = {"run_id": run_id}
+            if info is not None and info.process_status.strip().lower() == "queued":
+                if queued_since is None:
+                    queued_since = values["hash_queued_since"] = now
+            elif queued_since is not None:
+                values["hash_queued_since"] = None
+            day_is_empty = (
+                row.get("summary_ours") is not None
+                and row.get("summary_iys") is not None
+                and not summary_total(row["summary_ours"])
+                and not summary_total(row["summary_iys"])
+            )
+            verdict = hash_job_verdict(
+                info,
+                queued_for=None if queued_since is None else now - queued_since,
+                max_queued=self.max_queued,
+                day_is_empty=day_is_empty,
+            )
+            values["process_status"] = "no_movements" if info is None else info.process_status
+            if verdict is HashJobVerdict.COMPLETED:
+                assert info is not None and info.hash_value
+                values["hash_iys"] = info.hash_value.strip().lower()
+                values["hash_method"] = describe_hash_method(info.hash_method, info.hash_value)
+            elif verdict in (HashJobVerdict.ERROR, HashJobVerdict.STUCK):
+                values["status"] = DayStatus.HASH_ERROR.value
+                values["detail"] = (
+                    "İYS's hash job ended in error"
+                    if verdict is HashJobVerdict.ERROR
+                    else f"İYS's hash job has stayed queued since {queued_since:%Y-%m-%d %H:%M %Z} (İYS: a job whose "
+                    "queueing failed stays queued); asked again next run"
+                )
+            elif info is None:
+                values["process_status"] = "no_movements" if day_is_empty else "no_value"
+            save_reconciliation(conn, brand_code, day, **values)
+        if verdict in (HashJobVerdict.ERROR, HashJobVerdict.STUCK):
+            raise AirflowFailException(f"{day}: {values['detail']}")
+        if verdict is HashJobVerdict.WAIT:
+            self.log.info("%s: İYS's hash job is %s; waiting", day, values["process_status"])
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value={"report_date": day.isoformat(), "process": verdict.value})

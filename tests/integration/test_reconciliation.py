@@ -1,0 +1,433 @@
+"""The daily reconciliation through the simulator over HTTP and real Postgres (issue #15's "done when")."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import requests
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from incremental_support import pull
+
+from iys_provider.models import IYS_TIMEZONE
+from iys_provider.operators.reconciliation import (
+    IysCompareSummaryOperator,
+    IysPlanReconciliationOperator,
+    IysReconcileDayOperator,
+    IysReconciliationReportOperator,
+)
+from iys_provider.reconciliation import reconciliation_window
+from iys_provider.sensors.reconciliation import IysReconciliationHashSensor
+from tests_support import SIM_BRAND_CODE, sim_control
+
+PHONE_A, PHONE_B, PHONE_C = "+905321110101", "+905321110102", "+905321110103"
+EMAIL = "ayse@example.com"
+
+
+def turkey_today() -> date:
+    return datetime.now(UTC).astimezone(IYS_TIMEZONE).date()
+
+
+@pytest.fixture
+def world(sim, pg):
+    """A fresh iys schema; İYS's hash jobs finish at once unless a test says otherwise."""
+    pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
+    sim_control(sim, "config", {"reconciliation_queue_seconds": 0, "reconciliation_hash_seconds": 0})
+    sim_control(sim, "requests/reset")
+    return sim
+
+
+def movements_on(sim, day: date) -> list[str]:
+    """A day of both streams: citizens' own changes (IYS_*) and service-provider writes (HS_*); their ids."""
+    ids = []
+    for recipient, type_, status, source, at in (
+        (PHONE_A, "MESAJ", "ONAY", "IYS_WEB", "09:00:00"),
+        (PHONE_A, "MESAJ", "RET", "IYS_KISAMESAJ", "11:30:00"),
+        (PHONE_B, "ARAMA", "ONAY", "IYS_MOBIL", "11:30:00"),
+        (EMAIL, "EPOSTA", "ONAY", "IYS_WEB", "23:59:59"),
+    ):
+        answer = sim_control(
+            sim,
+            "citizen_change",
+            {"recipient": recipient, "type": type_, "status": status, "source": source, "creationDate": f"{day} {at}"},
+        )
+        ids.append(answer["transactionId"])
+    injected = sim_control(
+        sim,
+        "inject_events",
+        {
+            "events": [
+                {
+                    "recipient": PHONE_C,
+                    "type": "MESAJ",
+                    "status": "ONAY",
+                    "source": "HS_WEB",
+                    "stream": "HS",
+                    "consentDate": f"{day} 07:59:00",
+                    "creationDate": f"{day} 08:00:00",
+                    "apply": True,
+                }
+            ]
+        },
+    )
+    ids.extend(event["transactionId"] for event in injected["events"])
+    return ids
+
+
+def pull_both():
+    pull("IYS")
+    pull("HS")
+
+
+def run_day(day: date, *, archive_location: str | None = None, context: dict | None = None):
+    """The per-day tasks of the DAG, in order: summary, hash wait (one poke), reconcile."""
+    context = context or {"run_id": "night-1"}
+    report_date = day.isoformat()
+    IysCompareSummaryOperator(task_id="compare_summary", report_date=report_date).execute(context)
+    poke = IysReconciliationHashSensor(task_id="wait_for_hash", report_date=report_date).poke(context)
+    assert poke.is_done
+    return IysReconcileDayOperator(
+        task_id="reconcile_day", report_date=report_date, archive_location=archive_location
+    ).execute(context)
+
+
+def reconciliation(pg, day: date) -> dict:
+    cur = pg.execute(
+        "SELECT * FROM iys.reconciliations WHERE brand_code = %s AND report_date = %s", (SIM_BRAND_CODE, day)
+    )
+    names = [column.name for column in cur.description]
+    row = cur.fetchone()
+    return dict(zip(names, row, strict=True)) if row else {}
+
+
+def iys_requests(sim) -> list[dict]:
+    return sim_control(sim, "requests", method="GET")["requests"]
+
+
+def test_a_clean_day_is_agreed(world, pg):
+    sim = world
+    day = turkey_today() - timedelta(days=1)
+    movements_on(sim, day)
+    pull_both()
+
+    planned = IysPlanReconciliationOperator(task_id="plan_days", report_date=day.isoformat()).execute(
+        {"run_id": "night-1"}
+    )
+    assert planned == [day.isoformat()]
+    result = run_day(day)
+
+    assert result["status"] == "agreed" and result["movements_ours"] == 5 and result["repaired"] == 0
+    row = reconciliation(pg, day)
+    expected_hash = hashlib.sha384(sim_daily_file(sim, day)).hexdigest()
+    assert row["status"] == "agreed" and row["agreed_at"] is not None and row["run_id"] == "night-1"
+    assert row["hash_ours"] == row["hash_iys"] == expected_hash and row["hash_method"] == "sha384"
+    assert row["summary_ours"] == row["summary_iys"]
+    assert row["summary_iys"]["MESAJ"]["IYS"] == {"approval": 1, "rejection": 1, "pending": 0, "total": 2}
+    assert row["summary_iys"]["MESAJ"]["HS"]["approval"] == 1
+    assert row["difference"] is None and row["archived_file"] is None
+    puts = [r for r in iys_requests(sim) if r["method"] == "PUT"]
+    assert puts == [
+        {
+            "method": "PUT",
+            "path": f"/sps/700001/brands/{SIM_BRAND_CODE}/agreements/{day}",
+            "endpoint": "agreement_put",
+            "status": 200,
+        }
+    ]
+    assert not [r for r in iys_requests(sim) if r["endpoint"] == "reconciliation_file"]  # no download needed
+
+    # The next run plans nothing for the day: it is agreed.
+    assert IysPlanReconciliationOperator(task_id="plan_days", report_date=day.isoformat()).execute({}) == []
+    report = IysReconciliationReportOperator(task_id="report", report_dates=planned).execute({"run_id": "night-1"})
+    assert report == {"days": 1, "agreed": [day.isoformat()], "failed": [], "consent_changes": 0}
+
+
+def sim_daily_file(sim, day: date) -> bytes:
+    return sim_control(sim, f"daily_file?reportDate={day}", method="GET")["content"].encode("utf-8")
+
+
+def test_a_movement_missing_from_the_feed_is_repaired_from_the_file_then_agreed_and_archived(world, pg, tmp_path):
+    sim = world
+    day = turkey_today() - timedelta(days=2)
+    ids = movements_on(sim, day)
+    lost = ids[1]  # PHONE_A's RET: our copy would keep a stale ONAY
+    sim_control(sim, "faults", {"feed_omits_transactions": [lost]})
+    pull_both()
+    assert pg.execute("SELECT count(*) FROM iys.consent_events WHERE transaction_id = %s", (lost,)).fetchone()[0] == 0
+    assert (
+        pg.execute("SELECT status FROM iys.consents WHERE recipient = %s AND type = 'MESAJ'", (PHONE_A,)).fetchone()[0]
+        == "ONAY"
+    )
+
+    archive = ObjectStoragePath(tmp_path.as_uri()) / "iys-archive"
+    result = run_day(day, archive_location=str(archive))
+
+    assert result == {
+        "report_date": day.isoformat(),
+        "status": "repaired_and_agreed",
+        "movements_ours": 5,
+        "repaired": 1,
+        "archived": True,
+    }
+    row = reconciliation(pg, day)
+    assert row["status"] == "repaired_and_agreed" and row["agreed_at"] is not None
+    assert row["hash_ours"] == row["hash_iys"] == row["hash_file"]
+    assert row["difference"]["missing"] == {"MESAJ": {"IYS": 1}} and row["difference"]["extra_total"] == 0
+    assert row["repaired"] == 1
+    # Stored and applied by the feed's own rules: the newer RET wins, the feed's cursor did not move back.
+    event = pg.execute(
+        "SELECT status, stream, source FROM iys.consent_events WHERE transaction_id = %s", (lost,)
+    ).fetchone()
+    assert event == ("RET", "IYS", "IYS_KISAMESAJ")
+    assert (
+        pg.execute("SELECT status FROM iys.consents WHERE recipient = %s AND type = 'MESAJ'", (PHONE_A,)).fetchone()[0]
+        == "RET"
+    )
+    listed = pg.execute(
+        "SELECT transaction_id, kind, type, source, repaired FROM iys.reconciliation_movements WHERE report_date = %s",
+        (day,),
+    ).fetchall()
+    assert listed == [(lost, "missing", "MESAJ", "IYS_KISAMESAJ", True)]
+
+    # The archive holds İYS's file and its timestamp, named by brand and date.
+    folder = archive / str(SIM_BRAND_CODE) / day.isoformat()
+    csv_file, tsr_file = folder / f"iys_{SIM_BRAND_CODE}_{day}.csv", folder / f"iys_{SIM_BRAND_CODE}_{day}.tsr"
+    assert row["archived_file"] == str(csv_file) and row["archived_timestamp"] == str(tsr_file)
+    assert csv_file.read_bytes() == sim_daily_file(sim, day)
+    assert hashlib.sha384(csv_file.read_bytes()).hexdigest() == row["hash_iys"]
+    stamp = tsr_file.read_bytes()
+    assert stamp.startswith(b"IYS-SIM-TSR\x00") and stamp.endswith(hashlib.sha384(csv_file.read_bytes()).digest())
+
+    # Archived evidence is never overwritten: a second archive run leaves the same file.
+    before = csv_file.read_bytes()
+    assert (
+        IysPlanReconciliationOperator(
+            task_id="plan_days", report_date=day.isoformat(), archive_location=str(archive)
+        ).execute({})
+        == []
+    )
+    assert csv_file.read_bytes() == before
+
+
+def test_an_agreed_day_is_archived_from_our_own_file_when_no_download_was_needed(world, pg, tmp_path):
+    sim = world
+    day = turkey_today() - timedelta(days=3)
+    movements_on(sim, day)
+    pull_both()
+    archive = tmp_path.as_uri()
+    result = run_day(day, archive_location=archive)
+    assert result["status"] == "agreed" and result["archived"]
+    folder = ObjectStoragePath(archive) / str(SIM_BRAND_CODE) / day.isoformat()
+    # Our bytes, equal to İYS's (the hashes are): no download of İYS's file was needed.
+    assert (folder / f"iys_{SIM_BRAND_CODE}_{day}.csv").read_bytes() == sim_daily_file(sim, day)
+    assert not [r for r in iys_requests(sim) if r["endpoint"] == "reconciliation_file"]
+    assert [r["status"] for r in iys_requests(sim) if r["endpoint"] == "reconciliation_timestamp"] == [200]
+
+
+def test_a_hash_error_is_reported_and_fails_the_run_after_the_other_days(world, pg):
+    sim = world
+    bad, good = turkey_today() - timedelta(days=4), turkey_today() - timedelta(days=5)
+    movements_on(sim, bad)
+    movements_on(sim, good)
+    sim_control(sim, "config", {"reconciliation_job_modes": {bad.isoformat(): "error"}})
+    pull_both()
+    context = {"run_id": "night-2"}
+
+    IysCompareSummaryOperator(task_id="compare_summary", report_date=bad.isoformat()).execute(context)
+    with pytest.raises(AirflowFailException, match="hash job ended in error"):
+        IysReconciliationHashSensor(task_id="wait_for_hash", report_date=bad.isoformat()).poke(context)
+    assert run_day(good, context=context)["status"] == "agreed"
+
+    row = reconciliation(pg, bad)
+    assert row["status"] == "hash_error" and row["process_status"] == "error" and row["agreed_at"] is None
+    with pytest.raises(
+        AirflowException, match=rf"1 of 2 days not reconciled with İYS: {bad} hash_error: İYS's hash job ended in error"
+    ):
+        IysReconciliationReportOperator(task_id="report", report_dates=[bad.isoformat(), good.isoformat()]).execute(
+            context
+        )
+    assert not [r for r in iys_requests(sim) if r["method"] == "PUT" and bad.isoformat() in r["path"]]
+
+
+def test_the_hash_job_is_waited_for_and_a_job_stuck_in_queued_is_an_error(world, pg):
+    sim = world
+    day = turkey_today() - timedelta(days=1)
+    stuck = turkey_today() - timedelta(days=2)
+    movements_on(sim, day)
+    movements_on(sim, stuck)
+    pull_both()
+    sim_control(
+        sim,
+        "config",
+        {
+            "reconciliation_queue_seconds": 30,
+            "reconciliation_hash_seconds": 90,
+            "reconciliation_job_modes": {stuck.isoformat(): "stuck_queued"},
+        },
+    )
+    sensor = IysReconciliationHashSensor(task_id="wait_for_hash", report_date=day.isoformat())
+    assert not sensor.poke({}).is_done
+    assert reconciliation(pg, day)["process_status"] == "queued" and reconciliation(pg, day)["hash_queued_since"]
+    sim_control(sim, "clock", {"advance_seconds": 45})
+    assert not sensor.poke({}).is_done
+    assert (
+        reconciliation(pg, day)["process_status"] == "inprogress"
+        and reconciliation(pg, day)["hash_queued_since"] is None
+    )
+    sim_control(sim, "clock", {"advance_seconds": 60})
+    assert sensor.poke({}).is_done
+    assert reconciliation(pg, day)["hash_iys"]
+
+    waiting = IysReconciliationHashSensor(
+        task_id="wait_for_hash", report_date=stuck.isoformat(), max_queued_seconds=3600
+    )
+    assert not waiting.poke({}).is_done
+    given_up = IysReconciliationHashSensor(task_id="wait_for_hash", report_date=stuck.isoformat(), max_queued_seconds=0)
+    with pytest.raises(AirflowFailException, match="stayed queued"):
+        given_up.poke({})
+    assert reconciliation(pg, stuck)["status"] == "hash_error"
+
+
+def test_a_date_older_than_the_window_is_never_requested(world, pg):
+    sim = world
+    too_old = turkey_today() - timedelta(days=8)
+    with pytest.raises(AirflowFailException, match="older than İYS's 7-day reconciliation window"):
+        IysPlanReconciliationOperator(task_id="plan_days", report_date=too_old.isoformat()).execute({})
+    with pytest.raises(AirflowFailException, match="not a completed day"):
+        IysPlanReconciliationOperator(task_id="plan_days", report_date=turkey_today().isoformat()).execute({})
+
+    planned = IysPlanReconciliationOperator(task_id="plan_days").execute({"run_id": "night-3"})
+    assert planned == [d.isoformat() for d in reconciliation_window(datetime.now(UTC))]
+    for report_date in planned:
+        IysCompareSummaryOperator(task_id="compare_summary", report_date=report_date).execute({})
+        IysReconciliationHashSensor(task_id="wait_for_hash", report_date=report_date).poke({})
+    logged = iys_requests(sim)
+    asked = {r["path"].split("/")[6] for r in logged if r["endpoint"] != "token"}
+    oldest = turkey_today() - timedelta(days=7)
+    assert asked and all(oldest <= date.fromisoformat(d) < turkey_today() for d in asked), asked
+    assert too_old.isoformat() not in asked and all(r["status"] != 422 for r in logged)
+    # Days without any movement: İYS answers 204 and both summaries are empty, so they are agreed as such.
+    for report_date in planned:
+        assert (
+            IysReconcileDayOperator(task_id="reconcile_day", report_date=report_date).execute({})["status"] == "agreed"
+        )
+
+
+def test_the_simulator_refuses_dates_outside_its_window_with_h502(world):
+    """What the client avoids: İYS's answer for a day older than 7 days."""
+    sim = world
+    token = requests.post(
+        f"{sim.url}/oauth2/token",
+        data={"grant_type": "password", "username": sim.config.username, "password": sim.config.password},
+        timeout=10,
+    ).json()["access_token"]
+    old = turkey_today() - timedelta(days=8)
+    answer = requests.get(
+        f"{sim.url}/sps/700001/brands/{SIM_BRAND_CODE}/agreements/{old}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 422 and answer.json()["errors"][0]["code"] == "H502"
+
+
+def test_reconciliation_dag_end_to_end(airflow_db, world, pg, tmp_path):
+    """The DAG over İYS's whole window: a repaired day, a clean day, a hash error, five empty days."""
+    from tests_support import load_dag, task_states
+
+    sim = world
+    repaired, clean, broken = (turkey_today() - timedelta(days=n) for n in (1, 3, 6))
+    lost = movements_on(sim, repaired)[0]
+    movements_on(sim, clean)
+    movements_on(sim, broken)
+    sim_control(sim, "faults", {"feed_omits_transactions": [lost]})
+    sim_control(sim, "config", {"reconciliation_job_modes": {broken.isoformat(): "error"}})
+    pull_both()
+
+    run = load_dag("iys_reconciliation").test(run_conf={"archive_location": tmp_path.as_uri()})
+
+    assert run.state == "failed"  # the hash error, reported once every other day was done
+    statuses = dict(pg.execute("SELECT report_date, status FROM iys.reconciliations").fetchall())
+    window = reconciliation_window(datetime.now(UTC))
+    assert set(statuses) == set(window)
+    assert statuses[repaired] == "repaired_and_agreed" and statuses[clean] == "agreed"
+    assert statuses[broken] == "hash_error"
+    assert {statuses[d] for d in window if d not in (repaired, clean, broken)} == {"agreed"}
+    states = task_states(run)
+    assert states["report"] == ["failed(try 1)"]
+    assert states["announce_consent_changes"] == ["upstream_failed(try 0)"]  # announced by successful runs
+    # The repair changed consents, so the İYS page's sendable count was taken again, failed run or not.
+    assert pg.execute("SELECT count(*) FROM iys.sendable_counts").fetchone()[0] == 3
+    for day in (repaired, clean):
+        assert (ObjectStoragePath(tmp_path.as_uri()) / str(SIM_BRAND_CODE) / day.isoformat()).exists()
+    # A second run works only on the day still open, and never asks about an agreed day again.
+    sim_control(sim, "config", {"reconciliation_job_modes": {}})
+    sim_control(sim, "requests/reset")
+    assert load_dag("iys_reconciliation").test(run_conf={"archive_location": tmp_path.as_uri()}).state == "success"
+    asked = {r["path"].split("/")[6] for r in iys_requests(sim) if r["endpoint"] != "token"}
+    assert asked == {broken.isoformat()}
+
+
+def test_a_day_that_left_the_window_since_the_plan_is_not_asked_about(world):
+    sim = world
+    gone = (turkey_today() - timedelta(days=8)).isoformat()
+    for task in (
+        IysCompareSummaryOperator(task_id="compare_summary", report_date=gone),
+        IysReconcileDayOperator(task_id="reconcile_day", report_date=gone),
+    ):
+        with pytest.raises(AirflowFailException, match=f"Not asking İYS about {gone}"):
+            task.execute({})
+    with pytest.raises(AirflowFailException, match=f"Not asking İYS about {gone}"):
+        IysReconciliationHashSensor(task_id="wait_for_hash", report_date=gone).poke({})
+    assert iys_requests(sim) == []
+
+
+@pytest.mark.parametrize(
+    ("simulated", "file_format", "hash_method"),
+    [
+        ({"reconciliation_file_header": False}, "no_header", "sha384"),
+        (
+            {"reconciliation_hash_algorithm": "sha256", "reconciliation_hash_method": "SHA-384"},
+            "literal",
+            "sha256 (by the value's length; hashMethod 'SHA-384')",
+        ),
+    ],
+    ids=["file-without-header", "64-hex-hash-named-sha384"],
+)
+def test_documented_variants_agree_when_selected(world, pg, simulated, file_format, hash_method):
+    sim = world
+    day = turkey_today() - timedelta(days=1)
+    movements_on(sim, day)
+    sim_control(sim, "config", simulated)
+    pull_both()
+    context = {"run_id": "night-4"}
+    IysCompareSummaryOperator(task_id="compare_summary", report_date=day.isoformat()).execute(context)
+    assert IysReconciliationHashSensor(task_id="wait_for_hash", report_date=day.isoformat()).poke(context).is_done
+    result = IysReconcileDayOperator(
+        task_id="reconcile_day", report_date=day.isoformat(), file_format=file_format
+    ).execute(context)
+    row = reconciliation(pg, day)
+    assert (result["status"], row["hash_method"]) == ("agreed", hash_method)
+    assert row["hash_ours"] == row["hash_iys"]
+
+
+def test_a_movement_only_we_hold_is_a_mismatch_with_the_reason(world, pg):
+    sim = world
+    day = turkey_today() - timedelta(days=2)
+    movements_on(sim, day)
+    pull_both()
+    pg.execute(
+        "INSERT INTO iys.consent_events (transaction_id, brand_code, recipient, recipient_type, type, status, "
+        "consent_date, creation_date, source, stream) VALUES (%s, %s, '+905321110199', 'BIREYSEL', 'MESAJ', 'ONAY', "
+        "%s, %s, 'HS_WEB', 'HS')",
+        ("7" * 64, SIM_BRAND_CODE, f"{day} 12:00:00+03", f"{day} 12:00:00+03"),
+    )
+    with pytest.raises(AirflowFailException, match=rf"{day} not agreed with İYS \(mismatch\)"):
+        run_day(day)
+    row = reconciliation(pg, day)
+    assert row["status"] == "mismatch" and row["agreed_at"] is None
+    assert row["difference"]["extra"] == {"MESAJ": {"HS": 1}} and row["difference"]["missing_total"] == 0
+    assert row["hash_file"] == row["hash_iys"] != row["hash_ours"]
+    assert "ours but not in İYS's file: 1; in İYS's file but missing or different in ours: 0" in row["detail"]
+    assert not [r for r in iys_requests(sim) if r["method"] == "PUT"]  # never agreed on a mismatch
