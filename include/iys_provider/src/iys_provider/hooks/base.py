@@ -186,6 +186,16 @@ class IysBaseHook(BaseHook):
 
     # ------------------------------------------------------------------ transport
 
+    def _retrying(self) -> Retrying:
+        """The retries of one logical call: how many, for how long, after which errors, how far apart."""
+        return Retrying(
+            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds),
+            wait=_wait_for_retry,
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+
     def _call(
         self,
         method: str,
@@ -200,14 +210,7 @@ class IysBaseHook(BaseHook):
     ) -> Any:
         """One logical API call with retries; returns the decoded JSON body (or None when empty)."""
         data = json.dumps(json_body, ensure_ascii=False).encode() if json_body is not None else None
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds),
-            wait=_wait_for_retry,
-            retry=retry_if_exception(_is_retryable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        for attempt in retrying:
+        for attempt in self._retrying():
             with attempt, self._success_ratio_watch(endpoint):
                 response = self._send_authorised(method, path, data=data, params=params)
                 if response.status_code == 404 and not_found_is_empty:

@@ -18,10 +18,9 @@ from datetime import date
 from typing import Any, BinaryIO
 
 import requests
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from iys_provider.exceptions import IysMalformedResponseError
-from iys_provider.hooks.base import IysBaseHook, _is_retryable, _wait_for_retry
+from iys_provider.hooks.base import IysBaseHook
 from iys_provider.hooks.responses import api_error, parse_body, retry_after_seconds
 from iys_provider.models import (
     AddConsentResult,
@@ -292,14 +291,7 @@ class IysHook(IysBaseHook):
 
     def _download(self, path: str, destination: BinaryIO, *, endpoint: str) -> int | None:
         """One GET streamed to ``destination``, with the retries, token, rate slot and ledger of ``_call``."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds),
-            wait=_wait_for_retry,
-            retry=retry_if_exception(_is_retryable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        for attempt in retrying:
+        for attempt in self._retrying():
             with attempt, self._success_ratio_watch(endpoint):
                 destination.seek(0)
                 destination.truncate()
