@@ -296,5 +296,7 @@ def test_reconciliation_days_once_recorded_linking_to_the_reconciliation_run(db,
 
 def test_the_page_reads_in_a_read_only_transaction(db, pg_dsn):
     with dashboard_store.read_only(lambda: psycopg.connect(pg_dsn)) as conn:
+        # A slow query cannot hold the API server's thread for long.
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "10s"
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("DELETE FROM iys.sync_runs")

@@ -41,6 +41,8 @@ from iys_provider.plugins.dashboard import (
 from iys_provider.success_ratio_store import success_ratio_24h
 
 STATEMENT_TIMEOUT_MS = 10_000
+# SET LOCAL takes no parameters; set_config(..., true) is its parameterised form.
+SET_STATEMENT_TIMEOUT_SQL = "SELECT set_config('statement_timeout', %s, true)"
 
 # The brands this database syncs: its bookkeeping tables (a few rows per brand), plus any brand with runs.
 BRANDS_SQL = """
@@ -111,7 +113,7 @@ def read_only(connect: Callable[[], psycopg.Connection]) -> Iterator[psycopg.Con
     try:
         conn.autocommit = False
         conn.read_only = True
-        conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        conn.execute(SET_STATEMENT_TIMEOUT_SQL, (f"{STATEMENT_TIMEOUT_MS}ms",))
         yield conn
     finally:
         conn.rollback()
