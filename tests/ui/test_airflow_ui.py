@@ -128,10 +128,10 @@ def test_trigger_form_of_initial_sync_shows_its_params(page, airflow_stack, scre
     assert runs[0]["conf"]["iys_conn_id"] == "iys_default"
 
 
-def test_dag_list_shows_both_dags(page, airflow_stack, screenshot_dir):
+def test_dag_list_shows_the_three_dags(page, airflow_stack, screenshot_dir):
     # Last in the module, so that the list shows the run triggered above.
     page.goto(f"{airflow_stack.info['api_url']}/dags")
-    for dag_id in ("iys_initial_sync", "iys_incremental_sync"):
+    for dag_id in ("iys_initial_sync", "iys_incremental_sync", "iys_reconciliation"):
         expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible()
-    expect(page.get_by_text("2 Dags", exact=True)).to_be_visible()
+    expect(page.get_by_text("3 Dags", exact=True)).to_be_visible()
     page.screenshot(path=screenshot_dir / "dags.png", animations="disabled")
