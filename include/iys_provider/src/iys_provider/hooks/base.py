@@ -240,13 +240,17 @@ class IysBaseHook(BaseHook):
         params: dict[str, Any] | None = None,
         token: str | None = None,
         form: dict[str, str] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
+        """One request on a slot of the shared schedule; ``stream``: the body is left for the caller to read (a file)."""
         settings = self.settings
         slot = self.shared_state.reserve_request_slot(settings.ip_budget_key, settings.rate_limit_per_second)
         wait = slot.wait()
         if wait > 0:
             time.sleep(wait)  # throttle: our share of İYS's per-second budget
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        if stream:
+            headers["Accept"] = "*/*"  # İYS's files are CSV and binary, not JSON
         if token:
             headers["Authorization"] = f"Bearer {token}"
         response = self.session.request(
@@ -256,6 +260,7 @@ class IysBaseHook(BaseHook):
             params=params,
             headers=headers,
             timeout=settings.timeout,
+            stream=stream,
         )
         self.stats.count(response.status_code)
         self._record_response_class(response.status_code)

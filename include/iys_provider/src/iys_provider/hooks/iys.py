@@ -10,7 +10,6 @@ defaults are :class:`~iys_provider.hooks.settings.IysConnectionSettings`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import requests
 
 from iys_provider.exceptions import IysMalformedResponseError
 from iys_provider.hooks.base import IysBaseHook
-from iys_provider.hooks.responses import api_error, parse_body, retry_after_seconds
+from iys_provider.hooks.responses import api_error, parse_body
 from iys_provider.models import (
     AddConsentResult,
     BatchResultItem,
@@ -35,7 +34,6 @@ from iys_provider.models import (
     MultiStatusResult,
     RecipientType,
 )
-from iys_provider.rate_control import is_per_second_limit
 from iys_provider.reconciliation import AgreementCaptured, AgreementInfo, DailyChangeSummaryResponse
 
 MAX_RECIPIENTS_PER_STATUS_CALL = 1000
@@ -312,36 +310,12 @@ class IysHook(IysBaseHook):
     def _open_download(self, path: str) -> Iterator[requests.Response]:
         """A streamed, authorised GET: one rate slot per request, a 401 refreshes the token once."""
         token = self._access_token()
-        response = self._send_streamed(path, token)
+        response = self._send("GET", path, token=token, stream=True)
         if response.status_code == 401:
             response.close()
             self._discard_token(token)
-            response = self._send_streamed(path, self._access_token())
+            response = self._send("GET", path, token=self._access_token(), stream=True)
         try:
             yield response
         finally:
             response.close()
-
-    def _send_streamed(self, path: str, token: str) -> requests.Response:
-        settings = self.settings
-        slot = self.shared_state.reserve_request_slot(settings.ip_budget_key, settings.rate_limit_per_second)
-        wait = slot.wait()
-        if wait > 0:
-            time.sleep(wait)  # throttle: our share of İYS's per-second budget
-        response = self.session.get(
-            settings.base_url + path,
-            headers={"Authorization": f"Bearer {token}", "Accept": "*/*"},
-            timeout=settings.timeout,
-            stream=True,
-        )
-        self.stats.count(response.status_code)
-        self._record_response_class(response.status_code)
-        if response.status_code == 429 and is_per_second_limit(api_error(response, path).code):
-            # As in ``_send``: İYS counted more than we scheduled; the shared rate comes down a little.
-            verdict = self.shared_state.record_rate_limited(
-                settings.ip_budget_key, settings.rate_limit_per_second, retry_after_seconds(response)
-            )
-            self.stats.count_rate(verdict.rate, lowered=verdict.decreased)
-        else:
-            self.stats.count_rate(slot.rate)
-        return response
