@@ -71,6 +71,7 @@ from bench_support import (
     rss_mb,
     sim_control,
     use_throwaway_airflow_home,
+    verdict,
 )
 
 # Airflow reads its configuration on import: a throw-away home first, then the package.
@@ -633,7 +634,7 @@ def report_text(runs: list[dict], args: argparse.Namespace, problems: list[str])
             "",
             *facts(run),
         ]
-    lines += ["", f"Result: {'FAIL — ' + '; '.join(problems) if problems else 'pass'}"]
+    lines += ["", f"Result: {verdict(problems)}"]
     return "\n".join(lines) + "\n"
 
 

@@ -31,7 +31,6 @@ recipient created, or final states other than ``sent`` for every ONAY address an
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -47,6 +46,7 @@ from bench_support import (
     iys_connection_json,
     local_stack,
     postgres_connection_json,
+    print_verdict,
     sim_control,
     simulator_account,
     use_throwaway_airflow_home,
@@ -271,8 +271,7 @@ def print_report(report: dict, problems: list[str]) -> None:
     print("|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
-    print(f"\nresult: {'FAIL — ' + '; '.join(problems) if problems else 'pass'}")
-    print(json.dumps({**report, "ok": not problems, "problems": problems}, sort_keys=True))
+    print_verdict(report, problems)
 
 
 def main() -> int:

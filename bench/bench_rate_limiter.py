@@ -24,7 +24,6 @@ target is missed: accepted requests ≥ ``--target-rate`` per second (9.3) and 4
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import pathlib
@@ -51,6 +50,7 @@ from bench_support import (  # noqa: E402
     SimulatorProcess,
     iys_connection_json,
     postgres_connection_json,
+    print_verdict,
     sim_control,
 )
 
@@ -265,8 +265,7 @@ def print_report(report: dict, problems: list[str]) -> None:
             f"| {r['process']} | {r['calls']:,} | {r['requests']:,} | {r['http_429']} | {r['retries']} | "
             f"{r['rate_decreases']} | {rate} | {r['requests'] / r['seconds']:.2f} |"
         )
-    print(f"\nresult: {'FAIL — ' + '; '.join(problems) if problems else 'pass'}")
-    print(json.dumps({**report, "ok": not problems, "problems": problems}, sort_keys=True))
+    print_verdict(report, problems)
 
 
 def main() -> int:

@@ -183,3 +183,14 @@ def _proc_status_mb(status_path: str, field: str) -> float | None:
     except OSError:
         return None
     return None
+
+
+def verdict(problems: list[str]) -> str:
+    """``pass``, or ``FAIL — `` and the problems: how every benchmark with a target ends."""
+    return "FAIL — " + "; ".join(problems) if problems else "pass"
+
+
+def print_verdict(report: dict, problems: list[str]) -> None:
+    """The verdict line, then the whole report as one JSON line (what the benchmarks' tests read)."""
+    print(f"\nresult: {verdict(problems)}")
+    print(json.dumps({**report, "ok": not problems, "problems": problems}, sort_keys=True))
