@@ -48,11 +48,11 @@ def claimable(to_check: AddressesByChannel) -> Iterator[tuple[str, str]]:
 
 def addresses_to_ask(
     to_check: AddressesByChannel, claimed_elsewhere: Set[tuple[str, str]]
-) -> dict[tuple[RecipientType, ConsentType], set[str]]:
+) -> dict[tuple[RecipientType, ConsentType], Set[str]]:
     """``to_check`` without the addresses another batch claimed; channels left empty are dropped."""
     if not claimed_elsewhere:
-        return {key: set(addresses) for key, addresses in to_check.items()}
-    remaining: dict[tuple[RecipientType, ConsentType], set[str]] = {}
+        return dict(to_check)  # the first batch of a scan, and most others: no address to leave out
+    remaining: dict[tuple[RecipientType, ConsentType], Set[str]] = {}
     for (rtype, ctype), addresses in to_check.items():
         mine = {address for address in addresses if (rtype.value, address) not in claimed_elsewhere}
         if mine:
