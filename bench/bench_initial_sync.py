@@ -483,6 +483,12 @@ def run_size(stack: Stack, users: int, args: argparse.Namespace) -> Result:
         "İYS req/s during batch window": counters["multi_status_calls"] / window if window else 0,
         "token requests": counters["token_requests"],
     }
+    for ti, x in zip(batch_tis, xcoms, strict=True):
+        start, end = seconds(ti)
+        log(
+            f"  batch {ti['map_index']:>3}: {x.get('users', 0):>7,} users, {start - triggered:6.1f} → {end - triggered:6.1f} s, "
+            f"İYS {x.get('api_seconds', 0):6.1f} s, write {x.get('write_seconds', 0):4.1f} s"
+        )
     flow = timeline.phases(args.rate_limit)
     if flow:
         flow["last İYS call→run end s"] = wall - flow["trigger→first İYS call s"] - flow["first→last İYS call s"]

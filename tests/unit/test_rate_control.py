@@ -88,6 +88,32 @@ def test_after_settling_a_decrease_takes_minutes_of_traffic_to_reach_the_limit_a
     assert 150 <= seconds <= 250
 
 
+def test_after_a_429_the_rate_is_back_just_under_the_knee_within_seconds():
+    """Where İYS's limit was a moment ago: a 429 at the limit costs seconds of slower traffic, not minutes."""
+    knee = limit_with_jitter(0.040)
+    rate, seconds = RULE.decreased(knee, C), 0.0
+    while rate < RULE.knee_share * knee - 1e-9:
+        rate = RULE.climbed(rate, C, 0.1, knee)  # ten requests a second
+        seconds += 0.1
+    assert 10 <= seconds <= 20
+    assert rate == pytest.approx(RULE.knee_share * knee)
+
+
+def test_above_the_knees_share_the_rate_probes_for_minutes_before_meeting_the_limit_again():
+    """At most about one 429 per 3,000 requests once settled: each costs the IP İYS's Retry-After."""
+    knee = limit_with_jitter(0.040)
+    rate, seconds = RULE.knee_share * knee, 0.0
+    while rate < knee:
+        rate = RULE.climbed(rate, C, 0.1, knee)
+        seconds += 0.1
+    assert 240 <= seconds <= 400
+
+
+def test_the_quick_climb_aims_at_the_callers_ceiling_when_the_knee_is_above_it():
+    assert RULE.climbed(7.0, 8.0, 1.0, knee=10.0) == pytest.approx(8.0 - 1.0 * math.exp(-1 / 10))
+    assert RULE.climbed(7.0, 8.0, 1.0, knee=10.0) < 8.0 * RULE.knee_share
+
+
 def test_far_below_the_ceiling_the_rate_climbs_back_within_minutes():
     rate = RULE.floor(C)
     for _ in range(600):
@@ -122,13 +148,15 @@ events = st.lists(
 @PROPERTY_SETTINGS
 @given(ceiling=st.floats(min_value=0.1, max_value=1000.0), history=events)
 def test_the_rate_stays_between_the_floor_and_the_ceiling(ceiling, history):
-    rate = RULE.initial(ceiling)
+    rate, knee = RULE.initial(ceiling), None
     for kind, value in history:
         before = rate
         if kind == "request":
-            rate = RULE.climbed(rate, ceiling, value)
+            rate = RULE.climbed(rate, ceiling, value, knee)
             assert before <= rate
         else:
+            if RULE.decreases(value):
+                knee = rate
             rate = RULE.after_limit(rate, ceiling, value)
             assert rate <= before
             pause = RULE.pause_seconds(None, rate, ceiling)
@@ -150,6 +178,19 @@ def test_climbing_in_steps_is_climbing_at_once(rate, first, second):
 
 @PROPERTY_SETTINGS
 @given(
+    rate=st.floats(min_value=0.5, max_value=20.0),
+    knee=st.floats(min_value=1.25, max_value=20.0),
+    first=st.floats(min_value=0.0, max_value=0.5),
+    second=st.floats(min_value=0.0, max_value=0.5),
+)
+def test_climbing_in_steps_is_climbing_at_once_with_a_knee(rate, knee, first, second):
+    """Also across the switch from the quick climb to the probe."""
+    stepwise = RULE.climbed(RULE.climbed(rate, C, first, knee), C, second, knee)
+    assert stepwise == pytest.approx(RULE.climbed(rate, C, first + second, knee), abs=1e-9)
+
+
+@PROPERTY_SETTINGS
+@given(
     ceiling=st.floats(min_value=0.1, max_value=1000.0),
     share=st.floats(min_value=RULE.floor_share / RULE.decrease_factor, max_value=1.0),
 )
@@ -158,6 +199,7 @@ def test_a_second_of_traffic_never_undoes_a_decrease(ceiling, share):
     the floor, it is larger than a second's climb."""
     rate = ceiling * share
     assert RULE.climbed(RULE.decreased(rate, ceiling), ceiling, 1.0) < rate
+    assert RULE.climbed(RULE.decreased(rate, ceiling), ceiling, 1.0, knee=rate) < rate
 
 
 # ----------------------------------------------------------------------------- in-memory store
@@ -179,6 +221,7 @@ def test_in_process_state_lowers_once_per_window_and_pauses_every_caller():
     assert slot.rate == pytest.approx(C * RULE.decrease_factor, rel=1e-3)
     learned = state.learned_rate(key)
     assert learned.decreases == 1 and learned.rate == pytest.approx(slot.rate)
+    assert learned.knee == C  # where the 429 came: the quick climb aims just under it
 
 
 def test_in_process_state_without_retry_after_skips_one_slot():

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from iys_provider.exceptions import IysQuotaExceededError
 from iys_provider.hooks.iys import IysHook
@@ -72,6 +74,65 @@ def test_a_reservation_climbs_the_rate_as_the_rule_says(pg_dsn, pg, rate, elapse
         assert slot.rate == pytest.approx(expected, abs=2e-3)
         assert row(pg, key)[0] == pytest.approx(slot.rate)
         assert slot.rate < ceiling
+    finally:
+        state.close()
+
+
+CLIMB_SQL = """
+SELECT iys.climbed_rate(%(rate)s, %(knee)s, %(ceiling)s, %(elapsed)s, %(max_gap)s, %(tau)s, %(knee_tau)s,
+                        %(probe_tau)s, %(knee_share)s)
+"""
+
+
+@settings(
+    max_examples=int(os.environ.get("IYS_HYPOTHESIS_EXAMPLES", "2000")) // 10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    rate=st.one_of(st.none(), st.floats(min_value=0.1, max_value=20.0)),
+    knee=st.one_of(st.none(), st.floats(min_value=0.1, max_value=20.0)),
+    ceiling=st.floats(min_value=0.1, max_value=20.0),
+    elapsed=st.floats(min_value=-5.0, max_value=5.0),
+)
+def test_the_sql_climb_is_the_rules_climb(pg, rate, knee, ceiling, elapsed):
+    """iys.climbed_rate (V016) runs before every request; RateRule.climbed is what the docs and tests reason about."""
+    parameters = {
+        "rate": rate,
+        "knee": knee,
+        "ceiling": ceiling,
+        "elapsed": elapsed,
+        "max_gap": RULE.climb_max_gap_seconds,
+        "tau": RULE.climb_time_constant_seconds,
+        "knee_tau": RULE.knee_time_constant_seconds,
+        "probe_tau": RULE.probe_time_constant_seconds,
+        "knee_share": RULE.knee_share,
+    }
+    expected = ceiling if rate is None else RULE.climbed(rate, ceiling, elapsed, knee)
+    assert pg.execute(CLIMB_SQL, parameters).fetchone()[0] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_a_decrease_records_its_knee_and_the_next_reservations_climb_quickly_towards_it(pg_dsn, pg):
+    state, key, ceiling = state_on(pg_dsn), fresh_key(), 10.0
+    try:
+        state.reserve_request_slot(key, ceiling)
+        pg.execute("UPDATE iys.rate_limiter SET rate = 9.6 WHERE limiter_key = %s", (key,))
+        assert state.record_rate_limited(key, ceiling, retry_after=None).rate == pytest.approx(9.12)
+        learned = state.learned_rate(key)
+        assert (learned.rate, learned.knee) == (pytest.approx(9.12), 9.6)
+        # Ten seconds of traffic later (moved back on the database clock rather than waited for),
+        # one second of it counts: the quick climb, not the slow one of a key without a knee.
+        pg.execute(
+            "UPDATE iys.rate_limiter SET rate_updated_at = clock_timestamp() - interval '10 seconds' "
+            "WHERE limiter_key = %s",
+            (key,),
+        )
+        slot = state.reserve_request_slot(key, ceiling)
+        assert slot.rate == pytest.approx(RULE.climbed(9.12, ceiling, 1.0, knee=9.6), abs=1e-3)
+        assert slot.rate - 9.12 > 5 * (RULE.climbed(9.12, ceiling, 1.0) - 9.12)
+        # A 429 within the same window keeps the knee; the next window's 429 moves it down.
+        state.record_rate_limited(key, ceiling, retry_after=None)
+        assert state.learned_rate(key).knee == 9.6
     finally:
         state.close()
 
@@ -200,7 +261,9 @@ def test_a_burst_of_429s_seen_by_several_tasks_lowers_the_shared_rate_once(fast_
     assert sum(hook.stats.rate_limited for hook in hooks) == 3
     assert sum(hook.stats.rate_decreases for hook in hooks) == 1
     rate, decreases = row(pg, host(sim))
-    assert decreases == 1 and 19.0 <= rate < 19.01  # 20 × 0.95, climbed for a moment since
+    # 20 × 0.95, climbed quickly towards the knee (20) for a moment since: well under a second.
+    most = RULE.climbed(19.0, 20.0, 1.0, knee=20.0)
+    assert decreases == 1 and 19.0 <= rate < most
 
     # Another process, starting now, sends at the lowered rate.
     ctx = multiprocessing.get_context("spawn")
@@ -210,7 +273,8 @@ def test_a_burst_of_429s_seen_by_several_tasks_lowers_the_shared_rate_once(fast_
     outcome = queue.get(timeout=180)
     process.join(timeout=60)
     assert outcome[0] == "ok", outcome
-    assert 19.0 <= outcome[1] < 19.01
+    # At most one second of climb since (idle time counts for at most that).
+    assert rate <= outcome[1] <= RULE.climbed(rate, 20.0, 1.0, knee=20.0) + 1e-9
 
 
 def _one_call_in_a_new_process(environment: dict, queue) -> None:
@@ -251,10 +315,10 @@ def test_clean_traffic_climbs_the_rate_back(fast_connection, pg):
 
 
 def _climb(rate: float, seconds: float, ceiling: float = 20.0) -> float:
-    """The rule's climb over ``seconds`` of traffic made of steps under a second each."""
+    """The rule's climb over ``seconds`` of traffic made of steps under a second each, after a 429 at the ceiling."""
     steps = int(seconds) + 1
     for _ in range(steps):
-        rate = RULE.climbed(rate, ceiling, seconds / steps)
+        rate = RULE.climbed(rate, ceiling, seconds / steps, knee=ceiling)
     return rate
 
 

@@ -19,6 +19,7 @@ from iys_provider.scan_ledger import (
     OpenScan,
     ScanProgress,
     ScanStep,
+    USERS_PER_FULL_CALL,
     batch_sizes,
     choose_batch_size,
     next_scan_step,
@@ -52,8 +53,8 @@ def test_batch_size_grows_only_to_keep_the_batch_count_bounded(users, requested,
 
 def test_a_million_users_ramp_up_run_in_equal_batches_and_ramp_down():
     sizes = batch_sizes(1_000_000, DEFAULT_BATCH_SIZE, parallel=4)
-    assert sizes[:3] == (18_750, 37_500, 56_250) and sizes[-3:] == (56_250, 37_500, 18_750)
-    assert set(sizes[3:-3]) <= {70_454, 70_455} and len(sizes) == 17
+    assert sizes[:3] == (19_000, 38_000, 56_000) and sizes[-3:] == (56_000, 38_000, 19_000)
+    assert set(sizes[3:-3]) == {70_000, 71_000} and len(sizes) == 17
     assert sum(sizes) == 1_000_000
 
 
@@ -69,9 +70,10 @@ def test_a_million_users_ramp_up_run_in_equal_batches_and_ramp_down():
             70_000,
             75_000,
             4,
-            (2_500, 5_000, 7_500, *(10_000,) * 4, 7_500, 5_000, 2_500),
-        ),  # shaped from 2W−1 bodies of 10k
-        (350_000, 75_000, 4, (12_500, 25_000, 37_500, *(50_000,) * 4, 37_500, 25_000, 12_500)),
+            (3_000, 5_000, 8_000, *(10_000,) * 2, *(9_000,) * 2, 8_000, 5_000, 3_000),
+        ),  # shaped from 2W−1 bodies of 10k, in whole calls' worth of users
+        (350_000, 75_000, 4, (13_000, 25_000, 38_000, *(50_000,) * 2, *(49_000,) * 2, 38_000, 25_000, 13_000)),
+        (100_003, 75_000, 4, (4_000, 7_000, 11_000, *(14_000,) * 3, 14_003, 11_000, 7_000, 4_000)),  # the remainder
     ],
 )
 def test_batch_sizes(rows, batch_size, parallel, expected):
@@ -108,8 +110,12 @@ def test_batch_sizes_cover_every_user_within_max_batches(rows, batch_size, max_b
         steps = parallel - 1
         ramp, body, ramp_down = sizes[:steps], sizes[steps:-steps], sizes[-steps:]
         assert 0 < steps and list(ramp) == sorted(set(ramp)) and ramp_down == ramp[::-1]
-        assert ramp[0] >= MIN_SHAPED_BATCH // parallel and ramp[-1] <= min(body)
-        assert max(body) - min(body) <= 1
+        # In whole calls' worth of users where a ramp step is that big (the last body batch takes the
+        # remainder), else in single users.
+        unit = USERS_PER_FULL_CALL if ramp[0] >= USERS_PER_FULL_CALL else 1
+        assert all(size % unit == 0 for size in (*ramp, *body[:-1]))
+        assert ramp[0] >= min(USERS_PER_FULL_CALL, MIN_SHAPED_BATCH // parallel)
+        assert ramp[-1] <= min(body) + unit and max(body) - min(body) < 2 * unit
 
 
 @pytest.mark.parametrize(

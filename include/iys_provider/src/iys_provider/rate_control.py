@@ -14,23 +14,26 @@ each process's clock without the database round trip, see
 :class:`~iys_provider.rate_control_store.DatabaseClock`, but a late wake-up stays late).
 ``J`` is unknown and changes, so the rate is learned from İYS's answers rather than set with a
 margin guessed in advance: it starts at the configured ``rate_limit_per_second`` (the ceiling
-``C``, never exceeded), a 429 lowers it a little, and traffic without 429s lets it climb back,
-slowly near the ceiling and faster the further below it is. It is kept per budget key (client
-IP) in the shared state, so every process and worker sends at the same learned rate, and a 429
-seen by several of them lowers it once.
+``C``, never exceeded), a 429 lowers it a little and remembers where it came (the knee ``K``),
+and traffic without 429s lets it climb: quickly back to just under the knee, where İYS's limit
+was a moment ago, then slowly above it, probing whether the limit moved. It is kept per budget
+key (client IP) in the shared state, so every process and worker sends at the same learned rate,
+and a 429 seen by several of them lowers it once.
 
-=============================================  ===================================  ==================
-event                                          learned rate ``r``                   next free slot
-=============================================  ===================================  ==================
-first request of the key                       ``C``                                now
-a request reserves its slot, ``Δt`` after      ``C − (C − r)·e^(−min(Δt, 1 s)/τ)``  1/min(r, C) after
-the rate last moved                            when ``r < C``, else unchanged       the previous one
-429 H124 (or any 429 but an hourly quota),     ``max(C/8, r × 0.95)``               not before now +
-no decrease in the last second                                                      the pause
-429 H124 within a second of the last           unchanged: the same overfull         not before now +
-decrease                                       window, seen again                   the pause
-429 H084, H086, H089 (hourly quotas)           unchanged                            unchanged
-=============================================  ===================================  ==================
+===========================================  =============================================  =================
+event                                        learned rate ``r`` and knee ``K``              next free slot
+===========================================  =============================================  =================
+first request of the key                     ``r = C``, no knee                             now
+a request reserves its slot, ``Δt`` (≤ 1 s)  below ``0.99·K``: ``K − (K − r)·e^(−Δt/τₖ)``,  1/min(r, C) after
+after the rate last moved, ``r < C``         up to ``0.99·K``; from there (or with no       the previous one
+(``K`` stands for ``min(K, C)``)             knee): ``C − (C − r)·e^(−Δt/τ)``
+a request reserves its slot, ``r ≥ C``       unchanged                                      as above
+429 H124 (or any 429 but an hourly quota),   ``r = max(C/8, r × 0.95)``, ``K`` = the        not before now +
+no decrease in the last second               ``r`` it came at                               the pause
+429 H124 within a second of the last         unchanged: the same overfull window, seen      not before now +
+decrease                                     again                                          the pause
+429 H084, H086, H089 (hourly quotas)         unchanged                                      unchanged
+===========================================  =============================================  =================
 
 The pause after a 429 is İYS's ``Retry-After`` when it sends one; otherwise one slot at the
 lowered rate. A strict sliding window refuses a request while it already holds ``L`` arrivals
@@ -47,14 +50,20 @@ The numbers:
 
 * the decrease, 5 %: a step must take the schedule below ``L/(W + J)`` from wherever it met the
   limit. From the ceiling (10) at the simulator's 20–60 ms latency (limit 9.62) 5 % lands at 9.5,
-  below it after one 429; 3 % needs two. Each step costs about half of itself in throughput until
-  the rate climbs back, so bigger steps waste more.
-* the climb, time constant ``τ`` = 240 s of traffic: a decrease at the limit (9.62 above) lands
-  at 9.14, and climbing back to 9.62 takes about 200 s of traffic, so at most about one 429 in
-  2,000 requests once the rate has settled; the rate meanwhile averages about 9.4. Far below the
-  ceiling (after many decreases, while something else used the IP's budget) it climbs much
-  faster: half the gap back in ``τ·ln 2`` ≈ 170 s. Only time *between requests* counts, at most
-  one second per request, so an idle key keeps what it learned for the next run.
+  below it after one 429; 3 % needs two.
+* the quick climb, ``τₖ`` = 10 s of traffic, stops at 99 % of the knee: a 429 at the limit
+  (9.62 above) lands at 9.14 and is back at 9.52 within about 16 s. Without the knee (before
+  this rule) the rate climbed back over minutes and averaged about 9.4; now it spends a run just
+  under the limit, about 9.5.
+* the probe, ``τ`` = 1200 s of traffic above 99 % of the knee: from 9.52 to 9.62 takes about
+  five minutes, so at most about one 429 per 3,000 requests once settled. Every 429 costs the
+  whole IP İYS's ``Retry-After`` (1 s, 10 requests) and counts against İYS's success ratio, so
+  probing faster loses more than it finds. Without a knee (a new key) the climb towards the
+  ceiling has ``τ`` = 240 s: far below the ceiling it closes half the gap in ``τ·ln 2`` ≈ 170 s.
+  A knee far below the ceiling (İYS refused us while something else used the IP's budget)
+  is left slowly, on purpose: the budget is shared, and 429s count against the IP.
+  Only time *between requests* counts, at most one second per request, so an idle key keeps
+  what it learned (rate and knee) for the next run.
 * one decrease per second: İYS's window is one second long, so every 429 of one overfull window
   is one event; a second decrease only comes when 429s go on a full window after the first.
 * the floor, C/8: whatever İYS says, the hook keeps making progress.
@@ -82,6 +91,14 @@ class RateRule:
     climb_max_gap_seconds: float = 1.0
     #: Never below this share of the ceiling.
     floor_share: float = 0.125
+    #: After a decrease, the rate climbs quickly back to this share of the rate the 429 came at
+    #: (the knee): İYS's limit was just above it a moment ago.
+    knee_share: float = 0.99
+    #: The quick climb towards the knee closes 1/τ of the gap per second of traffic.
+    knee_time_constant_seconds: float = 10.0
+    #: From the knee's share up, the climb probes for a higher limit this slowly: each 429 costs
+    #: every process İYS's Retry-After (1 s of the whole budget), more than a faster probe gains.
+    probe_time_constant_seconds: float = 1200.0
 
     def initial(self, ceiling: float) -> float:
         return ceiling
@@ -93,8 +110,12 @@ class RateRule:
         """The rate a caller with this ceiling sends at: the learned one, never above its own ceiling."""
         return min(rate, ceiling)
 
-    def climbed(self, rate: float, ceiling: float, elapsed_seconds: float) -> float:
+    def climbed(self, rate: float, ceiling: float, elapsed_seconds: float, knee: float | None = None) -> float:
         """The learned rate after ``elapsed_seconds`` without a 429 since it last moved.
+
+        ``knee`` is the rate the last decrease came at (``None``: no 429 learned yet). Below its
+        share the rate climbs quickly towards it; from there (or with no knee) it climbs towards
+        the ceiling. The phases compose exactly, so climbing in steps is climbing at once.
 
         A rate at or above the caller's ceiling stays as it is: another caller on the IP may have a
         higher ceiling, and a caller never drags the shared rate down by reserving a slot.
@@ -102,8 +123,19 @@ class RateRule:
         if rate >= ceiling:
             return rate
         counted = min(max(elapsed_seconds, 0.0), self.climb_max_gap_seconds)
+        time_constant = self.climb_time_constant_seconds
+        if knee is not None:
+            time_constant = self.probe_time_constant_seconds
+            target = min(knee, ceiling)
+            cap = target * self.knee_share
+            if rate < cap:
+                quick = self.knee_time_constant_seconds
+                to_cap = quick * math.log((target - rate) / (target - cap))
+                if counted <= to_cap:
+                    return max(rate, target - (target - rate) * math.exp(-counted / quick))
+                rate, counted = cap, counted - to_cap
         # max(): C − (C − r) rounds to a hair under r, and a climb must never lower the rate.
-        return max(rate, ceiling - (ceiling - rate) * math.exp(-counted / self.climb_time_constant_seconds))
+        return max(rate, ceiling - (ceiling - rate) * math.exp(-counted / time_constant))
 
     def decreases(self, since_last_decrease_seconds: float | None) -> bool:
         """Whether a 429 now lowers the rate: not when a decrease came within the same window."""

@@ -18,14 +18,12 @@ import psycopg
 
 from iys_provider.rate_control import RateRule
 
-# The learned rate climbed for the time since it last moved; ``r`` is the row before the update,
-# so this mirrors RateRule.climbed (a NULL rate, from before V011, starts at the caller's ceiling).
+# The learned rate climbed for the time since it last moved; ``r`` is the row before the update.
+# iys.climbed_rate (V016) mirrors RateRule.climbed; a NULL rate (before V011) starts at the ceiling.
 _CLIMBED = """
-CASE WHEN coalesce(r.rate, %(ceiling)s) >= %(ceiling)s THEN coalesce(r.rate, %(ceiling)s)
-     ELSE greatest(r.rate, %(ceiling)s - (%(ceiling)s - r.rate) * exp(
-         -least(greatest(extract(epoch FROM clock_timestamp() - coalesce(r.rate_updated_at, clock_timestamp())), 0),
-                %(max_gap)s) / %(tau)s))
-END
+iys.climbed_rate(r.rate, r.rate_knee, %(ceiling)s,
+                 extract(epoch FROM clock_timestamp() - coalesce(r.rate_updated_at, clock_timestamp())),
+                 %(max_gap)s, %(tau)s, %(knee_tau)s, %(probe_tau)s, %(knee_share)s)
 """
 RESERVE_SLOT_SQL = f"""
 INSERT INTO iys.rate_limiter AS r (limiter_key, next_slot, rate, rate_updated_at)
@@ -49,11 +47,12 @@ UPDATE iys.rate_limiter
        rate_updated_at = CASE WHEN %(decreased)s THEN clock_timestamp() ELSE rate_updated_at END,
        rate_decreased_at = CASE WHEN %(decreased)s THEN clock_timestamp() ELSE rate_decreased_at END,
        rate_decreases = rate_decreases + CASE WHEN %(decreased)s THEN 1 ELSE 0 END,
+       rate_knee = CASE WHEN %(decreased)s THEN %(knee)s ELSE rate_knee END,
        next_slot = greatest(next_slot, clock_timestamp() + make_interval(secs => %(pause)s))
  WHERE limiter_key = %(key)s
 """
 READ_RATE_SQL = """
-SELECT rate, rate_decreases, rate_decreased_at, rate_updated_at FROM iys.rate_limiter WHERE limiter_key = %s
+SELECT rate, rate_decreases, rate_decreased_at, rate_updated_at, rate_knee FROM iys.rate_limiter WHERE limiter_key = %s
 """
 
 
@@ -117,6 +116,8 @@ class LearnedRate:
     decreases: int = 0
     decreased_at: datetime | None = None
     updated_at: datetime | None = None
+    #: The rate the last decrease came at (``None``: no 429 learned yet).
+    knee: float | None = None
 
 
 def reserve_slot(
@@ -132,6 +133,9 @@ def reserve_slot(
             "initial": float(rule.initial(ceiling)),
             "max_gap": rule.climb_max_gap_seconds,
             "tau": rule.climb_time_constant_seconds,
+            "knee_tau": rule.knee_time_constant_seconds,
+            "probe_tau": rule.probe_time_constant_seconds,
+            "knee_share": rule.knee_share,
         },
     ).fetchone()
     received = time.monotonic()
@@ -163,6 +167,7 @@ def record_limit(
                 "key": limiter_key,
                 "rate": new_rate,
                 "decreased": decreased,
+                "knee": rate,
                 "pause": rule.pause_seconds(retry_after, new_rate, ceiling),
             },
         )

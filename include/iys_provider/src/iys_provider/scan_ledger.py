@@ -90,6 +90,10 @@ DEFAULT_PARALLEL_BATCHES = 4
 #: Below this body size a scan is short enough that a ramp's extra batches cost more calls than
 #: the idle time they save.
 MIN_SHAPED_BATCH = 10_000
+#: A shaped scan's batches hold whole calls' worth of users (multi status answers ≤1000
+#: recipients a call, and a user usually brings one recipient per channel), so a batch whose
+#: users hold their own addresses leaves no part-filled call behind.
+USERS_PER_FULL_CALL = 1000
 #: The ``iys.sync_state`` stream that records the last finished scan.
 INITIAL_SYNC_STREAM = "initial_sync"
 
@@ -115,18 +119,36 @@ def batch_sizes(
         return ()
     body = min(choose_batch_size(rows, batch_size, max_batches), math.ceil(rows / (2 * parallel - 1)))
     if 1 < parallel <= body and body >= MIN_SHAPED_BATCH:
-        ramp = [body * step // parallel for step in range(1, parallel)]
-        sizes = (*ramp, *_equal_parts(rows - 2 * sum(ramp), body), *reversed(ramp))
+        # In whole calls' worth of users where a ramp step is at least that, so the ramp still rises.
+        unit = USERS_PER_FULL_CALL if body // parallel >= USERS_PER_FULL_CALL else 1
+        ramp = [_rounded(body * step // parallel, unit) for step in range(1, parallel)]
+        sizes = (*ramp, *_equal_parts(rows - 2 * sum(ramp), body, unit), *reversed(ramp))
         if len(sizes) <= max_batches:
             return sizes
     return _equal_parts(rows, choose_batch_size(rows, batch_size, max_batches))
 
 
-def _equal_parts(rows: int, most: int) -> tuple[int, ...]:
-    """``rows`` in as few parts of at most ``most`` as possible, their sizes one apart at most."""
+def _rounded(users: int, unit: int) -> int:
+    """``users`` rounded to the nearest multiple of ``unit`` (at least one unit)."""
+    return max(unit, (users + unit // 2) // unit * unit)
+
+
+def _equal_parts(rows: int, most: int, unit: int = 1) -> tuple[int, ...]:
+    """``rows`` in as few parts of at most ``most`` as possible, each a multiple of ``unit`` but the
+    last (which takes the remainder), their units one apart at most.
+
+    With a ``unit`` above 1 the parts may differ by a unit plus the remainder; a part that would
+    outgrow ``most`` by that rounding makes one part more. Callers pass a ``unit`` well below ``most``.
+    """
     parts = math.ceil(rows / most)
-    small, bigger = divmod(rows, parts)
-    return (small + 1,) * bigger + (small,) * (parts - bigger)
+    while True:
+        units, remainder = divmod(rows, unit)
+        small, bigger = divmod(units, parts)
+        sizes = [(small + 1) * unit] * bigger + [small * unit] * (parts - bigger)
+        sizes[-1] += remainder
+        if max(sizes) <= most and min(sizes) > 0:
+            return tuple(sizes)
+        parts += 1
 
 
 class ScanStep(enum.StrEnum):

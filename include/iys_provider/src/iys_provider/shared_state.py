@@ -325,6 +325,7 @@ class _MemoryRate:
     updated_at: float
     decreased_at: float | None = None
     decreases: int = 0
+    knee: float | None = None
 
 
 class InProcessSharedState:
@@ -364,7 +365,7 @@ class InProcessSharedState:
             if learned is None:
                 learned = self._rates[limiter_key] = _MemoryRate(rule.initial(ceiling), now)
             else:
-                learned.rate = rule.climbed(learned.rate, ceiling, now - learned.updated_at)
+                learned.rate = rule.climbed(learned.rate, ceiling, now - learned.updated_at, learned.knee)
                 learned.updated_at = now
             rate = rule.effective(learned.rate, ceiling)
             slot = max(self._next_slot.get(limiter_key, now), now)
@@ -380,6 +381,7 @@ class InProcessSharedState:
             since = None if learned.decreased_at is None else now - learned.decreased_at
             decreased = rule.decreases(since)
             if decreased:
+                learned.knee = learned.rate
                 learned.rate = rule.decreased(learned.rate, ceiling)
                 learned.updated_at = learned.decreased_at = now
                 learned.decreases += 1
@@ -390,7 +392,9 @@ class InProcessSharedState:
     def learned_rate(self, limiter_key: str) -> LearnedRate:
         with self._guard:
             learned = self._rates.get(limiter_key)
-            return LearnedRate(None) if learned is None else LearnedRate(learned.rate, learned.decreases)
+            if learned is None:
+                return LearnedRate(None)
+            return LearnedRate(learned.rate, learned.decreases, knee=learned.knee)
 
     def token_requests_since(self, budget_key: str, window: timedelta) -> tuple[int, datetime | None]:
         with self._guard:
