@@ -221,6 +221,10 @@ configure_airflow() {
     export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=30
     export AIRFLOW__CORE__TEST_CONNECTION=Enabled
     export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
+    # An idle scheduler loop sleeps this long (Airflow's default: 1 s), and every hand-off from one
+    # task to the next (plan → batches → finish → run done) waits for about two loops: 0.25 s
+    # makes those about 2 s shorter per initial sync, for a few more cheap queries when idle.
+    export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.25
     # Listen on localhost only; tasks reach the Execution API at the same port. Changing the
     # port without EXECUTION_API_SERVER_URL makes every task die connecting to :8080.
     export AIRFLOW__API__HOST=127.0.0.1

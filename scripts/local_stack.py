@@ -224,7 +224,13 @@ def connections(dsn: str, sim_url: str, rate_limit: float) -> dict[str, dict]:
 
 
 def wait_ready(api_url: str, timeout: float) -> bool:
-    """Wait until the API server answers and the scheduler, dag-processor and triggerer heartbeat."""
+    """Wait until the API server answers, the scheduler, dag-processor and triggerer heartbeat, and
+    the Task Execution API (the API server's other app, which every task calls) answers too.
+
+    The Execution API builds itself on its first request: about 2 s on a fresh API server, which
+    the first task of the stack would otherwise wait through (measured: the plan task of the first
+    benchmark run took 3.1 s instead of 0.7 s).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -232,7 +238,8 @@ def wait_ready(api_url: str, timeout: float) -> bool:
                 health = json.load(response)
             components = ("metadatabase", "scheduler", "dag_processor", "triggerer")
             if all((health.get(c) or {}).get("status") == "healthy" for c in components):
-                return True
+                with urllib.request.urlopen(f"{api_url}/execution/health", timeout=30) as response:
+                    return response.status == 200
         except (urllib.error.URLError, OSError, ValueError):
             pass
         time.sleep(1)
