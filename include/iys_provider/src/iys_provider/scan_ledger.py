@@ -60,14 +60,19 @@ b ≥ ``MIN_SHAPED_BATCH`` (10,000),      **shaped**: a ramp up of W−1 batches
 W > 1, and they fit ``max_batches``     body in equal batches of ≤ b, the ramp down mirrored.
                                         The first wave's tasks finish one after the other
                                         (staggered from then on), the first call comes after a
-                                        small batch is read and the last write is of a small one
+                                        small batch is read and the last write is of a small one.
+                                        Sizes are rounded to whole calls' worth of users
+                                        (``USERS_PER_FULL_CALL``) when b/W is at least that; the
+                                        last body batch takes the remainder
 otherwise: small scans or               equal batches of ≤ B, as few as can be; their sizes one
 ``batch_size``, W = 1, huge scans       apart at most
 ======================================  =========================================================
 
 At the defaults (B = 75,000, W = 4) a million users are 17 batches (6 of them ramps, the first
-and last of 18,750 users) and need 0.9 % more calls than the floor (every recipient once, in
-full calls); equal batches of 10,000 needed 6.4 % more (``bench/bench_plan.py``, demo users).
+and last of 19,000 users). Users who each hold their own phone and e-mail then need exactly the
+floor (every recipient once, in full calls: 3,000 calls); the demo users, with shared, missing and
+broken addresses, need about 1 % more, and equal batches of 10,000 needed 6.4 % more
+(``bench/bench_plan.py``).
 More cores do not raise İYS's rate (10 requests/s per IP): raise ``parallel`` only while the
 tasks' local work, not İYS, holds the rate back, and ``batch_size`` with it, so that a body
 batch stays ~200 calls.
