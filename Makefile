@@ -65,7 +65,7 @@ bench-outbox: install
 # The shared learned request rate (issue #14): N processes at rate 10 against İYS's strict 10/s window
 # with 20–60 ms latency; requests, accepted req/s, 429 share, the learned rate over time, per process.
 LIMITER_PROCESSES ?= 4
-LIMITER_SECONDS ?= 60
+LIMITER_SECONDS ?= 300
 .PHONY: bench-limiter
 bench-limiter: install
 	$(BIN)/python bench/bench_rate_limiter.py --processes $(LIMITER_PROCESSES) --seconds $(LIMITER_SECONDS)

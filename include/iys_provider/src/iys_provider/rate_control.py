@@ -77,6 +77,11 @@ from dataclasses import dataclass
 from iys_provider.exceptions import HOURLY_QUOTA_H_CODES
 
 
+#: Less traffic time than this teaches nothing (iys.climbed_rate agrees: PostgreSQL's float8
+#: arithmetic raises on the underflow a denormal would cause).
+NEGLIGIBLE_SECONDS = 1e-9
+
+
 @dataclass(frozen=True)
 class RateRule:
     """The learned-rate rule; every method is pure (the shared state applies it, in SQL or in memory)."""
@@ -120,9 +125,9 @@ class RateRule:
         A rate at or above the caller's ceiling stays as it is: another caller on the IP may have a
         higher ceiling, and a caller never drags the shared rate down by reserving a slot.
         """
-        if rate >= ceiling:
-            return rate
         counted = min(max(elapsed_seconds, 0.0), self.climb_max_gap_seconds)
+        if rate >= ceiling or counted < NEGLIGIBLE_SECONDS:
+            return rate
         time_constant = self.climb_time_constant_seconds
         if knee is not None:
             time_constant = self.probe_time_constant_seconds

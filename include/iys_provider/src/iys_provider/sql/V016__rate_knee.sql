@@ -28,7 +28,8 @@ BEGIN
     IF rate IS NULL THEN
         RETURN ceiling;
     END IF;
-    IF rate >= ceiling THEN
+    -- Less than a nanosecond teaches nothing, and float8 arithmetic on a denormal raises underflow.
+    IF rate >= ceiling OR counted < 1e-9 THEN
         RETURN rate;
     END IF;
     IF knee IS NOT NULL THEN
