@@ -76,7 +76,6 @@ from dataclasses import dataclass
 
 from iys_provider.exceptions import HOURLY_QUOTA_H_CODES
 
-
 #: Less traffic time than this teaches nothing (iys.climbed_rate agrees: PostgreSQL's float8
 #: arithmetic raises on the underflow a denormal would cause).
 NEGLIGIBLE_SECONDS = 1e-9
