@@ -133,6 +133,21 @@ def batch_sizes(
     return _equal_parts(rows, choose_batch_size(rows, batch_size, max_batches))
 
 
+def batch_request_concurrency(batch_no: int, batch_count: int, base: int) -> int:
+    """Calls one batch keeps in flight: twice ``base``, but 1.5 × for the scan's second-to-last
+    batch and ``base`` for its last.
+
+    Slots of the shared rate are served in the order they are reserved, so a task's share of the
+    rate is its share of the calls in flight. With equal shares the ramp down's batches finish
+    their calls together and then all write at once, on a machine whose cores the writes share;
+    with these, the earlier ones finish first and write while the last ones still call, and the
+    last batch (the ramp down's smallest) writes last, alone. The last batch keeps ``base``, so
+    on its own it sends as fast as every batch did before.
+    """
+    remaining = batch_count - batch_no  # 1 for the last batch
+    return max(1, base * min(remaining + 1, 4) // 2)
+
+
 def _rounded(users: int, unit: int) -> int:
     """``users`` rounded to the nearest multiple of ``unit`` (at least one unit)."""
     return max(unit, (users + unit // 2) // unit * unit)

@@ -45,6 +45,7 @@ from iys_provider.scan_ledger import (
     ScanProgress,
     ScanSchedule,
     ScanStep,
+    batch_request_concurrency,
     batch_sizes,
 )
 from iys_provider.scan_ledger_store import (
@@ -307,8 +308,10 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
     batch's completion together. A batch already finished (by an earlier try or run) is a no-op.
 
     :param batch: one element of ``IysPlanInitialSyncOperator``'s result.
-    :param request_concurrency: status calls in flight at once; the shared rate limiter still
-        bounds the aggregate rate, this only keeps latency from capping it.
+    :param request_concurrency: status calls in flight at once for the scan's last batch; earlier
+        batches keep up to twice as many, so they finish first
+        (:func:`~iys_provider.scan_ledger.batch_request_concurrency`). The shared rate limiter still
+        bounds the aggregate rate; this only keeps latency from capping it.
     """
 
     def __init__(self, *, batch: PlannedBatch, request_concurrency: int = 4, **kwargs: Any) -> None:
@@ -341,7 +344,7 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
                 conn,
                 brand_code=record.brand_code,
                 batch=batch,
-                concurrency=self.request_concurrency,
+                concurrency=batch_request_concurrency(batch.batch_no, record.batch_count, self.request_concurrency),
             )
             self._log_progress(label, outcome, scan_progress(conn, batch.scan_id))
             stats = self.iys_hook.stats
