@@ -85,6 +85,23 @@ def test_a_scan_too_big_for_its_shape_within_max_batches_gets_equal_grown_batche
     assert len(sizes) == 500 and set(sizes) == {80_000}
 
 
+@pytest.mark.parametrize(
+    ("batch_no", "batch_count", "base", "expected"),
+    [
+        (16, 17, 4, 4),  # the last batch: as many as configured
+        (15, 17, 4, 6),
+        (14, 17, 4, 8),
+        (0, 17, 4, 8),
+        (0, 1, 4, 4),  # a scan of one batch is its last
+        (0, 3, 1, 2),
+        (1, 3, 1, 1),
+        (2, 3, 1, 1),
+    ],
+)
+def test_earlier_batches_keep_more_calls_in_flight_than_the_last_two(batch_no, batch_count, base, expected):
+    assert batch_request_concurrency(batch_no, batch_count, base) == expected
+
+
 def test_batch_sizes_refuse_nonsense():
     with pytest.raises(ValueError, match="at least 1"):
         batch_sizes(10, 0)
