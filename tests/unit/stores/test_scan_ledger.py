@@ -20,6 +20,7 @@ from iys_provider.scan_ledger import (
     OpenScan,
     ScanProgress,
     ScanStep,
+    batch_request_concurrency,
     batch_sizes,
     choose_batch_size,
     next_scan_step,
