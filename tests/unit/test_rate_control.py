@@ -51,6 +51,16 @@ def test_a_429_of_the_same_window_leaves_the_rate_alone():
     assert not RULE.decreases(0.999)
 
 
+def test_a_429_for_a_request_scheduled_before_the_last_decrease_leaves_the_rate_alone():
+    """Slots are reserved ahead: requests already scheduled at the old rate meet 429s after the
+    decrease that answered that rate, and must not lower it again (or teach a knee too low)."""
+    assert not RULE.decreases(5.0, sent_at_rate=10.0, rate=9.5)
+    assert RULE.after_limit(9.5, C, 5.0, sent_at_rate=10.0) == 9.5
+    assert RULE.decreases(5.0, sent_at_rate=9.5, rate=9.5)  # sent at today's rate: a new overfull window
+    assert RULE.decreases(5.0, sent_at_rate=9.4, rate=9.5)  # sent during the climb since
+    assert RULE.after_limit(12.0, C, 5.0, sent_at_rate=10.0) == pytest.approx(11.4)  # compared at the ceiling
+
+
 def test_the_rate_never_falls_below_an_eighth_of_the_ceiling():
     assert RULE.decreased(1.26, C) == 1.25
     assert RULE.decreased(1.0, C) == 1.25
@@ -222,6 +232,16 @@ def test_in_process_state_lowers_once_per_window_and_pauses_every_caller():
     learned = state.learned_rate(key)
     assert learned.decreases == 1 and learned.rate == pytest.approx(slot.rate)
     assert learned.knee == C  # where the 429 came: the quick climb aims just under it
+
+
+def test_in_process_state_ignores_429s_of_requests_scheduled_at_a_rate_already_lowered():
+    state, key = InProcessSharedState(), fresh_key()
+    state.reserve_request_slot(key, C)
+    assert state.record_rate_limited(key, C, retry_after=0.0).decreased
+    state._rates[key].decreased_at -= 5  # a window later, as if waited for
+    late = state.record_rate_limited(key, C, retry_after=0.0, sent_at_rate=C)
+    assert not late.decreased and late.rate == pytest.approx(C * RULE.decrease_factor)
+    assert state.learned_rate(key).knee == C
 
 
 def test_in_process_state_without_retry_after_skips_one_slot():

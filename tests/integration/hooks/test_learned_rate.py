@@ -137,6 +137,28 @@ def test_a_decrease_records_its_knee_and_the_next_reservations_climb_quickly_tow
         state.close()
 
 
+def test_a_429_for_a_slot_reserved_before_the_last_decrease_lowers_nothing(pg_dsn, pg):
+    state, key, ceiling = state_on(pg_dsn), fresh_key(), 10.0
+    try:
+        early = state.reserve_request_slot(key, ceiling)
+        assert state.record_rate_limited(key, ceiling, retry_after=0.0, sent_at_rate=early.rate).decreased
+        # A window later (moved back on the database clock), the 429 of another request reserved
+        # before that decrease comes back: the decrease already answered its rate.
+        pg.execute(
+            "UPDATE iys.rate_limiter SET rate_decreased_at = rate_decreased_at - interval '2 seconds' "
+            "WHERE limiter_key = %s",
+            (key,),
+        )
+        late = state.record_rate_limited(key, ceiling, retry_after=0.0, sent_at_rate=early.rate)
+        assert not late.decreased
+        learned = state.learned_rate(key)
+        assert (learned.rate, learned.decreases, learned.knee) == (pytest.approx(9.5), 1, 10.0)
+        # One sent at today's rate is a new overfull window.
+        assert state.record_rate_limited(key, ceiling, retry_after=0.0, sent_at_rate=9.5).decreased
+    finally:
+        state.close()
+
+
 def test_slots_are_spaced_at_the_learned_rate_not_the_configured_one(pg_dsn, pg):
     state, key = state_on(pg_dsn), fresh_key()
     try:

@@ -31,7 +31,8 @@ a request reserves its slot, ``r ≥ C``       unchanged                        
 429 H124 (or any 429 but an hourly quota),   ``r = max(C/8, r × 0.95)``, ``K`` = the        not before now +
 no decrease in the last second               ``r`` it came at                               the pause
 429 H124 within a second of the last         unchanged: the same overfull window, seen      not before now +
-decrease                                     again                                          the pause
+decrease, or for a request scheduled at a    again, or the rate a decrease already          the pause
+rate above ``min(r, C)``                     answered (its slot was reserved before it)
 429 H084, H086, H089 (hourly quotas)         unchanged                                      unchanged
 ===========================================  =============================================  =================
 
@@ -141,17 +142,30 @@ class RateRule:
         # max(): C − (C − r) rounds to a hair under r, and a climb must never lower the rate.
         return max(rate, ceiling - (ceiling - rate) * math.exp(-counted / time_constant))
 
-    def decreases(self, since_last_decrease_seconds: float | None) -> bool:
-        """Whether a 429 now lowers the rate: not when a decrease came within the same window."""
+    def decreases(
+        self, since_last_decrease_seconds: float | None, sent_at_rate: float | None = None, rate: float | None = None
+    ) -> bool:
+        """Whether a 429 now lowers the rate: not when a decrease came within the same window, nor
+        when the refused request was scheduled at a rate above today's ``rate`` (the effective one):
+        it was reserved before a decrease, which already answered the rate it was sent at."""
+        if sent_at_rate is not None and rate is not None and sent_at_rate > rate * (1 + 1e-9):
+            return False
         return since_last_decrease_seconds is None or since_last_decrease_seconds >= self.decrease_hold_seconds
 
     def decreased(self, rate: float, ceiling: float) -> float:
         """The learned rate after a 429 that :meth:`decreases` it."""
         return max(self.floor(ceiling), rate * self.decrease_factor)
 
-    def after_limit(self, rate: float, ceiling: float, since_last_decrease_seconds: float | None) -> float:
+    def after_limit(
+        self,
+        rate: float,
+        ceiling: float,
+        since_last_decrease_seconds: float | None,
+        sent_at_rate: float | None = None,
+    ) -> float:
         """The learned rate after a 429 of the per-second limit."""
-        return self.decreased(rate, ceiling) if self.decreases(since_last_decrease_seconds) else rate
+        lowers = self.decreases(since_last_decrease_seconds, sent_at_rate, self.effective(rate, ceiling))
+        return self.decreased(rate, ceiling) if lowers else rate
 
     def pause_seconds(self, retry_after: float | None, rate: float, ceiling: float) -> float:
         """How long every process holds back after a 429, given the learned ``rate`` after it:

@@ -149,7 +149,12 @@ def reserve_slot(
 
 
 def record_limit(
-    conn: psycopg.Connection, limiter_key: str, ceiling: float, retry_after: float | None, rule: RateRule
+    conn: psycopg.Connection,
+    limiter_key: str,
+    ceiling: float,
+    retry_after: float | None,
+    rule: RateRule,
+    sent_at_rate: float | None = None,
 ) -> LimitVerdict:
     """Apply one 429 of the per-second limit: lower the rate unless a decrease came within the window, and
     hold every process back for the pause. One transaction on the locked row, so concurrent 429s are
@@ -159,8 +164,8 @@ def record_limit(
         if row is None:  # a 429 before any reservation (the key was reset meanwhile): nothing to lower
             return LimitVerdict(rule.initial(ceiling), False)
         rate, since_decrease = row
-        decreased = rule.decreases(since_decrease)
-        new_rate = rule.after_limit(rate, ceiling, since_decrease)
+        decreased = rule.decreases(since_decrease, sent_at_rate, rule.effective(rate, ceiling))
+        new_rate = rule.after_limit(rate, ceiling, since_decrease, sent_at_rate)
         conn.execute(
             RECORD_LIMIT_SQL,
             {

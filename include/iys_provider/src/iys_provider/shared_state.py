@@ -197,11 +197,17 @@ class PostgresSharedState:
             return reserve_slot(self.conn, limiter_key, ceiling, rule, self._clock)
 
     def record_rate_limited(
-        self, limiter_key: str, ceiling: float, retry_after: float | None, rule: RateRule = RATE_RULE
+        self,
+        limiter_key: str,
+        ceiling: float,
+        retry_after: float | None,
+        rule: RateRule = RATE_RULE,
+        sent_at_rate: float | None = None,
     ) -> LimitVerdict:
-        """İYS said 429 (per second): lower the shared rate, once per window, and hold every process back."""
+        """İYS said 429 (per second) to a request sent at ``sent_at_rate``: lower the shared rate,
+        once per window and not for a rate a decrease already answered, and hold every process back."""
         with self._lock:
-            return record_limit(self.conn, limiter_key, ceiling, retry_after, rule)
+            return record_limit(self.conn, limiter_key, ceiling, retry_after, rule, sent_at_rate)
 
     def learned_rate(self, limiter_key: str) -> LearnedRate:
         """The key's learned rate as stored, for progress logs, benchmarks and tests."""
@@ -373,13 +379,18 @@ class InProcessSharedState:
         return RequestSlot(slot, rate)
 
     def record_rate_limited(
-        self, limiter_key: str, ceiling: float, retry_after: float | None, rule: RateRule = RATE_RULE
+        self,
+        limiter_key: str,
+        ceiling: float,
+        retry_after: float | None,
+        rule: RateRule = RATE_RULE,
+        sent_at_rate: float | None = None,
     ) -> LimitVerdict:
         with self._guard:
             now = time.monotonic()
             learned = self._rates.setdefault(limiter_key, _MemoryRate(rule.initial(ceiling), now))
             since = None if learned.decreased_at is None else now - learned.decreased_at
-            decreased = rule.decreases(since)
+            decreased = rule.decreases(since, sent_at_rate, rule.effective(learned.rate, ceiling))
             if decreased:
                 learned.knee = learned.rate
                 learned.rate = rule.decreased(learned.rate, ceiling)

@@ -269,7 +269,10 @@ class IysBaseHook(BaseHook):
             # this IP uses the budget): the rate every process shares comes down a little, once
             # per window however many processes saw it, and everybody pauses only as long as needed.
             verdict = self.shared_state.record_rate_limited(
-                settings.ip_budget_key, settings.rate_limit_per_second, retry_after_seconds(response)
+                settings.ip_budget_key,
+                settings.rate_limit_per_second,
+                retry_after_seconds(response),
+                sent_at_rate=slot.rate,
             )
             self.stats.count_rate(verdict.rate, lowered=verdict.decreased)
             if verdict.decreased:
