@@ -8,6 +8,7 @@ processes.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from iys_provider.exceptions import IysQuotaExceededError
 from iys_provider.hooks.iys import IysHook
-from iys_provider.models import ConsentType
+from iys_provider.models import ConsentType, RecipientType
 from iys_provider.rate_control import RATE_RULE
 from iys_provider.shared_state import PostgresSharedState
 from tests_support import iys_connection_json_with, sim_control
@@ -423,3 +424,18 @@ def _send_for(environment: dict, ready, start, seconds: float, results) -> None:
     except Exception as exc:
         ready.put("error")
         results.put(("error", repr(exc)))
+
+
+def test_a_batch_keeps_its_calls_in_flight_on_kept_connections(fast_connection, caplog):
+    """8 status calls in flight (a batch's default: scan_ledger.batch_request_concurrency) fit the
+    connection pool: urllib3 neither opens throw-away connections nor warns that its pool is full.
+
+    İYS answering in half a second keeps all 8 in flight at once at 20 requests/s."""
+    sim_control(fast_connection, "config", {"latency_ms": 500})
+    phones = [f"+90532{i:07d}" for i in range(16_000)]
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        answer = IysHook().get_onay_recipients_by_channel(
+            {(RecipientType.BIREYSEL, ConsentType.MESAJ): phones}, concurrency=8
+        )
+    assert answer == {(RecipientType.BIREYSEL, ConsentType.MESAJ): set()}
+    assert [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"] == []

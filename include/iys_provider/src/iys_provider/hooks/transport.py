@@ -68,7 +68,15 @@ def open_session(conn_id: str, settings: IysConnectionSettings) -> requests.Sess
     return session
 
 
+#: Connections kept per host: at least the most status calls one task keeps in flight.
+POOL_MAXSIZE = 16
+
+
 def _keep_alive_adapter() -> TCPKeepAliveAdapter:
-    # HttpHook's keep-alive defaults; a small pool (the status calls use a few threads) and no
-    # urllib3 retries: the hook's own retry loop decides.
-    return TCPKeepAliveAdapter(idle=120, count=20, interval=30, pool_connections=2, pool_maxsize=4, max_retries=0)
+    # HttpHook's keep-alive defaults; a pool for every status call a batch keeps in flight (up to
+    # 2 × request_concurrency, 8 by default: scan_ledger.batch_request_concurrency), so none opens
+    # a fresh TLS connection and discards it with a warning; and no urllib3 retries: the hook's own
+    # retry loop decides.
+    return TCPKeepAliveAdapter(
+        idle=120, count=20, interval=30, pool_connections=2, pool_maxsize=POOL_MAXSIZE, max_retries=0
+    )
