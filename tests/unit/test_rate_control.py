@@ -61,6 +61,15 @@ def test_a_429_for_a_request_scheduled_before_the_last_decrease_leaves_the_rate_
     assert RULE.after_limit(12.0, C, 5.0, sent_at_rate=10.0) == pytest.approx(11.4)  # compared at the ceiling
 
 
+def test_a_decrease_sets_the_knee_where_the_429_came_and_any_other_429_keeps_it():
+    lowered = RULE.on_limit(9.6, 9.7, C, since_last_decrease_seconds=None)
+    assert (lowered.rate, lowered.knee, lowered.decreased) == (pytest.approx(9.12), 9.6, True)
+    same_window = RULE.on_limit(9.12, 9.6, C, since_last_decrease_seconds=0.3)
+    assert (same_window.rate, same_window.knee, same_window.decreased) == (9.12, 9.6, False)
+    late = RULE.on_limit(9.12, 9.6, C, since_last_decrease_seconds=5.0, sent_at_rate=9.6)
+    assert (late.rate, late.knee, late.decreased) == (9.12, 9.6, False)
+
+
 def test_the_rate_never_falls_below_an_eighth_of_the_ceiling():
     assert RULE.decreased(1.26, C) == 1.25
     assert RULE.decreased(1.0, C) == 1.25

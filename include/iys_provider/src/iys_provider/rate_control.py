@@ -83,6 +83,15 @@ NEGLIGIBLE_SECONDS = 1e-9
 
 
 @dataclass(frozen=True)
+class LimitStep:
+    """What one 429 does to a key's learned rate and knee; ``decreased``: it lowered them."""
+
+    rate: float
+    knee: float | None
+    decreased: bool
+
+
+@dataclass(frozen=True)
 class RateRule:
     """The learned-rate rule; every method is pure (the shared state applies it, in SQL or in memory)."""
 
@@ -156,6 +165,19 @@ class RateRule:
         """The learned rate after a 429 that :meth:`decreases` it."""
         return max(self.floor(ceiling), rate * self.decrease_factor)
 
+    def on_limit(
+        self,
+        rate: float,
+        knee: float | None,
+        ceiling: float,
+        since_last_decrease_seconds: float | None,
+        sent_at_rate: float | None = None,
+    ) -> LimitStep:
+        """The learned rate and knee after a 429 of the per-second limit (the verdict table's 429 rows)."""
+        if not self.decreases(since_last_decrease_seconds, sent_at_rate, self.effective(rate, ceiling)):
+            return LimitStep(rate, knee, decreased=False)
+        return LimitStep(self.decreased(rate, ceiling), knee=rate, decreased=True)
+
     def after_limit(
         self,
         rate: float,
@@ -164,8 +186,7 @@ class RateRule:
         sent_at_rate: float | None = None,
     ) -> float:
         """The learned rate after a 429 of the per-second limit."""
-        lowers = self.decreases(since_last_decrease_seconds, sent_at_rate, self.effective(rate, ceiling))
-        return self.decreased(rate, ceiling) if lowers else rate
+        return self.on_limit(rate, None, ceiling, since_last_decrease_seconds, sent_at_rate).rate
 
     def pause_seconds(self, retry_after: float | None, rate: float, ceiling: float) -> float:
         """How long every process holds back after a 429, given the learned ``rate`` after it:

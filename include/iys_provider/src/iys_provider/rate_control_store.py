@@ -38,7 +38,7 @@ RETURNING extract(epoch FROM r.next_slot)::float8 - 1.0 / least(r.rate, %(ceilin
           least(r.rate, %(ceiling)s)
 """
 LOCK_RATE_SQL = """
-SELECT coalesce(rate, %(ceiling)s), extract(epoch FROM clock_timestamp() - rate_decreased_at)::float8
+SELECT coalesce(rate, %(ceiling)s), rate_knee, extract(epoch FROM clock_timestamp() - rate_decreased_at)::float8
   FROM iys.rate_limiter WHERE limiter_key = %(key)s FOR UPDATE
 """
 RECORD_LIMIT_SQL = """
@@ -47,7 +47,7 @@ UPDATE iys.rate_limiter
        rate_updated_at = CASE WHEN %(decreased)s THEN clock_timestamp() ELSE rate_updated_at END,
        rate_decreased_at = CASE WHEN %(decreased)s THEN clock_timestamp() ELSE rate_decreased_at END,
        rate_decreases = rate_decreases + CASE WHEN %(decreased)s THEN 1 ELSE 0 END,
-       rate_knee = CASE WHEN %(decreased)s THEN %(knee)s ELSE rate_knee END,
+       rate_knee = %(knee)s,
        next_slot = greatest(next_slot, clock_timestamp() + make_interval(secs => %(pause)s))
  WHERE limiter_key = %(key)s
 """
@@ -163,20 +163,19 @@ def record_limit(
         row = conn.execute(LOCK_RATE_SQL, {"key": limiter_key, "ceiling": float(ceiling)}).fetchone()
         if row is None:  # a 429 before any reservation (the key was reset meanwhile): nothing to lower
             return LimitVerdict(rule.initial(ceiling), False)
-        rate, since_decrease = row
-        decreased = rule.decreases(since_decrease, sent_at_rate, rule.effective(rate, ceiling))
-        new_rate = rule.after_limit(rate, ceiling, since_decrease, sent_at_rate)
+        rate, knee, since_decrease = row
+        step = rule.on_limit(rate, knee, ceiling, since_decrease, sent_at_rate)
         conn.execute(
             RECORD_LIMIT_SQL,
             {
                 "key": limiter_key,
-                "rate": new_rate,
-                "decreased": decreased,
-                "knee": rate,
-                "pause": rule.pause_seconds(retry_after, new_rate, ceiling),
+                "rate": step.rate,
+                "decreased": step.decreased,
+                "knee": step.knee,
+                "pause": rule.pause_seconds(retry_after, step.rate, ceiling),
             },
         )
-    return LimitVerdict(new_rate, decreased)
+    return LimitVerdict(step.rate, step.decreased)
 
 
 def read_learned_rate(conn: psycopg.Connection, limiter_key: str) -> LearnedRate:

@@ -390,15 +390,14 @@ class InProcessSharedState:
             now = time.monotonic()
             learned = self._rates.setdefault(limiter_key, _MemoryRate(rule.initial(ceiling), now))
             since = None if learned.decreased_at is None else now - learned.decreased_at
-            decreased = rule.decreases(since, sent_at_rate, rule.effective(learned.rate, ceiling))
-            if decreased:
-                learned.knee = learned.rate
-                learned.rate = rule.decreased(learned.rate, ceiling)
+            step = rule.on_limit(learned.rate, learned.knee, ceiling, since, sent_at_rate)
+            if step.decreased:
+                learned.rate, learned.knee = step.rate, step.knee
                 learned.updated_at = learned.decreased_at = now
                 learned.decreases += 1
             pause = rule.pause_seconds(retry_after, learned.rate, ceiling)
             self._next_slot[limiter_key] = max(self._next_slot.get(limiter_key, now), now + pause)
-            return LimitVerdict(learned.rate, decreased)
+            return LimitVerdict(learned.rate, step.decreased)
 
     def learned_rate(self, limiter_key: str) -> LearnedRate:
         with self._guard:
