@@ -239,7 +239,8 @@ def wait_ready(api_url: str, timeout: float) -> bool:
             components = ("metadatabase", "scheduler", "dag_processor", "triggerer")
             if all((health.get(c) or {}).get("status") == "healthy" for c in components):
                 with urllib.request.urlopen(f"{api_url}/execution/health", timeout=30) as response:
-                    return response.status == 200
+                    if response.status == 200:
+                        return True
         except (urllib.error.URLError, OSError, ValueError):
             pass
         time.sleep(1)

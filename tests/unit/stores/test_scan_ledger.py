@@ -103,6 +103,14 @@ def test_earlier_batches_keep_more_calls_in_flight_than_the_last_two(batch_no, b
     assert batch_request_concurrency(batch_no, batch_count, base) == expected
 
 
+def test_equal_parts_refuse_a_unit_they_cannot_cut_into():
+    from iys_provider.scan_ledger import _equal_parts
+
+    with pytest.raises(ValueError, match="units of 1000"):
+        _equal_parts(2_000, 1_500, 1_000)
+    assert _equal_parts(5_500, 2_000, 1_000) == (2_000, 2_000, 1_500)
+
+
 def test_batch_sizes_refuse_nonsense():
     with pytest.raises(ValueError, match="at least 1"):
         batch_sizes(10, 0)

@@ -158,8 +158,11 @@ def _equal_parts(rows: int, most: int, unit: int = 1) -> tuple[int, ...]:
     last (which takes the remainder), their units one apart at most.
 
     With a ``unit`` above 1 the parts may differ by a unit plus the remainder; a part that would
-    outgrow ``most`` by that rounding makes one part more. Callers pass a ``unit`` well below ``most``.
+    outgrow ``most`` by that rounding makes one part more, which ends once a part holds one unit
+    (so ``most`` must be at least two units).
     """
+    if unit > 1 and most < 2 * unit:
+        raise ValueError(f"parts of at most {most} cannot be cut in units of {unit}")
     parts = math.ceil(rows / most)
     while True:
         units, remainder = divmod(rows, unit)
