@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from iys_provider.business_days import HalfDayReading, legal_deadline
-from iys_provider.deadline_watch import watch_ret_deadlines
+from iys_provider.deadline_watch import overdue_days, watch_ret_deadlines
 from iys_provider.models import IYS_TIMEZONE
 
 
@@ -32,9 +32,23 @@ def test_no_alarm_while_every_deadline_is_beyond_the_margin():
     assert (narrow.due_within_24h, narrow.within_margin, narrow.alarm) == (4, 0, False)
 
 
-def test_overdue_rets_are_counted_apart_and_do_not_raise_the_alarm():
+def test_overdue_rets_are_counted_apart_and_raise_the_alarm_until_acknowledged():
+    # Consent on Mon 2026-11-02: deadline end of Thu 2026-11-05, i.e. 2026-11-06 00:00 Turkey time.
     watch = watch_ret_deadlines({date(2026, 11, 2): 7}, at("2026-11-26 12:00:00"))
-    assert (watch.unsent, watch.overdue, watch.alarm, watch.earliest_deadline) == (0, 7, False, None)
+    assert (watch.unsent, watch.overdue, watch.earliest_deadline) == (0, 7, None)
+    assert watch.alarm and watch.oldest_overdue == at("2026-11-06 00:00:00")
+    message = watch.alarm_message()
+    assert "7 opt-out(s)" in message and "2026-11-06 00:00" in message and "acknowledge" in message
+    assert "within" not in message  # nothing is near its deadline: only the overdue part is said
+
+
+def test_a_ret_is_overdue_from_its_deadline_on_not_a_second_earlier():
+    deadline = at("2026-11-06 00:00:00")
+    before = watch_ret_deadlines({date(2026, 11, 2): 1}, deadline - timedelta(seconds=1))
+    at_deadline = watch_ret_deadlines({date(2026, 11, 2): 1}, deadline)
+    assert (before.overdue, before.unsent, before.within_margin) == (0, 1, 1)
+    assert (at_deadline.overdue, at_deadline.unsent, at_deadline.within_margin) == (1, 0, 0)
+    assert overdue_days([date(2026, 11, 2), date(2026, 11, 3)], deadline) == [date(2026, 11, 2)]
 
 
 def test_deadlines_use_the_strict_reading_of_half_day_eves():

@@ -22,6 +22,8 @@ INVALID_*           rejected   type, status, recipient type or source is not a v
 TOO_EARLY           rejected   consent date before 2015-05-01 (İYS H156)
 FUTURE_DATE         rejected   consent date more than ``future_tolerance`` ahead of our clock
 (not yet due)       pending    consent date up to ``future_tolerance`` ahead: waits, then is sent
+(unusual volume)    held       more updates than a person approved in advance: waits for one
+                               (:mod:`iys_provider.outbox_approval`); never read by the push
 EXPIRED             rejected   older than 3 Turkish business days (İYS H467), lenient reading
 SUPERSEDED          skipped    a newer pending update exists for the same address and channel
 NOT_ONAY_IN_IYS     skipped    a RET for an address İYS does not hold as ONAY now: nothing to withdraw
@@ -33,7 +35,13 @@ H-code              rejected   İYS refused it for a business or validation reas
 (transient)         pending    İYS could not be asked or did not answer clearly (a 5xx, a malformed
                                answer, H162 from a clock behind ours): retried; after
                                ``max_attempts`` tries the row ends ``failed`` with the last code
+(requeued)          pending    a ``failed`` row whose failure may pass (5xx, network, unreadable
+                               answer, İYS's clock): back in the queue while İYS would still accept
+                               it, at most ``max_requeues`` times (:func:`may_requeue`)
 ==================  =========  ==================================================================
+
+Until İYS confirms it, a RET that is pending, held, submitted, failed or came too late
+(``EXPIRED``) keeps its address out of ``iys.sendable`` (V017), unless İYS holds a newer word.
 """
 
 from __future__ import annotations
@@ -61,10 +69,14 @@ DEFAULT_FUTURE_TOLERANCE = timedelta(minutes=10)
 DEFAULT_CLOCK_SKEW = timedelta(seconds=10)
 #: A submitted batch without complete results this long after submission goes back to pending.
 DEFAULT_MAX_BATCH_AGE = timedelta(hours=1)
+#: How often a row that failed for a passing reason goes back to the queue: with ``max_attempts``
+#: tries each time, at most (1 + this) × max_attempts tries in all, none of them a client error.
+DEFAULT_MAX_REQUEUES = 3
 
 
 class OutboxState(enum.StrEnum):
     PENDING = "pending"
+    HELD = "held"
     SUBMITTED = "submitted"
     SENT = "sent"
     SKIPPED = "skipped"
@@ -194,6 +206,15 @@ def validate_row(
     if is_too_old_to_register(consent.consent_date, now - clock_skew):
         return Verdict(OutboxState.REJECTED, "EXPIRED", "older than 3 Turkish business days: İYS refuses it (H467)")
     return consent
+
+
+def may_requeue(consent_date: datetime, now: datetime, *, requeues: int, max_requeues: int) -> bool:
+    """Whether a row that failed for a passing reason goes back to the queue as of ``now``.
+
+    Only while İYS would still accept its consent date (3 Turkish business days, the lenient
+    reading the push validates with): past that, a retry could only earn H467.
+    """
+    return requeues < max_requeues and not is_too_old_to_register(consent_date, now)
 
 
 #: :func:`decide_with_fresh_status` cannot tell without İYS's full record (one single-status call).

@@ -11,6 +11,9 @@ The rules (what each row deserves) are in :mod:`iys_provider.outbox`, their SQL 
 * one row's trouble never stops the others: a failed check or send leaves that row pending (after
   ``max_attempts`` tries it ends ``failed``); only errors that would hit every row alike
   (credentials, İYS's token block) are raised;
+* a row that ended ``failed`` for a passing reason (5xx, network, an unreadable answer) goes back
+  to the queue at the start of a push while İYS would still accept it, at most ``max_requeues``
+  times; a refusal İYS gave a reason for stays final;
 * rows whose consent date is a little ahead of our clock wait, within the push, until due.
 """
 
@@ -43,6 +46,7 @@ from iys_provider.outbox import (
     DEFAULT_CLOCK_SKEW,
     DEFAULT_FUTURE_TOLERANCE,
     DEFAULT_MAX_BATCH_AGE,
+    DEFAULT_MAX_REQUEUES,
     SYNC_MODE,
     KnownConsent,
     NotYetDue,
@@ -52,6 +56,7 @@ from iys_provider.outbox import (
     WritePolicy,
     decide_after_status_check,
     decide_with_fresh_status,
+    may_requeue,
     validate_row,
     verdict_for_iys_error,
 )
@@ -67,6 +72,8 @@ from iys_provider.outbox_store import (
     mark_submitted,
     record_status_answer,
     record_transient_failure,
+    requeue,
+    retryable_failures,
 )
 
 DEFAULT_MAX_ATTEMPTS = 5
@@ -78,7 +85,7 @@ Candidate = tuple[OutboxRow, Consent]
 class PushResult(TypedDict):
     """Rows of one push by outcome (``pending``: left for the next run; ``deferred``: waiting for the
     single-status quota; ``expired_batches``: submitted rows reopened; ``waited``: sent after waiting
-    for a consent date a little ahead of our clock)."""
+    for a consent date a little ahead of our clock; ``requeued``: failed rows put back in the queue)."""
 
     pending: int
     submitted: int
@@ -89,6 +96,7 @@ class PushResult(TypedDict):
     deferred: int
     expired_batches: int
     waited: int
+    requeued: int
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,7 @@ class PushSettings:
     future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE
     clock_skew: timedelta = DEFAULT_CLOCK_SKEW
     max_batch_age: timedelta = DEFAULT_MAX_BATCH_AGE
+    max_requeues: int = DEFAULT_MAX_REQUEUES
 
 
 @dataclass
@@ -117,7 +126,16 @@ class OutboxPush:
     def run(self) -> PushResult:
         conn, settings = self.conn, self.settings
         counts = PushResult(
-            pending=0, submitted=0, sent=0, skipped=0, rejected=0, failed=0, deferred=0, expired_batches=0, waited=0
+            pending=0,
+            submitted=0,
+            sent=0,
+            skipped=0,
+            rejected=0,
+            failed=0,
+            deferred=0,
+            expired_batches=0,
+            waited=0,
+            requeued=0,
         )
         self._checks_left = settings.max_status_checks
         brand_code = self.hook.brand_code
@@ -128,6 +146,7 @@ class OutboxPush:
             detail=f"no batch result {settings.max_batch_age} after submission; verified again before any resend",
             submitted_before=datetime.now(UTC) - settings.max_batch_age,
         )
+        counts["requeued"] = self._requeue_passing_failures(conn, brand_code)
         rows = fetch_pending(conn, brand_code, settings.max_rows)
         waiting = self._push(conn, rows, counts)
         if waiting:
@@ -144,7 +163,8 @@ class OutboxPush:
             counts["pending"] += len(left)
         self.log.info(
             "Outbox: %d rows read; sent %d, submitted in batches %d, skipped %d, rejected %d, failed %d, "
-            "left pending %d, waiting for the status-check quota %d, expired batches reopened %d",
+            "left pending %d, waiting for the status-check quota %d, expired batches reopened %d, failed rows "
+            "requeued %d",
             len(rows),
             counts["sent"],
             counts["submitted"],
@@ -154,8 +174,18 @@ class OutboxPush:
             counts["pending"],
             counts["deferred"],
             counts["expired_batches"],
+            counts["requeued"],
         )
         return counts
+
+    def _requeue_passing_failures(self, conn, brand_code: int) -> int:
+        now = datetime.now(UTC)
+        ids = [
+            row_id
+            for row_id, consent_date, requeues in retryable_failures(conn, brand_code)
+            if may_requeue(consent_date, now, requeues=requeues, max_requeues=self.settings.max_requeues)
+        ]
+        return requeue(conn, ids) if ids else 0
 
     # ------------------------------------------------------------------ one pass over rows
 
@@ -245,7 +275,12 @@ class OutboxPush:
                 refused = _refused_items(exc, len(remaining))
                 if not refused:
                     self._transient(
-                        conn, [due[key][0].id for key in remaining], exc.code or "STATUS_CHECK", str(exc), counts
+                        conn,
+                        [due[key][0].id for key in remaining],
+                        exc.code or "STATUS_CHECK",
+                        str(exc),
+                        counts,
+                        retryable=_may_pass(exc),
                     )
                     return {}
                 for index, item in refused.items():
@@ -335,8 +370,8 @@ class OutboxPush:
                 return []
             count_attempt(conn, ids, delta=-1)  # a refused request processed nothing
             refused = _refused_items(exc, len(chunk))
-            if not refused:  # refused as a whole, for no item's sake: tried again, then failed
-                self._transient(conn, ids, exc.code or "IYS_ERROR", str(exc), counts)
+            if not refused:  # refused as a whole, for no item's sake: tried again, then failed for good
+                self._transient(conn, ids, exc.code or "IYS_ERROR", str(exc), counts, retryable=False)
                 return []
             self._settle(
                 conn,
@@ -369,16 +404,16 @@ class OutboxPush:
             if verdict.state is OutboxState.PENDING:
                 self._transient(conn, [row_id], verdict.error_code, verdict.detail or "", counts)
 
-    def _transient(self, conn, ids, code, detail, counts) -> None:
+    def _transient(self, conn, ids, code, detail, counts, *, retryable: bool = True) -> None:
         failed = record_transient_failure(
-            conn, ids, max_attempts=self.settings.max_attempts, code=code, detail=detail[:500]
+            conn, ids, max_attempts=self.settings.max_attempts, code=code, detail=detail[:500], retryable=retryable
         )
         counts["failed"] += failed
         counts["pending"] += len(ids) - failed
         self.log.warning("%d updates not settled (%s); they are tried again next run", len(ids), detail[:200])
 
     def _fail(self, conn, ids, code, detail, counts) -> None:
-        failed = record_transient_failure(conn, ids, max_attempts=1, code=code, detail=detail[:500])
+        failed = record_transient_failure(conn, ids, max_attempts=1, code=code, detail=detail[:500], retryable=False)
         counts["failed"] += failed
         self.log.warning("%d updates failed for good (%s)", failed, detail[:200])
 
@@ -414,6 +449,12 @@ def _delivery_unknown(exc: IysApiError) -> bool:
     Such rows stay pending; the next run verifies them with İYS before sending again.
     """
     return exc.retryable or exc.status_code is None or isinstance(exc, IysMalformedResponseError)
+
+
+def _may_pass(exc: IysApiError) -> bool:
+    """A failure that says nothing about the update itself: İYS's side or the way there (5xx,
+    no answer, an unreadable one). A 4xx is İYS's word on the request: retrying earns client errors."""
+    return _delivery_unknown(exc) or (exc.status_code is not None and exc.status_code >= 500)
 
 
 def _superseded() -> Verdict:

@@ -9,6 +9,7 @@ import psycopg
 
 from iys_provider.models import Consent, ConsentRecord
 from iys_provider.outbox import KnownConsent, OutboxRow, Verdict
+from iys_provider.outbox_approval import OutboxVolume
 
 FETCH_PENDING_SQL = """
 SELECT id, recipient, type, recipient_type, status, consent_date, source, attempts
@@ -43,10 +44,22 @@ RECORD_TRANSIENT_FAILURE_SQL = """
 UPDATE iys.consent_updates
    SET tries = tries + 1,
        state = CASE WHEN tries + 1 >= %(max)s THEN 'failed' ELSE 'pending' END,
-       error_code = %(code)s, detail = %(detail)s,
+       error_code = %(code)s, detail = %(detail)s, failure_retryable = %(retryable)s,
        processed_at = CASE WHEN tries + 1 >= %(max)s THEN now() ELSE processed_at END
  WHERE id = ANY(%(ids)s) AND state = 'pending'
 RETURNING state
+"""
+
+# Rows that failed for a passing reason, for :func:`iys_provider.outbox.may_requeue` to judge.
+RETRYABLE_FAILURES_SQL = """
+SELECT id, consent_date, requeues FROM iys.consent_updates
+ WHERE brand_code = %s AND state = 'failed' AND failure_retryable ORDER BY id
+"""
+
+REQUEUE_SQL = """
+UPDATE iys.consent_updates
+   SET state = 'pending', tries = 0, requeues = requeues + 1, processed_at = NULL
+ WHERE id = ANY(%s) AND state = 'failed'
 """
 
 # A batch whose results never came (lost, unknown to İYS, or stuck in its queue) goes back to
@@ -77,12 +90,72 @@ SELECT CASE WHEN state = 'pending' THEN 'reopened' ELSE state END, count(*)
   FROM iys.consent_updates WHERE brand_code = %s AND result_run_id = %s GROUP BY 1
 """
 
-# Unsent opt-outs per Turkey-local consent day; the deadline itself needs the holiday calendar.
-UNSENT_RET_DAYS_SQL = """
-SELECT (consent_date AT TIME ZONE 'Europe/Istanbul')::date AS consent_day, count(*)
+# RETs that never reached İYS and are not given up on by İYS's word: still on their way
+# (pending, held, submitted, failed) or refused as too old (EXPIRED). Spelt as in the partial
+# index consent_updates_unsent_rets (V017).
+_UNDELIVERED_RET = (
+    "status = 'RET' AND (state IN ('pending', 'held', 'submitted', 'failed') "
+    "OR (state = 'rejected' AND error_code = 'EXPIRED'))"
+)
+
+# Undelivered opt-outs per Turkey-local consent day, apart for those a person acknowledged; the
+# deadline itself needs the holiday calendar.
+UNSENT_RET_DAYS_SQL = f"""
+SELECT (consent_date AT TIME ZONE 'Europe/Istanbul')::date AS consent_day, acknowledged_at IS NOT NULL, count(*)
   FROM iys.consent_updates
- WHERE brand_code = %s AND status = 'RET' AND state IN ('pending', 'submitted', 'failed')
+ WHERE brand_code = %s AND {_UNDELIVERED_RET}
+ GROUP BY 1, 2
+"""
+
+# A person has dealt with the undelivered RETs of these consent days: the record stays, the alarm ends.
+ACKNOWLEDGE_RETS_SQL = f"""
+UPDATE iys.consent_updates
+   SET acknowledged_at = now(), acknowledged_by = %(by)s, acknowledgement = %(note)s
+ WHERE brand_code = %(brand)s AND {_UNDELIVERED_RET} AND acknowledged_at IS NULL
+   AND (consent_date AT TIME ZONE 'Europe/Istanbul')::date = ANY(%(days)s)
+"""
+
+# The İYS page's list: the oldest undelivered RETs first (the recipient is masked by the caller).
+UNDELIVERED_RETS_SQL = f"""
+SELECT id, state, error_code, consent_date, recipient, type, acknowledged_at
+  FROM iys.consent_updates
+ WHERE brand_code = %s AND {_UNDELIVERED_RET}
+ ORDER BY consent_date, id LIMIT %s
+"""
+
+# ------------------------------------------------------------------ approval of unusual volume
+
+# What the push would send: pending rows nobody approved, and rows an earlier run held.
+UNAPPROVED_VOLUME_SQL = """
+SELECT upper(btrim(status)), count(*) FROM iys.consent_updates
+ WHERE brand_code = %s AND ((state = 'pending' AND approved_at IS NULL) OR state = 'held')
  GROUP BY 1
+"""
+
+HELD_COUNT_SQL = "SELECT count(*) FROM iys.consent_updates WHERE brand_code = %s AND state = 'held'"
+
+ONAY_CONSENTS_SQL = "SELECT count(*) FROM iys.consents WHERE brand_code = %s AND status = 'ONAY'"
+
+HOLD_SQL = """
+UPDATE iys.consent_updates
+   SET state = 'held', held_by_run = %(run)s, error_code = NULL, detail = 'waiting for a person to approve the volume'
+ WHERE brand_code = %(brand)s AND ((state = 'pending' AND approved_at IS NULL) OR state = 'held')
+"""
+
+HELD_SAMPLE_SQL = """
+SELECT upper(btrim(type)), upper(btrim(status)), recipient FROM iys.consent_updates
+ WHERE brand_code = %s AND state = 'held' AND held_by_run = %s ORDER BY id LIMIT %s
+"""
+
+RELEASE_HELD_SQL = """
+UPDATE iys.consent_updates
+   SET state = 'pending', approved_at = now(), approved_by = %(by)s, error_code = NULL, detail = NULL
+ WHERE brand_code = %(brand)s AND state = 'held' AND held_by_run = %(run)s
+"""
+
+NOT_APPROVED_SQL = """
+UPDATE iys.consent_updates SET error_code = 'NOT_APPROVED', detail = %(detail)s
+ WHERE brand_code = %(brand)s AND state = 'held' AND held_by_run = %(run)s
 """
 
 # A batch is polled under its own brand's path: under another brand's, İYS would not know it.
@@ -175,14 +248,31 @@ def mark_submitted(conn: psycopg.Connection, request_id: str, ids: Sequence[int]
 
 
 def record_transient_failure(
-    conn: psycopg.Connection, ids: Sequence[int], *, max_attempts: int, code: str | None, detail: str
+    conn: psycopg.Connection,
+    ids: Sequence[int],
+    *,
+    max_attempts: int,
+    code: str | None,
+    detail: str,
+    retryable: bool = True,
 ) -> int:
-    """One more unsettled try for each row; returns how many reached ``max_attempts`` and are now failed."""
+    """One more unsettled try for each row; returns how many reached ``max_attempts`` and are now failed.
+
+    ``retryable``: the failure may pass (5xx, network, İYS's clock), so a failed row may be requeued."""
     states = conn.execute(
         RECORD_TRANSIENT_FAILURE_SQL,
-        {"max": max_attempts, "code": code or "TRANSIENT", "detail": detail, "ids": list(ids)},
+        {"max": max_attempts, "code": code or "TRANSIENT", "detail": detail, "ids": list(ids), "retryable": retryable},
     ).fetchall()
     return sum(1 for (state,) in states if state == "failed")
+
+
+def retryable_failures(conn: psycopg.Connection, brand_code: int) -> list[tuple[int, datetime, int]]:
+    """``(id, consent_date, requeues)`` of the brand's rows that failed for a passing reason."""
+    return conn.execute(RETRYABLE_FAILURES_SQL, (brand_code,)).fetchall()
+
+
+def requeue(conn: psycopg.Connection, ids: Sequence[int]) -> int:
+    return conn.execute(REQUEUE_SQL, (list(ids),)).rowcount
 
 
 def note_submitted(conn: psycopg.Connection, ids: Sequence[int], *, code: str, detail: str) -> None:
@@ -222,7 +312,61 @@ def collected_by_run(conn: psycopg.Connection, brand_code: int, result_run_id: s
 
 
 def unsent_rets_by_day(conn: psycopg.Connection, brand_code: int) -> dict[date, int]:
-    return dict(conn.execute(UNSENT_RET_DAYS_SQL, (brand_code,)).fetchall())
+    """Undelivered RETs nobody acknowledged, per Turkey-local consent day."""
+    return {day: count for day, acknowledged, count in _unsent_rets(conn, brand_code) if not acknowledged}
+
+
+def acknowledged_rets(conn: psycopg.Connection, brand_code: int) -> int:
+    return sum(count for _, acknowledged, count in _unsent_rets(conn, brand_code) if acknowledged)
+
+
+def _unsent_rets(conn: psycopg.Connection, brand_code: int) -> list[tuple[date, bool, int]]:
+    return conn.execute(UNSENT_RET_DAYS_SQL, (brand_code,)).fetchall()
+
+
+def acknowledge_rets(conn: psycopg.Connection, brand_code: int, days: Sequence[date], *, by: str, note: str) -> int:
+    """Acknowledge the brand's undelivered RETs of these Turkey-local consent days; returns how many."""
+    if not days:
+        return 0
+    return conn.execute(
+        ACKNOWLEDGE_RETS_SQL, {"brand": brand_code, "days": list(days), "by": by, "note": note}
+    ).rowcount
+
+
+def undelivered_rets(conn: psycopg.Connection, brand_code: int, limit: int) -> list[tuple]:
+    """``(id, state, error_code, consent_date, recipient, type, acknowledged_at)``, oldest first."""
+    return conn.execute(UNDELIVERED_RETS_SQL, (brand_code, limit)).fetchall()
+
+
+def held_updates(conn: psycopg.Connection, brand_code: int) -> int:
+    """The brand's updates waiting for a person's approval."""
+    return conn.execute(HELD_COUNT_SQL, (brand_code,)).fetchone()[0]
+
+
+def unapproved_volume(conn: psycopg.Connection, brand_code: int) -> OutboxVolume:
+    """What the push would send without an approval, against the brand's ONAY consents."""
+    by_status = dict(conn.execute(UNAPPROVED_VOLUME_SQL, (brand_code,)).fetchall())
+    (onay,) = conn.execute(ONAY_CONSENTS_SQL, (brand_code,)).fetchone()
+    return OutboxVolume(by_status, onay)
+
+
+def hold_unapproved(conn: psycopg.Connection, brand_code: int, run_id: str) -> int:
+    """Hold every update the push would send without an approval, for ``run_id`` to ask about."""
+    return conn.execute(HOLD_SQL, {"brand": brand_code, "run": run_id}).rowcount
+
+
+def held_sample(conn: psycopg.Connection, brand_code: int, run_id: str, size: int) -> list[tuple[str, str, str]]:
+    return conn.execute(HELD_SAMPLE_SQL, (brand_code, run_id, size)).fetchall()
+
+
+def release_held(conn: psycopg.Connection, brand_code: int, run_id: str, *, approved_by: str) -> int:
+    """A person approved: ``run_id``'s held rows go back to the queue, approved."""
+    return conn.execute(RELEASE_HELD_SQL, {"brand": brand_code, "run": run_id, "by": approved_by}).rowcount
+
+
+def mark_not_approved(conn: psycopg.Connection, brand_code: int, run_id: str, *, detail: str) -> int:
+    """A person rejected: ``run_id``'s held rows stay held, with the code ``NOT_APPROVED``."""
+    return conn.execute(NOT_APPROVED_SQL, {"brand": brand_code, "run": run_id, "detail": detail}).rowcount
 
 
 def submitted_requests(conn: psycopg.Connection, brand_code: int) -> list[tuple[str, datetime, int]]:

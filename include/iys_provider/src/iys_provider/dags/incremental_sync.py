@@ -14,8 +14,10 @@ from iys_provider.operators.changes import DEFAULT_MAX_PULL_GAP_HOURS, IysPullCh
 from iys_provider.operators.consent_updates import IysPushConsentUpdatesOperator
 from iys_provider.operators.leavers import IysForgetLeaversOperator
 from iys_provider.operators.new_users import IysCheckNewUsersOperator
+from iys_provider.operators.outbox_approval import IysApproveUnusualVolumeOperator
 from iys_provider.operators.report import IysAnnounceConsentChangesOperator, IysSyncReportOperator
 from iys_provider.operators.retention import IysApplyRetentionOperator
+from iys_provider.outbox_approval import DEFAULT_MAX_SHARE, DEFAULT_MAX_UPDATES
 from iys_provider.retention import (
     MIN_CONSENT_EVENTS_RETENTION_DAYS,
     MIN_FINISHED_UPDATES_RETENTION_DAYS,
@@ -33,14 +35,20 @@ DOC = """
 2. Checks new and changed users (multi status), quarantining invalid addresses, and forgets the
    users the source query no longer returns (their links, fingerprints and quarantined values);
    refused, forgetting nobody, when more than `max_leaver_share` of the users would leave at once.
-3. Pushes pending rows of `iys.consent_updates` for recipients İYS already holds — never creating
+3. Holds an unusual volume of outbox updates (more than `approval_max_updates`, or more than
+   `approval_max_share` of the brand's ONAY consents) and waits for a person's approval in
+   Airflow's *awaiting input* state: Approve sends them in this run; Reject or no answer keeps
+   them unsent and fails the run.
+4. Pushes pending rows of `iys.consent_updates` for recipients İYS already holds — never creating
    one — and waits for batch results in reschedule mode. Every opt-out is verified against İYS's
-   current status (multi status) right before it is sent. The push runs even when a pull failed.
-4. Deletes change-feed events and settled outbox rows older than their retention, when one is set
+   current status (multi status) right before it is sent. The push runs even when a pull failed;
+   a row that failed for a passing reason (5xx, network) is tried again while İYS would accept it.
+5. Deletes change-feed events and settled outbox rows older than their retention, when one is set
    (`IYS_CONSENT_EVENTS_RETENTION_DAYS`, `IYS_FINISHED_UPDATES_RETENTION_DAYS`; default: keep).
-5. Writes a row to `iys.sync_runs` (with the opt-out deadline watch) and announces consent
-   changes on the `iys_consents` asset. The run fails when any step failed, or when an opt-out
-   not yet in İYS is within `ret_deadline_margin_hours` of its legal deadline.
+6. Writes a row to `iys.sync_runs` (with the opt-out deadline watch) and announces consent
+   changes on the `iys_consents` asset. The run fails when any step failed, when an opt-out not
+   yet in İYS is within `ret_deadline_margin_hours` of its legal deadline, and when one is past
+   it, until a person acknowledges it (`acknowledge_overdue_rets`).
 
 Reruns and backfills are harmless: every step works from cursors and states, not from the run's
 dates.
@@ -100,6 +108,31 @@ def build_incremental_sync_dag(
                 description="Fail the run when an opt-out (RET) not yet in İYS is this close to its legal "
                 "deadline (consent date + 3 Turkish business days).",
             ),
+            "acknowledge_overdue_rets": Param(
+                False,
+                type="boolean",
+                title="Acknowledge opt-outs past their deadline",
+                description="Record that you have dealt with the opt-outs (RET) that never reached İYS and are past "
+                "their legal deadline (your name and the time are stored on each row); they stop failing the runs. "
+                "The rows stay, and their users stay out of iys.sendable.",
+            ),
+            "approval_max_updates": Param(
+                DEFAULT_MAX_UPDATES,
+                type="integer",
+                minimum=0,
+                title="Approve above (updates)",
+                description="When the outbox holds more updates than this, nobody having approved them, they wait "
+                "for a person's approval before anything is sent to İYS.",
+            ),
+            "approval_max_share": Param(
+                DEFAULT_MAX_SHARE,
+                type="number",
+                exclusiveMinimum=0,
+                maximum=1,
+                title="Approve above (share of ONAY consents)",
+                description="When the outbox's updates are more than this share of the brand's ONAY consents (from "
+                "100 updates on), they wait for a person's approval before anything is sent to İYS.",
+            ),
             "max_leaver_share": Param(
                 DEFAULT_MAX_LEAVER_SHARE,
                 type="number",
@@ -154,6 +187,15 @@ def build_incremental_sync_dag(
             retries=2,
             **conns,
         )
+        # No retries: a retry would ask the same question again, and the push must run after it.
+        approval = IysApproveUnusualVolumeOperator(
+            task_id="approve_unusual_volume",
+            max_updates="{{ params.approval_max_updates }}",
+            max_share="{{ params.approval_max_share }}",
+            trigger_rule="all_done",
+            retries=0,
+            **conns,
+        )
         push = IysPushConsentUpdatesOperator(
             task_id="push_consent_updates", trigger_rule="all_done", retries=2, **iys, **conns
         )
@@ -175,12 +217,14 @@ def build_incremental_sync_dag(
             batch_results_task_id=wait.task_id,
             leavers_task_id=leavers.task_id,
             retention_task_id=retention_step.task_id,
+            approval_task_id=approval.task_id,
             ret_deadline_margin_hours="{{ params.ret_deadline_margin_hours }}",
+            acknowledge_overdue_rets="{{ params.acknowledge_overdue_rets }}",
             **conns,
         )
         announce = IysAnnounceConsentChangesOperator(
             task_id="announce_consent_changes", report_task_id="report", asset=brand.asset, **conns
         )
-        pulls[0] >> pulls[1] >> new_users >> leavers >> push >> wait >> retention_step >> report >> announce
+        pulls[0] >> pulls[1] >> new_users >> leavers >> approval >> push >> wait >> retention_step >> report >> announce
         concurrency.guard(dag, first=[pulls[0]])
     return dag

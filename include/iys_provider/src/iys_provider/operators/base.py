@@ -58,3 +58,10 @@ class IysBaseOperator(BaseOperator):
     def _close_hook(self) -> None:
         if "iys_hook" in self.__dict__:  # only a hook this task actually created
             self.iys_hook.close()
+
+
+def truthy(value: object) -> bool:
+    """A templated flag: Params rendered without native objects arrive as strings."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

@@ -10,7 +10,13 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
 
 from iys_provider.operators.base import IysBaseOperator
-from iys_provider.outbox import DEFAULT_CLOCK_SKEW, DEFAULT_FUTURE_TOLERANCE, DEFAULT_MAX_BATCH_AGE, WRITE_POLICIES
+from iys_provider.outbox import (
+    DEFAULT_CLOCK_SKEW,
+    DEFAULT_FUTURE_TOLERANCE,
+    DEFAULT_MAX_BATCH_AGE,
+    DEFAULT_MAX_REQUEUES,
+    WRITE_POLICIES,
+)
 from iys_provider.outbox_push import DEFAULT_MAX_ATTEMPTS, OutboxPush, PushResult, PushSettings
 
 __all__ = ["IysPushConsentUpdatesOperator", "PushResult"]
@@ -30,7 +36,8 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
     items of a batch by index, only those are settled and the rest is resubmitted at once.
 
     One row's trouble never stops the others: a failed check or send leaves that row pending
-    (after ``max_attempts`` tries it ends ``failed`` with the H-code or reason). Only errors that
+    (after ``max_attempts`` tries it ends ``failed`` with the H-code or reason; a passing failure is
+    requeued by a later run while İYS would accept it). Only errors that
     would hit every row alike (credentials, İYS's token block) stop the task. Rows whose consent
     date is up to ``future_tolerance_seconds`` ahead of our clock wait, within this run, until
     they are ``clock_skew_seconds`` in the past. Rows are never deleted.
@@ -43,6 +50,8 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
     :param future_tolerance_seconds: a consent date this far ahead waits instead of FUTURE_DATE.
     :param clock_skew_seconds: how far İYS's clock may lag ours (see :mod:`iys_provider.outbox`).
     :param max_batch_age_seconds: submitted rows older than this go back to pending first.
+    :param max_requeues: how often a row that ended ``failed`` for a passing reason (5xx, network,
+        an unreadable answer) goes back to the queue while İYS would still accept it.
     """
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "mode")
@@ -58,6 +67,7 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
         future_tolerance_seconds: float = DEFAULT_FUTURE_TOLERANCE.total_seconds(),
         clock_skew_seconds: float = DEFAULT_CLOCK_SKEW.total_seconds(),
         max_batch_age_seconds: float = DEFAULT_MAX_BATCH_AGE.total_seconds(),
+        max_requeues: int = DEFAULT_MAX_REQUEUES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -69,6 +79,7 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
         self.future_tolerance = timedelta(seconds=future_tolerance_seconds)
         self.clock_skew = timedelta(seconds=clock_skew_seconds)
         self.max_batch_age = timedelta(seconds=max_batch_age_seconds)
+        self.max_requeues = max_requeues
 
     def execute(self, context: Context) -> PushResult:
         if self.mode not in WRITE_POLICIES:
@@ -82,6 +93,7 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
             future_tolerance=self.future_tolerance,
             clock_skew=self.clock_skew,
             max_batch_age=self.max_batch_age,
+            max_requeues=self.max_requeues,
         )
         with self.database() as conn:
             return OutboxPush(self.iys_hook, conn, settings, self.log).run()

@@ -34,7 +34,7 @@ from iys_provider.leavers import (
     refusal,
 )
 from iys_provider.leavers_store import known_users
-from iys_provider.operators.base import IysBaseOperator
+from iys_provider.operators.base import IysBaseOperator, truthy
 from iys_provider.operators.leavers import LeaversResult, leavers_result
 from iys_provider.scan_ledger import (
     DEFAULT_BATCH_SIZE,
@@ -184,7 +184,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         )
         max_leaver_share = parse_max_leaver_share(self.max_leaver_share)
         with self.database() as conn:
-            if _truthy(self.dry_run):
+            if truthy(self.dry_run):
                 self._log_dry_run(source.count_rows(conn).users)
                 self._log_dry_run_leavers(
                     len(source.read_departed(conn, brand_code)), known_users(conn, brand_code), max_leaver_share
@@ -198,7 +198,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
                     batch_size=int(self.batch_size),
                     max_batches=self.max_batches,
                     parallel_batches=self._parallel_batches(),
-                    rescan=_truthy(self.rescan),
+                    rescan=truthy(self.rescan),
                     max_leaver_share=max_leaver_share,
                 )
             except TooManyLeaversError as exc:
@@ -414,10 +414,3 @@ class IysFinishInitialSyncOperator(IysBaseOperator):
             self.log.info("  %-6s ONAY %d, RET %d, none %d", channel.type, channel.onay, channel.ret, channel.unknown)
         self.log.info("İYS success ratio of %s: %s", self.iys_hook.settings.ip_budget_key, ratio.describe())
         return FinishInitialSyncResult(complete=True, scan_id=scan.scan_id, users=users)
-
-
-def _truthy(value: object) -> bool:
-    """Params rendered without native objects arrive as strings."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)

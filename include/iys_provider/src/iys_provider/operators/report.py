@@ -12,14 +12,14 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from iys_provider.assets import CONSENTS_ASSET
 from iys_provider.consent_store import record_sendable_counts
-from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, watch_ret_deadlines
-from iys_provider.operators.base import IysBaseOperator
+from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, overdue_days, watch_ret_deadlines
+from iys_provider.operators.base import IysBaseOperator, truthy
 from iys_provider.operators.changes import PullResult
 from iys_provider.operators.leavers import LeaversResult
 from iys_provider.operators.new_users import NewUsersResult
 from iys_provider.operators.retention import RetentionResult
 from iys_provider.outbox_push import PushResult
-from iys_provider.outbox_store import unsent_rets_by_day
+from iys_provider.outbox_store import acknowledge_rets, acknowledged_rets, held_updates, unsent_rets_by_day
 from iys_provider.sensors.batch_results import BatchResultsSummary
 
 INSERT_RUN_SQL = """
@@ -73,6 +73,8 @@ class RunDetails(TypedDict):
     requests: int
     failed_steps: list[str]
     overdue_rets: int
+    acknowledged_rets: int
+    held_for_approval: int
     links_removed: int
     quarantine_rows_removed: int
     consent_events_deleted: int
@@ -94,14 +96,26 @@ class IysSyncReportOperator(IysBaseOperator):
     earliest deadline; when one is within ``ret_deadline_margin_hours`` of it, the run fails
     (after every step has done its work), so alerting on failed runs catches it.
 
+    Undelivered RETs past their deadline fail every run too, until a person acknowledges them:
+    ``acknowledge_overdue_rets`` (a DAG Param) does it in this run, recording the user who
+    triggered it; the rows and their state stay.
+
     :param ret_deadline_margin_hours: alarm margin before a RET's legal deadline (templated).
+    :param acknowledge_overdue_rets: acknowledge the RETs past their deadline before the watch
+        looks (templated; a string "true" counts).
+    :param approval_task_id: the :class:`~iys_provider.operators.outbox_approval.IysApproveUnusualVolumeOperator`
+        task: the run fails when it did (a rejection or no answer). The row records the held updates.
     :param leavers_task_id: the :class:`~iys_provider.operators.leavers.IysForgetLeaversOperator`
         task, whose counts the row records.
     :param retention_task_id: the :class:`~iys_provider.operators.retention.IysApplyRetentionOperator`
         task, whose deletions ``details`` records.
     """
 
-    template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "ret_deadline_margin_hours")
+    template_fields: Sequence[str] = (
+        *IysBaseOperator.template_fields,
+        "ret_deadline_margin_hours",
+        "acknowledge_overdue_rets",
+    )
 
     def __init__(
         self,
@@ -112,7 +126,9 @@ class IysSyncReportOperator(IysBaseOperator):
         batch_results_task_id: str | None = None,
         leavers_task_id: str | None = None,
         retention_task_id: str | None = None,
+        approval_task_id: str | None = None,
         ret_deadline_margin_hours: float | str = DEFAULT_DEADLINE_MARGIN.total_seconds() / 3600,
+        acknowledge_overdue_rets: bool | str = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
@@ -124,6 +140,8 @@ class IysSyncReportOperator(IysBaseOperator):
         self.batch_results_task_id = batch_results_task_id
         self.leavers_task_id = leavers_task_id
         self.retention_task_id = retention_task_id
+        self.approval_task_id = approval_task_id
+        self.acknowledge_overdue_rets = acknowledge_overdue_rets
 
     def execute(self, context: Context) -> SyncReport:
         ti = context["ti"]
@@ -164,6 +182,8 @@ class IysSyncReportOperator(IysBaseOperator):
             requests=new_users.get("requests", 0),
             failed_steps=failed_steps,
             overdue_rets=0,
+            acknowledged_rets=0,
+            held_for_approval=0,
             links_removed=leavers.get("links_removed", 0),
             quarantine_rows_removed=leavers.get("quarantine_rows_removed", 0),
             consent_events_deleted=retention.get("consent_events_deleted", 0),
@@ -174,12 +194,15 @@ class IysSyncReportOperator(IysBaseOperator):
         with self.database() as conn:
             # The run is done writing consents and links: what the İYS page shows as sendable.
             record_sendable_counts(conn, brand_code)
+            now = datetime.now(UTC)
+            if truthy(self.acknowledge_overdue_rets):
+                self._acknowledge_overdue(conn, brand_code, now, dag_run)
             watch = watch_ret_deadlines(
-                unsent_rets_by_day(conn, brand_code),
-                datetime.now(UTC),
-                timedelta(hours=float(self.ret_deadline_margin_hours)),
+                unsent_rets_by_day(conn, brand_code), now, timedelta(hours=float(self.ret_deadline_margin_hours))
             )
             details["overdue_rets"] = watch.overdue
+            details["acknowledged_rets"] = acknowledged_rets(conn, brand_code)
+            details["held_for_approval"] = held_updates(conn, brand_code)
             ratio = self.iys_hook.success_ratio_24h()  # İYS's whitelist rule, counted in the shared state
             conn.execute(
                 INSERT_RUN_SQL,
@@ -224,6 +247,8 @@ class IysSyncReportOperator(IysBaseOperator):
             f"{watch.earliest_deadline:%Y-%m-%d %H:%M %Z}" if watch.earliest_deadline else "-",
             watch.overdue,
         )
+        if details["held_for_approval"]:
+            self.log.warning("%d outbox updates are held for a person's approval", details["held_for_approval"])
         self.log.info("İYS success ratio of %s: %s", self.iys_hook.settings.ip_budget_key, ratio.describe())
         problems = []
         if failed_steps:
@@ -238,6 +263,14 @@ class IysSyncReportOperator(IysBaseOperator):
             raise AirflowException("; ".join(problems) + "; the report row is written")
         return SyncReport(**summary, **details)
 
+    def _acknowledge_overdue(self, conn, brand_code: int, now: datetime, dag_run) -> None:
+        by = getattr(dag_run, "triggering_user_name", None) or "unknown"
+        days = overdue_days(unsent_rets_by_day(conn, brand_code), now)
+        count = acknowledge_rets(
+            conn, brand_code, days, by=by, note=f"acknowledged through run {dag_run.run_id} of {dag_run.dag_id}"
+        )
+        self.log.warning("%s acknowledged %d opt-outs (RET) past their legal deadline; the rows stay", by, count)
+
     def _step_states(self, context) -> dict[str, str]:
         ti = context["ti"]
         task_ids = [
@@ -246,6 +279,7 @@ class IysSyncReportOperator(IysBaseOperator):
                 *self.pull_task_ids,
                 self.new_users_task_id,
                 self.leavers_task_id,
+                self.approval_task_id,
                 self.push_task_id,
                 self.batch_results_task_id,
                 self.retention_task_id,
