@@ -63,7 +63,7 @@ def test_cutoff_is_n_days_before_now():
 
 
 def test_only_states_the_package_never_changes_again_are_final():
-    assert set(FINAL_OUTBOX_STATES) == set(OutboxState) - {OutboxState.PENDING, OutboxState.SUBMITTED}
+    assert set(FINAL_OUTBOX_STATES) == set(OutboxState) - {OutboxState.PENDING, OutboxState.HELD, OutboxState.SUBMITTED}
 
 
 def test_the_operator_refuses_a_too_short_retention_before_it_connects_to_anything(monkeypatch):

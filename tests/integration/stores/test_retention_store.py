@@ -69,7 +69,7 @@ def test_events_received_before_the_cutoff_go_in_chunks_of_the_brand_only(store)
     assert events(store) == ["other-brand-old", "recent"]
 
 
-def test_only_settled_outbox_rows_go_and_a_failed_opt_out_stays_while_it_can_be_delivered(store):
+def test_only_settled_outbox_rows_go_and_an_opt_out_that_never_reached_iys_stays(store):
     for state in ("sent", "skipped", "rejected", "failed"):
         add_update(store, f"{state}-old", state=state, processed_days_ago=10)
         add_update(store, f"{state}-recent", state=state, processed_days_ago=1)
@@ -81,14 +81,19 @@ def test_only_settled_outbox_rows_go_and_a_failed_opt_out_stays_while_it_can_be_
         store, "failed-ret-registrable", state="failed", status="RET", consent_days_ago=1 / 24, processed_days_ago=10
     )
     add_update(store, "failed-ret-expired", state="failed", status="RET", consent_days_ago=30, processed_days_ago=10)
+    add_update(store, "held-old", state="held", status="RET", consent_days_ago=30, processed_days_ago=10)
     add_update(
         store, "failed-ret-lowercase", state="failed", status=" ret ", consent_days_ago=1 / 24, processed_days_ago=10
     )
     add_update(store, "other-brand-old", state="sent", processed_days_ago=400, brand=OTHER_BRAND)
 
+    # Too late for İYS (EXPIRED): still the citizen's "no", kept; any other refusal is history.
+    store.execute("UPDATE iys.consent_updates SET status = 'RET', error_code = 'EXPIRED' WHERE detail = 'rejected-old'")
+    add_update(store, "rejected-ret-invalid", state="rejected", status="RET", processed_days_ago=10)
+
     outcome = apply_retention(store, brand_code=BRAND, policy=RetentionPolicy(finished_updates_days=2), chunk_size=2)
 
-    assert outcome == RetentionOutcome(consent_events_deleted=0, finished_updates_deleted=5)
+    assert outcome == RetentionOutcome(consent_events_deleted=0, finished_updates_deleted=4)
     assert updates(store) == sorted(
         [
             *(f"{state}-recent" for state in ("sent", "skipped", "rejected", "failed")),
@@ -97,10 +102,12 @@ def test_only_settled_outbox_rows_go_and_a_failed_opt_out_stays_while_it_can_be_
             "never-processed",
             "failed-ret-registrable",
             "failed-ret-lowercase",
+            "failed-ret-expired",
+            "held-old",
+            "rejected-old",
             "other-brand-old",
         ]
     )
-    assert "failed-ret-expired" not in updates(store)
 
 
 def test_an_exact_multiple_of_the_chunk_size_ends_with_an_empty_chunk(store):

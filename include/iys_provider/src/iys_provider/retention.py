@@ -9,9 +9,10 @@ what                        older than N days by                never deleted
 ==========================  ==================================  ==================================
 ``iys.consent_events``      ``received_at``: when we stored     —
                             (or last rewrote) the movement
-``iys.consent_updates``     ``processed_at``: when the row      ``pending`` and ``submitted`` rows;
-in a final state (sent,     was settled                         a ``failed`` RET whose legal
-skipped, rejected, failed)                                      deadline has not passed
+``iys.consent_updates``     ``processed_at``: when the row      ``pending``, ``held`` and
+in a final state (sent,     was settled                         ``submitted`` rows; a RET that
+skipped, rejected, failed)                                      never reached İYS (``failed``, or
+                                                                ``rejected`` as ``EXPIRED``)
 ==========================  ==================================  ==================================
 
 Why these clocks and limits:
@@ -21,10 +22,10 @@ Why these clocks and limits:
   and the primary key on ``transaction_id`` recognises a replayed movement only while its row is
   stored. Hence :data:`MIN_CONSENT_EVENTS_RETENTION_DAYS` (8): a replay never brings back (and
   re-applies) a movement we deleted.
-* A settled row is history, and its recipient is personal data. A ``failed`` RET, though, is an
-  opt-out that never reached İYS: the deadline watch counts it and a data engineer may still
-  deliver it, so it stays until İYS would refuse it anyway (its consent date is past the
-  registration window, :func:`~iys_provider.business_days.newest_expired_consent_date`).
+* A settled row is history, and its recipient is personal data. A RET that never reached İYS,
+  though, is the record of a citizen's "no" that İYS does not hold: it keeps the user out of
+  ``iys.sendable``, the deadline watch counts it until a person acknowledges it, and a failed one
+  may still be delivered. Deleting it would make the user sendable again, so it stays.
 * At least one day for the outbox: the run's report counts the rows this run settled.
 """
 
@@ -40,7 +41,8 @@ MIN_CONSENT_EVENTS_RETENTION_DAYS = 8
 MIN_FINISHED_UPDATES_RETENTION_DAYS = 1
 #: Rows deleted per statement (and transaction): short locks, a bounded WAL burst.
 DEFAULT_RETENTION_CHUNK_SIZE = 10_000
-#: States the package never changes again (``pending`` and ``submitted`` are still moving).
+#: Settled states: ``pending``, ``held`` and ``submitted`` are still moving (a ``failed`` row that
+#: may pass is requeued, but stays a row retention would delete only when it is not an opt-out).
 FINAL_OUTBOX_STATES = (OutboxState.SENT, OutboxState.SKIPPED, OutboxState.REJECTED, OutboxState.FAILED)
 
 _KEEP_FOREVER = ("", "none", "null")

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from iys_provider.business_days import newest_expired_consent_date
 from iys_provider.retention import DEFAULT_RETENTION_CHUNK_SIZE, FINAL_OUTBOX_STATES, RetentionPolicy, cutoff
 
 DELETE_OLD_EVENTS_SQL = """
@@ -26,14 +25,16 @@ DELETE FROM iys.consent_events
 
 # The states spelt as in the partial index's predicate, so the planner can use it.
 _FINAL_STATES = ", ".join(f"'{state.value}'" for state in FINAL_OUTBOX_STATES)
-# A failed RET is an opt-out that never reached İYS: kept while İYS would still accept it. Its
-# status is compared as the push reads it (trimmed, any case), not only as the deadline watch does.
+# A RET that never reached İYS (failed, or refused as too old) is the record of a citizen's "no"
+# İYS does not hold: it keeps the user out of iys.sendable, so it is never deleted. Its status is
+# compared as the push reads it (trimmed, any case), not only as the deadline watch does.
 DELETE_FINISHED_UPDATES_SQL = f"""
 DELETE FROM iys.consent_updates
  WHERE id IN (
        SELECT id FROM iys.consent_updates
         WHERE brand_code = %(brand)s AND state IN ({_FINAL_STATES}) AND processed_at < %(before)s
-          AND NOT (state = 'failed' AND upper(btrim(status)) = 'RET' AND consent_date > %(still_registrable_after)s)
+          AND NOT (upper(btrim(status)) = 'RET'
+                   AND (state = 'failed' OR (state = 'rejected' AND error_code IS NOT DISTINCT FROM 'EXPIRED')))
         LIMIT %(limit)s)
 """
 
@@ -67,11 +68,7 @@ def apply_retention(
         )
     updates_before = cutoff(now, policy.finished_updates_days)
     if updates_before is not None:
-        params = {
-            "brand": brand_code,
-            "before": updates_before,
-            "still_registrable_after": newest_expired_consent_date(now),
-        }
+        params = {"brand": brand_code, "before": updates_before}
         updates = _delete_in_chunks(conn, DELETE_FINISHED_UPDATES_SQL, params, chunk_size)
     return RetentionOutcome(events, updates)
 
