@@ -66,3 +66,23 @@ def outbox(pg, row_id):
 
 def push(**kwargs):
     return IysPushConsentUpdatesOperator(task_id="push", **kwargs).execute(context={})
+
+
+def truth(sim, recipient, type_="MESAJ"):
+    return sim_control(sim, f"truth?recipient={recipient.replace('+', '%2B')}&type={type_}", method="GET")["status"]
+
+
+def counters(sim):
+    return sim_control(sim, "counters", method="GET")
+
+
+def seed(sim, *items):
+    sim_control(
+        sim,
+        "seed",
+        {
+            "consents": [
+                {"recipient": r, "type": t, "status": s, "consentDate": OLD, "source": "HS_WEB"} for r, t, s in items
+            ]
+        },
+    )

@@ -15,14 +15,16 @@ from incremental_support import (
     BOB,
     CAROL,
     DAVE,
-    OLD,
     add_update,
     consent,
+    counters,
     iys_now,
     make_feed_visible,
     outbox,
     pull,
     push,
+    seed,
+    truth,
     turkey_text,
 )
 
@@ -34,26 +36,6 @@ from iys_provider.sensors.batch_results import IysBatchResultSensor
 from tests_support import run_dag, sim_control, task_states
 
 EVE = "+905321110005"
-
-
-def truth(sim, recipient, type_="MESAJ"):
-    return sim_control(sim, f"truth?recipient={recipient.replace('+', '%2B')}&type={type_}", method="GET")["status"]
-
-
-def counters(sim):
-    return sim_control(sim, "counters", method="GET")
-
-
-def seed(sim, *items):
-    sim_control(
-        sim,
-        "seed",
-        {
-            "consents": [
-                {"recipient": r, "type": t, "status": s, "consentDate": OLD, "source": "HS_WEB"} for r, t, s in items
-            ]
-        },
-    )
 
 
 # --------------------------------------------------------------------------- 1. stale copy

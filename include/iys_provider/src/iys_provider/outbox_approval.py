@@ -88,7 +88,7 @@ def unusual_volume(volume: OutboxVolume, thresholds: ApprovalThresholds) -> str 
         if share is None:
             return f"{updates:,} updates while no ONAY consent of the brand is synced yet"
         if share > thresholds.max_share:
-            return f"{updates:,} updates are {share:.1%} of the brand's {volume.onay_consents:,} ONAY consents, more than {thresholds.max_share:.1%}"
+            return f"{updates:,} updates are {share:.2%} of the brand's {volume.onay_consents:,} ONAY consents, more than {thresholds.max_share:.1%}"
     return None
 
 
