@@ -94,7 +94,13 @@ def test_incremental_sync_shape(dagbag_and_warnings):
     # Users who leave and retention run every night, and never hold back the push.
     for task_id in ("forget_leavers", "apply_retention"):
         assert dag.get_task(task_id).trigger_rule == "all_done"
-    assert "push_consent_updates" in dag.get_task("forget_leavers").downstream_task_ids
+    # An unusual outbox volume waits for a person between them; the gate runs whatever failed before.
+    assert dag.get_task("forget_leavers").downstream_task_ids == {"approve_unusual_volume"}
+    approval = dag.get_task("approve_unusual_volume")
+    assert approval.downstream_task_ids == {"push_consent_updates"}
+    assert (approval.trigger_rule, approval.retries) == ("all_done", 0)
+    assert dag.get_task("push_consent_updates").trigger_rule == "all_done"
+    assert {"approval_max_updates", "approval_max_share", "acknowledge_overdue_rets"} <= set(dag.params)
     assert dag.params["consent_events_retention_days"] is None
     assert dag.params["finished_updates_retention_days"] is None
 

@@ -204,6 +204,14 @@ def test_outbox_by_state_and_code_and_the_oldest_unsent_ret_deadline(db, pg_dsn)
         {"state": "sent", "code": None, "count": 1},
     ]
     assert (shown["unsent_rets"], shown["overdue_rets"]) == (2, 1)
+    # The RETs not in İYS, oldest first, by outbox id: the overdue one, then the pending and the failed.
+    listed = [(r["state"], r["code"], r["overdue"], r["acknowledged_at"]) for r in shown["undelivered"]]
+    assert listed == [("pending", None, True, None), ("pending", None, False, None), ("failed", "H500", False, None)]
+    assert shown["undelivered"][0]["deadline"] == legal_deadline(old_day).isoformat()
+    db.execute("UPDATE iys.consent_updates SET acknowledged_at = now() WHERE consent_date = %s", (old_day,))
+    acknowledged = panels(pg_dsn)["outbox"]
+    assert (acknowledged["overdue_rets"], acknowledged["acknowledged_rets"]) == (0, 1)
+    assert acknowledged["level"] != "danger"  # the others' deadlines are two business days or more away
     assert shown["earliest_deadline"] == legal_deadline(consent_day).isoformat()
     assert shown["level"] == "danger"  # one is overdue
     assert "+90532" not in json.dumps(shown)

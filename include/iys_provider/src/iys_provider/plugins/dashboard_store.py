@@ -21,9 +21,10 @@ from typing import Any
 
 import psycopg
 
-from iys_provider.deadline_watch import watch_ret_deadlines
+from iys_provider.deadline_watch import ret_deadline, watch_ret_deadlines
 from iys_provider.hooks.settings import extra_default
-from iys_provider.outbox_store import unsent_rets_by_day
+from iys_provider.models import IYS_TIMEZONE
+from iys_provider.outbox_store import acknowledged_rets, held_updates, undelivered_rets, unsent_rets_by_day
 from iys_provider.plugins.dashboard import (
     RUNS_SHOWN,
     BudgetKey,
@@ -41,6 +42,8 @@ from iys_provider.plugins.dashboard import (
 from iys_provider.success_ratio_store import success_ratio_24h
 
 STATEMENT_TIMEOUT_MS = 10_000
+#: The oldest RETs not in İYS the outbox panel lists (the counts cover all of them).
+UNDELIVERED_SHOWN = 20
 # SET LOCAL takes no parameters; set_config(..., true) is its parameterised form.
 SET_STATEMENT_TIMEOUT_SQL = "SELECT set_config('statement_timeout', %s, true)"
 
@@ -170,6 +173,22 @@ def reconciliations(conn: psycopg.Connection, brand_code: int) -> list[tuple] | 
     return conn.execute(RECONCILIATIONS_SQL, (brand_code,)).fetchall() or None
 
 
+def undelivered_ret(row: tuple, now: datetime) -> dict[str, Any]:
+    """One RET not in İYS as the page lists it, by outbox id (no recipient, even masked), with its legal deadline."""
+    row_id, state, code, consent_date, _recipient, type_, acknowledged_at = row
+    deadline = ret_deadline(consent_date.astimezone(IYS_TIMEZONE).date())
+    return {
+        "id": row_id,
+        "type": type_,
+        "state": state,
+        "code": code,
+        "consent_date": consent_date.isoformat(),
+        "deadline": deadline.isoformat(),
+        "overdue": deadline <= now,
+        "acknowledged_at": acknowledged_at.isoformat() if acknowledged_at else None,
+    }
+
+
 def read_panels(
     conn: psycopg.Connection,
     brand_code: int,
@@ -190,6 +209,7 @@ def read_panels(
     scan = initial_sync_progress(conn, brand_code)
     outbox_rows = conn.execute(OUTBOX_SQL, (brand_code,)).fetchall()
     watch = watch_ret_deadlines(unsent_rets_by_day(conn, brand_code), now)
+    undelivered = [undelivered_ret(row, now) for row in undelivered_rets(conn, brand_code, UNDELIVERED_SHOWN)]
     quarantine = conn.execute(QUARANTINE_SQL, (brand_code,)).fetchall()
     keys = budget_keys(conn)
     reconciled = reconciliations(conn, brand_code)
@@ -225,6 +245,9 @@ def read_panels(
             "unsent_rets": watch.unsent,
             "due_within_24h": watch.due_within_24h,
             "overdue_rets": watch.overdue,
+            "acknowledged_rets": acknowledged_rets(conn, brand_code),
+            "held_for_approval": held_updates(conn, brand_code),
+            "undelivered": undelivered,
             "earliest_deadline": watch.earliest_deadline.isoformat() if watch.earliest_deadline else None,
             "level": str(deadline_level(watch.earliest_deadline, watch.overdue, now)),
             "link": last_task("push_consent_updates"),

@@ -144,6 +144,15 @@ function drawOutbox(o) {
     ["oldest unsent RET's legal deadline", [o.earliest_deadline ? when(o.earliest_deadline) : "none pending", o.level]],
   ]);
   rows(el.querySelector("table.states"), o.by_state.map((x) => [x.state, x.code || "–", fmt(x.count)]), ["state", "code", "rows"]);
+  rows(
+    el.querySelector("table.undelivered"),
+    o.undelivered.map((x) => [
+      x.id, x.type, x.state, x.code || "–", when(x.consent_date),
+      [when(x.deadline), x.acknowledged_at ? "" : x.overdue ? "danger" : "warning"],
+      x.acknowledged_at ? when(x.acknowledged_at) : "–",
+    ]),
+    o.undelivered.length ? ["RET not in İYS (outbox id)", "channel", "state", "code", "consent date", "legal deadline", "acknowledged"] : null,
+  );
 }
 
 function drawQuarantine(q) {
