@@ -62,6 +62,14 @@ OUTBOX_RETS ?= 10000
 bench-outbox: install
 	$(BIN)/python bench/bench_outbox_rets.py --rets $(OUTBOX_RETS)
 
+# Reading iys.sendable at SENDABLE_USERS users with SENDABLE_OPEN_RETS opt-outs not yet in İYS, before and
+# after the view held them out (count per channel, audience export, one user); the ratio against 1.2×.
+SENDABLE_USERS ?= 1000000
+SENDABLE_OPEN_RETS ?= 10000
+.PHONY: bench-sendable
+bench-sendable: install
+	$(BIN)/python bench/bench_sendable.py --users $(SENDABLE_USERS) --open-rets $(SENDABLE_OPEN_RETS)
+
 # The shared learned request rate (issue #14): N processes at rate 10 against İYS's strict 10/s window
 # with 20–60 ms latency; requests, accepted req/s, 429 share, the learned rate over time, per process.
 LIMITER_PROCESSES ?= 4

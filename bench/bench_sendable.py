@@ -115,9 +115,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--open-rets", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--server-uri", default=None, help="a PostgreSQL server (default: 127.0.0.1:5432)")
+    parser.add_argument("--postgres-server", default=None, help="a PostgreSQL server URI (default: 127.0.0.1:5432)")
     args = parser.parse_args()
-    server = args.server_uri or "postgresql://postgres@127.0.0.1:5432/postgres"
+    server = args.postgres_server or "postgresql://postgres@127.0.0.1:5432/postgres"
     name = f"iys_bench_sendable_{uuid.uuid4().hex[:8]}"
     dsn = local_stack.ensure_database(server, name)
     try:
