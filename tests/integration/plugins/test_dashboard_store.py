@@ -308,3 +308,25 @@ def test_the_page_reads_in_a_read_only_transaction(db, pg_dsn):
         assert conn.execute("SHOW statement_timeout").fetchone()[0] == "10s"
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("DELETE FROM iys.sync_runs")
+
+
+def test_onay_addresses_held_out_now_by_opt_outs_not_yet_in_iys(db, pg_dsn):
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    for recipient, type_ in [("+905321110001", "MESAJ"), ("+905321110001", "ARAMA"), ("ali@example.com", "EPOSTA")]:
+        db.execute(
+            "INSERT INTO iys.consents (brand_code, recipient, recipient_type, type, status, consent_date) "
+            "VALUES (%s, %s, 'BIREYSEL', %s, 'ONAY', %s)",
+            (BRAND, recipient, type_, week_ago),
+        )
+    for recipient, type_, state in [
+        ("0532 111 00 01", "MESAJ", "pending"),  # as the app writes it
+        ("+90 532 111 0001", "MESAJ", "failed"),  # the same address again: counted once
+        (" Ali@Example.com", "EPOSTA", "sent"),  # confirmed: our copy will say RET, nothing held
+        ("0532 111 00 01", "ARAMA", "skipped"),
+    ]:
+        db.execute(
+            "INSERT INTO iys.consent_updates (brand_code, recipient, type, status, consent_date, source, state) "
+            "VALUES (%s, %s, %s, 'RET', now(), 'HS_MOBIL', %s)",
+            (BRAND, recipient, type_, state),
+        )
+    assert panels(pg_dsn)["consents"]["held_out_now"] == {"MESAJ": 1}

@@ -123,6 +123,20 @@ SELECT id, state, error_code, consent_date, recipient, type, acknowledged_at
  ORDER BY consent_date, id LIMIT %s
 """
 
+# ONAY addresses of our copy that an open RET keeps out of iys.sendable right now, per channel:
+# the open RETs by index (consent_updates_open_rets, V017), each looked up in consents by key.
+HELD_OUT_NOW_SQL = """
+SELECT c.type, count(DISTINCT o.ret_key)
+  FROM iys.consent_updates o
+  JOIN iys.consents c
+    ON c.brand_code = o.brand_code AND c.type = split_part(o.ret_key, ' ', 1)
+   AND c.recipient_type = split_part(o.ret_key, ' ', 2) AND c.recipient = split_part(o.ret_key, ' ', 3)
+ WHERE o.brand_code = %s AND o.ret_key IS NOT NULL
+   AND (o.state IN ('pending', 'held', 'submitted', 'failed') OR (o.state = 'rejected' AND o.error_code = 'EXPIRED'))
+   AND c.status = 'ONAY' AND o.consent_date >= coalesce(c.consent_date, '-infinity')
+ GROUP BY 1
+"""
+
 # ------------------------------------------------------------------ approval of unusual volume
 
 # What the push would send: pending rows nobody approved, and rows an earlier run held.
@@ -336,6 +350,11 @@ def acknowledge_rets(conn: psycopg.Connection, brand_code: int, days: Sequence[d
 def undelivered_rets(conn: psycopg.Connection, brand_code: int, limit: int) -> list[tuple]:
     """``(id, state, error_code, consent_date, recipient, type, acknowledged_at)``, oldest first."""
     return conn.execute(UNDELIVERED_RETS_SQL, (brand_code, limit)).fetchall()
+
+
+def held_out_now(conn: psycopg.Connection, brand_code: int) -> dict[str, int]:
+    """Per channel, the ONAY addresses an opt-out not yet in İYS keeps out of ``iys.sendable`` now."""
+    return dict(conn.execute(HELD_OUT_NOW_SQL, (brand_code,)).fetchall())
 
 
 def held_updates(conn: psycopg.Connection, brand_code: int) -> int:

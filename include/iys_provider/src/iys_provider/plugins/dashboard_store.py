@@ -24,7 +24,13 @@ import psycopg
 from iys_provider.deadline_watch import ret_deadline, watch_ret_deadlines
 from iys_provider.hooks.settings import extra_default
 from iys_provider.models import IYS_TIMEZONE
-from iys_provider.outbox_store import acknowledged_rets, held_updates, undelivered_rets, unsent_rets_by_day
+from iys_provider.outbox_store import (
+    acknowledged_rets,
+    held_out_now,
+    held_updates,
+    undelivered_rets,
+    unsent_rets_by_day,
+)
 from iys_provider.plugins.dashboard import (
     RUNS_SHOWN,
     BudgetKey,
@@ -221,6 +227,7 @@ def read_panels(
             "total": matrix.total,
             "sendable": matrix.sendable,
             "sendable_counted_at": sendable_counted_at.isoformat() if sendable_counted_at else None,
+            "held_out_now": held_out_now(conn, brand_code),
             "link": run_path(last.dag_id, last.run_id) if last else dag_path(initial_dag),
         },
         "initial_sync": None

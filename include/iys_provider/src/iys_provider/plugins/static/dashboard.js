@@ -82,8 +82,9 @@ function drawConsents(c) {
     options: { scales: { x: { stacked: true }, y: { stacked: true } } },
   });
   const sendable = (ch) => (c.sendable ? fmt(c.sendable[ch]) : NOT_RECORDED);
-  rows(el.querySelector("table"), channels.map((ch) => [ch, fmt(c.counts[ch].ONAY), fmt(c.counts[ch].RET), fmt(c.counts[ch].unknown), [sendable(ch), "ok"]]),
-    ["channel", "ONAY", "RET", "unknown", "sendable users"]);
+  const heldOut = (ch) => fmt((c.held_out_now || {})[ch] || 0);
+  rows(el.querySelector("table"), channels.map((ch) => [ch, fmt(c.counts[ch].ONAY), fmt(c.counts[ch].RET), fmt(c.counts[ch].unknown), [sendable(ch), "ok"], heldOut(ch)]),
+    ["channel", "ONAY", "RET", "unknown", "sendable users", "ONAY held out now by opt-outs not yet in İYS"]);
   el.querySelector("table").createCaption().textContent = `sendable counted ${when(c.sendable_counted_at)}`;
 }
 
