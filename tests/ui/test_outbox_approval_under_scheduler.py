@@ -157,3 +157,19 @@ def test_a_rejected_mass_opt_out_stays_unsent_and_fails_the_run(stack):
     assert states[TASK] == ["failed"] and states["push_consent_updates"] == ["success"]
     assert outbox_states(stack, numbers) == {("held", "NOT_APPROVED"): RETS}
     assert iys_truth(stack, numbers) == {"ONAY": 20}
+
+
+def test_a_mass_opt_out_nobody_answers_fails_the_run_and_stays_held(stack):
+    numbers = phones(2 * RETS)
+    seed_onay_and_write_rets(stack, numbers)
+    # 0.005 h = 18 s: the scheduler's sweep (every 15 s) ends the wait.
+    run_id = trigger(stack, DAG_ID, {"approval_max_updates": THRESHOLD, "approval_timeout_hours": 0.005})
+    wait_for_task_state(stack, run_id, "awaiting_input")
+
+    state, _ = wait_for_run(stack, DAG_ID, run_id, timeout=300)
+
+    states = task_states(stack, DAG_ID, run_id)
+    assert state == "failed", states
+    assert states[TASK] == ["failed"] and states["push_consent_updates"] == ["success"]
+    assert outbox_states(stack, numbers) == {("held", None): RETS}  # nothing lost, nothing sent
+    assert iys_truth(stack, numbers) == {"ONAY": 20}

@@ -14,7 +14,7 @@ from iys_provider.operators.changes import DEFAULT_MAX_PULL_GAP_HOURS, IysPullCh
 from iys_provider.operators.consent_updates import IysPushConsentUpdatesOperator
 from iys_provider.operators.leavers import IysForgetLeaversOperator
 from iys_provider.operators.new_users import IysCheckNewUsersOperator
-from iys_provider.operators.outbox_approval import IysApproveUnusualVolumeOperator
+from iys_provider.operators.outbox_approval import DEFAULT_APPROVAL_TIMEOUT_HOURS, IysApproveUnusualVolumeOperator
 from iys_provider.operators.report import IysAnnounceConsentChangesOperator, IysSyncReportOperator
 from iys_provider.operators.retention import IysApplyRetentionOperator
 from iys_provider.outbox_approval import DEFAULT_MAX_SHARE, DEFAULT_MAX_UPDATES
@@ -133,6 +133,15 @@ def build_incremental_sync_dag(
                 description="When the outbox's updates are more than this share of the brand's ONAY consents (from "
                 "100 updates on), they wait for a person's approval before anything is sent to İYS.",
             ),
+            "approval_timeout_hours": Param(
+                DEFAULT_APPROVAL_TIMEOUT_HOURS,
+                type="number",
+                exclusiveMinimum=0,
+                maximum=23,
+                title="Wait for an approval (hours)",
+                description="How long an unusual volume waits for a person's answer; then the run fails and the "
+                "updates stay held for the next run. Under a day, so the next night's run can start.",
+            ),
             "max_leaver_share": Param(
                 DEFAULT_MAX_LEAVER_SHARE,
                 type="number",
@@ -192,6 +201,7 @@ def build_incremental_sync_dag(
             task_id="approve_unusual_volume",
             max_updates="{{ params.approval_max_updates }}",
             max_share="{{ params.approval_max_share }}",
+            approval_timeout_hours="{{ params.approval_timeout_hours }}",
             trigger_rule="all_done",
             retries=0,
             **conns,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, TypedDict
 
+from airflow.providers.standard.exceptions import HITLTimeoutError
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
@@ -30,7 +31,7 @@ from iys_provider.outbox_store import (
 APPROVE = "Approve"
 REJECT = "Reject"
 #: Shorter than a day, so a question nobody answers fails the run before the next night's.
-DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=12)
+DEFAULT_APPROVAL_TIMEOUT_HOURS = 12.0
 
 
 class ApprovalResult(TypedDict):
@@ -60,7 +61,7 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
 
     :param max_updates: more pending updates than this wait for a person. (templated)
     :param max_share: more than this share of the brand's ONAY consents waits for a person. (templated)
-    :param response_timeout: how long to wait for an answer (default 12 hours).
+    :param approval_timeout_hours: how long to wait for an answer (default 12). (templated)
     """
 
     template_fields: Sequence[str] = (
@@ -68,6 +69,7 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
         *HITLOperator.template_fields,
         "max_updates",
         "max_share",
+        "approval_timeout_hours",
     )
 
     def __init__(
@@ -75,13 +77,14 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
         *,
         max_updates: int | str = DEFAULT_MAX_UPDATES,
         max_share: float | str = DEFAULT_MAX_SHARE,
-        response_timeout: timedelta = DEFAULT_APPROVAL_TIMEOUT,
+        approval_timeout_hours: float | str = DEFAULT_APPROVAL_TIMEOUT_HOURS,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("subject", "İYS: approve an unusual volume of consent updates")
-        super().__init__(options=[APPROVE, REJECT], multiple=False, response_timeout=response_timeout, **kwargs)
+        super().__init__(options=[APPROVE, REJECT], multiple=False, **kwargs)
         self.max_updates = max_updates
         self.max_share = max_share
+        self.approval_timeout_hours = approval_timeout_hours
 
     def execute(self, context: Context) -> ApprovalResult:
         thresholds = ApprovalThresholds(max_updates=int(self.max_updates), max_share=float(self.max_share))
@@ -96,11 +99,18 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
             held = hold_unapproved(conn, brand_code, run_id)
             sample = held_sample(conn, brand_code, run_id, SAMPLE_SIZE)
         self.subject, self.body = approval_request(volume, reason, sample, brand_code)
+        self.response_timeout = timedelta(hours=float(self.approval_timeout_hours))
         self.log.warning("Outbox: %s; %d updates held until a person approves them", reason, held)
         return super().execute(context)  # parks the task in awaiting_input
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> ApprovalResult:
-        answer = super().execute_complete(context, event)  # a timeout raises here: the rows stay held
+        try:
+            answer = super().execute_complete(context, event)
+        except HITLTimeoutError:
+            raise AirflowFailException(
+                f"Nobody answered within {float(self.approval_timeout_hours):g} h: the unusual volume of outbox "
+                "updates stays held and unsent (state held); the next run asks again."
+            ) from None
         responder = answer["responded_by_user"] or {}
         by = str(responder.get("name") or responder.get("id") or "unknown")
         brand_code = self.iys_hook.brand_code
