@@ -125,18 +125,7 @@ class OutboxPush:
 
     def run(self) -> PushResult:
         conn, settings = self.conn, self.settings
-        counts = PushResult(
-            pending=0,
-            submitted=0,
-            sent=0,
-            skipped=0,
-            rejected=0,
-            failed=0,
-            deferred=0,
-            expired_batches=0,
-            waited=0,
-            requeued=0,
-        )
+        counts = PushResult(**dict.fromkeys(PushResult.__annotations__, 0))
         self._checks_left = settings.max_status_checks
         brand_code = self.hook.brand_code
         counts["expired_batches"] = expire_submissions(
