@@ -152,23 +152,26 @@ SELECT kind, type, CASE WHEN source LIKE 'IYS\\_%%' THEN 'IYS' ELSE 'HS' END, co
 
 FORGET_LISTED_SQL = "DELETE FROM iys.reconciliation_movements WHERE brand_code = %(brand)s AND report_date = %(day)s"
 
-# The file rows to store, in file order, one page at a time (keyset on the ordinal). A file without
-# status takes it from İYS's multi status answer (repair_addresses); NULL: not known, not stored.
-REPAIR_PAGE_SQL = """
+# The file rows to store, gathered once (a file without status takes it from İYS's multi status
+# answer, repair_addresses; NULL: not known, not stored), then read in file order a page at a time by
+# their ordinal: each page an index range, whatever the file's size.
+GATHER_REPAIR_SQL = """
+CREATE TEMP TABLE repair_rows AS
 SELECT f.ordinal, f.transaction_id, f.recipient, f.recipient_type, f.type,
-       coalesce(nullif(f.status, ''), {asked_status}),
-       nullif(f.consent_date, ''), f.creation_date, nullif(f.source, '')
+       coalesce(nullif(f.status, ''), {asked_status}) AS status,
+       nullif(f.consent_date, '') AS consent_date, f.creation_date, nullif(f.source, '') AS source
   FROM reconciliation_file f
   JOIN iys.reconciliation_movements m
     ON m.brand_code = %(brand)s AND m.report_date = %(day)s AND m.transaction_id = f.transaction_id
    AND m.kind IN ('missing', 'changed')
   {join_asked}
- WHERE f.ordinal > %(after)s
- ORDER BY f.ordinal
- LIMIT %(limit)s
 """
 ASKED_JOIN = """LEFT JOIN repair_addresses a
     ON a.recipient_type = f.recipient_type AND a.type = f.type AND a.recipient = f.recipient"""
+REPAIR_PAGE_SQL = """
+SELECT ordinal, transaction_id, recipient, recipient_type, type, status, consent_date, creation_date, source
+  FROM repair_rows WHERE ordinal > %(after)s ORDER BY ordinal LIMIT %(limit)s
+"""
 
 MARK_REPAIRED_SQL = """
 UPDATE iys.reconciliation_movements m
@@ -328,6 +331,7 @@ def load_iys_file(conn: psycopg.Connection, lines: Iterable[bytes], fmt: FileFor
                         row.get("source"),
                     )
                 )
+        cur.execute("ANALYZE reconciliation_file")  # temporary tables are never analysed automatically
     return reading
 
 
@@ -395,6 +399,7 @@ def ask_statuses(
     with conn.transaction():
         conn.execute(CREATE_ASKED_SQL)
         conn.execute(FILL_ASKED_SQL, params)
+        conn.execute("ANALYZE repair_addresses")
     for recipient_type, channel in conn.execute(ASKED_GROUPS_SQL).fetchall():
         after = ""
         while True:
@@ -438,16 +443,21 @@ def repair_from_file(
     """
     if with_status:
         outcome = RepairOutcome(status_from="file")
-        statement = sql.SQL(REPAIR_PAGE_SQL).format(asked_status=sql.SQL("NULL"), join_asked=sql.SQL(""))
+        gather = sql.SQL(GATHER_REPAIR_SQL).format(asked_status=sql.SQL("NULL"), join_asked=sql.SQL(""))
     else:
         if onay_lookup is None:
             raise ValueError("a file without status needs İYS's multi status (onay_lookup) to repair")
         outcome = ask_statuses(conn, brand_code, day, onay_lookup, page_size=page_size)
-        statement = sql.SQL(REPAIR_PAGE_SQL).format(asked_status=sql.SQL("a.status"), join_asked=sql.SQL(ASKED_JOIN))
+        gather = sql.SQL(GATHER_REPAIR_SQL).format(asked_status=sql.SQL("a.status"), join_asked=sql.SQL(ASKED_JOIN))
+    with conn.transaction():
+        conn.execute("DROP TABLE IF EXISTS repair_rows")
+        conn.execute(gather, {"brand": brand_code, "day": day})
+        conn.execute("ALTER TABLE repair_rows ADD PRIMARY KEY (ordinal)")
+        conn.execute("ANALYZE repair_rows")
     after = 0
     params = {"brand": brand_code, "day": day, "limit": page_size}
     while True:
-        rows = conn.execute(statement, {**params, "after": after}).fetchall()
+        rows = conn.execute(REPAIR_PAGE_SQL, {**params, "after": after}).fetchall()
         if not rows:
             return outcome
         after = rows[-1][0]
@@ -496,3 +506,4 @@ def repair_from_file(
 def drop_file_stage(conn: psycopg.Connection) -> None:
     conn.execute("DROP TABLE IF EXISTS reconciliation_file")
     conn.execute("DROP TABLE IF EXISTS repair_addresses")
+    conn.execute("DROP TABLE IF EXISTS repair_rows")
