@@ -352,6 +352,9 @@ def compare_with_file(
             difference.add(kind, channel, source, count)
         for kind, ids in conn.execute(EXAMPLES_SQL, {**params, "per_kind": examples}).fetchall():
             difference.examples[kind] = [mask_transaction_id(transaction_id) for transaction_id in ids]
+    # Just filled: without fresh statistics the repair's joins on it are planned as if it were empty
+    # (a nested loop over the whole file per listed movement).
+    conn.execute("ANALYZE iys.reconciliation_movements")
     return difference
 
 
