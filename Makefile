@@ -115,3 +115,13 @@ RECONCILIATION_DAYS ?= 100000,1000000
 .PHONY: bench-reconciliation
 bench-reconciliation: install
 	$(BIN)/python bench/bench_reconciliation.py --days $(RECONCILIATION_DAYS)
+
+# The reconciliation's repair path: İYS's file of one day downloaded over local HTTP, read and diffed
+# in Postgres, the REPAIR_MISSING share stored through the feed's rules, re-hashed; seconds per step and
+# peak RSS at each day size (memory must not grow with the day). REPAIR_READING: İYS's file's reading.
+REPAIR_DAYS ?= 100000,1000000
+REPAIR_MISSING ?= 0.1
+REPAIR_READING ?= literal
+.PHONY: bench-reconciliation-repair
+bench-reconciliation-repair: install
+	$(BIN)/python bench/bench_reconciliation_repair.py --days $(REPAIR_DAYS) --missing $(REPAIR_MISSING) --reading $(REPAIR_READING)

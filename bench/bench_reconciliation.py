@@ -24,7 +24,7 @@ from datetime import date, timedelta
 import psycopg
 from bench_support import local_stack, peak_rss_mb, reset_peak_rss, rss_mb
 
-from iys_provider.reconciliation import DEFAULT_FILE_FORMAT, MultiHasher, file_format, turkey_day_bounds
+from iys_provider.reconciliation import LITERAL, MultiHasher, file_format, turkey_day_bounds
 from iys_provider.reconciliation_store import stream_day_file
 from iys_provider.schema import migrate
 
@@ -58,7 +58,7 @@ def fill_day(conn: psycopg.Connection, day: date, rows: int) -> float:
 
 
 def hash_day(conn: psycopg.Connection, day: date, fmt_name: str) -> dict:
-    fmt = file_format(fmt_name)
+    fmt = file_format(fmt_name) or LITERAL  # 'auto' writes the day as the first guess does
     measured = reset_peak_rss()
     before = rss_mb()
     hasher = MultiHasher()
@@ -79,7 +79,7 @@ def hash_day(conn: psycopg.Connection, day: date, fmt_name: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", default="100000,1000000", help="movements per day, one day per size")
-    parser.add_argument("--file-format", default=DEFAULT_FILE_FORMAT)
+    parser.add_argument("--file-format", default="literal")
     parser.add_argument("--postgres-server", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--keep", action="store_true", help="keep the throw-away database")
     args = parser.parse_args()

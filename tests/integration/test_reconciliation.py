@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import requests
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from incremental_support import pull
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from incremental_support import consent, pull
 
 from iys_provider.models import IYS_TIMEZONE
 from iys_provider.operators.reconciliation import (
@@ -17,6 +18,7 @@ from iys_provider.operators.reconciliation import (
     IysPlanReconciliationOperator,
     IysReconcileDayOperator,
     IysReconciliationReportOperator,
+    default_archive_location,
 )
 from iys_provider.reconciliation import reconciliation_window
 from iys_provider.sensors.reconciliation import IysReconciliationHashSensor
@@ -32,11 +34,22 @@ def turkey_today() -> date:
 
 @pytest.fixture
 def world(sim, pg):
-    """A fresh iys schema; İYS's hash jobs finish at once unless a test says otherwise."""
+    """A fresh iys schema and an empty default archive; İYS's hash jobs finish at once unless a test says otherwise."""
     pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
+    shutil.rmtree(default_archive().path, ignore_errors=True)
     sim_control(sim, "config", {"reconciliation_queue_seconds": 0, "reconciliation_hash_seconds": 0})
     sim_control(sim, "requests/reset")
     return sim
+
+
+def default_archive() -> ObjectStoragePath:
+    """Where a default install keeps the evidence (under the test session's Airflow home)."""
+    return ObjectStoragePath(default_archive_location())
+
+
+def archived(day: date, suffix: str, archive: ObjectStoragePath | None = None) -> ObjectStoragePath:
+    folder = (archive or default_archive()) / str(SIM_BRAND_CODE) / day.isoformat()
+    return folder / f"iys_{SIM_BRAND_CODE}_{day}.{suffix}"
 
 
 def movements_on(sim, day: date) -> list[str]:
@@ -81,16 +94,15 @@ def pull_both():
     pull("HS")
 
 
-def run_day(day: date, *, archive_location: str | None = None, context: dict | None = None):
-    """The per-day tasks of the DAG, in order: summary, hash wait (one poke), reconcile."""
+def run_day(day: date, *, context: dict | None = None, **options):
+    """The per-day tasks of the DAG, in order, with their defaults unless ``options`` say: summary, hash
+    wait (one poke), reconcile."""
     context = context or {"run_id": "night-1"}
     report_date = day.isoformat()
     IysCompareSummaryOperator(task_id="compare_summary", report_date=report_date).execute(context)
     poke = IysReconciliationHashSensor(task_id="wait_for_hash", report_date=report_date).poke(context)
     assert poke.is_done
-    return IysReconcileDayOperator(
-        task_id="reconcile_day", report_date=report_date, archive_location=archive_location
-    ).execute(context)
+    return IysReconcileDayOperator(task_id="reconcile_day", report_date=report_date, **options).execute(context)
 
 
 def reconciliation(pg, day: date) -> dict:
@@ -126,7 +138,10 @@ def test_a_clean_day_is_agreed(world, pg):
     assert row["summary_ours"] == row["summary_iys"]
     assert row["summary_iys"]["MESAJ"]["IYS"] == {"approval": 1, "rejection": 1, "pending": 0, "total": 2}
     assert row["summary_iys"]["MESAJ"]["HS"]["approval"] == 1
-    assert row["difference"] is None and row["archived_file"] is None
+    assert row["difference"] is None and row["file_layout"] == "literal"
+    # A default install keeps the evidence: our file (equal to İYS's, the hashes are) and the .tsr.
+    assert row["archived_file"] == str(archived(day, "csv")) and row["archived_timestamp"] == str(archived(day, "tsr"))
+    assert archived(day, "csv").read_bytes() == sim_daily_file(sim, day)
     puts = [r for r in iys_requests(sim) if r["method"] == "PUT"]
     assert puts == [
         {
@@ -141,7 +156,7 @@ def test_a_clean_day_is_agreed(world, pg):
     # The next run plans nothing for the day: it is agreed.
     assert IysPlanReconciliationOperator(task_id="plan_days", report_date=day.isoformat()).execute({}) == []
     report = IysReconciliationReportOperator(task_id="report", report_dates=planned).execute({"run_id": "night-1"})
-    assert report == {"days": 1, "agreed": [day.isoformat()], "failed": [], "consent_changes": 0}
+    assert report == {"days": 1, "agreed": [day.isoformat()], "waiting": [], "failed": [], "consent_changes": 0}
 
 
 def sim_daily_file(sim, day: date) -> bytes:
@@ -251,7 +266,7 @@ def test_a_hash_error_is_reported_and_fails_the_run_after_the_other_days(world, 
     assert not [r for r in iys_requests(sim) if r["method"] == "PUT" and bad.isoformat() in r["path"]]
 
 
-def test_the_hash_job_is_waited_for_and_a_job_stuck_in_queued_is_an_error(world, pg):
+def test_the_hash_job_is_waited_for_and_a_stuck_day_is_left_pending_without_holding_the_others(world, pg):
     sim = world
     day = turkey_today() - timedelta(days=1)
     stuck = turkey_today() - timedelta(days=2)
@@ -267,27 +282,69 @@ def test_the_hash_job_is_waited_for_and_a_job_stuck_in_queued_is_an_error(world,
             "reconciliation_job_modes": {stuck.isoformat(): "stuck_queued"},
         },
     )
-    sensor = IysReconciliationHashSensor(task_id="wait_for_hash", report_date=day.isoformat())
-    assert not sensor.poke({}).is_done
-    assert reconciliation(pg, day)["process_status"] == "queued" and reconciliation(pg, day)["hash_queued_since"]
-    sim_control(sim, "clock", {"advance_seconds": 45})
-    assert not sensor.poke({}).is_done
-    assert (
-        reconciliation(pg, day)["process_status"] == "inprogress"
-        and reconciliation(pg, day)["hash_queued_since"] is None
-    )
-    sim_control(sim, "clock", {"advance_seconds": 60})
-    assert sensor.poke({}).is_done
-    assert reconciliation(pg, day)["hash_iys"]
+    planned = IysPlanReconciliationOperator(task_id="plan_days").execute({"run_id": "night-5"})
+    assert {day.isoformat(), stuck.isoformat()} <= set(planned)
+    context = {"run_id": "night-5"}
+    started = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # our clock, injected: 05:00 in Turkey
+    clock = [started]
 
-    waiting = IysReconciliationHashSensor(
-        task_id="wait_for_hash", report_date=stuck.isoformat(), max_queued_seconds=3600
+    def sensor(report_date: date) -> IysReconciliationHashSensor:
+        return IysReconciliationHashSensor(
+            task_id="wait_for_hash", report_date=report_date.isoformat(), max_wait_minutes=15, clock=lambda: clock[0]
+        )
+
+    # A job that finishes within the wait: queued, inprogress (İYS's simulated clock), completed.
+    assert not sensor(day).poke(context).is_done
+    assert reconciliation(pg, day)["process_status"] == "queued"
+    sim_control(sim, "clock", {"advance_seconds": 45})
+    clock[0] = started + timedelta(minutes=1)
+    assert not sensor(day).poke(context).is_done
+    assert reconciliation(pg, day)["process_status"] == "inprogress"
+    sim_control(sim, "clock", {"advance_seconds": 60})
+    clock[0] = started + timedelta(minutes=2)
+    assert sensor(day).poke(context).is_done
+    assert reconciliation(pg, day)["hash_iys"] and reconciliation(pg, day)["hash_waiting_since"] is None
+
+    # A job stuck in queued: waited for up to the limit, then the day is left pending with the reason.
+    clock[0] = started
+    assert not sensor(stuck).poke(context).is_done
+    clock[0] = started + timedelta(minutes=14, seconds=59)
+    assert not sensor(stuck).poke(context).is_done
+    clock[0] = started + timedelta(minutes=15)
+    with pytest.raises(AirflowSkipException, match="past the 15 min wait"):
+        sensor(stuck).poke(context)
+    row = reconciliation(pg, stuck)
+    assert row["status"] == "pending" and row["process_status"] == "queued" and row["hash_iys"] is None
+    assert row["detail"].startswith("İYS's hash job was 'queued' since 2026-11-28 05:00 Turkey time")
+
+    # The other day finishes; the report names the stuck day as waiting and does not fail the run.
+    assert IysReconcileDayOperator(task_id="reconcile_day", report_date=day.isoformat()).execute(context)["status"] == (
+        "agreed"
     )
-    assert not waiting.poke({}).is_done
-    given_up = IysReconciliationHashSensor(task_id="wait_for_hash", report_date=stuck.isoformat(), max_queued_seconds=0)
-    with pytest.raises(AirflowFailException, match="stayed queued"):
-        given_up.poke({})
-    assert reconciliation(pg, stuck)["status"] == "hash_error"
+    report = IysReconciliationReportOperator(
+        task_id="report", report_dates=[day.isoformat(), stuck.isoformat()]
+    ).execute(context)
+    assert report["agreed"] == [day.isoformat()] and report["failed"] == []
+    assert len(report["waiting"]) == 1 and report["waiting"][0].startswith(f"{stuck} İYS's hash job was 'queued'")
+
+    # A later run, once İYS's job completes, agrees the day.
+    sim_control(sim, "config", {"reconciliation_job_modes": {}, "reconciliation_queue_seconds": 0})
+    sim_control(sim, "config", {"reconciliation_hash_seconds": 0})
+    later = {"run_id": "night-6"}
+    assert stuck.isoformat() in IysPlanReconciliationOperator(task_id="plan_days").execute(later)
+    assert run_day(stuck, context=later)["status"] == "agreed"
+    assert reconciliation(pg, stuck)["status"] == "agreed"
+
+
+def test_a_day_still_waiting_on_its_last_day_in_the_window_fails_the_report(world, pg):
+    oldest = reconciliation_window(datetime.now(UTC))[-1]
+    IysPlanReconciliationOperator(task_id="plan_days", report_date=oldest.isoformat()).execute({"run_id": "n"})
+    pg.execute(
+        "UPDATE iys.reconciliations SET hash_waiting_since = now(), detail = %s WHERE report_date = %s",
+        ("İYS's hash job was 'queued' since …", oldest),
+    )
+    with pytest.raises(AirflowException, match=f"{oldest} pending on its last day in İYS's window"):
+        IysReconciliationReportOperator(task_id="report", report_dates=[oldest.isoformat()]).execute({"run_id": "n"})
 
 
 def test_a_date_older_than_the_window_is_never_requested(world, pg):
@@ -383,33 +440,170 @@ def test_a_day_that_left_the_window_since_the_plan_is_not_asked_about(world):
     assert iys_requests(sim) == []
 
 
+READINGS = [
+    (header, line_end, bom, columns)
+    for header in (True, False)
+    for line_end in ("\n", "\r\n")
+    for bom in (False, True)
+    for columns in ("eight", "faq_seven_with_comma", "seven")
+]
+
+
+def reading_id(header: bool, line_end: str, bom: bool, columns: str) -> str:
+    return "-".join(
+        [
+            "header" if header else "no_header",
+            "crlf" if line_end == "\r\n" else "lf",
+            "bom" if bom else "no_bom",
+            columns,
+        ]
+    )
+
+
+def expected_layout(header: bool, line_end: str, bom: bool, columns: str) -> str:
+    """The reading's name as documented (docs/reconciliation.md), spelled out here independently."""
+    parts = [] if header else ["no_header"]
+    parts += ["crlf"] if line_end == "\r\n" else []
+    parts += ["utf8_bom"] if bom else []
+    parts += {"eight": [], "faq_seven_with_comma": ["faq_seven_columns"], "seven": ["seven_columns"]}[columns]
+    return "+".join(parts) or "literal"
+
+
+def sendable(pg, recipient: str, type_: str = "MESAJ") -> int:
+    return pg.execute(
+        "SELECT count(*) FROM iys.sendable WHERE recipient = %s AND type = %s", (recipient, type_)
+    ).fetchone()[0]
+
+
 @pytest.mark.parametrize(
-    ("simulated", "file_format", "hash_method"),
-    [
-        ({"reconciliation_file_header": False}, "no_header", "sha384"),
-        (
-            {"reconciliation_hash_algorithm": "sha256", "reconciliation_hash_method": "SHA-384"},
-            "literal",
-            "sha256 (by the value's length; hashMethod 'SHA-384')",
-        ),
-    ],
-    ids=["file-without-header", "64-hex-hash-named-sha384"],
+    ("header", "line_end", "bom", "columns"), READINGS, ids=[reading_id(*reading) for reading in READINGS]
 )
-def test_documented_variants_agree_when_selected(world, pg, simulated, file_format, hash_method):
+def test_every_reading_of_the_file_with_default_settings_repairs_a_dropped_ret_and_agrees_a_clean_day(
+    world, pg, header, line_end, bom, columns
+):
     sim = world
-    day = turkey_today() - timedelta(days=1)
-    movements_on(sim, day)
-    sim_control(sim, "config", simulated)
+    # Half the readings with İYS's 64-hex example hash (SHA-256 length, hashMethod SHA384), half SHA-384.
+    sixty_four = READINGS.index((header, line_end, bom, columns)) % 2 == 1
+    sim_control(
+        sim,
+        "config",
+        {
+            "reconciliation_file_header": header,
+            "reconciliation_file_line_end": line_end,
+            "reconciliation_file_bom": bom,
+            "reconciliation_file_columns": 8 if columns == "eight" else 7,
+            "reconciliation_file_trailing_comma": columns == "faq_seven_with_comma",
+            "reconciliation_hash_algorithm": "sha256" if sixty_four else "sha384",
+            "reconciliation_hash_method": "SHA384",
+        },
+    )
+    dropped, clean = turkey_today() - timedelta(days=2), turkey_today() - timedelta(days=3)
+    lost = movements_on(sim, dropped)[1]  # PHONE_A's RET on the dropped day
+    movements_on(sim, clean)
+    sim_control(sim, "faults", {"feed_omits_transactions": [lost]})
     pull_both()
-    context = {"run_id": "night-4"}
-    IysCompareSummaryOperator(task_id="compare_summary", report_date=day.isoformat()).execute(context)
-    assert IysReconciliationHashSensor(task_id="wait_for_hash", report_date=day.isoformat()).poke(context).is_done
-    result = IysReconcileDayOperator(
-        task_id="reconcile_day", report_date=day.isoformat(), file_format=file_format
-    ).execute(context)
+    pg.execute(
+        "INSERT INTO iys.user_recipients (brand_code, user_id, kind, recipient) VALUES (%s, 'user-a', 'phone', %s)",
+        (SIM_BRAND_CODE, PHONE_A),
+    )
+    assert sendable(pg, PHONE_A) == 1  # the feed lost the RET: we would still message PHONE_A
+
+    context = {"run_id": "night-7"}
+    planned = IysPlanReconciliationOperator(task_id="plan_days").execute(context)
+    assert {dropped.isoformat(), clean.isoformat()} <= set(planned)
+    repaired = run_day(dropped, context=context)
+    sim_control(sim, "requests/reset")
+    agreed = run_day(clean, context=context)
+
+    assert repaired == {
+        "report_date": dropped.isoformat(),
+        "status": "repaired_and_agreed",
+        "movements_ours": 5,
+        "repaired": 1,
+        "archived": True,
+    }
+    row = reconciliation(pg, dropped)
+    served = sim_daily_file(sim, dropped)
+    algorithm = hashlib.sha256 if sixty_four else hashlib.sha384
+    assert row["hash_ours"] == row["hash_iys"] == row["hash_file"] == algorithm(served).hexdigest()
+    assert row["file_layout"] == expected_layout(header, line_end, bom, columns)
+    # Nothing swallowed: every line of İYS's file read, the first movement included.
+    assert row["difference"]["file"] == {"rows": 5, "unreadable": 0, "unreadable_lines": []}
+    assert row["difference"]["missing"] == {"MESAJ": {"IYS": 1}} and row["difference"]["extra_total"] == 0
+    status_from = "file" if columns == "eight" else "multi_status"
+    assert row["repair"]["status_from"] == status_from and row["repair"]["by_status"] == {"RET": 1}
+    assert pg.execute(
+        "SELECT kind, status, status_from, repaired FROM iys.reconciliation_movements WHERE transaction_id = %s",
+        (lost,),
+    ).fetchone() == ("missing", "RET", status_from, True)
+    assert consent(pg, PHONE_A)[0] == "RET" and sendable(pg, PHONE_A) == 0
+    # The evidence, by default: the bytes İYS served and its timestamp of them.
+    assert archived(dropped, "csv").read_bytes() == served
+    assert archived(dropped, "tsr").read_bytes().endswith(hashlib.sha384(served).digest())
+
+    assert agreed["status"] == "agreed" and agreed["archived"] and agreed["repaired"] == 0
+    assert archived(clean, "csv").read_bytes() == sim_daily_file(sim, clean)
+    # The clean day is written in the reading the repaired day showed: agreed without a download.
+    assert not [r for r in iys_requests(sim) if r["endpoint"] == "reconciliation_file"]
+
+
+def test_a_file_without_status_is_repaired_through_multi_status_in_calls_of_at_most_1000(world, pg):
+    sim = world
+    sim_control(sim, "config", {"reconciliation_file_columns": 7, "reconciliation_file_trailing_comma": True})
+    day = turkey_today() - timedelta(days=2)
+    phones = [f"+90532{n:07d}" for n in range(2000001, 2001201)]  # 1,200 addresses, one call would not hold them
+    events = [
+        {
+            "recipient": phone,
+            "type": "MESAJ",
+            "status": "ONAY" if n % 12 == 0 else "RET",
+            "source": "IYS_WEB",
+            "stream": "IYS",
+            "consentDate": f"{day} 10:00:00",
+            "creationDate": f"{day} 10:{n // 60 % 60:02d}:{n % 60:02d}",
+            "apply": True,
+        }
+        for n, phone in enumerate(phones)
+    ]
+    injected = sim_control(sim, "inject_events", {"events": events})["events"]
+    sim_control(sim, "faults", {"feed_omits_transactions": [event["transactionId"] for event in injected]})
+    pull_both()
+    assert pg.execute("SELECT count(*) FROM iys.consent_events").fetchone()[0] == 0
+    sim_control(sim, "requests/reset")
+
+    result = run_day(day)
+
+    assert result["status"] == "repaired_and_agreed" and result["repaired"] == 1200
     row = reconciliation(pg, day)
-    assert (result["status"], row["hash_method"]) == ("agreed", hash_method)
-    assert row["hash_ours"] == row["hash_iys"]
+    assert row["file_layout"] == "faq_seven_columns"
+    assert row["repair"] == {
+        "status_from": "multi_status",
+        "stored": 1200,
+        "applied": 1200,
+        "by_status": {"ONAY": 100, "RET": 1100},
+        "unresolved": 0,
+        "status_calls": 2,
+        "addresses_asked": 1200,
+    }
+    # Each movement has İYS's status of its address, as the simulator holds it.
+    statuses = dict(pg.execute("SELECT recipient, status FROM iys.consents").fetchall())
+    assert statuses == {phone: ("ONAY" if n % 12 == 0 else "RET") for n, phone in enumerate(phones)}
+    logged = iys_requests(sim)
+    assert [r["endpoint"] for r in logged if "status" in r["endpoint"]] == ["multi_status", "multi_status"]
+    assert all(r["status"] < 400 for r in logged)  # no client error, no single-status call
+
+
+def test_a_file_format_override_still_reads_the_file_by_its_content(world, pg):
+    """An override says what our file is written in; İYS's file is still read line by line as it is."""
+    sim = world
+    sim_control(sim, "config", {"reconciliation_file_header": False, "reconciliation_file_line_end": "\r\n"})
+    day = turkey_today() - timedelta(days=1)
+    lost = movements_on(sim, day)[0]  # the day's first movement
+    sim_control(sim, "faults", {"feed_omits_transactions": [lost]})
+    pull_both()
+    result = run_day(day, file_format="no_header+crlf")
+    assert result["status"] == "repaired_and_agreed" and result["repaired"] == 1
+    assert reconciliation(pg, day)["file_layout"] == "no_header+crlf"
 
 
 def test_a_movement_only_we_hold_is_a_mismatch_with_the_reason(world, pg):
@@ -429,5 +623,41 @@ def test_a_movement_only_we_hold_is_a_mismatch_with_the_reason(world, pg):
     assert row["status"] == "mismatch" and row["agreed_at"] is None
     assert row["difference"]["extra"] == {"MESAJ": {"HS": 1}} and row["difference"]["missing_total"] == 0
     assert row["hash_file"] == row["hash_iys"] != row["hash_ours"]
-    assert "ours but not in İYS's file: 1; in İYS's file but missing or different in ours: 0" in row["detail"]
+    assert row["detail"] == (
+        "our hash still differs from İYS's (sha384); 1 ours, not in İYS's file (MESAJ/HS 1; first: 777777…7777)"
+    )  # İYS's file hashes to its value, yet we hold a movement it lacks: not a matter of the format
     assert not [r for r in iys_requests(sim) if r["method"] == "PUT"]  # never agreed on a mismatch
+
+
+def test_a_stuck_day_does_not_hold_the_dag_run_and_a_later_run_agrees_it(airflow_db, world, pg):
+    """Through Airflow with the default archive: a day stuck in queued is left pending, the run succeeds."""
+    from tests_support import load_dag, task_states
+
+    sim = world
+    stuck, repaired = turkey_today() - timedelta(days=2), turkey_today() - timedelta(days=4)
+    movements_on(sim, stuck)
+    lost = movements_on(sim, repaired)[1]
+    sim_control(sim, "faults", {"feed_omits_transactions": [lost]})
+    sim_control(sim, "config", {"reconciliation_job_modes": {stuck.isoformat(): "stuck_queued"}})
+    pull_both()
+
+    run = load_dag("iys_reconciliation").test(run_conf={"hash_wait_minutes": 0})
+
+    assert run.state == "success"
+    statuses = dict(pg.execute("SELECT report_date, status FROM iys.reconciliations").fetchall())
+    assert statuses[stuck] == "pending" and statuses[repaired] == "repaired_and_agreed"
+    assert {statuses[d] for d in statuses if d != stuck} == {"agreed", "repaired_and_agreed"}
+    assert "past the 0 min wait" in reconciliation(pg, stuck)["detail"]
+    states = task_states(run)
+    assert states["report"] == ["success(try 1)"]
+    assert "skipped(try 1)" in states["day.wait_for_hash"] and "skipped(try 0)" in states["day.reconcile_day"]
+    assert archived(repaired, "csv").exists() and archived(repaired, "tsr").exists()
+    assert consent(pg, PHONE_A)[0] == "RET"
+
+    sim_control(sim, "config", {"reconciliation_job_modes": {}})
+    sim_control(sim, "requests/reset")
+    assert load_dag("iys_reconciliation").test().state == "success"
+    assert reconciliation(pg, stuck)["status"] == "agreed"
+    assert archived(stuck, "csv").read_bytes() == sim_daily_file(sim, stuck)
+    asked = {r["path"].split("/")[6] for r in iys_requests(sim) if r["endpoint"] != "token"}
+    assert asked == {stuck.isoformat()}

@@ -200,3 +200,29 @@ def test_the_request_log_lists_every_iys_request_and_no_control_call(sim, http):
     requests.post(f"{sim.url}/__sim/requests/reset", timeout=10)
     assert sim.requests() == []
     assert http.post(f"{sim.url}{BRAND_PATH}/agreements/{day}").status_code == 405
+
+
+def test_the_day_file_is_served_in_every_documented_reading_and_hashed_as_served(sim, http):
+    day = yesterday(sim)
+    phone_id, _, tacir_id = day_with_movements(sim, day)
+    tacir_line = f"{day} 08:00:00,{tacir_id},+905321112244,TACIR,ARAMA,ONAY,,HS_WEB"
+    sim.configure(reconciliation_queue_seconds=0, reconciliation_hash_seconds=0)
+    sim.configure(
+        reconciliation_file_header=False,
+        reconciliation_file_line_end="\r\n",
+        reconciliation_file_bom=True,
+        reconciliation_file_columns=7,
+        reconciliation_file_trailing_comma=True,
+    )
+    served = http.get(f"{sim.url}{BRAND_PATH}/changes/{day}/file").content
+    seven = tacir_line.replace(",ONAY,", ",")  # FAQ Q1: no status column
+    assert served.startswith(b"\xef\xbb\xbf" + f"{seven},\r\n".encode())
+    assert served.endswith(b",\r\n") and served.count(b"\r\n") == 3 and b"\n" not in served.replace(b"\r\n", b"")
+    assert http.get(f"{sim.url}{BRAND_PATH}/agreements/{day}").json()["hashValue"] == hashlib.sha384(served).hexdigest()
+    sim.configure(reconciliation_file_header=True, reconciliation_file_bom=False, reconciliation_file_line_end="\n")
+    served = http.get(f"{sim.url}{BRAND_PATH}/changes/{day}/file").content
+    assert served.split(b"\n")[0] == b"creationDate,transactionId,recipient,recipientType,type,consentDate,source,"
+    with pytest.raises(ValueError, match="reconciliation_file_columns must be 7"):
+        sim.configure(reconciliation_file_columns=6)
+    with pytest.raises(ValueError, match="reconciliation_file_line_end"):
+        sim.configure(reconciliation_file_line_end="\r")

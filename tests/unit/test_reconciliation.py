@@ -9,28 +9,38 @@ import pytest
 
 from iys_provider.models import IYS_TIMEZONE
 from iys_provider.reconciliation import (
+    EIGHT_COLUMNS,
     FILE_FORMATS,
+    SEVEN_COLUMNS,
     AgreementCaptured,
     AgreementInfo,
     DailyChangeSummaryResponse,
     DayStatus,
     Difference,
+    FileFormat,
+    FileReading,
     HashJobVerdict,
     MultiHasher,
     algorithm_for,
     day_status,
     describe_hash_method,
+    detect_file_format,
     file_format,
     hash_job_verdict,
     hashes_match,
+    last_chance,
+    mask_transaction_id,
+    mismatch_detail,
     normalise_hash_method,
     outside_window_reason,
-    parse_file_lines,
+    read_file_rows,
     reconciliation_window,
     summary_differences,
     summary_from_counts,
     summary_from_iys,
     turkey_day_bounds,
+    waiting_for_iys,
+    waiting_reason,
 )
 
 MOVEMENT = {
@@ -74,11 +84,29 @@ def test_the_literal_format_is_a_header_and_comma_separated_lines_ending_in_newl
             b"creationDate,transactionId,recipient,recipientType,type,consentDate,source,\n",
             f"2026-11-27 23:58:53,{'a' * 64},+905321110001,BIREYSEL,MESAJ,,IYS_AHS_HAT_KAPATMA,\n".encode(),
         ),
+        (
+            "seven_columns",
+            b"creationDate,transactionId,recipient,recipientType,type,consentDate,source\n",
+            f"2026-11-27 23:58:53,{'a' * 64},+905321110001,BIREYSEL,MESAJ,,IYS_AHS_HAT_KAPATMA\n".encode(),
+        ),
+        ("trailing_delimiter", HEADER.replace("\n", ",\n").encode(), ROW.replace("\n", ",\n").encode()),
     ],
 )
 def test_each_documented_variant_is_selectable_by_name(name, header, row):
     fmt = FILE_FORMATS[name]
     assert (fmt.header_bytes(), fmt.row_bytes(MOVEMENT)) == (header, row)
+    assert fmt.name == name and file_format(name) == fmt
+
+
+def test_variants_combine_with_a_plus_and_the_name_reads_back():
+    fmt = file_format("crlf+no_header+utf8_bom+faq_seven_columns")
+    assert fmt.header_bytes() == b"\xef\xbb\xbf"
+    assert fmt.row_bytes(MOVEMENT) == (
+        f"2026-11-27 23:58:53,{'a' * 64},+905321110001,BIREYSEL,MESAJ,,IYS_AHS_HAT_KAPATMA,\r\n".encode()
+    )
+    assert fmt.name == "no_header+crlf+utf8_bom+faq_seven_columns"
+    assert file_format(fmt.name) == fmt
+    assert file_format("auto") is None and file_format("") is None
 
 
 def test_a_value_with_a_comma_or_quote_is_quoted_as_rfc_4180_says():
@@ -87,34 +115,133 @@ def test_a_value_with_a_comma_or_quote_is_quoted_as_rfc_4180_says():
 
 
 def test_an_unknown_format_names_the_known_ones():
-    with pytest.raises(
-        ValueError, match="known: \\['crlf', 'faq_seven_columns', 'literal', 'no_header', 'utf8_bom'\\]"
-    ):
+    with pytest.raises(ValueError, match="unknown reconciliation file format 'tsv'; known: 'auto', .*'crlf'"):
         file_format("tsv")
+    with pytest.raises(ValueError, match="unknown reconciliation file format 'crlf\\+tabs'"):
+        file_format("crlf+tabs")
 
 
-def test_the_file_reads_back_by_its_header_or_by_the_format():
-    lines = [HEADER, ROW]
-    assert list(parse_file_lines(iter(lines), file_format("literal"))) == [
-        {
-            "creationDate": "2026-11-27 23:58:53",
-            "transactionId": "a" * 64,
-            "recipient": "+905321110001",
-            "recipientType": "BIREYSEL",
-            "type": "MESAJ",
-            "status": "RET",
-            "consentDate": "",
-            "source": "IYS_AHS_HAT_KAPATMA",
-        }
-    ]
-    # İYS's header in another order decides the columns.
-    reordered = "transactionId,creationDate,recipient,recipientType,type,status,consentDate,source\n"
+# ---------------------------------------------------------------------- reading İYS's file by its content
+
+EIGHT_NAMES = "creationDate,transactionId,recipient,recipientType,type,status,consentDate,source"
+SEVEN_NAMES = "creationDate,transactionId,recipient,recipientType,type,consentDate,source"
+RET_8 = f"2026-11-27 09:00:00,{'1' * 64},+905321110001,BIREYSEL,MESAJ,RET,2026-11-27 08:59:00,IYS_KISAMESAJ"
+RET_7 = f"2026-11-27 09:00:00,{'1' * 64},+905321110001,BIREYSEL,MESAJ,2026-11-27 08:59:00,IYS_KISAMESAJ"
+ONAY_8 = f"2026-11-27 10:00:00,{'2' * 64},ayse@example.com,TACIR,EPOSTA,ONAY,,IYS_WEB"
+ONAY_7 = f"2026-11-27 10:00:00,{'2' * 64},ayse@example.com,TACIR,EPOSTA,,IYS_WEB"
+READINGS = [
+    (header, line_end, bom, columns)
+    for header in (True, False)
+    for line_end in ("\n", "\r\n")
+    for bom in (False, True)
+    for columns in ("eight", "seven_with_comma", "seven")
+]
+MOVEMENTS = (
+    {
+        "creationDate": "2026-11-27 09:00:00",
+        "transactionId": "1" * 64,
+        "recipient": "+905321110001",
+        "recipientType": "BIREYSEL",
+        "type": "MESAJ",
+        "status": "RET",
+        "consentDate": "2026-11-27 08:59:00",
+        "source": "IYS_KISAMESAJ",
+    },
+    {
+        "creationDate": "2026-11-27 10:00:00",
+        "transactionId": "2" * 64,
+        "recipient": "ayse@example.com",
+        "recipientType": "TACIR",
+        "type": "EPOSTA",
+        "status": "ONAY",
+        "consentDate": None,
+        "source": "IYS_WEB",
+    },
+)
+
+
+def served(header: bool, line_end: str, bom: bool, columns: str) -> bytes:
+    """A file as İYS might serve it, written out by hand (not by the code under test)."""
+    eight = columns == "eight"
+    comma = "," if columns == "seven_with_comma" else ""
+    lines = [EIGHT_NAMES if eight else SEVEN_NAMES] if header else []
+    lines += [RET_8, ONAY_8] if eight else [RET_7, ONAY_7]
+    text = "".join(line + comma + line_end for line in lines)
+    return (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
+
+
+@pytest.mark.parametrize(("header", "line_end", "bom", "columns"), READINGS)
+def test_every_reading_and_combination_is_recognised_and_every_movement_read(header, line_end, bom, columns):
+    data = served(header, line_end, bom, columns)
+    detected = detect_file_format(data)
+    assert detected.fmt == FileFormat(
+        columns=EIGHT_COLUMNS if columns == "eight" else SEVEN_COLUMNS,
+        header=header,
+        line_end=line_end,
+        bom=bom,
+        trailing_delimiter=columns == "seven_with_comma",
+    )
+    # Our file written in the detected reading is byte for byte the file served.
+    fmt = detected.fmt
+    assert fmt.header_bytes() + b"".join(fmt.row_bytes(movement) for movement in MOVEMENTS) == data
+    # Read back: both movements, the first one included, nothing unreadable.
+    reading = FileReading()
+    rows = list(read_file_rows(iter(data.splitlines(keepends=True)), fmt, reading))
+    assert [row["transactionId"] for row in rows] == ["1" * 64, "2" * 64]
+    assert rows[0]["recipient"] == "+905321110001" and rows[0].get("status") == ("RET" if columns == "eight" else None)
+    assert rows[1]["consentDate"] == "" and rows[1]["source"] == "IYS_WEB"
+    assert (reading.rows, reading.unreadable, reading.header) == (2, 0, header)
+    assert ("status" in reading.columns) is (columns == "eight")
+
+
+def test_a_file_without_header_keeps_its_first_movement_even_when_told_there_is_a_header():
+    """Line 1 is a header only when it holds İYS's column names."""
+    reading = FileReading()
+    lines = [(RET_8 + "\n").encode(), (ONAY_8 + "\n").encode()]
+    rows = list(read_file_rows(iter(lines), FILE_FORMATS["literal"], reading))
+    assert [row["status"] for row in rows] == ["RET", "ONAY"] and reading.header is False
+
+
+def test_a_header_in_another_order_or_case_names_the_columns():
+    header = "TransactionID,creationdate,recipient,recipientType,type,status,consentDate,source\n"
     row = f"{'b' * 64},2026-11-27 10:00:00,x@example.com,BIREYSEL,EPOSTA,ONAY,2026-11-27 09:59:00,IYS_WEB\n"
-    parsed = next(parse_file_lines(iter([reordered, row]), file_format("literal")))
+    detected = detect_file_format((header + row).encode()).fmt
+    assert detected.columns[:2] == ("transactionId", "creationDate")
+    assert detected.header_bytes() == header.encode()  # our header is written as İYS spelled it
+    assert file_format(detected.name) == detected
+    parsed = next(read_file_rows(iter([header.encode(), row.encode()]), detected, FileReading()))
     assert parsed["transactionId"] == "b" * 64 and parsed["creationDate"] == "2026-11-27 10:00:00"
-    assert next(parse_file_lines(iter([ROW]), file_format("no_header")))["status"] == "RET"
-    with pytest.raises(ValueError, match="line 2 of İYS's file has 3 fields, expected 8"):
-        list(parse_file_lines(iter([HEADER, "a,b,c\n"]), file_format("literal")))
+
+
+def test_every_unreadable_line_is_reported_with_its_number_and_reason_and_the_rest_is_read():
+    lines = [
+        (EIGHT_NAMES + "\n").encode(),
+        (RET_8 + "\n").encode(),
+        b"\n",
+        b"a,b,c\n",
+        b"\xff\xfe not utf-8\n",
+        b"2026-11-27 10:00:00,,+905321110001,BIREYSEL,MESAJ,RET,,IYS_WEB\n",
+        f"27.11.2026 10:00,{'3' * 64},+905321110001,BIREYSEL,MESAJ,RET,,IYS_WEB\n".encode(),
+        (ONAY_8 + "\n").encode(),
+    ]
+    reading = FileReading()
+    rows = list(read_file_rows(iter(lines), FILE_FORMATS["literal"], reading))
+    assert [row["transactionId"] for row in rows] == ["1" * 64, "2" * 64]
+    assert reading.unreadable == 5
+    assert reading.unreadable_lines == [
+        "line 3: blank line",
+        "line 4: 3 fields, expected 8",
+        "line 5: not UTF-8",
+        "line 6: no transactionId",
+        "line 7: creationDate is not YYYY-MM-DD HH:mm:ss",
+    ]
+    assert "+90532" not in " ".join(reading.unreadable_lines)  # no address in what is recorded
+
+
+def test_a_first_line_that_is_neither_header_nor_movement_is_named():
+    assert detect_file_format(b"").reason == "İYS's file is empty"
+    assert "neither its column names nor a movement (2 fields)" in detect_file_format(b"hello,world\n").reason
+    assert detect_file_format(b"\xff\xfe\n").reason == "the first line of İYS's file is not UTF-8"
 
 
 # ---------------------------------------------------------------------- the hash method
@@ -231,29 +358,84 @@ def info(status: str, hash_value: str | None = None) -> AgreementInfo:
 
 
 @pytest.mark.parametrize(
-    ("answer", "queued_for", "empty", "verdict"),
+    ("answer", "waited_for", "empty", "verdict"),
     [
         (None, None, True, HashJobVerdict.NO_MOVEMENTS),
-        (None, None, False, HashJobVerdict.WAIT),
+        (None, timedelta(minutes=1), False, HashJobVerdict.WAIT),
+        (None, timedelta(minutes=15), False, HashJobVerdict.TOO_LONG),
         (info("queued"), timedelta(minutes=5), False, HashJobVerdict.WAIT),
-        (info("queued"), timedelta(hours=2), False, HashJobVerdict.STUCK),
-        (info("inprogress"), None, False, HashJobVerdict.WAIT),
+        (info("queued"), timedelta(minutes=15), False, HashJobVerdict.TOO_LONG),
+        (info("inprogress"), timedelta(minutes=14, seconds=59), False, HashJobVerdict.WAIT),
+        (info("inprogress"), timedelta(hours=3), False, HashJobVerdict.TOO_LONG),
         (info("hashing"), None, False, HashJobVerdict.WAIT),
-        (info("completed", "ab" * 48), None, False, HashJobVerdict.COMPLETED),
+        (info("completed", "ab" * 48), timedelta(hours=3), False, HashJobVerdict.COMPLETED),
         (info("completed"), None, False, HashJobVerdict.WAIT),
-        (info("error"), None, False, HashJobVerdict.ERROR),
+        (info("error"), timedelta(hours=3), False, HashJobVerdict.ERROR),
         (info("ERROR"), None, False, HashJobVerdict.ERROR),
     ],
 )
-def test_hash_job_verdicts(answer, queued_for, empty, verdict):
-    assert hash_job_verdict(answer, queued_for=queued_for, max_queued=timedelta(hours=2), day_is_empty=empty) is verdict
+def test_hash_job_verdicts(answer, waited_for, empty, verdict):
+    assert (
+        hash_job_verdict(answer, waited_for=waited_for, max_wait=timedelta(minutes=15), day_is_empty=empty) is verdict
+    )
+
+
+def test_a_day_left_waiting_says_since_when_and_why():
+    since = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # 05:00 in Turkey
+    reason = waiting_reason("queued", since, timedelta(minutes=15))
+    assert reason.startswith("İYS's hash job was 'queued' since 2026-11-28 05:00 Turkey time, past the 15 min wait")
+    assert "stays queued" in reason
+    assert "had no hash for the day (204)" in waiting_reason("no_value", since, timedelta(minutes=15))
+    waiting = {"status": "pending", "hash_waiting_since": since, "hash_iys": None}
+    assert waiting_for_iys(waiting)
+    assert not waiting_for_iys({**waiting, "status": "mismatch"})
+    assert not waiting_for_iys({**waiting, "hash_waiting_since": None})
+
+
+def test_a_day_has_its_last_chance_when_it_is_the_oldest_in_the_window():
+    now = turkey(2026, 11, 28, 5, 0)
+    assert last_chance(date(2026, 11, 21), now)
+    assert not last_chance(date(2026, 11, 22), now)
 
 
 def test_day_statuses():
     assert day_status(matched_first=True, matched_after_repair=None) is DayStatus.AGREED
-    assert day_status(matched_first=False, matched_after_repair=True) is DayStatus.REPAIRED_AND_AGREED
-    assert day_status(matched_first=False, matched_after_repair=False) is DayStatus.MISMATCH
+    assert day_status(matched_first=False, matched_after_repair=True, stored=1) is DayStatus.REPAIRED_AND_AGREED
+    # Equal once written in the reading İYS's file showed, nothing stored: agreed, not repaired.
+    assert day_status(matched_first=False, matched_after_repair=True, stored=0) is DayStatus.AGREED
+    assert day_status(matched_first=False, matched_after_repair=False, stored=3) is DayStatus.MISMATCH
     assert day_status(matched_first=False, matched_after_repair=None) is DayStatus.MISMATCH
+
+
+def test_a_mismatch_says_what_differed_and_blames_the_format_only_when_nothing_else_differs():
+    assert mask_transaction_id("0123456789abcdef" * 4) == "012345…cdef"
+    difference = {
+        "missing": {"MESAJ": {"IYS": 2}},
+        "extra": {"EPOSTA": {"HS": 1}},
+        "missing_total": 2,
+        "changed_total": 0,
+        "extra_total": 1,
+        "examples": {"missing": ["111111…1111", "222222…2222"], "extra": ["777777…7777"]},
+        "file": {"unreadable": 1, "unreadable_lines": ["line 9: blank line"]},
+    }
+    detail = mismatch_detail(
+        algorithm="sha384", difference=difference, file_hash_is_iys_hash=True, fmt_name="literal", stored=0
+    )
+    assert detail == (
+        "our hash still differs from İYS's (sha384); "
+        "2 in İYS's file, missing from ours (MESAJ/IYS 2; first: 111111…1111, 222222…2222); "
+        "1 ours, not in İYS's file (EPOSTA/HS 1; first: 777777…7777); "
+        "1 lines of İYS's file could not be read (line 9: blank line)"
+    )
+    same = {"missing_total": 0, "changed_total": 0, "extra_total": 0, "file": {"unreadable": 0}}
+    only_bytes = mismatch_detail(algorithm="sha384", difference=same, file_hash_is_iys_hash=True, fmt_name="crlf")
+    assert "holds exactly our movements: only the bytes of our file differ from İYS's (read as crlf)" in only_bytes
+    foreign = mismatch_detail(algorithm="sha384", difference=same, file_hash_is_iys_hash=False, fmt_name="literal")
+    assert "İYS's own file does not hash to İYS's value either" in foreign and "only the bytes" not in foreign
+    unresolved = mismatch_detail(
+        algorithm="sha384", difference=difference, file_hash_is_iys_hash=True, fmt_name="x", stored=1, unresolved=1
+    )
+    assert "1 stored from İYS's file, 1 not stored (İYS's status unknown for them)" in unresolved
 
 
 def test_a_difference_counts_by_channel_and_source():
@@ -268,4 +450,5 @@ def test_a_difference_counts_by_channel_and_source():
         "missing_total": 3,
         "changed_total": 0,
         "extra_total": 1,
+        "examples": {},
     }

@@ -113,15 +113,18 @@ def test_the_file_is_compared_by_transaction_id_and_the_repair_goes_through_the_
         "source": "HS_CAGRI_MERKEZI",
     }
     del movements[-1]  # "d…" is ours only (extra)
-    lines = (fmt.header_bytes() + b"".join(fmt.row_bytes(m) for m in [*movements, missing])).decode().splitlines(True)
+    lines = (fmt.header_bytes() + b"".join(fmt.row_bytes(m) for m in [*movements, missing])).splitlines(True)
     save_reconciliation(events, BRAND, DAY, run_id="r1")
     try:
-        assert load_iys_file(events, iter(lines), fmt) == 4
-        difference = compare_with_file(events, BRAND, DAY, fmt)
+        reading = load_iys_file(events, iter(lines), fmt)
+        assert (reading.rows, reading.unreadable, reading.header) == (4, 0, True)
+        difference = compare_with_file(events, BRAND, DAY, with_status=True)
         assert difference.to_json()["missing"] == {"MESAJ": {"HS": 1}}
         assert difference.to_json()["changed"] == {"EPOSTA": {"IYS": 1}}
         assert difference.to_json()["extra"] == {"MESAJ": {"HS": 1}}
-        assert repair_from_file(events, BRAND, DAY) == 2
+        assert difference.examples == {"missing": ["999999…9999"], "changed": ["bbbbbb…bbbb"], "extra": ["dddddd…dddd"]}
+        outcome = repair_from_file(events, BRAND, DAY)
+        assert (outcome.stored, outcome.status_from, outcome.by_status) == (2, "file", {"ONAY": 2})
     finally:
         drop_file_stage(events)
     stored = events.execute(

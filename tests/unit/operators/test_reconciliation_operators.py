@@ -15,7 +15,7 @@ from iys_provider.sensors.reconciliation import IysReconciliationHashSensor
 OPERATORS = [
     (IysPlanReconciliationOperator, {}, {"report_date", "archive_location"}),
     (IysCompareSummaryOperator, {"report_date": "2026-11-27"}, {"report_date"}),
-    (IysReconciliationHashSensor, {"report_date": "2026-11-27"}, {"report_date"}),
+    (IysReconciliationHashSensor, {"report_date": "2026-11-27"}, {"report_date", "max_wait_minutes"}),
     (IysReconcileDayOperator, {"report_date": "2026-11-27"}, {"report_date", "archive_location", "file_format"}),
     (IysReconciliationReportOperator, {"report_dates": ["2026-11-27"]}, {"report_dates", "archive_location"}),
 ]
@@ -37,10 +37,19 @@ def test_arguments_are_keyword_only(operator, required, templated):
         operator("t", **required)
 
 
-def test_the_hash_sensor_reschedules_and_gives_up_on_a_stuck_queue():
-    sensor = IysReconciliationHashSensor(task_id="w", report_date="2026-11-27", max_queued_seconds=600)
-    assert sensor.mode == "reschedule" and sensor.max_queued.total_seconds() == 600
+def test_the_hash_sensor_reschedules_and_waits_at_most_its_limit():
+    sensor = IysReconciliationHashSensor(task_id="w", report_date="2026-11-27", max_wait_minutes="10")
+    assert sensor.mode == "reschedule" and sensor._max_wait().total_seconds() == 600
+    assert IysReconciliationHashSensor(task_id="w", report_date="2026-11-27")._max_wait().total_seconds() == 900
     assert sensor.timeout == 6 * 3600
+
+
+@pytest.mark.parametrize("bad", ["soon", "-1"])
+def test_the_hash_sensor_refuses_a_wait_that_is_not_a_number_of_minutes(bad):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="max_wait_minutes must"):
+        IysReconciliationHashSensor(task_id="w", report_date="2026-11-27", max_wait_minutes=bad)._max_wait()
 
 
 def test_the_report_runs_after_every_day_whatever_happened():

@@ -10,13 +10,18 @@
   movement is listed in ``iys.reconciliation_movements``.
 * **The repair** stores the missing and changed movements, 1000 at a time, through the change
   feed's own path (:func:`iys_provider.change_feed_store.store_change_page`, without moving its
-  cursor): the same newest-wins rules decide what reaches ``iys.consents``.
+  cursor): the same newest-wins rules decide what reaches ``iys.consents``. A file without a
+  ``status`` column (FAQ Q1's seven) leaves the status to İYS's multi status: the addresses of
+  those movements are asked, 1000 per call per recipient type and channel, and each movement is
+  stored with İYS's current status of its address (absent from the answer: ``RET``, as multi
+  status lists only ``ONAY``). Each movement records where its status came from.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -25,11 +30,14 @@ from psycopg import sql
 
 from iys_provider.change_feed_store import store_change_page
 from iys_provider.models import ChangeMovement, ChangePage, ChangeStream
+from iys_provider.normalize import normalize_email, normalize_phone
 from iys_provider.reconciliation import (
     Difference,
     FileFormat,
+    FileReading,
     Summary,
-    parse_file_lines,
+    mask_transaction_id,
+    read_file_rows,
     source_class,
     summary_from_counts,
     turkey_day_bounds,
@@ -85,8 +93,11 @@ RECONCILIATION_COLUMNS = (
     "movements_ours",
     "repaired",
     "detail",
+    "file_layout",
+    "hash_waiting_since",
+    "repair",
 )
-_JSON_COLUMNS = frozenset({"summary_ours", "summary_iys", "difference"})
+_JSON_COLUMNS = frozenset({"summary_ours", "summary_iys", "difference", "repair"})
 
 READ_RECONCILIATIONS_SQL = """
 SELECT report_date, {columns}, updated_at
@@ -141,23 +152,78 @@ SELECT kind, type, CASE WHEN source LIKE 'IYS\\_%%' THEN 'IYS' ELSE 'HS' END, co
 
 FORGET_LISTED_SQL = "DELETE FROM iys.reconciliation_movements WHERE brand_code = %(brand)s AND report_date = %(day)s"
 
-# The file rows to store, in file order, one page at a time (keyset on the ordinal).
-REPAIR_PAGE_SQL = """
-SELECT f.ordinal, f.transaction_id, f.recipient, f.recipient_type, f.type, f.status,
-       nullif(f.consent_date, ''), f.creation_date, nullif(f.source, '')
+# The file rows to store, gathered once (a file without status takes it from İYS's multi status
+# answer, repair_addresses; NULL: not known, not stored), then read in file order a page at a time by
+# their ordinal: each page an index range, whatever the file's size.
+GATHER_REPAIR_SQL = """
+CREATE TEMP TABLE repair_rows AS
+SELECT f.ordinal, f.transaction_id, f.recipient, f.recipient_type, f.type,
+       coalesce(nullif(f.status, ''), {asked_status}) AS status,
+       nullif(f.consent_date, '') AS consent_date, f.creation_date, nullif(f.source, '') AS source
   FROM reconciliation_file f
   JOIN iys.reconciliation_movements m
     ON m.brand_code = %(brand)s AND m.report_date = %(day)s AND m.transaction_id = f.transaction_id
    AND m.kind IN ('missing', 'changed')
- WHERE f.ordinal > %(after)s
- ORDER BY f.ordinal
- LIMIT %(limit)s
+  {join_asked}
+"""
+ASKED_JOIN = """LEFT JOIN repair_addresses a
+    ON a.recipient_type = f.recipient_type AND a.type = f.type AND a.recipient = f.recipient"""
+REPAIR_PAGE_SQL = """
+SELECT ordinal, transaction_id, recipient, recipient_type, type, status, consent_date, creation_date, source
+  FROM repair_rows WHERE ordinal > %(after)s ORDER BY ordinal LIMIT %(limit)s
 """
 
 MARK_REPAIRED_SQL = """
-UPDATE iys.reconciliation_movements SET repaired = true
- WHERE brand_code = %(brand)s AND report_date = %(day)s AND transaction_id = ANY(%(ids)s)
+UPDATE iys.reconciliation_movements m
+   SET repaired = s.status IS NOT NULL, status = s.status, status_from = CASE WHEN s.status IS NULL THEN NULL
+                                                                              ELSE %(status_from)s END
+  FROM unnest(%(ids)s::text[], %(statuses)s::text[]) AS s (transaction_id, status)
+ WHERE m.brand_code = %(brand)s AND m.report_date = %(day)s AND m.transaction_id = s.transaction_id
 """
+
+# The addresses whose status the file does not give: one row per recipient type, channel and address.
+CREATE_ASKED_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS repair_addresses (
+    recipient_type text, type text, recipient text, status text,
+    PRIMARY KEY (recipient_type, type, recipient)
+);
+TRUNCATE repair_addresses
+"""
+FILL_ASKED_SQL = """
+INSERT INTO repair_addresses (recipient_type, type, recipient)
+SELECT DISTINCT f.recipient_type, f.type, f.recipient
+  FROM reconciliation_file f
+  JOIN iys.reconciliation_movements m
+    ON m.brand_code = %(brand)s AND m.report_date = %(day)s AND m.transaction_id = f.transaction_id
+   AND m.kind IN ('missing', 'changed')
+ WHERE nullif(f.status, '') IS NULL
+"""
+ASKED_GROUPS_SQL = "SELECT DISTINCT recipient_type, type FROM repair_addresses ORDER BY 1, 2"
+ASKED_PAGE_SQL = """
+SELECT recipient FROM repair_addresses
+ WHERE recipient_type = %(recipient_type)s AND type = %(type)s AND recipient > %(after)s
+ ORDER BY recipient LIMIT %(limit)s
+"""
+SET_ASKED_SQL = """
+UPDATE repair_addresses SET status = CASE WHEN recipient = ANY(%(onay)s) THEN 'ONAY' ELSE 'RET' END
+ WHERE recipient_type = %(recipient_type)s AND type = %(type)s AND recipient = ANY(%(asked)s)
+"""
+
+EXAMPLES_SQL = """
+SELECT kind, (array_agg(transaction_id ORDER BY transaction_id))[1:%(per_kind)s]
+  FROM iys.reconciliation_movements
+ WHERE brand_code = %(brand)s AND report_date = %(day)s
+ GROUP BY kind
+"""
+
+LAST_LAYOUT_SQL = """
+SELECT file_layout FROM iys.reconciliations
+ WHERE brand_code = %(brand)s AND file_layout IS NOT NULL AND status IN ('agreed', 'repaired_and_agreed')
+ ORDER BY report_date DESC LIMIT 1
+"""
+
+#: ``(recipient type, channel, addresses)`` → the addresses İYS holds as ONAY (its multi status).
+OnayLookup = Callable[[str, str, list[str]], set[str]]
 
 
 def day_summary(conn: psycopg.Connection, brand_code: int, day: date) -> Summary:
@@ -233,20 +299,28 @@ def save_reconciliation(conn: psycopg.Connection, brand_code: int, day: date, **
     conn.execute(statement, params)
 
 
-def load_iys_file(conn: psycopg.Connection, lines: Iterator[str], fmt: FileFormat) -> int:
-    """İYS's file (text lines, streamed) into the session's temporary ``reconciliation_file``; returns its rows."""
-    rows = 0
+def last_agreed_layout(conn: psycopg.Connection, brand_code: int) -> str | None:
+    """The reading of İYS's file the brand's latest agreed day was written in (tried first next time)."""
+    row = conn.execute(LAST_LAYOUT_SQL, {"brand": brand_code}).fetchone()
+    return row[0] if row else None
+
+
+def load_iys_file(conn: psycopg.Connection, lines: Iterable[bytes], fmt: FileFormat) -> FileReading:
+    """İYS's file (raw lines, streamed) into the session's temporary ``reconciliation_file``.
+
+    Returns what reading found: the rows, and every line that could not be read (by number and reason).
+    """
+    reading = FileReading()
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(CREATE_FILE_STAGE_SQL)
         with cur.copy(
             "COPY reconciliation_file (ordinal, transaction_id, recipient, recipient_type, type, status, "
             "consent_date, creation_date, source) FROM STDIN"
         ) as copy:
-            for row in parse_file_lines(lines, fmt):
-                rows += 1
+            for row in read_file_rows(lines, fmt, reading):
                 copy.write_row(
                     (
-                        rows,
+                        reading.rows,
                         row.get("transactionId"),
                         row.get("recipient"),
                         row.get("recipientType"),
@@ -257,38 +331,145 @@ def load_iys_file(conn: psycopg.Connection, lines: Iterator[str], fmt: FileForma
                         row.get("source"),
                     )
                 )
-    return rows
+        cur.execute("ANALYZE reconciliation_file")  # temporary tables are never analysed automatically
+    return reading
 
 
-def compare_with_file(conn: psycopg.Connection, brand_code: int, day: date, fmt: FileFormat) -> Difference:
-    """Our day against the loaded file; lists each differing movement in ``iys.reconciliation_movements``."""
+def compare_with_file(
+    conn: psycopg.Connection, brand_code: int, day: date, *, with_status: bool, examples: int = 3
+) -> Difference:
+    """Our day against the loaded file; lists each differing movement in ``iys.reconciliation_movements``.
+
+    ``with_status``: the file has a ``status`` column, compared too. The difference carries the
+    first ``examples`` transaction ids of each kind, masked.
+    """
     start, end = turkey_day_bounds(day)
-    params = {"brand": brand_code, "day": day, "start": start, "end": end, "with_status": "status" in fmt.columns}
+    params = {"brand": brand_code, "day": day, "start": start, "end": end, "with_status": with_status}
     difference = Difference()
     with conn.transaction():
         conn.execute(FORGET_LISTED_SQL, params)
         for kind, channel, source, count in conn.execute(COMPARE_SQL, params).fetchall():
             difference.add(kind, channel, source, count)
+        for kind, ids in conn.execute(EXAMPLES_SQL, {**params, "per_kind": examples}).fetchall():
+            difference.examples[kind] = [mask_transaction_id(transaction_id) for transaction_id in ids]
+    # Just filled: without fresh statistics the repair's joins on it are planned as if it were empty
+    # (a nested loop over the whole file per listed movement).
+    conn.execute("ANALYZE iys.reconciliation_movements")
     return difference
 
 
-def repair_from_file(conn: psycopg.Connection, brand_code: int, day: date, *, page_size: int = REPAIR_PAGE_SIZE) -> int:
-    """Store the missing and changed movements of the loaded file as the change feed would; returns how many.
+@dataclass
+class RepairOutcome:
+    """What the repair stored, and which way: statuses stored, where they came from, what reached consents."""
+
+    status_from: str = "file"
+    stored: int = 0
+    applied: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    unresolved: int = 0
+    status_calls: int = 0
+    addresses_asked: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status_from": self.status_from,
+            "stored": self.stored,
+            "applied": self.applied,
+            "by_status": self.by_status,
+            "unresolved": self.unresolved,
+            "status_calls": self.status_calls,
+            "addresses_asked": self.addresses_asked,
+        }
+
+
+def _askable(recipient: str, channel: str) -> bool:
+    """An address İYS's multi status accepts as it is (asking with another would be a 4xx)."""
+    normalized = normalize_email(recipient) if channel == "EPOSTA" else normalize_phone(recipient)
+    return normalized.ok and normalized.value == recipient
+
+
+def ask_statuses(
+    conn: psycopg.Connection, brand_code: int, day: date, onay_lookup: OnayLookup, *, page_size: int = REPAIR_PAGE_SIZE
+) -> RepairOutcome:
+    """İYS's current status of every address whose lacking movement has no status in the file.
+
+    One multi status call per ``page_size`` addresses of one recipient type and channel (İYS's
+    limit is 1000); addresses İYS would refuse are not asked (no 4xx), their movements stay
+    unresolved.
+    """
+    outcome = RepairOutcome(status_from="multi_status")
+    params = {"brand": brand_code, "day": day}
+    with conn.transaction():
+        conn.execute(CREATE_ASKED_SQL)
+        conn.execute(FILL_ASKED_SQL, params)
+        conn.execute("ANALYZE repair_addresses")
+    for recipient_type, channel in conn.execute(ASKED_GROUPS_SQL).fetchall():
+        after = ""
+        while True:
+            page = [
+                row[0]
+                for row in conn.execute(
+                    ASKED_PAGE_SQL,
+                    {"recipient_type": recipient_type, "type": channel, "after": after, "limit": page_size},
+                ).fetchall()
+            ]
+            if not page:
+                break
+            after = page[-1]
+            asked = [recipient for recipient in page if _askable(recipient, channel)]
+            if not asked:
+                continue
+            onay = onay_lookup(recipient_type, channel, asked)
+            outcome.status_calls += 1
+            outcome.addresses_asked += len(asked)
+            conn.execute(
+                SET_ASKED_SQL, {"recipient_type": recipient_type, "type": channel, "asked": asked, "onay": list(onay)}
+            )
+    return outcome
+
+
+def repair_from_file(
+    conn: psycopg.Connection,
+    brand_code: int,
+    day: date,
+    *,
+    with_status: bool = True,
+    onay_lookup: OnayLookup | None = None,
+    page_size: int = REPAIR_PAGE_SIZE,
+) -> RepairOutcome:
+    """Store the missing and changed movements of the loaded file as the change feed would.
 
     A page at a time through :func:`~iys_provider.change_feed_store.store_change_page` (split by
     stream: ``IYS_*`` sources are the IYS stream), so the newest-wins rules of the feed decide
-    what reaches ``iys.consents``; the feed's cursors stay where they are.
+    what reaches ``iys.consents``; the feed's cursors stay where they are. Without a ``status``
+    column the statuses come from ``onay_lookup`` (:func:`ask_statuses`).
     """
-    stored = 0
+    if with_status:
+        outcome = RepairOutcome(status_from="file")
+        gather = sql.SQL(GATHER_REPAIR_SQL).format(asked_status=sql.SQL("NULL"), join_asked=sql.SQL(""))
+    else:
+        if onay_lookup is None:
+            raise ValueError("a file without status needs İYS's multi status (onay_lookup) to repair")
+        outcome = ask_statuses(conn, brand_code, day, onay_lookup, page_size=page_size)
+        gather = sql.SQL(GATHER_REPAIR_SQL).format(asked_status=sql.SQL("a.status"), join_asked=sql.SQL(ASKED_JOIN))
+    with conn.transaction():
+        conn.execute("DROP TABLE IF EXISTS repair_rows")
+        conn.execute(gather, {"brand": brand_code, "day": day})
+        conn.execute("ALTER TABLE repair_rows ADD PRIMARY KEY (ordinal)")
+        conn.execute("ANALYZE repair_rows")
     after = 0
     params = {"brand": brand_code, "day": day, "limit": page_size}
     while True:
         rows = conn.execute(REPAIR_PAGE_SQL, {**params, "after": after}).fetchall()
         if not rows:
-            return stored
+            return outcome
         after = rows[-1][0]
         by_stream: dict[ChangeStream, list[ChangeMovement]] = {}
         for _, transaction_id, recipient, recipient_type, type_, status, consent_date, creation_date, source in rows:
+            if status is None:
+                outcome.unresolved += 1
+                continue
+            outcome.by_status[status] = outcome.by_status.get(status, 0) + 1
             movement = ChangeMovement.model_validate(
                 {
                     "transactionId": transaction_id,
@@ -302,17 +483,30 @@ def repair_from_file(conn: psycopg.Connection, brand_code: int, day: date, *, pa
                 }
             )
             by_stream.setdefault(ChangeStream(source_class(source)), []).append(movement)
+        # Each stream's page is its own transaction (store_change_page's staging table is dropped at
+        # commit); a rerun after a crash between them stores nothing twice (transaction ids are keys).
         for stream, movements in by_stream.items():
-            outcome = store_change_page(
+            page_outcome = store_change_page(
                 conn,
                 brand_code=brand_code,
                 stream=stream,
                 page=ChangePage(after=None, changes=movements),
                 advance_cursor=False,
             )
-            stored += outcome.new + outcome.replaced
-        conn.execute(MARK_REPAIRED_SQL, {**params, "ids": [row[1] for row in rows]})
+            outcome.stored += page_outcome.new + page_outcome.replaced
+            outcome.applied += page_outcome.applied
+        conn.execute(
+            MARK_REPAIRED_SQL,
+            {
+                **params,
+                "ids": [row[1] for row in rows],
+                "statuses": [row[5] for row in rows],
+                "status_from": outcome.status_from,
+            },
+        )
 
 
 def drop_file_stage(conn: psycopg.Connection) -> None:
     conn.execute("DROP TABLE IF EXISTS reconciliation_file")
+    conn.execute("DROP TABLE IF EXISTS repair_addresses")
+    conn.execute("DROP TABLE IF EXISTS repair_rows")

@@ -54,13 +54,18 @@ class SimulatorConfig:
     retry_after_header: bool = True
     # Daily reconciliation (reconciliation.py): the hash job's timing and mode ("normal", "error",
     # "stuck_queued") per report date ("*" = every other date), the hash İYS reports, the file's
-    # header line, the spelling of the PUT answer's field and the 7-day window.
+    # reading (header line, line end "\n" or "\r\n", UTF-8 BOM, 8 columns or FAQ Q1's 7, a trailing
+    # comma), the spelling of the PUT answer's field and the 7-day window.
     reconciliation_queue_seconds: float = 30
     reconciliation_hash_seconds: float = 90
     reconciliation_job_modes: dict[str, str] = field(default_factory=dict)
     reconciliation_hash_algorithm: str = "sha384"
     reconciliation_hash_method: str = "SHA384"
     reconciliation_file_header: bool = True
+    reconciliation_file_line_end: str = "\n"
+    reconciliation_file_bom: bool = False
+    reconciliation_file_columns: int = 8
+    reconciliation_file_trailing_comma: bool = False
     reconciliation_captured_field: str = "agreementCaptured"
     reconciliation_window_days: int = 7
     latency_ms: float = 0

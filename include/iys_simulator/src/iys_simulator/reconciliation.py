@@ -14,6 +14,10 @@ literal reading of the documentation, as the provider's default variant reads it
 * UTF-8 without a BOM, ``\\n`` after every line (the file ends with ``\\n``);
 * dates ``YYYY-MM-DD HH:mm:ss`` in Turkey time, an empty ``consentDate`` when the movement has none.
 
+The other documented readings, alone or combined, are configuration (``reconciliation_file_*``):
+no header line; ``\\r\\n`` line ends; a UTF-8 BOM; FAQ Q1's seven columns (no ``status``); a
+trailing comma on every line (FAQ Q1's list ends with one). The hash is over the bytes served.
+
 The hash job of a day starts with the first ``GET …/agreements/{reportDate}``:
 
 ==================  =========================================================================
@@ -68,15 +72,25 @@ class HashJob:
     agreed: bool = False
 
 
-def render_daily_file(movements: list[dict[str, Any]], *, header: bool = True) -> bytes:
+def render_daily_file(
+    movements: list[dict[str, Any]],
+    *,
+    header: bool = True,
+    line_end: str = "\n",
+    bom: bool = False,
+    columns: int = 8,
+    trailing_comma: bool = False,
+) -> bytes:
     """The daily file's bytes for ``movements`` (pull-body dicts), already collapsed and sorted."""
+    names = FILE_COLUMNS if columns == 8 else tuple(name for name in FILE_COLUMNS if name != "status")
     out = io.StringIO(newline="")
-    writer = csv.writer(out, delimiter=",", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+    writer = csv.writer(out, delimiter=",", quoting=csv.QUOTE_MINIMAL, lineterminator=line_end)
+    tail = [""] if trailing_comma else []
     if header:
-        writer.writerow(FILE_COLUMNS)
+        writer.writerow([*names, *tail])
     for movement in movements:
-        writer.writerow(["" if movement.get(column) is None else str(movement[column]) for column in FILE_COLUMNS])
-    return out.getvalue().encode("utf-8")
+        writer.writerow(["" if movement.get(column) is None else str(movement[column]) for column in names] + tail)
+    return ("\ufeff" if bom else "").encode("utf-8") + out.getvalue().encode("utf-8")
 
 
 def timestamp_token(file_bytes: bytes, brand_code: int, report_date: str) -> bytes:
@@ -121,7 +135,12 @@ class ReconciliationEndpoints:
 
     def daily_file(self, brand_code: int, day: date) -> bytes:
         return render_daily_file(
-            self.day_movements(brand_code, day), header=bool(self.config.reconciliation_file_header)
+            self.day_movements(brand_code, day),
+            header=bool(self.config.reconciliation_file_header),
+            line_end=str(self.config.reconciliation_file_line_end),
+            bom=bool(self.config.reconciliation_file_bom),
+            columns=int(self.config.reconciliation_file_columns),
+            trailing_comma=bool(self.config.reconciliation_file_trailing_comma),
         )
 
     def _hash_of(self, file_bytes: bytes) -> str:
@@ -226,5 +245,9 @@ def check_reconciliation_config(config: Any) -> None:
     for key, mode in config.reconciliation_job_modes.items():
         if mode not in JOB_MODES:
             raise ValueError(f"reconciliation_job_modes[{key!r}] must be one of {JOB_MODES}")
+    if config.reconciliation_file_line_end not in ("\n", "\r\n"):
+        raise ValueError('reconciliation_file_line_end must be "\\n" or "\\r\\n"')
+    if int(config.reconciliation_file_columns) not in (7, 8):
+        raise ValueError("reconciliation_file_columns must be 7 (FAQ Q1, no status) or 8")
     if int(config.reconciliation_window_days) < 1:
         raise ValueError("reconciliation_window_days must be at least 1")

@@ -10,6 +10,7 @@ The rules are in :mod:`iys_provider.reconciliation`, the SQL in :mod:`iys_provid
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -22,27 +23,37 @@ from airflow.sdk import Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from iys_provider.consent_store import record_sendable_counts
+from iys_provider.models import ConsentType, RecipientType
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.reconciliation import (
     DEFAULT_FILE_FORMAT,
+    DETECT_BYTES,
+    LITERAL,
     RECIPIENT_TYPES,
     SETTLED,
     WINDOW_DAYS,
     DayStatus,
+    FileFormat,
     MultiHasher,
     algorithm_for,
     day_status,
+    detect_file_format,
     file_format,
+    last_chance,
+    mismatch_detail,
     outside_window_reason,
     reconciliation_window,
     summary_differences,
     summary_from_iys,
     summary_total,
+    waiting_for_iys,
 )
 from iys_provider.reconciliation_store import (
+    RepairOutcome,
     compare_with_file,
     day_summary,
     drop_file_stage,
+    last_agreed_layout,
     load_iys_file,
     read_reconciliation,
     read_reconciliations,
@@ -75,8 +86,32 @@ def ensure_in_window(day: date) -> None:
         raise AirflowFailException(f"Not asking İYS about {day}: {reason}")
 
 
+#: ``archive_location`` meaning "the default archive": :func:`default_archive_location` on the worker.
+DEFAULT_ARCHIVE = "default"
+#: Where a default install keeps the evidence, under the Airflow home of the worker.
+DEFAULT_ARCHIVE_FOLDER = "iys-evidence"
+
+
+def default_archive_location() -> str:
+    """``file://<AIRFLOW_HOME>/iys-evidence`` (Airflow's own default home is ``~/airflow``)."""
+    home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
+    return (Path(home).resolve() / DEFAULT_ARCHIVE_FOLDER).as_uri()
+
+
+def archive_location_of(value: str | None) -> str | None:
+    """The archive to use: ``default`` (or nothing set) is :func:`default_archive_location`; an empty value,
+    ``none`` or a null Param (rendered ``None``) turns the archive off; anything else is an ObjectStoragePath URL.
+    """
+    text = DEFAULT_ARCHIVE if value is None else str(value).strip()
+    if text.lower() == DEFAULT_ARCHIVE:
+        return default_archive_location()
+    if text.lower() in ("", "none", "null", "false", "off"):
+        return None
+    return text
+
+
 def archive_wanted(archive_location: str | None) -> bool:
-    return bool(archive_location and str(archive_location).strip() and str(archive_location).strip() != "None")
+    return archive_location_of(archive_location) is not None
 
 
 def is_done(row: dict[str, Any] | None, archive: bool) -> bool:
@@ -102,7 +137,8 @@ class IysPlanReconciliationOperator(IysBaseOperator):
     :param report_date: one day instead of the window; a day outside İYS's window fails the task
         at once, without asking İYS (İYS would answer 422, which counts against the IP's success
         ratio). (templated)
-    :param archive_location: where the day's file and timestamp are archived; empty: nowhere. (templated)
+    :param archive_location: where the day's file and timestamp are archived (see
+        :func:`archive_location_of`); ``default``: under the Airflow home; empty or ``none``: nowhere. (templated)
     """
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "report_date", "archive_location")
@@ -111,7 +147,7 @@ class IysPlanReconciliationOperator(IysBaseOperator):
         self,
         *,
         report_date: str | date | None = None,
-        archive_location: str | None = None,
+        archive_location: str | None = DEFAULT_ARCHIVE,
         window_days: int = WINDOW_DAYS,
         **kwargs: Any,
     ) -> None:
@@ -139,7 +175,8 @@ class IysPlanReconciliationOperator(IysBaseOperator):
             for day in days:
                 if is_done(known.get(day), archive):
                     continue
-                save_reconciliation(conn, brand_code, day, run_id=run_id)
+                # Each run waits for İYS's hash job afresh (at most its own hash_wait_minutes).
+                save_reconciliation(conn, brand_code, day, run_id=run_id, hash_waiting_since=None)
                 planned.append(day.isoformat())
         self.log.info(
             "Reconciling %d of %d days in İYS's window (%s … %s): %s",
@@ -206,22 +243,26 @@ class DayResult(TypedDict):
 class IysReconcileDayOperator(IysBaseOperator):
     """Hash our file of the day and agree with İYS, repairing from İYS's file when the hashes differ.
 
-    1. Streams the day's movements out of ``iys.consent_events`` in İYS's file format
-       (``file_format``, see :data:`~iys_provider.reconciliation.FILE_FORMATS`) and hashes them.
+    1. Streams the day's movements out of ``iys.consent_events`` in İYS's file format and hashes
+       them: in the reading the brand's last agreed day showed (``literal`` at first), or the
+       ``file_format`` override (see :data:`~iys_provider.reconciliation.FILE_FORMATS`).
     2. Equal to İYS's hash (recorded by the hash sensor): ``PUT`` the agreement; status ``agreed``.
-    3. Different: downloads İYS's file (streamed to a temporary file), lists what we lack, hold
-       differently or hold extra in ``iys.reconciliation_movements``, stores the movements we lack
-       through the change feed's rules, hashes again, and agrees only when the hashes are equal
-       now (``repaired_and_agreed``); otherwise the day is a ``mismatch`` and the task fails.
-    4. With an ``archive_location`` (an Airflow ``ObjectStoragePath``: ``file:///…``,
-       ``s3://…``, …): archives the day's file and İYS's timestamp (``.tsr``) as
-       ``<location>/<brand>/<date>/iys_<brand>_<date>.csv`` and ``….tsr``, never overwriting an
-       archived file. The file archived is İYS's download when there was one, else ours (the hashes
-       being equal, the bytes are the same).
+    3. Different: downloads İYS's file (streamed to a temporary file), hashes the bytes served,
+       recognises its reading by its content (header, line ends, BOM, 7 or 8 columns) and, when
+       that is not the one tried, hashes our file again in it. Still different: lists what we
+       lack, hold differently or hold extra in ``iys.reconciliation_movements``, stores the
+       movements we lack through the change feed's rules (a file without ``status`` takes it from
+       İYS's multi status), hashes again, and agrees only when the hashes are equal now
+       (``repaired_and_agreed``); otherwise the day is a ``mismatch`` and the task fails.
+    4. Archives the day's file and İYS's timestamp (``.tsr``) as
+       ``<location>/<brand>/<date>/iys_<brand>_<date>.csv`` and ``….tsr`` (an Airflow
+       ``ObjectStoragePath``: ``file:///…``, ``s3://…``, …; by default under the Airflow home),
+       never overwriting an archived file. The file archived is İYS's download when there was one,
+       else ours (the hashes being equal, the bytes are the same).
 
     :param report_date: the day, ``YYYY-MM-DD``. (templated)
-    :param archive_location: base of the archive; empty: no archive. (templated)
-    :param file_format: the reading of İYS's file format. (templated)
+    :param archive_location: base of the archive (:func:`archive_location_of`). (templated)
+    :param file_format: ``auto`` (read İYS's file by its content), or a reading to write our file in. (templated)
     """
 
     template_fields: Sequence[str] = (
@@ -235,7 +276,7 @@ class IysReconcileDayOperator(IysBaseOperator):
         self,
         *,
         report_date: str,
-        archive_location: str | None = None,
+        archive_location: str | None = DEFAULT_ARCHIVE,
         file_format: str = DEFAULT_FILE_FORMAT,
         **kwargs: Any,
     ) -> None:
@@ -246,7 +287,10 @@ class IysReconcileDayOperator(IysBaseOperator):
 
     def execute(self, context: Context) -> DayResult:
         day = parse_report_date(self.report_date)
-        fmt = file_format(str(self.file_format))
+        try:
+            override = file_format(str(self.file_format))
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from None
         brand_code = self.iys_hook.brand_code
         run_id = run_id_of(context)
         archive = archive_wanted(self.archive_location)
@@ -263,11 +307,18 @@ class IysReconcileDayOperator(IysBaseOperator):
             if not hash_iys:
                 return self._without_hash(conn, day, row, run_id)
             algorithm = algorithm_for(row.get("hash_method"), hash_iys)
+            fmt = override or self._reading_to_try(conn, row)
             rows, digests = self._hash_ours(conn, day, fmt, ours_path if archive else None)
             matched_first = digests[algorithm] == hash_iys
-            values: dict[str, Any] = {"hash_ours": digests[algorithm], "movements_ours": rows, "run_id": run_id}
+            values: dict[str, Any] = {
+                "hash_ours": digests[algorithm],
+                "movements_ours": rows,
+                "run_id": run_id,
+                "file_layout": fmt.name,
+            }
             downloaded = False
             matched_after: bool | None = None
+            stored = 0
             if status in SETTLED:
                 # Agreed before; only the archive is missing. Our file is archived only while it
                 # still hashes to İYS's value (retention may have removed movements since).
@@ -277,16 +328,15 @@ class IysReconcileDayOperator(IysBaseOperator):
                 values = {"run_id": run_id}
                 matched_after = matched_first = True
             elif not matched_first:
-                self.log.warning("%s: our hash differs from İYS's; downloading İYS's file", day)
-                downloaded, matched_after, rows, digests = self._repair(
-                    conn, day, fmt, iys_path, ours_path if archive else None, algorithm, hash_iys, values
+                self.log.warning("%s: our hash (%s) differs from İYS's; downloading İYS's file", day, fmt.name)
+                downloaded, matched_after, stored = self._repair(
+                    conn, day, fmt, override, iys_path, ours_path if archive else None, algorithm, hash_iys, values
                 )
-                values["hash_ours"] = digests[algorithm]
-                values["movements_ours"] = rows
+                rows = values["movements_ours"]
             new_status = (
                 DayStatus(status)
                 if status in SETTLED
-                else day_status(matched_first=matched_first, matched_after_repair=matched_after)
+                else day_status(matched_first=matched_first, matched_after_repair=matched_after, stored=stored)
             )
             if new_status in SETTLED and status not in SETTLED:
                 new_status = self._agree(day, new_status, values)
@@ -297,6 +347,12 @@ class IysReconcileDayOperator(IysBaseOperator):
             archived = False
             if archive:
                 archived = self._archive(conn, day, downloaded, iys_path, ours_path, new_status)
+            else:
+                self.log.warning(
+                    "%s: no archive location: İYS's file and timestamp of the day are not kept (İYS deletes them "
+                    "after 7 days)",
+                    day,
+                )
             result = DayResult(
                 report_date=day.isoformat(),
                 status=new_status.value,
@@ -311,7 +367,17 @@ class IysReconcileDayOperator(IysBaseOperator):
 
     # ------------------------------------------------------------------ steps
 
-    def _hash_ours(self, conn, day: date, fmt, copy_to: Path | None) -> tuple[int, dict[str, str]]:
+    def _reading_to_try(self, conn, row: dict[str, Any]) -> FileFormat:
+        """The reading our first hash is written in: the day's own last one, else the brand's last agreed one."""
+        for name in (row.get("file_layout"), last_agreed_layout(conn, self.iys_hook.brand_code)):
+            if name:
+                try:
+                    return file_format(name) or LITERAL
+                except ValueError:
+                    self.log.warning("Ignoring the unknown file reading %r recorded before", name)
+        return LITERAL
+
+    def _hash_ours(self, conn, day: date, fmt: FileFormat, copy_to: Path | None) -> tuple[int, dict[str, str]]:
         hasher = MultiHasher()
         if copy_to is None:
             rows = stream_day_file(conn, self.iys_hook.brand_code, day, fmt, hasher.update)
@@ -326,41 +392,84 @@ class IysReconcileDayOperator(IysBaseOperator):
         return rows, hasher.hexdigests()
 
     def _repair(
-        self, conn, day, fmt, iys_path: Path, ours_path: Path | None, algorithm: str, hash_iys: str, values: dict
-    ):
-        """Download İYS's file, list and store what we lack, hash again: (downloaded, matched, rows, digests)."""
+        self,
+        conn,
+        day: date,
+        fmt: FileFormat,
+        override: FileFormat | None,
+        iys_path: Path,
+        ours_path: Path | None,
+        algorithm: str,
+        hash_iys: str,
+        values: dict[str, Any],
+    ) -> tuple[bool, bool, int]:
+        """Download İYS's file, write ours in its reading, list and store what we lack, hash again.
+
+        Returns (downloaded, hashes equal now, movements stored); ``values`` gets what to record.
+        """
         brand_code = self.iys_hook.brand_code
         with iys_path.open("w+b") as out:
             size = self.iys_hook.download_daily_file(day, out)
         if size is None:
             values["detail"] = "İYS has no file for the day (204) although its hash differs from ours"
-            return False, False, values["movements_ours"], {algorithm: values["hash_ours"]}
+            return False, False, 0
         file_hasher = MultiHasher()
         with iys_path.open("rb") as source:
+            head = source.read(DETECT_BYTES)
+            file_hasher.update(head)
             while block := source.read(COPY_CHUNK_BYTES):
                 file_hasher.update(block)
         values["hash_file"] = file_hasher.hexdigests()[algorithm]
+        detection = detect_file_format(head)
+        if detection.reason:
+            values["detail"] = f"the reading of İYS's file was not recognised: {detection.reason}"
+        if override is None and detection.fmt is not None and detection.fmt != fmt:
+            self.log.info(
+                "%s: İYS's file reads as %s (tried %s); hashing ours in it", day, detection.fmt.name, fmt.name
+            )
+            fmt = detection.fmt
+            values["file_layout"] = fmt.name
+            values["movements_ours"], digests = self._hash_ours(conn, day, fmt, ours_path)
+            values["hash_ours"] = digests[algorithm]
+            if digests[algorithm] == hash_iys:
+                return True, True, 0
         try:
-            with iys_path.open("r", encoding="utf-8", newline="") as lines:
-                file_rows = load_iys_file(conn, lines, fmt)
-            difference = compare_with_file(conn, brand_code, day, fmt)
-            repaired = repair_from_file(conn, brand_code, day) if "status" in fmt.columns else 0
+            with iys_path.open("rb") as lines:
+                reading = load_iys_file(conn, lines, detection.fmt if override is None and detection.fmt else fmt)
+            with_status = "status" in reading.columns
+            difference = compare_with_file(conn, brand_code, day, with_status=with_status)
+            outcome = (
+                repair_from_file(conn, brand_code, day, with_status=with_status, onay_lookup=self._onay_lookup)
+                if difference.total("missing") or difference.total("changed")
+                else RepairOutcome(status_from="file" if with_status else "multi_status")
+            )
         finally:
             drop_file_stage(conn)
-        values["difference"] = difference.to_json()
-        values["repaired"] = repaired
+        values["difference"] = {**difference.to_json(), "file": reading.to_json()}
+        values["repaired"] = outcome.stored
+        values["repair"] = outcome.to_json()
         self.log.info(
-            "%s: İYS's file has %d rows (%d bytes); we lacked %d, held %d differently, held %d extra; stored %d",
+            "%s: İYS's file (%s, %d bytes) has %d rows, %d unreadable lines; we lacked %d, held %d differently, "
+            "held %d extra; stored %d (%s, status from %s)",
             day,
-            file_rows,
+            fmt.name,
             size,
+            reading.rows,
+            reading.unreadable,
             difference.total("missing"),
             difference.total("changed"),
             difference.total("extra"),
-            repaired,
+            outcome.stored,
+            outcome.by_status or "none",
+            outcome.status_from,
         )
-        rows, digests = self._hash_ours(conn, day, fmt, ours_path)
-        return True, digests[algorithm] == hash_iys, rows, digests
+        values["movements_ours"], digests = self._hash_ours(conn, day, fmt, ours_path)
+        values["hash_ours"] = digests[algorithm]
+        return True, digests[algorithm] == hash_iys, outcome.stored
+
+    def _onay_lookup(self, recipient_type: str, channel: str, recipients: list[str]) -> set[str]:
+        """İYS's multi status for one call's worth (≤1000) of addresses: those it holds as ONAY."""
+        return self.iys_hook.get_onay_recipients(recipients, ConsentType(channel), RecipientType(recipient_type))
 
     def _agree(self, day: date, status: DayStatus, values: dict[str, Any]) -> DayStatus:
         captured = self.iys_hook.put_agreement(day)
@@ -393,29 +502,21 @@ class IysReconcileDayOperator(IysBaseOperator):
         raise AirflowFailException(f"{day}: İYS has given no hash for the day yet ({row.get('process_status')})")
 
     def _mismatch_detail(self, values: dict[str, Any], hash_iys: str, algorithm: str) -> str:
-        difference = values.get("difference") or {}
-        parts = [f"our hash still differs from İYS's ({algorithm})"]
-        if difference:
-            parts.append(
-                f"ours but not in İYS's file: {difference.get('extra_total', 0)}; in İYS's file but missing or "
-                f"different in ours: {difference.get('missing_total', 0) + difference.get('changed_total', 0)} "
-                f"({values.get('repaired', 0)} stored)"
-            )
-        if values.get("hash_file") is not None and values["hash_file"] != hash_iys:
-            parts.append(
-                "İYS's own file does not hash to İYS's hash either: the file format or hash reading is off "
-                "(see the README's reconciliation assumptions)"
-            )
-        elif values.get("hash_file") is not None and not (difference.get("extra_total") or 0):
-            parts.append("İYS's file hashes to İYS's hash and holds all our movements: the file format differs")
-        if values.get("detail"):
-            parts.append(values["detail"])
-        return "; ".join(parts)
+        repair = values.get("repair") or {}
+        detail = mismatch_detail(
+            algorithm=algorithm,
+            difference=values.get("difference"),
+            file_hash_is_iys_hash=None if values.get("hash_file") is None else values["hash_file"] == hash_iys,
+            fmt_name=values.get("file_layout"),
+            stored=int(values.get("repaired") or 0),
+            unresolved=int(repair.get("unresolved") or 0),
+        )
+        return f"{detail}; {values['detail']}" if values.get("detail") else detail
 
     def _archive(self, conn, day: date, downloaded: bool, iys_path: Path, ours_path: Path, status: DayStatus) -> bool:
         brand_code = self.iys_hook.brand_code
         name = f"iys_{brand_code}_{day.isoformat()}"
-        folder = ObjectStoragePath(str(self.archive_location).strip()) / str(brand_code) / day.isoformat()
+        folder = ObjectStoragePath(archive_location_of(self.archive_location)) / str(brand_code) / day.isoformat()
         values: dict[str, Any] = {}
         source = iys_path if downloaded else (ours_path if status in SETTLED else None)
         if source is not None:
@@ -471,6 +572,7 @@ def _same_bytes(source: Path, target: ObjectStoragePath) -> bool:
 class ReconciliationReport(TypedDict):
     days: int
     agreed: list[str]
+    waiting: list[str]
     failed: list[str]
     consent_changes: int
 
@@ -478,7 +580,9 @@ class ReconciliationReport(TypedDict):
 class IysReconciliationReportOperator(IysBaseOperator):
     """Fail the run, after every day is done, naming each planned day that is not agreed (or not archived).
 
-    Runs whatever happened before it (``trigger_rule="all_done"``). Its XCom carries
+    Runs whatever happened before it (``trigger_rule="all_done"``). A day left ``pending`` because
+    İYS's hash job outlasted the run's wait is listed as ``waiting`` and does not fail the run: the
+    next run asks again, unless this was the day's last run in İYS's window. Its XCom carries
     ``consent_changes``: the movements the run stored from İYS's files (announced on the brand's
     consents asset when the run succeeds).
 
@@ -489,12 +593,18 @@ class IysReconciliationReportOperator(IysBaseOperator):
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "report_dates", "archive_location")
 
     def __init__(
-        self, *, report_dates: Sequence[str] | str | None, archive_location: str | None = None, **kwargs: Any
+        self,
+        *,
+        report_dates: Sequence[str] | str | None,
+        archive_location: str | None = DEFAULT_ARCHIVE,
+        window_days: int = WINDOW_DAYS,
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.report_dates = report_dates
         self.archive_location = archive_location
+        self.window_days = window_days
 
     def execute(self, context: Context) -> ReconciliationReport:
         if self.report_dates is None or isinstance(self.report_dates, str):
@@ -502,15 +612,22 @@ class IysReconciliationReportOperator(IysBaseOperator):
         days = [parse_report_date(value) for value in self.report_dates]
         archive = archive_wanted(self.archive_location)
         run_id = run_id_of(context)
+        now = datetime.now(UTC)
         with self.database() as conn:
             rows = read_reconciliations(conn, self.iys_hook.brand_code, days)
-        agreed, failed, changes = [], [], 0
+        agreed, waiting, failed, changes = [], [], [], 0
         for day in days:
             row = rows.get(day) or {"status": "pending", "detail": "never worked on"}
             if row.get("run_id") == run_id:
                 changes += int(row.get("repaired") or 0)
             problem = None
-            if row["status"] not in SETTLED:
+            if waiting_for_iys(row):
+                if last_chance(day, now, days=self.window_days):
+                    problem = f"pending on its last day in İYS's window: {row.get('detail')}"
+                else:
+                    waiting.append(f"{day} {row.get('detail')}")
+                    continue
+            elif row["status"] not in SETTLED:
                 problem = f"{row['status']}: {row.get('detail') or 'not finished (see the day tasks)'}"
             elif (
                 archive and row.get("movements_ours") != 0 and not (row["archived_file"] and row["archived_timestamp"])
@@ -520,13 +637,23 @@ class IysReconciliationReportOperator(IysBaseOperator):
                 failed.append(f"{day} {problem}")
             else:
                 agreed.append(day.isoformat())
-        report = ReconciliationReport(days=len(days), agreed=agreed, failed=failed, consent_changes=changes)
+        report = ReconciliationReport(
+            days=len(days), agreed=agreed, waiting=waiting, failed=failed, consent_changes=changes
+        )
         if changes:
             # Repaired movements changed consents: what the İYS page shows as sendable is recounted.
             with self.database() as conn:
                 record_sendable_counts(conn, self.iys_hook.brand_code)
+        if not archive:
+            self.log.warning("No archive location: no evidence (file, .tsr) of any day is kept")
+        for line in waiting:
+            self.log.warning("Left for the next run: %s", line)
         self.log.info(
-            "Reconciliation: %d days, %d agreed; %s", len(days), len(agreed), "; ".join(failed) or "none failed"
+            "Reconciliation: %d days, %d agreed, %d waiting for İYS; %s",
+            len(days),
+            len(agreed),
+            len(waiting),
+            "; ".join(failed) or "none failed",
         )
         if failed:
             raise AirflowException(f"{len(failed)} of {len(days)} days not reconciled with İYS: " + " | ".join(failed))

@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from iys_provider.database import iys_database
 from iys_provider.exceptions import IysApiError
 from iys_provider.hooks.iys import IysHook
 from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID
 from iys_provider.reconciliation import (
-    DEFAULT_MAX_QUEUED,
+    DEFAULT_MAX_WAIT,
     SETTLED,
     DayStatus,
     HashJobVerdict,
     describe_hash_method,
     hash_job_verdict,
     summary_total,
+    waiting_reason,
 )
 from iys_provider.reconciliation_store import read_reconciliation, save_reconciliation
 
@@ -32,19 +33,23 @@ class IysReconciliationHashSensor(BaseSensorOperator):
 
     The first call starts İYS's job (``queued`` → ``inprogress`` → ``completed``). What each answer
     means is :func:`~iys_provider.reconciliation.hash_job_verdict`: on ``completed`` the hash and
-    its method are recorded in ``iys.reconciliations`` for the next task; on ``error``, or a job
-    ``queued`` for ``max_queued_seconds`` (İYS: a job whose queueing failed stays queued), the day
-    is recorded as ``hash_error`` and this task fails at once, without retries, while the other
-    days go on. A 204 while neither side counts a movement that day ends the wait too (nothing to
-    agree on). The first time the job was seen queued is kept in the database, so reschedules and
-    retries measure from it.
+    its method are recorded in ``iys.reconciliations`` for the next task; on ``error`` the day is
+    recorded as ``hash_error`` and this task fails at once, without retries, while the other days
+    go on. A job still unfinished ``max_wait_minutes`` after this run first saw it so (İYS: a job
+    whose queueing failed stays ``queued`` for ever) leaves the day ``pending`` with the reason
+    and skips the day's reconcile task: the night goes on without it, and the next run asks again
+    (the plan task starts each run's wait afresh). The times are kept in the database, so
+    reschedules and retries measure from them. A 204 while neither side counts a movement that
+    day ends the wait too (nothing to agree on).
 
     Reschedule mode by default: no worker slot is held between pokes.
 
     :param report_date: the day, ``YYYY-MM-DD``. (templated)
+    :param max_wait_minutes: how long a day's unfinished hash job is waited for. (templated)
+    :param clock: the current time (aware), for tests; default the system clock.
     """
 
-    template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id", "report_date")
+    template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id", "report_date", "max_wait_minutes")
 
     def __init__(
         self,
@@ -53,18 +58,20 @@ class IysReconciliationHashSensor(BaseSensorOperator):
         iys_conn_id: str = IysHook.default_conn_name,
         postgres_conn_id: str = DEFAULT_POSTGRES_CONN_ID,
         mode: str = "reschedule",
-        poke_interval: float = 120,
+        poke_interval: float = 60,
         timeout: float = 6 * 3600,
-        max_queued_seconds: float = DEFAULT_MAX_QUEUED.total_seconds(),
+        max_wait_minutes: float | str = DEFAULT_MAX_WAIT.total_seconds() / 60,
         hook_params: dict[str, Any] | None = None,
+        clock: Callable[[], datetime] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, **kwargs)
         self.report_date = report_date
         self.iys_conn_id = iys_conn_id
         self.postgres_conn_id = postgres_conn_id
-        self.max_queued = timedelta(seconds=max_queued_seconds)
+        self.max_wait_minutes = max_wait_minutes
         self.hook_params = dict(hook_params or {})
+        self.clock = clock
         self._run_id_outside_a_run = f"adhoc-{uuid.uuid4()}"
 
     @cached_property
@@ -76,11 +83,21 @@ class IysReconciliationHashSensor(BaseSensorOperator):
             self.iys_hook.close()
             del self.__dict__["iys_hook"]
 
+    def _max_wait(self) -> timedelta:
+        try:
+            minutes = float(self.max_wait_minutes)
+        except (TypeError, ValueError):
+            raise AirflowFailException(f"max_wait_minutes must be a number, not {self.max_wait_minutes!r}") from None
+        if minutes < 0:
+            raise AirflowFailException(f"max_wait_minutes must not be negative ({minutes})")
+        return timedelta(minutes=minutes)
+
     def poke(self, context: Context) -> PokeReturnValue:
         from iys_provider.operators.reconciliation import ensure_in_window, parse_report_date
 
         day = parse_report_date(self.report_date)
         ensure_in_window(day)
+        max_wait = self._max_wait()
         run_id = str(context.get("run_id") or self._run_id_outside_a_run)
         with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
             brand_code = self.iys_hook.brand_code
@@ -95,12 +112,13 @@ class IysReconciliationHashSensor(BaseSensorOperator):
                     save_reconciliation(conn, brand_code, day, run_id=run_id, detail=f"İYS refused: {exc}"[:500])
                     raise AirflowFailException(f"{day}: İYS refused the hash query: {exc}") from None
                 raise
-            now = datetime.now(UTC)
-            queued_since = row.get("hash_queued_since")
+            now = self.clock() if self.clock else datetime.now(UTC)
             values: dict[str, Any] = {"run_id": run_id}
-            if info is not None and info.process_status.strip().lower() == "queued":
+            status = None if info is None else info.process_status.strip().lower()
+            queued_since = row.get("hash_queued_since")
+            if status == "queued":
                 if queued_since is None:
-                    queued_since = values["hash_queued_since"] = now
+                    values["hash_queued_since"] = now
             elif queued_since is not None:
                 values["hash_queued_since"] = None
             day_is_empty = (
@@ -109,30 +127,40 @@ class IysReconciliationHashSensor(BaseSensorOperator):
                 and not summary_total(row["summary_ours"])
                 and not summary_total(row["summary_iys"])
             )
+            finished = status in ("completed", "error") and (status == "error" or bool(info and info.hash_value))
+            waiting_since = row.get("hash_waiting_since")
+            if finished or (info is None and day_is_empty):
+                if waiting_since is not None:
+                    values["hash_waiting_since"] = None
+            elif waiting_since is None:
+                waiting_since = values["hash_waiting_since"] = now
             verdict = hash_job_verdict(
                 info,
-                queued_for=None if queued_since is None else now - queued_since,
-                max_queued=self.max_queued,
+                waited_for=None if waiting_since is None else now - waiting_since,
+                max_wait=max_wait,
                 day_is_empty=day_is_empty,
             )
-            values["process_status"] = "no_movements" if info is None else info.process_status
+            values["process_status"] = ("no_movements" if day_is_empty else "no_value") if info is None else status
             if verdict is HashJobVerdict.COMPLETED:
                 assert info is not None and info.hash_value
                 values["hash_iys"] = info.hash_value.strip().lower()
                 values["hash_method"] = describe_hash_method(info.hash_method, info.hash_value)
-            elif verdict in (HashJobVerdict.ERROR, HashJobVerdict.STUCK):
+            elif verdict is HashJobVerdict.ERROR:
                 values["status"] = DayStatus.HASH_ERROR.value
-                values["detail"] = (
-                    "İYS's hash job ended in error"
-                    if verdict is HashJobVerdict.ERROR
-                    else f"İYS's hash job has stayed queued since {queued_since:%Y-%m-%d %H:%M %Z} (İYS: a job whose "
-                    "queueing failed stays queued); asked again next run"
-                )
-            elif info is None:
-                values["process_status"] = "no_movements" if day_is_empty else "no_value"
+                values["detail"] = "İYS's hash job ended in error"
+            elif verdict is HashJobVerdict.TOO_LONG:
+                assert waiting_since is not None
+                if row.get("status") not in SETTLED:
+                    values["status"] = DayStatus.PENDING.value
+                values["hash_iys"] = None
+                since = (queued_since or now) if status == "queued" else waiting_since
+                values["detail"] = waiting_reason(values["process_status"], since, max_wait)
             save_reconciliation(conn, brand_code, day, **values)
-        if verdict in (HashJobVerdict.ERROR, HashJobVerdict.STUCK):
+        if verdict is HashJobVerdict.ERROR:
             raise AirflowFailException(f"{day}: {values['detail']}")
+        if verdict is HashJobVerdict.TOO_LONG:
+            self.log.warning("%s: %s", day, values["detail"])
+            raise AirflowSkipException(f"{day}: {values['detail']}")
         if verdict is HashJobVerdict.WAIT:
             self.log.info("%s: İYS's hash job is %s; waiting", day, values["process_status"])
             return PokeReturnValue(is_done=False)
