@@ -300,6 +300,14 @@ def test_reconciliation_days_once_recorded_linking_to_the_reconciliation_run(db,
     assert [d["status"] for d in shown["days"]] == ["mismatch", "agreed"]
     assert shown["level"] == "danger"
     assert shown["days"][0]["link"] == "dags/iys_reconciliation/runs/night-1"
+    # Agreed without an archive: the page says no evidence is kept for that day.
+    assert [d["evidence_kept"] for d in shown["days"]] == [False, False]
+    db.execute(
+        "UPDATE iys.reconciliations SET archived_file = 'file:///e/d.csv', archived_timestamp = 'file:///e/d.tsr' "
+        "WHERE brand_code = %s AND status = 'agreed'",
+        (BRAND,),
+    )
+    assert [d["evidence_kept"] for d in panels(pg_dsn)["reconciliation"]["days"]] == [False, True]
 
 
 def test_the_page_reads_in_a_read_only_transaction(db, pg_dsn):

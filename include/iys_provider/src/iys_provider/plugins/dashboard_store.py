@@ -109,7 +109,7 @@ SELECT date_trunc('hour', now()) - interval '1 hour',
 LEARNED_RATE_SQL = "SELECT rate FROM iys.rate_limiter WHERE limiter_key = %s"
 # The daily reconciliation's days (V013, written by iys_reconciliation).
 RECONCILIATIONS_SQL = """
-SELECT report_date, status, agreed_at, run_id, updated_at
+SELECT report_date, status, agreed_at, run_id, updated_at, archived_file IS NOT NULL AND archived_timestamp IS NOT NULL
   FROM iys.reconciliations WHERE brand_code = %s
  ORDER BY report_date DESC LIMIT 30
 """
@@ -273,8 +273,9 @@ def read_panels(
                     "status": status,
                     "agreed_at": agreed.isoformat() if agreed else None,
                     "link": run_path(reconciliation_dag_id(incremental_dag), run_id) if run_id else None,
+                    "evidence_kept": archived,
                 }
-                for day, status, agreed, run_id, _ in reconciled
+                for day, status, agreed, run_id, _, archived in reconciled
             ],
             "level": str(reconciliation_level(row[1] for row in reconciled)),
         },

@@ -193,8 +193,9 @@ function drawReconciliation(r) {
   const el = panel("panel-reconciliation", { ready: r !== null && r.days.length > 0, level: r && r.level });
   const table = el.querySelector("table");
   if (r === null) { rows(table, [["status per day", [NOT_RECORDED]]]); return; }
-  rows(table, r.days.map((d) => [d.report_date, [d.status, { mismatch: "danger", hash_error: "danger", pending: "warning" }[d.status] || "ok"], when(d.agreed_at)]),
-    ["day", "status", "agreed at"]);
+  const evidence = (d) => (d.evidence_kept ? "file and .tsr archived" : d.agreed_at ? ["no evidence kept", "warning"] : "–");
+  rows(table, r.days.map((d) => [d.report_date, [d.status, { mismatch: "danger", hash_error: "danger", pending: "warning" }[d.status] || "ok"], when(d.agreed_at), evidence(d)]),
+    ["day", "status", "agreed at", "evidence"]);
   table.querySelectorAll("tr").forEach((tr, i) => {
     const day = r.days[i - 1];
     if (day && day.link) {
