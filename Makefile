@@ -2,10 +2,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CI runs the property-based tests with at least 10k examples.
+# CI runs the property-based tests with at least 10k examples; the fast lane with a few hundred.
 IYS_HYPOTHESIS_EXAMPLES ?= 10000
+FAST_HYPOTHESIS_EXAMPLES ?= 300
+PYTEST := $(BIN)/python -m pytest
+# The tests' lanes (markers in pytest.ini), together the whole suite: the fast lane is unit/,
+# simulator/, dags/ and the compose file's checks; the integration lane the flows of integration/ and
+# chaos/; the stack lane whatever starts Airflow processes, waits on the wall clock or paces traffic.
+FAST_TESTS := tests/unit tests/simulator tests/dags tests/ui/test_compose.py tests/ui/test_compose_iys_page.py
+QUICK_MARKERS := not stack and not real_time and not timing
 
-.PHONY: install demo test lint simulator clean
+.PHONY: install demo test test-fast test-integration test-stack lint simulator clean
 
 # The development set: requirements-dev.txt = the runtime requirements.txt + the İYS simulator + test tools.
 $(BIN)/activate: requirements.txt requirements-dev.txt include/iys_provider/pyproject.toml include/iys_simulator/pyproject.toml
@@ -20,8 +27,21 @@ install: $(BIN)/activate
 demo: install
 	$(BIN)/python scripts/demo.py
 
+# The whole suite (what .ci/run and the README run), with the 25 slowest tests at the end.
 test: install
-	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(BIN)/python -m pytest -q
+	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=25
+
+# Minutes, not a quarter of an hour: lint, the rules, the simulator, DAG parsing (see pytest.ini's markers).
+test-fast: lint
+	IYS_HYPOTHESIS_EXAMPLES=$(FAST_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=10 -m "$(QUICK_MARKERS)" $(FAST_TESTS)
+
+# The flows against the simulator and PostgreSQL (integration/, chaos/), the DAGs run with dag.test().
+test-integration: install
+	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=25 -m "$(QUICK_MARKERS)" tests/integration tests/chaos
+
+# What starts Airflow (standalone, Celery fleet, Chromium), waits on the wall clock or paces traffic.
+test-stack: install
+	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=25 -m "stack or real_time or timing"
 
 lint: install
 	$(BIN)/ruff check .
@@ -103,7 +123,7 @@ chaos: install
 # docker-compose.yaml resolved by `docker compose config`; both are part of `make test` too.
 .PHONY: ui-check screenshots
 ui-check: install
-	$(BIN)/python -m pytest -q tests/ui
+	$(PYTEST) -q tests/ui
 
 # Refresh docs/*.png (shown in README.md) from the UI tests' browser session (the İYS page's too).
 screenshots: install

@@ -29,11 +29,13 @@ from collections import Counter
 from datetime import datetime
 
 import psycopg
+import pytest
 import requests
 from iys_simulator.synthetic import PHONE_TYPES, synthetic_status
 
 import local_stack  # scripts/, put on sys.path by tests/fleet/conftest.py
 
+pytestmark = [pytest.mark.stack, pytest.mark.timing]
 DAG_ID = "iys_initial_sync"
 USERS = 80_000
 BATCH_SIZE = 10_000  # ≥ 8 batches; 10,000 users × 3 channels = 30 multi-status calls of ≤ 1000 each

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from playwright.sync_api import expect
 
 from iys_provider.operators.initial_sync import DEFAULT_BATCH_SIZE
 
+pytestmark = pytest.mark.stack
 INITIAL_SYNC_PARAMS = {
     # key: title shown in the form
     "iys_conn_id": "İYS connection",

@@ -32,6 +32,7 @@ from ui.conftest import (  # tests/ is on sys.path (pytest.ini)
 
 from iys_provider.operators.pool_check import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
 
+pytestmark = pytest.mark.stack
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DAG_ID = "iys_initial_sync"
 MISSING_POOL_DAG_ID = "iys_initial_sync_missing_pool"

@@ -365,6 +365,7 @@ SECONDS = 25
 PROCESSES = 3
 
 
+@pytest.mark.timing
 def test_several_processes_settle_near_the_limit_with_few_429s(sim, monkeypatch):
     """At rate_limit_per_second 10 against İYS's strict 10/s window, with 20–60 ms latency.
 
