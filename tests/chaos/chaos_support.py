@@ -99,6 +99,24 @@ def counters(sim) -> dict[str, Any]:
     return sim_control(sim, "counters", method="GET")
 
 
+#: The simulator's counters of injected faults (``GET /__sim/counters``).
+FAULT_COUNTERS = ("injected_errors", "dropped_connections", "latency_spikes", "http_429", "h124")
+
+
+def fault_counts(sim) -> dict[str, int]:
+    c = counters(sim)
+    return {name: c[name] for name in FAULT_COUNTERS}
+
+
+def assert_faults_fired(before: dict[str, int], after: dict[str, int], fired: tuple[str, ...], phase: str) -> None:
+    """Each counter in ``fired`` grew between the two snapshots: the faults were really injected.
+
+    A scenario whose faults never fired would pass as the baseline does and prove nothing.
+    """
+    idle = [name for name in fired if after[name] <= before[name]]
+    assert not idle, f"{phase}: no {', '.join(idle)} although injected ({before} -> {after})"
+
+
 def iys_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
