@@ -25,8 +25,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from iys_provider.normalize import normalize_email, normalize_phone
-from tests_support import SIM_BRAND_CODE, build_users, run_dag, sim_control, task_states  # noqa: F401 (re-exported)
+from tests_support import (  # noqa: F401 (re-exported)
+    SIM_BRAND_CODE,
+    build_users,
+    recipients_of,
+    run_dag,
+    sim_control,
+    task_states,
+)
 
 TYPES_BY_KIND = {"phone": ("MESAJ", "ARAMA"), "email": ("EPOSTA",)}
 OLD = "2024-03-01 10:00:00"
@@ -37,14 +43,8 @@ TOKEN_LIMIT_PER_HOUR = 10  # iys_connection_json_with() default; the simulator's
 
 
 def addresses_of(users) -> list[tuple[str, str]]:
-    """(normalised recipient, consent type) of every valid address of ``users``."""
-    keys = []
-    for _, phone, email in users:
-        for kind, raw in (("phone", phone), ("email", email)):
-            value = (normalize_phone if kind == "phone" else normalize_email)(raw).value if raw is not None else None
-            if value is not None:
-                keys.extend((value, ctype) for ctype in TYPES_BY_KIND[kind])
-    return list(dict.fromkeys(keys))
+    """(recipient, consent type) of every valid address of ``users``, from the truth they were built from."""
+    return [(recipient, ctype) for kind, recipient in recipients_of(users) for ctype in TYPES_BY_KIND[kind]]
 
 
 def load_users(pg, users, *, create: bool = False) -> None:
