@@ -14,14 +14,29 @@ QUICK_MARKERS := not stack and not real_time and not timing
 
 .PHONY: install demo test test-fast test-integration test-stack lint simulator clean
 
-# The development set: requirements-dev.txt = the runtime requirements.txt + the İYS simulator + test tools.
-$(BIN)/activate: requirements.txt requirements-dev.txt include/iys_provider/pyproject.toml include/iys_simulator/pyproject.toml
+# The development set: requirements-dev.txt = the runtime requirements.txt + the İYS simulator + test tools,
+# every transitive dependency pinned by constraints.txt (so CI and every developer resolve the same set).
+$(BIN)/activate: requirements.txt requirements-dev.txt constraints.txt include/iys_provider/pyproject.toml include/iys_simulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt
 	touch $(BIN)/activate
 
 install: $(BIN)/activate
+
+# Re-resolve constraints.txt after changing a pin in requirements*.txt: requirements-dev.txt alone (no
+# constraints) in a fresh virtualenv, frozen without this project's editable packages.
+CONSTRAINTS_VENV := .venv-constraints
+.PHONY: constraints
+constraints:
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	$(CONSTRAINTS_VENV)/bin/pip install --quiet --upgrade pip
+	$(CONSTRAINTS_VENV)/bin/pip install --quiet -r requirements-dev.txt
+	{ echo "# Every package of requirements-dev.txt, transitive ones included, as resolved for Python 3.11 on Linux."; \
+	  echo "# Used as pip constraints by make install; regenerate with make constraints (do not edit by hand)."; \
+	  $(CONSTRAINTS_VENV)/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
 
 # The whole product once: simulator, Postgres, initial + incremental sync, summary; leaves nothing running.
 demo: install
