@@ -73,10 +73,15 @@ clean:
 airflow: install
 	scripts/airflow_local.sh
 
-# Initial-sync benchmark through Airflow against the simulator: `make bench USERS=100000`.
+# Initial-sync benchmark through Airflow against the simulator: `make bench USERS=100000`. The defaults are
+# the README's headline setup (İYS's 10 req/s, 20 + 0–40 ms per request, the default batch_size).
 USERS ?= 100000,1000000
+BENCH_RATE_LIMIT ?= 10
+BENCH_LATENCY_MS ?= 20
+BENCH_JITTER_MS ?= 40
 bench: install
-	$(BIN)/python bench/bench_initial_sync.py --users $(USERS)
+	$(BIN)/python bench/bench_initial_sync.py --users $(USERS) --rate-limit $(BENCH_RATE_LIMIT) \
+		--latency-ms $(BENCH_LATENCY_MS) --jitter-ms $(BENCH_JITTER_MS)
 
 # Local work alone (read + normalise + write, no İYS, no Airflow), with client and server CPU.
 LOCAL_USERS ?= 1000000
