@@ -1,4 +1,12 @@
-"""The daily reconciliation through the simulator over HTTP and real Postgres (issue #15's "done when")."""
+"""The daily reconciliation through the simulator over HTTP and real Postgres (issue #15's "done when").
+
+Green at any hour, also in the 15 minutes after Turkish midnight when D-1 is not asked for yet: to
+check, run the module at 21:05 UTC with libfaketime, in a network namespace without the server at
+127.0.0.1:5432 so the embedded PostgreSQL runs on the same clock::
+
+    unshare -n sh -c 'ip link set lo up; faketime -f "@2026-12-04 21:05:00" \
+        .venv/bin/python -m pytest tests/integration/test_reconciliation.py'
+"""
 
 from __future__ import annotations
 
