@@ -25,6 +25,7 @@ from iys_provider.exceptions import IysQuotaExceededError
 from iys_provider.hooks.iys import IysHook
 from iys_provider.models import ConsentType, RecipientType
 from iys_provider.rate_control import RATE_RULE
+from iys_provider.schema import migrate
 from iys_provider.shared_state import PostgresSharedState
 from tests_support import iys_connection_json_with, sim_control
 
@@ -79,6 +80,13 @@ def test_a_reservation_climbs_the_rate_as_the_rule_says(pg_dsn, pg, rate, elapse
         state.close()
 
 
+@pytest.fixture
+def migrated_pg(pg):
+    """The session's database with the iys schema, whichever test ran before (or none, as under pytest-xdist)."""
+    migrate(pg)
+    return pg
+
+
 CLIMB_SQL = """
 SELECT iys.climbed_rate(%(rate)s, %(knee)s, %(ceiling)s, %(elapsed)s, %(max_gap)s, %(tau)s, %(knee_tau)s,
                         %(probe_tau)s, %(knee_share)s)
@@ -96,8 +104,9 @@ SELECT iys.climbed_rate(%(rate)s, %(knee)s, %(ceiling)s, %(elapsed)s, %(max_gap)
     ceiling=st.floats(min_value=0.1, max_value=20.0),
     elapsed=st.floats(min_value=-5.0, max_value=5.0),
 )
-def test_the_sql_climb_is_the_rules_climb(pg, rate, knee, ceiling, elapsed):
+def test_the_sql_climb_is_the_rules_climb(migrated_pg, rate, knee, ceiling, elapsed):
     """iys.climbed_rate (V016) runs before every request; RateRule.climbed is what the docs and tests reason about."""
+    pg = migrated_pg
     parameters = {
         "rate": rate,
         "knee": knee,
