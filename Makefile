@@ -50,9 +50,13 @@ test: install
 test-fast: lint
 	IYS_HYPOTHESIS_EXAMPLES=$(FAST_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=10 -m "$(QUICK_MARKERS)" $(FAST_TESTS)
 
-# The flows against the simulator and PostgreSQL (integration/, chaos/), the DAGs run with dag.test().
+# The flows against the simulator and PostgreSQL (integration/, chaos/), the DAGs run with dag.test(), in
+# INTEGRATION_WORKERS pytest-xdist processes (each with its own database, simulator and Airflow home; the
+# tests mostly wait on HTTP and PostgreSQL, so 2 workers pay off even on 2 cores). 0: one process.
+INTEGRATION_WORKERS ?= 2
 test-integration: install
-	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=25 -m "$(QUICK_MARKERS)" tests/integration tests/chaos
+	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=25 -n $(INTEGRATION_WORKERS) \
+		-m "$(QUICK_MARKERS)" tests/integration tests/chaos
 
 # What starts Airflow (standalone, Celery fleet, Chromium), waits on the wall clock or paces traffic.
 test-stack: install
