@@ -2,26 +2,65 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CI runs the property-based tests with at least 10k examples.
+# CI runs the property-based tests with at least 10k examples; the fast lane with a few hundred.
 IYS_HYPOTHESIS_EXAMPLES ?= 10000
+FAST_HYPOTHESIS_EXAMPLES ?= 300
+PYTEST := $(BIN)/python -m pytest
+# The tests' lanes (markers in pytest.ini), together the whole suite: the fast lane is unit/,
+# simulator/, dags/ and the compose file's checks; the integration lane the flows of integration/ and
+# chaos/; the stack lane whatever starts Airflow processes, waits on the wall clock or paces traffic.
+FAST_TESTS := tests/unit tests/simulator tests/dags tests/ui/test_compose.py tests/ui/test_compose_iys_page.py
+QUICK_MARKERS := not stack and not real_time and not timing
 
-.PHONY: install demo test lint simulator clean
+.PHONY: install demo test test-fast test-integration test-stack lint simulator clean
 
-# The development set: requirements-dev.txt = the runtime requirements.txt + the İYS simulator + test tools.
-$(BIN)/activate: requirements.txt requirements-dev.txt include/iys_provider/pyproject.toml include/iys_simulator/pyproject.toml
+# The development set: requirements-dev.txt = the runtime requirements.txt + the İYS simulator + test tools,
+# every transitive dependency pinned by constraints.txt (so CI and every developer resolve the same set).
+$(BIN)/activate: requirements.txt requirements-dev.txt constraints.txt include/iys_provider/pyproject.toml include/iys_simulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt
 	touch $(BIN)/activate
 
 install: $(BIN)/activate
+
+# Re-resolve constraints.txt after changing a pin in requirements*.txt: requirements-dev.txt alone (no
+# constraints) in a fresh virtualenv, frozen without this project's editable packages.
+CONSTRAINTS_VENV := .venv-constraints
+.PHONY: constraints
+constraints:
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	$(CONSTRAINTS_VENV)/bin/pip install --quiet --upgrade pip
+	$(CONSTRAINTS_VENV)/bin/pip install --quiet -r requirements-dev.txt
+	{ echo "# Every package of requirements-dev.txt, transitive ones included, as resolved for Python 3.11 on Linux."; \
+	  echo "# Used as pip constraints by make install; regenerate with make constraints (do not edit by hand)."; \
+	  $(CONSTRAINTS_VENV)/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
 
 # The whole product once: simulator, Postgres, initial + incremental sync, summary; leaves nothing running.
 demo: install
 	$(BIN)/python scripts/demo.py
 
+# The whole suite (what .ci/run and the README run), with the 25 slowest tests at the end.
 test: install
-	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(BIN)/python -m pytest -q
+	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=25
+
+# Minutes, not a quarter of an hour: lint, the rules, the simulator, DAG parsing (see pytest.ini's markers).
+test-fast: lint
+	IYS_HYPOTHESIS_EXAMPLES=$(FAST_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=10 -m "$(QUICK_MARKERS)" $(FAST_TESTS)
+
+# The flows against the simulator and PostgreSQL (integration/, chaos/), the DAGs run with dag.test(), in
+# INTEGRATION_WORKERS pytest-xdist processes (each with its own database, simulator and Airflow home; the
+# tests mostly wait on HTTP and PostgreSQL, so 2 workers pay off even on 2 cores). 0: one process.
+INTEGRATION_WORKERS ?= 2
+test-integration: install
+	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=25 -n $(INTEGRATION_WORKERS) \
+		-m "$(QUICK_MARKERS)" tests/integration tests/chaos
+
+# What starts Airflow (standalone, Celery fleet, Chromium), waits on the wall clock or paces traffic.
+test-stack: install
+	IYS_HYPOTHESIS_EXAMPLES=$(IYS_HYPOTHESIS_EXAMPLES) $(PYTEST) -q --durations=25 -m "stack or real_time or timing"
 
 lint: install
 	$(BIN)/ruff check .
@@ -38,10 +77,15 @@ clean:
 airflow: install
 	scripts/airflow_local.sh
 
-# Initial-sync benchmark through Airflow against the simulator: `make bench USERS=100000`.
+# Initial-sync benchmark through Airflow against the simulator: `make bench USERS=100000`. The defaults are
+# the README's headline setup (İYS's 10 req/s, 20 + 0–40 ms per request, the default batch_size).
 USERS ?= 100000,1000000
+BENCH_RATE_LIMIT ?= 10
+BENCH_LATENCY_MS ?= 20
+BENCH_JITTER_MS ?= 40
 bench: install
-	$(BIN)/python bench/bench_initial_sync.py --users $(USERS)
+	$(BIN)/python bench/bench_initial_sync.py --users $(USERS) --rate-limit $(BENCH_RATE_LIMIT) \
+		--latency-ms $(BENCH_LATENCY_MS) --jitter-ms $(BENCH_JITTER_MS)
 
 # Local work alone (read + normalise + write, no İYS, no Airflow), with client and server CPU.
 LOCAL_USERS ?= 1000000
@@ -103,7 +147,7 @@ chaos: install
 # docker-compose.yaml resolved by `docker compose config`; both are part of `make test` too.
 .PHONY: ui-check screenshots
 ui-check: install
-	$(BIN)/python -m pytest -q tests/ui
+	$(PYTEST) -q tests/ui
 
 # Refresh docs/*.png (shown in README.md) from the UI tests' browser session (the İYS page's too).
 screenshots: install

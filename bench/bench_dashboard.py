@@ -36,6 +36,8 @@ import psycopg
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from bench_support import POSTGRES_SERVER_HELP, postgres_server_uri  # noqa: E402
+
 import local_stack  # noqa: E402
 from iys_provider.consent_store import record_sendable_counts, recorded_sendable_counts  # noqa: E402
 from iys_provider.outbox_store import unsent_rets_by_day  # noqa: E402
@@ -190,8 +192,9 @@ def main() -> int:
     parser.add_argument("--users", default="1000000", help="comma-separated user counts")
     parser.add_argument("--runs", type=int, default=8760, help="incremental runs recorded (8,760: a year, hourly)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per query, after one warm-up")
-    parser.add_argument("--postgres-server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     args = parser.parse_args()
+    args.postgres_server = postgres_server_uri(args.postgres_server)
 
     rows = []
     for users in (int(n) for n in args.users.split(",")):

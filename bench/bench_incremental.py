@@ -60,6 +60,7 @@ from zoneinfo import ZoneInfo
 
 from bench_support import (
     MAX_PER_CALL,
+    POSTGRES_SERVER_HELP,
     ROOT,
     SimulatorProcess,
     distinct_phones,
@@ -67,6 +68,7 @@ from bench_support import (
     local_stack,
     peak_rss_mb,
     postgres_connection_json,
+    postgres_server_uri,
     reset_peak_rss,
     rss_mb,
     sim_control,
@@ -649,10 +651,11 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=20, help="simulator latency per request")
     parser.add_argument("--latency-jitter-ms", type=float, default=40, help="plus up to this much, uniformly")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--postgres-server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep-db", action="store_true", help="keep the throw-away databases")
     parser.add_argument("--output", default=str(RESULTS), help="Markdown results file")
     args = parser.parse_args()
+    args.postgres_server = postgres_server_uri(args.postgres_server)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     shares = (args.hs_share, args.new_share, args.replay_share)
     if args.movements < 10 or args.outbox < 20 or not rates or not all(0 <= s <= 1 for s in shares):

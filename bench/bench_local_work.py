@@ -35,6 +35,8 @@ from iys_simulator.synthetic import synthetic_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from bench_support import POSTGRES_SERVER_HELP, postgres_server_uri  # noqa: E402
+
 import local_stack  # noqa: E402
 from iys_provider.consent_checks import record_checked_users  # noqa: E402
 from iys_provider.recipients import prepare_users  # noqa: E402
@@ -94,9 +96,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--postgres-server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep", action="store_true", help="keep the throw-away database")
     args = parser.parse_args()
+    args.postgres_server = postgres_server_uri(args.postgres_server)
 
     db_name = f"iys_bench_local_{uuid.uuid4().hex[:8]}"
     dsn = local_stack.ensure_database(args.postgres_server, db_name)

@@ -42,10 +42,12 @@ import uuid
 from bench_support import (
     CLIENT_ERRORS,
     MAX_PER_CALL,
+    POSTGRES_SERVER_HELP,
     distinct_phones,
     iys_connection_json,
     local_stack,
     postgres_connection_json,
+    postgres_server_uri,
     print_verdict,
     sim_control,
     simulator_account,
@@ -288,9 +290,10 @@ def main() -> int:
     parser.add_argument("--latency-jitter-ms", type=float, default=20, help="plus up to this much, uniformly")
     parser.add_argument("--rate", type=float, default=8, help="connection extra rate_limit_per_second")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--postgres-server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep-db", action="store_true", help="keep the throw-away database")
     args = parser.parse_args()
+    args.postgres_server = postgres_server_uri(args.postgres_server)
     if not 0 <= args.onay_share <= 1 or not 0 <= args.ret_held_share <= 1 or args.rets < 1:
         parser.error("--rets must be positive, the shares between 0 and 1")
 

@@ -39,6 +39,8 @@ import psycopg
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from bench_support import POSTGRES_SERVER_HELP, postgres_server_uri  # noqa: E402
+
 import local_stack  # noqa: E402
 from iys_provider.recipients import prepare_users  # noqa: E402
 from iys_provider.scan_ledger import DEFAULT_BATCH_SIZE, ScanBatch  # noqa: E402
@@ -166,8 +168,9 @@ def main() -> int:
     parser.add_argument("--compare-batch-size", type=int, default=10_000)
     parser.add_argument("--no-calls", action="store_true", help="time the plans only")
     parser.add_argument("--without-queue-fk", action="store_true", help="drop the queue's foreign key first")
-    parser.add_argument("--postgres-server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     args = parser.parse_args()
+    args.postgres_server = postgres_server_uri(args.postgres_server)
 
     rows, calls = [], []
     for users in (int(n) for n in args.users.split(",")):

@@ -47,9 +47,11 @@ os.environ.update(
 
 import psycopg  # noqa: E402
 from bench_support import (  # noqa: E402
+    POSTGRES_SERVER_HELP,
     SimulatorProcess,
     iys_connection_json,
     postgres_connection_json,
+    postgres_server_uri,
     print_verdict,
     sim_control,
 )
@@ -281,9 +283,10 @@ def main() -> int:
     parser.add_argument("--target-rate", type=float, default=9.3, help="accepted requests per second to reach")
     parser.add_argument("--target-429-share", type=float, default=0.003, help="429 share to stay under")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--postgres-server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep-db", action="store_true", help="keep the throw-away database")
     args = parser.parse_args()
+    args.postgres_server = postgres_server_uri(args.postgres_server)
     if args.processes < 1 or args.seconds <= 0 or args.rate <= 0 or args.sample_seconds <= 0:
         parser.error("--processes, --seconds, --rate and --sample-seconds must be positive")
 

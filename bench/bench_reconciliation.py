@@ -22,7 +22,7 @@ import uuid
 from datetime import date, timedelta
 
 import psycopg
-from bench_support import local_stack, peak_rss_mb, reset_peak_rss, rss_mb
+from bench_support import POSTGRES_SERVER_HELP, local_stack, peak_rss_mb, postgres_server_uri, reset_peak_rss, rss_mb
 
 from iys_provider.reconciliation import LITERAL, MultiHasher, file_format, turkey_day_bounds
 from iys_provider.reconciliation_store import stream_day_file
@@ -80,9 +80,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", default="100000,1000000", help="movements per day, one day per size")
     parser.add_argument("--file-format", default="literal")
-    parser.add_argument("--postgres-server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep", action="store_true", help="keep the throw-away database")
     args = parser.parse_args()
+    args.postgres_server = postgres_server_uri(args.postgres_server)
     sizes = [int(size) for size in args.days.split(",") if size.strip()]
 
     db_name = f"iys_bench_reconciliation_{uuid.uuid4().hex[:8]}"

@@ -39,7 +39,7 @@ from pathlib import Path
 import psycopg
 import requests
 from bench_reconciliation import BRAND_CODE, fill_day
-from bench_support import local_stack, peak_rss_mb, reset_peak_rss, rss_mb
+from bench_support import POSTGRES_SERVER_HELP, local_stack, peak_rss_mb, postgres_server_uri, reset_peak_rss, rss_mb
 
 from iys_provider.reconciliation import DETECT_BYTES, MultiHasher, detect_file_format, file_format, turkey_day_bounds
 from iys_provider.reconciliation_store import (
@@ -200,9 +200,10 @@ def main() -> int:
     parser.add_argument("--days", default="100000,1000000", help="movements per day, one day per size")
     parser.add_argument("--missing", type=float, default=0.1, help="share of the day's movements our side lacks")
     parser.add_argument("--reading", default="literal", help="the reading İYS's file is served in")
-    parser.add_argument("--postgres-server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep", action="store_true", help="keep the throw-away database")
     args = parser.parse_args()
+    args.postgres_server = postgres_server_uri(args.postgres_server)
     sizes = [int(size) for size in args.days.split(",") if size.strip()]
     if not 0 < args.missing <= 1:
         parser.error("--missing is a share of the day: more than 0, at most 1")

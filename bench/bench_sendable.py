@@ -33,6 +33,8 @@ import psycopg
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from bench_support import POSTGRES_SERVER_HELP, postgres_server_uri  # noqa: E402
+
 import local_stack  # noqa: E402
 from iys_provider.schema import migrate  # noqa: E402
 
@@ -115,9 +117,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--open-rets", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--postgres-server", default=None, help="a PostgreSQL server URI (default: 127.0.0.1:5432)")
+    parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     args = parser.parse_args()
-    server = args.postgres_server or "postgresql://postgres@127.0.0.1:5432/postgres"
+    server = postgres_server_uri(args.postgres_server)
     name = f"iys_bench_sendable_{uuid.uuid4().hex[:8]}"
     dsn = local_stack.ensure_database(server, name)
     try:

@@ -3,10 +3,14 @@ simulator, the two connections as ``AIRFLOW_CONN_*`` JSON, test addresses and pe
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
 import pathlib
 import random
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +21,12 @@ from psycopg import conninfo
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import local_stack  # noqa: E402  (scripts/local_stack.py: simulator account and throw-away databases)
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+POSTGRES_SERVER_HELP = (
+    "maintenance-DB URI of the PostgreSQL server to create throw-away databases on "
+    "(default: the one at 127.0.0.1:5432 when it answers, else an embedded server, as the tests do)"
+)
 
 MAX_PER_CALL = 1000  # recipients per multi-status call and consents per batch (İYS's limits)
 CLIENT_ERRORS = ("400", "401", "403", "404", "422")  # İYS's success ratio: these count as failures
@@ -194,3 +204,28 @@ def print_verdict(report: dict, problems: list[str]) -> None:
     """The verdict line, then the whole report as one JSON line (what the benchmarks' tests read)."""
     print(f"\nresult: {verdict(problems)}")
     print(json.dumps({**report, "ok": not problems, "problems": problems}, sort_keys=True))
+
+
+def postgres_server_uri(explicit: str | None = None) -> str:
+    """The server a benchmark makes its throw-away databases on, as tests/conftest.py chooses it.
+
+    ``explicit`` (``--postgres-server``) when given; else the machine's own at 127.0.0.1:5432 when it
+    answers; else an embedded server (pgserver, a requirement of ``make install``) in a temporary data
+    directory, stopped and removed when the benchmark exits.
+    """
+    if explicit:
+        return explicit
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return LOCAL_POSTGRES
+    except OSError:
+        pass
+    import pgserver
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # its commands' output would bury the figures
+    data_dir = tempfile.mkdtemp(prefix="iys-bench-pgserver-")
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    atexit.register(server.cleanup)  # runs before the removal above (atexit is last in, first out)
+    print(f"[bench] no PostgreSQL at 127.0.0.1:5432: an embedded server in {data_dir}", file=sys.stderr)
+    return server.get_uri()

@@ -2,7 +2,8 @@
 
 1. starts the bundled İYS simulator with a synthetic population that knows the demo users;
 2. uses the PostgreSQL in ``IYS_POSTGRES_URI``, else the server at 127.0.0.1:5432, else an
-   embedded one (``pgserver``), and (re)creates a database ``iys_demo`` with 2,000 messy users;
+   embedded one (``pgserver``), and (re)creates a database ``iys_demo`` (``IYS_DEMO_DB``, as for
+   ``make airflow``) with 2,000 messy users;
 3. runs ``iys_initial_sync``, then simulates citizens changing consents in İYS and a user
    unsubscribing in the brand's app (an outbox row), then runs ``iys_incremental_sync``;
 4. prints a summary.
@@ -24,7 +25,7 @@ from contextlib import ExitStack
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO_USERS = 2000
-DEMO_DATABASE = "iys_demo"
+DEMO_DATABASE = os.environ.get("IYS_DEMO_DB") or "iys_demo"
 
 
 def _configure_airflow(home: str) -> None:

@@ -32,6 +32,21 @@ from tests_support import (  # noqa: E402  (after the environment is set)
     iys_connection_json_with,
 )
 
+#: Fixtures that reach PostgreSQL or Airflow's metadata database: a test using any of them is marked ``db``.
+DB_FIXTURES = frozenset({"postgres_server_uri", "pg_dsn", "airflow_db"})
+#: Per-test deadline of tests marked ``stack`` (pytest-timeout; the default is pytest.ini's ``timeout``):
+#: the first test of a module also starts ``airflow standalone`` or the Celery fleet.
+STACK_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(config, items):
+    """``db`` from the fixtures a test uses; the longer deadline for ``stack`` tests without their own."""
+    for item in items:
+        if DB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
+        if item.get_closest_marker("stack") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(STACK_TIMEOUT))
+
 
 def _local_postgres_reachable(host: str = "127.0.0.1", port: int = 5432) -> bool:
     try:

@@ -60,27 +60,70 @@ def _phone(rng: random.Random) -> tuple[str, str]:
     return national, spelt
 
 
-def build_users(count: int, seed: int, prefix: str = "u") -> list[tuple[str, str | None, str | None]]:
-    """Users as real tables hold them: many spellings, shared numbers, blanks and junk."""
+class UserRow(tuple):
+    """``(id, phone, email)`` as a users table holds them, plus the truth the row was built from.
+
+    ``phone_recipient`` and ``email_recipient`` are the addresses İYS knows the user by (``None`` for
+    a blank or junk value), fixed when the row is generated (the mobile number before it is spelt
+    out, the e-mail before it is padded or capitalised), never derived from the product's
+    normaliser: a normaliser that drops or mangles a valid address disagrees with them.
+    """
+
+    phone_recipient: str | None
+    email_recipient: str | None
+
+    def __new__(cls, user_id: str, phone: str | None, email: str | None, *, phone_recipient, email_recipient):
+        row = super().__new__(cls, (user_id, phone, email))
+        row.phone_recipient = phone_recipient
+        row.email_recipient = email_recipient
+        return row
+
+    def __getnewargs_ex__(self):
+        return tuple(self), {"phone_recipient": self.phone_recipient, "email_recipient": self.email_recipient}
+
+
+JUNK_PHONES = ["0212 123 45 67", "12345", "+9005321234567", "abc", "   "]  # landline, short, 9005 form, text, blank
+JUNK_EMAILS = ["not-an-email", "çiğdem@example.com", "a@b.c", "x y@example.com"]  # İYS refuses each
+
+
+def build_users(count: int, seed: int, prefix: str = "u") -> list[UserRow]:
+    """Users as real tables hold them: many spellings, shared numbers, blanks and junk (with their truth)."""
     rng = random.Random(seed)
-    users: list[tuple[str, str | None, str | None]] = []
+    users: list[UserRow] = []
     for i in range(count):
-        _, phone = _phone(rng)
+        national, phone = _phone(rng)
+        phone_recipient: str | None = f"+90{national}"
         if i % 10 == 3 and users and users[-1][1]:
-            phone = users[-1][1]  # a family sharing a number
-        email: str | None = rng.choice(
-            [f"{prefix}ser{i}@Example.com", f" {prefix}ser{i}@example.com ", f"{prefix}.{i}+tag@mail.example.org"]
-        )
+            phone, phone_recipient = users[-1][1], users[-1].phone_recipient  # a family sharing a number
+        email_spellings = [
+            (f"{prefix}ser{i}@Example.com", f"{prefix}ser{i}@example.com"),
+            (f" {prefix}ser{i}@example.com ", f"{prefix}ser{i}@example.com"),
+            (f"{prefix}.{i}+tag@mail.example.org", f"{prefix}.{i}+tag@mail.example.org"),
+        ]
+        email, email_recipient = rng.choice(email_spellings)
         if i % 17 == 0:
-            phone = rng.choice(["0212 123 45 67", "12345", "+9005321234567", "abc", "   "])
+            phone, phone_recipient = rng.choice(JUNK_PHONES), None
         if i % 13 == 0:
-            email = rng.choice(["not-an-email", "çiğdem@example.com", "a@b.c", "x y@example.com"])
+            email, email_recipient = rng.choice(JUNK_EMAILS), None
         if i % 11 == 0:
-            phone = None
+            phone, phone_recipient = None, None
         if i % 19 == 0:
-            email = None
-        users.append((f"{prefix}{i:05d}", phone, email))
+            email, email_recipient = None, None
+        users.append(
+            UserRow(f"{prefix}{i:05d}", phone, email, phone_recipient=phone_recipient, email_recipient=email_recipient)
+        )
     return users
+
+
+def recipients_of(users) -> list[tuple[str, str]]:
+    """``(kind, recipient)`` of every valid address of ``users`` (their truth, see :class:`UserRow`), in order."""
+    found = []
+    for user in users:
+        if user.phone_recipient is not None:
+            found.append(("phone", user.phone_recipient))
+        if user.email_recipient is not None:
+            found.append(("email", user.email_recipient))
+    return list(dict.fromkeys(found))
 
 
 def run_dag(dag_id: str, conf: dict | None = None):

@@ -25,8 +25,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from iys_provider.normalize import normalize_email, normalize_phone
-from tests_support import SIM_BRAND_CODE, build_users, run_dag, sim_control, task_states  # noqa: F401 (re-exported)
+from tests_support import (  # noqa: F401 (re-exported)
+    SIM_BRAND_CODE,
+    build_users,
+    recipients_of,
+    run_dag,
+    sim_control,
+    task_states,
+)
 
 TYPES_BY_KIND = {"phone": ("MESAJ", "ARAMA"), "email": ("EPOSTA",)}
 OLD = "2024-03-01 10:00:00"
@@ -37,14 +43,8 @@ TOKEN_LIMIT_PER_HOUR = 10  # iys_connection_json_with() default; the simulator's
 
 
 def addresses_of(users) -> list[tuple[str, str]]:
-    """(normalised recipient, consent type) of every valid address of ``users``."""
-    keys = []
-    for _, phone, email in users:
-        for kind, raw in (("phone", phone), ("email", email)):
-            value = (normalize_phone if kind == "phone" else normalize_email)(raw).value if raw is not None else None
-            if value is not None:
-                keys.extend((value, ctype) for ctype in TYPES_BY_KIND[kind])
-    return list(dict.fromkeys(keys))
+    """(recipient, consent type) of every valid address of ``users``, from the truth they were built from."""
+    return [(recipient, ctype) for kind, recipient in recipients_of(users) for ctype in TYPES_BY_KIND[kind]]
 
 
 def load_users(pg, users, *, create: bool = False) -> None:
@@ -97,6 +97,24 @@ def sim_events(sim) -> list[dict[str, Any]]:
 
 def counters(sim) -> dict[str, Any]:
     return sim_control(sim, "counters", method="GET")
+
+
+#: The simulator's counters of injected faults (``GET /__sim/counters``).
+FAULT_COUNTERS = ("injected_errors", "dropped_connections", "latency_spikes", "http_429", "h124")
+
+
+def fault_counts(sim) -> dict[str, int]:
+    c = counters(sim)
+    return {name: c[name] for name in FAULT_COUNTERS}
+
+
+def assert_faults_fired(before: dict[str, int], after: dict[str, int], fired: tuple[str, ...], phase: str) -> None:
+    """Each counter in ``fired`` grew between the two snapshots: the faults were really injected.
+
+    A scenario whose faults never fired would pass as the baseline does and prove nothing.
+    """
+    idle = [name for name in fired if after[name] <= before[name]]
+    assert not idle, f"{phase}: no {', '.join(idle)} although injected ({before} -> {after})"
 
 
 def iys_now() -> datetime:

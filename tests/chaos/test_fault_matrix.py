@@ -10,6 +10,8 @@ import pytest
 from chaos.chaos_support import (
     OnRequest,
     assert_brand_promise,
+    assert_faults_fired,
+    fault_counts,
     fresh_world,
     make_feed_visible,
     make_incremental_traffic,
@@ -26,22 +28,41 @@ FLAKY = {
     "latency_jitter_ms": 20,
     "latency_spike_rate": 0.05,
     "latency_spike_ms": 400,
+    # A DAG run here makes a dozen requests or more, too few for the rates alone to be sure to
+    # inject each kind (the initial sync once met none): every 4th / 7th / 5th request as well.
+    "error_every": 4,
+    "drop_every": 7,
+    "spike_every": 5,
 }
 
 
 def full_cycle(
-    scenario, pg, *, initial=None, incremental=None, during_initial=None, during_incremental=None, monkeypatch=None
+    scenario,
+    pg,
+    *,
+    initial=None,
+    incremental=None,
+    during_initial=None,
+    during_incremental=None,
+    monkeypatch=None,
+    fired: tuple[str, ...] = (),
 ):
-    """Initial sync, traffic, incremental sync — faults active during both DAG runs; returns the users."""
+    """Initial sync, traffic, incremental sync — faults active during both DAG runs; returns the users.
+
+    ``fired``: the simulator's fault counters that must grow during each DAG run that had faults.
+    """
     sim = scenario.sim
     people = fresh_world(sim, pg)
     if initial:
         initial()
+    before = fault_counts(sim)
     with monkeypatch.context() as m:
         if during_initial:
             during_initial(m)
         run = run_dag("iys_initial_sync", {"batch_size": 100})
     assert run.state == "success", task_states(run)
+    if initial:
+        assert_faults_fired(before, fault_counts(sim), fired, "initial sync")
     assert_brand_promise(pg, sim, people)
 
     faults = sim_control(sim, "faults", method="GET")
@@ -52,11 +73,14 @@ def full_cycle(
     sim_control(sim, "faults", {k: v for k, v in faults.items() if k != "fail_next"})
     if incremental:
         incremental()
+    before = fault_counts(sim)
     with monkeypatch.context() as m:
         if during_incremental:
             during_incremental(m)
         run = run_dag("iys_incremental_sync")
     assert run.state == "success", task_states(run)
+    if incremental:
+        assert_faults_fired(before, fault_counts(sim), fired, "incremental sync")
     assert_brand_promise(pg, sim, people + traffic.new_users, expected_event_ids=expected_events, traffic=traffic)
     return people, traffic
 
@@ -69,16 +93,27 @@ def test_5xx_drops_and_latency_spikes(airflow_db, scenario, pg, monkeypatch):
     scenario.reseed_faults(20260101)
 
     def flaky():
-        scenario.inject("5% 500/503, 2% dropped connections, 5% +400 ms spikes", faults=FLAKY)
+        scenario.inject(
+            "5% 500/503, 2% dropped connections, 5% +400 ms spikes (and every 4th, 7th, 5th request)", faults=FLAKY
+        )
 
-    full_cycle(scenario, pg, initial=flaky, incremental=flaky, monkeypatch=monkeypatch)
+    full_cycle(
+        scenario,
+        pg,
+        initial=flaky,
+        incremental=flaky,
+        monkeypatch=monkeypatch,
+        fired=("injected_errors", "dropped_connections", "latency_spikes"),
+    )
 
 
 def test_write_responses_lost_after_iys_committed(airflow_db, scenario, pg, monkeypatch):
     def lose_answers():
         scenario.inject("next 4 writes committed, answer lost", faults={"drop_after_commit_next": 4})
 
-    _, traffic = full_cycle(scenario, pg, incremental=lose_answers, monkeypatch=monkeypatch)
+    _, traffic = full_cycle(
+        scenario, pg, incremental=lose_answers, monkeypatch=monkeypatch, fired=("dropped_connections",)
+    )
     assert sim_control(scenario.sim, "faults", method="GET")["drop_after_commit_next"] == 0  # all 4 were used
 
 
@@ -135,7 +170,9 @@ def test_429_storm(airflow_db, scenario, pg, monkeypatch):
             },
         )
 
-    full_cycle(scenario, pg, initial=storm, incremental=storm, monkeypatch=monkeypatch)
+    full_cycle(
+        scenario, pg, initial=storm, incremental=storm, monkeypatch=monkeypatch, fired=("injected_errors", "h124")
+    )
 
 
 @pytest.mark.parametrize("hold", ["simulated clock"])
@@ -152,6 +189,7 @@ def test_token_endpoint_answers_h084(airflow_db, scenario, pg, monkeypatch, hold
     states = task_states(run)
     # Every try of every batch (Airflow's task retries included) hit the shared block, not İYS.
     assert sim_control(sim, "counters", method="GET")["token_requests"] == 1, states
+    assert sim_control(sim, "counters", method="GET")["h084"] == 1  # the injected answer, given once
     (blocked_until, reason) = pg.execute("SELECT blocked_until, block_reason FROM iys.ip_blocks").fetchone()
     assert blocked_until is not None and "H084" in reason
     out = capfd.readouterr()

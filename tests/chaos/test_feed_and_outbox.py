@@ -6,7 +6,9 @@ import json
 
 from chaos.chaos_support import (
     assert_brand_promise,
+    assert_faults_fired,
     consents_in_db,
+    fault_counts,
     fresh_world,
     iys_now,
     run_dag,
@@ -44,8 +46,10 @@ def test_same_change_delivered_twice_and_pages_replayed_from_an_older_cursor(air
             ]
         },
     )
+    injected = fault_counts(sim)
     run = run_dag("iys_incremental_sync")
     assert run.state == "success", task_states(run)
+    assert_faults_fired(injected, fault_counts(sim), ("injected_errors",), "doubled page")
     assert_brand_promise(pg, sim, people + traffic.new_users, expected_event_ids=expected, traffic=traffic)
     before = pg.execute("SELECT * FROM iys.consents ORDER BY recipient, type").fetchall()
 
@@ -67,8 +71,10 @@ def test_same_change_delivered_twice_and_pages_replayed_from_an_older_cursor(air
             ]
         },
     )
+    injected = fault_counts(sim)
     run = run_dag("iys_incremental_sync")
     assert run.state == "success", task_states(run)
+    assert_faults_fired(injected, fault_counts(sim), ("injected_errors",), "replayed page")
     assert pg.execute("SELECT * FROM iys.consents ORDER BY recipient, type").fetchall() == before
     assert_brand_promise(pg, sim, people + traffic.new_users, expected_event_ids=expected, traffic=traffic)
     # Our own pushes are still inside İYS's hidden last hour: nothing more to pull.
@@ -96,8 +102,10 @@ def test_batch_submit_answer_lost_after_iys_committed(airflow_db, scenario, pg):
     ]
     assert len(ids) > 20  # above single_add_threshold: the async batch path
     scenario.inject("batch submit committed, answer lost", faults={"drop_after_commit_next": 1})
+    injected = fault_counts(sim)
     run = run_dag("iys_incremental_sync")
     assert run.state == "success", task_states(run)
+    assert_faults_fired(injected, fault_counts(sim), ("dropped_connections",), "batch submit")
     truth = sim_truth(sim)
     assert all(truth[k] == "RET" for k in onay)
     states = dict(

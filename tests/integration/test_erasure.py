@@ -13,7 +13,6 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from incremental_support import OLD, USERS_SQL
 
-from iys_provider.normalize import normalize_email, normalize_phone
 from iys_provider.operators.initial_sync import (
     IysFinishInitialSyncOperator,
     IysInitialSyncBatchOperator,
@@ -21,27 +20,26 @@ from iys_provider.operators.initial_sync import (
 )
 from iys_provider.operators.leavers import IysForgetLeaversOperator
 from iys_provider.operators.new_users import IysCheckNewUsersOperator
-from tests_support import SIM_BRAND_CODE, build_users, load_dag, run_dag, sim_control, task_states
+from tests_support import SIM_BRAND_CODE, build_users, load_dag, recipients_of, run_dag, sim_control, task_states
 
 USERS = build_users(150, seed=31)
 TYPES_BY_KIND = {"phone": ("MESAJ", "ARAMA"), "email": ("EPOSTA",)}
 PER_USER_TABLES = ("user_recipients", "user_sources", "rejected_recipients", "sendable")
 
 
-def normalised(kind, raw):
-    return (normalize_phone if kind == "phone" else normalize_email)(raw).value if raw is not None else None
-
-
-def is_quarantined(phone, email):
-    return any(raw is not None and normalised(kind, raw) is None for kind, raw in (("phone", phone), ("email", email)))
+def is_quarantined(user) -> bool:
+    """A non-blank phone or e-mail that is no valid address (the users' own truth, see tests_support.UserRow)."""
+    return (user[1] is not None and user.phone_recipient is None) or (
+        user[2] is not None and user.email_recipient is None
+    )
 
 
 def shared_phones():
-    """Users grouped by the normalised phone they share (a family's number)."""
+    """Users grouped by the mobile number they share (a family's number)."""
     holders = defaultdict(list)
-    for user_id, phone, _ in USERS:
-        if normalised("phone", phone):
-            holders[normalised("phone", phone)].append(user_id)
+    for user in USERS:
+        if user.phone_recipient:
+            holders[user.phone_recipient].append(user[0])
     return {phone: ids for phone, ids in holders.items() if len(ids) > 1}
 
 
@@ -50,7 +48,7 @@ def choose_leavers(count=50):
     families = shared_phones()
     stay = {ids[-1] for ids in families.values()}
     leavers = [ids[0] for ids in families.values()]
-    quarantined = [u for u, phone, email in USERS if is_quarantined(phone, email)]
+    quarantined = [user[0] for user in USERS if is_quarantined(user)]
     for user_id in [*quarantined, *(u for u, _, _ in USERS)]:
         if len(leavers) == count:
             break
@@ -68,13 +66,7 @@ def world(sim, pg):
     with pg.cursor() as cur, cur.copy("COPY public.users (id, phone, email) FROM STDIN") as copy:
         for row in USERS:
             copy.write_row(row)
-    addresses = {
-        (normalised(kind, raw), ctype)
-        for _, phone, email in USERS
-        for kind, raw in (("phone", phone), ("email", email))
-        if normalised(kind, raw)
-        for ctype in TYPES_BY_KIND[kind]
-    }
+    addresses = {(recipient, ctype) for kind, recipient in recipients_of(USERS) for ctype in TYPES_BY_KIND[kind]}
     sim_control(
         sim,
         "seed",
@@ -166,13 +158,9 @@ def test_leavers_are_erased_by_one_incremental_run(world):
         assert holders_of(pg, phone) == [ids[-1]], phone
     # İYS's records stay, also of addresses nobody holds any more (they name no user).
     assert pg.execute("SELECT * FROM iys.consents ORDER BY 1, 2, 3, 4").fetchall() == consents
-    gone = {
-        normalised(kind, raw)
-        for u, phone, email in USERS
-        if u in leavers
-        for kind, raw in (("phone", phone), ("email", email))
-        if normalised(kind, raw)
-    } - {r for (r,) in pg.execute("SELECT recipient FROM iys.user_recipients")}
+    gone = {recipient for _, recipient in recipients_of(u for u in USERS if u[0] in leavers)} - {
+        r for (r,) in pg.execute("SELECT recipient FROM iys.user_recipients")
+    }
     assert gone
     assert not pg.execute("SELECT 1 FROM iys.sendable WHERE recipient = ANY(%s)", (list(gone),)).fetchall()
 

@@ -6,12 +6,11 @@ import random
 
 import pytest
 
-from iys_provider.normalize import normalize_email, normalize_phone
 from iys_provider.operators.initial_sync import (
     IysInitialSyncBatchOperator,
     IysPlanInitialSyncOperator,
 )
-from tests_support import SIM_BRAND_CODE, build_users, load_dag, sim_control
+from tests_support import SIM_BRAND_CODE, build_users, load_dag, recipients_of, sim_control
 
 STATUSES = ("ONAY", "RET", None)
 TYPES_BY_KIND = {"phone": ("MESAJ", "ARAMA"), "email": ("EPOSTA",)}
@@ -35,13 +34,9 @@ def seed_truth(sim, users, seed: int = 11) -> dict[tuple[str, str], str | None]:
     """Give every valid address a random İYS status per channel; return the truth."""
     rng = random.Random(seed)
     truth: dict[tuple[str, str], str | None] = {}
-    for _, phone, email in users:
-        for kind, raw in (("phone", phone), ("email", email)):
-            value = (normalize_phone if kind == "phone" else normalize_email)(raw).value if raw is not None else None
-            if value is None:
-                continue
-            for ctype in TYPES_BY_KIND[kind]:
-                truth.setdefault((value, ctype), rng.choice(STATUSES))
+    for kind, recipient in recipients_of(users):
+        for ctype in TYPES_BY_KIND[kind]:
+            truth.setdefault((recipient, ctype), rng.choice(STATUSES))
     sim_control(
         sim,
         "seed",
@@ -84,14 +79,13 @@ def test_initial_sync_matches_iys_quarantines_junk_and_is_idempotent(airflow_db,
     assert len(labels) == 5 and labels[0].startswith("1/5 [u00000 … u")
 
     assert consents_in_db(pg) == expected_after_initial_sync(truth)
-    # Every user with a valid address is linked to its normalised form.
+    # Every user with a valid address is linked to the address İYS knows (the users' own truth).
     links = dict(
         ((u, k), r) for u, k, r in pg.execute("SELECT user_id, kind, recipient FROM iys.user_recipients").fetchall()
     )
-    for user_id, phone, email in users:
-        for kind, raw in (("phone", phone), ("email", email)):
-            value = (normalize_phone if kind == "phone" else normalize_email)(raw).value if raw is not None else None
-            assert links.get((user_id, kind)) == value, (user_id, kind)
+    for user in users:
+        for kind, recipient in (("phone", user.phone_recipient), ("email", user.email_recipient)):
+            assert links.get((user[0], kind)) == recipient, (user, kind)
     # Every unusable non-NULL value is quarantined with a reason code.
     quarantine = {
         (u, f): (raw, reason)
@@ -100,10 +94,10 @@ def test_initial_sync_matches_iys_quarantines_junk_and_is_idempotent(airflow_db,
         ).fetchall()
     }
     expected_rejections = {
-        (user_id, kind): raw
-        for user_id, phone, email in users
-        for kind, raw in (("phone", phone), ("email", email))
-        if raw is not None and (normalize_phone if kind == "phone" else normalize_email)(raw).value is None
+        (user[0], kind): raw
+        for user in users
+        for kind, raw, recipient in (("phone", user[1], user.phone_recipient), ("email", user[2], user.email_recipient))
+        if raw is not None and recipient is None
     }
     assert {k: v[0] for k, v in quarantine.items()} == expected_rejections
     assert all(reason for _, reason in quarantine.values())
@@ -112,9 +106,11 @@ def test_initial_sync_matches_iys_quarantines_junk_and_is_idempotent(airflow_db,
     sendable = pg.execute("SELECT count(*) FROM iys.sendable").fetchone()[0]
     assert sendable == sum(
         1
-        for (user_id, kind), recipient in links.items()
+        for user in users
+        for kind, recipient in (("phone", user.phone_recipient), ("email", user.email_recipient))
+        if recipient is not None
         for ctype in TYPES_BY_KIND[kind]
-        if truth.get((recipient, ctype)) == "ONAY"
+        if truth[(recipient, ctype)] == "ONAY"
     )
 
     # A second run changes nothing and makes no İYS status call.

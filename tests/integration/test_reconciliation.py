@@ -1,4 +1,12 @@
-"""The daily reconciliation through the simulator over HTTP and real Postgres (issue #15's "done when")."""
+"""The daily reconciliation through the simulator over HTTP and real Postgres (issue #15's "done when").
+
+Green at any hour, also in the 15 minutes after Turkish midnight when D-1 is not asked for yet: to
+check, run the module at 21:05 UTC with libfaketime, in a network namespace without the server at
+127.0.0.1:5432 so the embedded PostgreSQL runs on the same clock::
+
+    unshare -n sh -c 'ip link set lo up; faketime -f "@2026-12-04 21:05:00" \
+        .venv/bin/python -m pytest tests/integration/test_reconciliation.py'
+"""
 
 from __future__ import annotations
 
@@ -30,6 +38,13 @@ EMAIL = "ayse@example.com"
 
 def turkey_today() -> date:
     return datetime.now(UTC).astimezone(IYS_TIMEZONE).date()
+
+
+def days_ago(days: int) -> date:
+    """A day inside İYS's window at any hour: D-2 … D-6 (near Turkish midnight the product leaves out
+    D-1, in the first 15 minutes after it, or D-7, in the last 15 before it)."""
+    assert 2 <= days <= 6, f"D-{days} leaves İYS's window at some hour of the day"
+    return turkey_today() - timedelta(days=days)
 
 
 @pytest.fixture
@@ -120,7 +135,7 @@ def iys_requests(sim) -> list[dict]:
 
 def test_a_clean_day_is_agreed(world, pg):
     sim = world
-    day = turkey_today() - timedelta(days=1)
+    day = days_ago(2)
     movements_on(sim, day)
     pull_both()
 
@@ -165,7 +180,7 @@ def sim_daily_file(sim, day: date) -> bytes:
 
 def test_a_movement_missing_from_the_feed_is_repaired_from_the_file_then_agreed_and_archived(world, pg, tmp_path):
     sim = world
-    day = turkey_today() - timedelta(days=2)
+    day = days_ago(2)
     ids = movements_on(sim, day)
     lost = ids[1]  # PHONE_A's RET: our copy would keep a stale ONAY
     sim_control(sim, "faults", {"feed_omits_transactions": [lost]})
@@ -228,7 +243,7 @@ def test_a_movement_missing_from_the_feed_is_repaired_from_the_file_then_agreed_
 
 def test_an_agreed_day_is_archived_from_our_own_file_when_no_download_was_needed(world, pg, tmp_path):
     sim = world
-    day = turkey_today() - timedelta(days=3)
+    day = days_ago(3)
     movements_on(sim, day)
     pull_both()
     archive = tmp_path.as_uri()
@@ -243,7 +258,7 @@ def test_an_agreed_day_is_archived_from_our_own_file_when_no_download_was_needed
 
 def test_a_hash_error_is_reported_and_fails_the_run_after_the_other_days(world, pg):
     sim = world
-    bad, good = turkey_today() - timedelta(days=4), turkey_today() - timedelta(days=5)
+    bad, good = days_ago(4), days_ago(5)
     movements_on(sim, bad)
     movements_on(sim, good)
     sim_control(sim, "config", {"reconciliation_job_modes": {bad.isoformat(): "error"}})
@@ -268,8 +283,8 @@ def test_a_hash_error_is_reported_and_fails_the_run_after_the_other_days(world, 
 
 def test_the_hash_job_is_waited_for_and_a_stuck_day_is_left_pending_without_holding_the_others(world, pg):
     sim = world
-    day = turkey_today() - timedelta(days=1)
-    stuck = turkey_today() - timedelta(days=2)
+    day = days_ago(3)
+    stuck = days_ago(2)
     movements_on(sim, day)
     movements_on(sim, stuck)
     pull_both()
@@ -355,8 +370,10 @@ def test_a_date_older_than_the_window_is_never_requested(world, pg):
     with pytest.raises(AirflowFailException, match="not a completed day"):
         IysPlanReconciliationOperator(task_id="plan_days", report_date=turkey_today().isoformat()).execute({})
 
+    window_before = reconciliation_window(datetime.now(UTC))
     planned = IysPlanReconciliationOperator(task_id="plan_days").execute({"run_id": "night-3"})
-    assert planned == [d.isoformat() for d in reconciliation_window(datetime.now(UTC))]
+    windows = (window_before, reconciliation_window(datetime.now(UTC)))  # equal but across a margin's edge
+    assert planned in [[d.isoformat() for d in window] for window in windows], (planned, windows)
     for report_date in planned:
         IysCompareSummaryOperator(task_id="compare_summary", report_date=report_date).execute({})
         IysReconciliationHashSensor(task_id="wait_for_hash", report_date=report_date).poke({})
@@ -394,7 +411,7 @@ def test_reconciliation_dag_end_to_end(airflow_db, world, pg, tmp_path):
     from tests_support import load_dag, task_states
 
     sim = world
-    repaired, clean, broken = (turkey_today() - timedelta(days=n) for n in (1, 3, 6))
+    repaired, clean, broken = (days_ago(n) for n in (2, 3, 6))
     lost = movements_on(sim, repaired)[0]
     movements_on(sim, clean)
     movements_on(sim, broken)
@@ -402,12 +419,15 @@ def test_reconciliation_dag_end_to_end(airflow_db, world, pg, tmp_path):
     sim_control(sim, "config", {"reconciliation_job_modes": {broken.isoformat(): "error"}})
     pull_both()
 
+    window_before = reconciliation_window(datetime.now(UTC))
     run = load_dag("iys_reconciliation").test(run_conf={"archive_location": tmp_path.as_uri()})
+    window_after = reconciliation_window(datetime.now(UTC))
 
     assert run.state == "failed"  # the hash error, reported once every other day was done
     statuses = dict(pg.execute("SELECT report_date, status FROM iys.reconciliations").fetchall())
-    window = reconciliation_window(datetime.now(UTC))
-    assert set(statuses) == set(window)
+    # The window the run planned: the same before and after it, but for a run across a margin's edge.
+    window = window_before if set(statuses) == set(window_before) else window_after
+    assert set(statuses) == set(window), (window_before, window_after)
     assert statuses[repaired] == "repaired_and_agreed" and statuses[clean] == "agreed"
     assert statuses[broken] == "hash_error"
     assert {statuses[d] for d in window if d not in (repaired, clean, broken)} == {"agreed"}
@@ -497,7 +517,7 @@ def test_every_reading_of_the_file_with_default_settings_repairs_a_dropped_ret_a
             "reconciliation_hash_method": "SHA384",
         },
     )
-    dropped, clean = turkey_today() - timedelta(days=2), turkey_today() - timedelta(days=3)
+    dropped, clean = days_ago(2), days_ago(3)
     lost = movements_on(sim, dropped)[1]  # PHONE_A's RET on the dropped day
     movements_on(sim, clean)
     sim_control(sim, "faults", {"feed_omits_transactions": [lost]})
@@ -550,7 +570,7 @@ def test_every_reading_of_the_file_with_default_settings_repairs_a_dropped_ret_a
 def test_a_file_without_status_is_repaired_through_multi_status_in_calls_of_at_most_1000(world, pg):
     sim = world
     sim_control(sim, "config", {"reconciliation_file_columns": 7, "reconciliation_file_trailing_comma": True})
-    day = turkey_today() - timedelta(days=2)
+    day = days_ago(2)
     phones = [f"+90532{n:07d}" for n in range(2000001, 2001201)]  # 1,200 addresses, one call would not hold them
     events = [
         {
@@ -597,7 +617,7 @@ def test_a_file_format_override_still_reads_the_file_by_its_content(world, pg):
     """An override says what our file is written in; İYS's file is still read line by line as it is."""
     sim = world
     sim_control(sim, "config", {"reconciliation_file_header": False, "reconciliation_file_line_end": "\r\n"})
-    day = turkey_today() - timedelta(days=1)
+    day = days_ago(2)
     lost = movements_on(sim, day)[0]  # the day's first movement
     sim_control(sim, "faults", {"feed_omits_transactions": [lost]})
     pull_both()
@@ -608,7 +628,7 @@ def test_a_file_format_override_still_reads_the_file_by_its_content(world, pg):
 
 def test_a_movement_only_we_hold_is_a_mismatch_with_the_reason(world, pg):
     sim = world
-    day = turkey_today() - timedelta(days=2)
+    day = days_ago(2)
     movements_on(sim, day)
     pull_both()
     pg.execute(
@@ -634,7 +654,7 @@ def test_a_stuck_day_does_not_hold_the_dag_run_and_a_later_run_agrees_it(airflow
     from tests_support import load_dag, task_states
 
     sim = world
-    stuck, repaired = turkey_today() - timedelta(days=2), turkey_today() - timedelta(days=4)
+    stuck, repaired = days_ago(2), days_ago(4)
     movements_on(sim, stuck)
     lost = movements_on(sim, repaired)[1]
     sim_control(sim, "faults", {"feed_omits_transactions": [lost]})

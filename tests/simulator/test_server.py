@@ -481,6 +481,36 @@ def test_drop_rate_closes_connection(sim, http, auth):
         assert fresh.get(f"{sim.url}/sps/{IYS}/brands", headers=auth).status_code == 200
 
 
+def test_latency_spikes_are_counted(sim, http, auth):
+    sim.set_faults(latency_spike_rate=1.0, latency_spike_ms=1)
+    for _ in range(3):
+        assert http.get(f"{sim.url}/sps/{IYS}/brands", headers=auth).status_code == 200
+    sim.set_faults(latency_spike_rate=0.0)
+    assert http.get(f"{sim.url}/sps/{IYS}/brands", headers=auth).status_code == 200
+    assert sim.counters()["latency_spikes"] == 3
+
+
+def test_every_nth_request_gets_its_fault(sim, auth):
+    """error_every / drop_every / spike_every: a fault certain to happen within a few requests."""
+    before = sim.counters()["requests"]  # the token request of ``auth`` counts too
+    sim.set_faults(error_every=3, drop_every=4, spike_every=2, latency_spike_ms=1)
+    outcomes = []
+    for _ in range(12):
+        with requests.Session() as fresh:  # a dropped connection must not spoil the next request
+            try:
+                outcomes.append(fresh.get(f"{sim.url}/sps/{IYS}/brands", headers=auth).status_code)
+            except requests.ConnectionError:
+                outcomes.append("dropped")
+    ordinals = range(before + 1, before + 13)
+    expected = ["dropped" if n % 4 == 0 else "5xx" if n % 3 == 0 else 200 for n in ordinals]
+    assert [o if o in (200, "dropped") else "5xx" for o in outcomes] == expected, outcomes
+    assert all(o in (200, "dropped", 500, 503) for o in outcomes), outcomes
+    counters = sim.counters()
+    assert counters["dropped_connections"] == expected.count("dropped")
+    assert counters["injected_errors"] == expected.count("5xx")
+    assert counters["latency_spikes"] == sum(1 for n in ordinals if n % 2 == 0)
+
+
 # ------------------------------------------------------------------------------------------ control
 def test_control_api_over_http(sim, http):
     control = f"{sim.url}/__sim"

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 
 import pytest
 import requests
+from playwright.sync_api import expect
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -51,6 +52,9 @@ CHROMIUM_ARGS = [
 ]
 STACK_START_TIMEOUT = 420  # seconds; a cold start takes about a minute on 2 cores
 UI_TIMEOUT_MS = 60_000  # per Playwright action; the UI shares two cores with a running Airflow
+# The same for every expect(): its own default (5 s) failed a DAG-list check on a busy runner. An
+# expectation still fails at once when it is false for good, only a slow page gets longer.
+expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 # ---------------------------------------------------------------------------- the stack

@@ -3,7 +3,7 @@
 * Admin → Connections → Add offers the type "İYS"; its form relabels the standard fields and
   renders the provider's "İYS code" and "Brand code" fields; a connection saved from it is of
   type iys with both codes in its extra.
-* The DAG list shows iys_initial_sync and iys_incremental_sync.
+* The DAG list shows iys_initial_sync, iys_incremental_sync and iys_reconciliation.
 * The trigger form of iys_initial_sync shows its Params, and a run triggered from it carries them.
 
 The screenshots README.md shows (docs/*.png) are taken here: ``make screenshots``.
@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from playwright.sync_api import expect
+from ui.conftest import trigger  # tests/ is on sys.path (pytest.ini)
 
 from iys_provider.operators.initial_sync import DEFAULT_BATCH_SIZE
 
+pytestmark = pytest.mark.stack
 INITIAL_SYNC_PARAMS = {
     # key: title shown in the form
     "iys_conn_id": "İYS connection",
@@ -129,7 +132,8 @@ def test_trigger_form_of_initial_sync_shows_its_params(page, airflow_stack, scre
 
 
 def test_dag_list_shows_the_three_dags(page, airflow_stack, screenshot_dir):
-    # Last in the module, so that the list shows the run triggered above.
+    # A run of its own (a dry run), so the list (and its screenshot) shows one in any test order.
+    trigger(airflow_stack, "iys_initial_sync", {"dry_run": True})
     page.goto(f"{airflow_stack.info['api_url']}/dags")
     for dag_id in ("iys_initial_sync", "iys_incremental_sync", "iys_reconciliation"):
         expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible()

@@ -23,6 +23,7 @@ from ui.conftest import ROOT, AirflowStack, _free_port, running_stack, task_stat
 
 import local_stack
 
+pytestmark = [pytest.mark.stack, pytest.mark.timing]
 CONNS = {"iys_brand_a": 700001, "iys_brand_b": 700002}
 USERS = 1200
 BATCH_SIZE = 100

@@ -27,6 +27,7 @@ import pytest
 from playwright.sync_api import expect
 from ui.conftest import task_states, trigger, wait_for_run  # tests/ is on sys.path (pytest.ini)
 
+pytestmark = pytest.mark.stack
 PANELS = (
     "panel-consents",
     "panel-initial-sync",

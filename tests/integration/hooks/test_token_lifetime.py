@@ -67,6 +67,7 @@ def test_short_tokens_over_simulated_time(sim, pg, monkeypatch, lifetime):
     assert [grant for grant, _ in token_calls(pg)] == ["password"] + ["refresh_token"] * 4
 
 
+@pytest.mark.real_time
 def test_60_second_tokens_over_two_minutes_of_real_time(sim, pg, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_IYS_DEFAULT", iys_connection_json_with(sim.url))
     lifetime, run_seconds, pace = 60, 130.0, 1.0

@@ -90,7 +90,10 @@ class SimulatorApp(IysEndpoints, ReconciliationEndpoints, ControlApi):
             count_request(self.counters, endpoint)
             if endpoint == "token":
                 count_token_caller(self.counters, self.token_caller(request))
-            latency = self.faults.latency_seconds(self.config.latency_ms)
+            self.faults.count_request()
+            latency, spiked = self.faults.latency(self.config.latency_ms)
+            if spiked:
+                self.counters["latency_spikes"] += 1
         if latency > 0:
             time.sleep(latency)  # outside the lock: other clients keep being served
         with self._lock:

@@ -34,7 +34,8 @@ def fresh_counters() -> dict[str, Any]:
         "changes_calls": 0,
         "batch_submits": 0,
         "dropped_connections": 0,
-        "injected_errors": 0,
+        "injected_errors": 0,  # answers replaced by a fault: fail_next rules, random 5xx, proxy pages
+        "latency_spikes": 0,  # requests held an extra latency_spike_ms
         "by_endpoint": {},
         "by_endpoint_status": {},
     }

@@ -30,6 +30,11 @@ class FaultSettings:
     latency_spike_ms: float = 0
     error_rate: float = 0.0  # 500 H015 or 503 H192
     drop_rate: float = 0.0  # close the socket without a response, before processing
+    # The same faults on every n-th İYS request (counted from the simulator's start or reset), on top of
+    # the rates: a scenario of a few dozen requests is then certain to meet each kind, which a rate is not.
+    error_every: int = 0
+    drop_every: int = 0
+    spike_every: int = 0
     html_error_rate: float = 0.0  # 502 with an HTML page, as a proxy would answer
     drop_after_commit_next: int = 0  # next N write requests are committed, then the connection is closed
     fail_next: list[FailRule] = field(default_factory=list)
@@ -65,24 +70,40 @@ class FaultInjector:
     def __init__(self, seed: int | None) -> None:
         self.settings = FaultSettings()
         self._random = random.Random(seed)
+        self._ordinal = 0  # İYS requests seen, for the *_every options
+
+    def count_request(self) -> None:
+        """One more İYS request (control API requests do not count)."""
+        self._ordinal += 1
+
+    def _nth(self, every: int) -> bool:
+        return every > 0 and self._ordinal > 0 and self._ordinal % every == 0
 
     def latency_seconds(self, base_latency_ms: float) -> float:
+        return self.latency(base_latency_ms)[0]
+
+    def latency(self, base_latency_ms: float) -> tuple[float, bool]:
+        """Seconds to hold the request, and whether a latency spike was drawn (counted as ``latency_spikes``)."""
         settings = self.settings
         latency = base_latency_ms + settings.latency_ms
         if settings.latency_jitter_ms:
             latency += self._random.uniform(0, settings.latency_jitter_ms)
-        if settings.latency_spike_rate and self._random.random() < settings.latency_spike_rate:
+        spiked = bool(settings.latency_spike_rate) and self._random.random() < settings.latency_spike_rate
+        spiked = spiked or self._nth(settings.spike_every)
+        if spiked:
             latency += settings.latency_spike_ms
-        return max(latency, 0) / 1000.0
+        return max(latency, 0) / 1000.0, spiked
 
     def should_drop(self) -> bool:
-        return bool(self.settings.drop_rate) and self._random.random() < self.settings.drop_rate
+        drawn = bool(self.settings.drop_rate) and self._random.random() < self.settings.drop_rate
+        return drawn or self._nth(self.settings.drop_every)
 
     def html_error(self) -> bool:
         return bool(self.settings.html_error_rate) and self._random.random() < self.settings.html_error_rate
 
     def random_error_code(self) -> str | None:
-        if self.settings.error_rate and self._random.random() < self.settings.error_rate:
+        drawn = bool(self.settings.error_rate) and self._random.random() < self.settings.error_rate
+        if drawn or self._nth(self.settings.error_every):
             return self._random.choice(("H015", "H192"))
         return None
 
