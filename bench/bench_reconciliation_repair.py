@@ -41,7 +41,7 @@ import requests
 from bench_reconciliation import BRAND_CODE, fill_day
 from bench_support import POSTGRES_SERVER_HELP, local_stack, peak_rss_mb, postgres_server_uri, reset_peak_rss, rss_mb
 
-from iys_provider.reconciliation import DETECT_BYTES, MultiHasher, detect_file_format, file_format, turkey_day_bounds
+from iys_provider.reconciliation import MultiHasher, detect_file_format, file_format, hash_stream, turkey_day_bounds
 from iys_provider.reconciliation_store import (
     compare_with_file,
     drop_file_stage,
@@ -148,12 +148,8 @@ def run_size(conn: psycopg.Connection, day: date, size: int, missing: float, rea
         for block in response.iter_content(chunk_size=CHUNK):
             out.write(block)
             size_bytes += len(block)
-    file_hasher = MultiHasher()
     with iys_path.open("rb") as source:
-        head = source.read(DETECT_BYTES)
-        file_hasher.update(head)
-        while block := source.read(CHUNK):
-            file_hasher.update(block)
+        file_hasher, head = hash_stream(source, CHUNK)
     detected = detect_file_format(head).fmt
     assert detected == fmt, (detected, fmt)
     times["download"] = time.perf_counter() - started

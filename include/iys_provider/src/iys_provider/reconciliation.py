@@ -92,7 +92,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import AliasChoices, Field
 
@@ -297,6 +297,17 @@ class MultiHasher:
 
     def hexdigests(self) -> dict[str, str]:
         return {name: digest.hexdigest() for name, digest in self._hashes.items()}
+
+
+def hash_stream(source: BinaryIO, chunk_bytes: int = 1 << 20) -> tuple[MultiHasher, bytes]:
+    """Every hash of ``source``'s bytes as read, and its first :data:`DETECT_BYTES` (what
+    :func:`detect_file_format` reads): İYS's file is hashed exactly as it was served."""
+    hasher = MultiHasher()
+    head = source.read(DETECT_BYTES)
+    hasher.update(head)
+    while block := source.read(chunk_bytes):
+        hasher.update(block)
+    return hasher, head
 
 
 def hashes_match(ours: Mapping[str, str], hash_method: str | None, hash_value: str) -> bool:

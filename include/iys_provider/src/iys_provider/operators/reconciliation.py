@@ -27,7 +27,6 @@ from iys_provider.models import ConsentType, RecipientType
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.reconciliation import (
     DEFAULT_FILE_FORMAT,
-    DETECT_BYTES,
     LITERAL,
     RECIPIENT_TYPES,
     SETTLED,
@@ -39,6 +38,7 @@ from iys_provider.reconciliation import (
     day_status,
     detect_file_format,
     file_format,
+    hash_stream,
     last_chance,
     mismatch_detail,
     outside_window_reason,
@@ -413,12 +413,8 @@ class IysReconcileDayOperator(IysBaseOperator):
         if size is None:
             values["detail"] = "İYS has no file for the day (204) although its hash differs from ours"
             return False, False, 0
-        file_hasher = MultiHasher()
         with iys_path.open("rb") as source:
-            head = source.read(DETECT_BYTES)
-            file_hasher.update(head)
-            while block := source.read(COPY_CHUNK_BYTES):
-                file_hasher.update(block)
+            file_hasher, head = hash_stream(source, COPY_CHUNK_BYTES)
         values["hash_file"] = file_hasher.hexdigests()[algorithm]
         detection = detect_file_format(head)
         if detection.reason:
