@@ -22,7 +22,15 @@ import uuid
 from datetime import date, timedelta
 
 import psycopg
-from bench_support import POSTGRES_SERVER_HELP, local_stack, peak_rss_mb, postgres_server_uri, reset_peak_rss, rss_mb
+from bench_support import (
+    POSTGRES_SERVER_HELP,
+    local_stack,
+    peak_rss_mb,
+    postgres_server_uri,
+    print_peak_rss_growth,
+    reset_peak_rss,
+    rss_mb,
+)
 
 from iys_provider.reconciliation import LITERAL, MultiHasher, file_format, turkey_day_bounds
 from iys_provider.reconciliation_store import stream_day_file
@@ -117,11 +125,7 @@ def main() -> int:
         assert r["rows"] == size, f"expected {size} rows, hashed {r['rows']}"
     if len(results) >= 2:
         (small, a), (large, b) = results[0], results[-1]
-        note = "" if a["fresh_peak"] and b["fresh_peak"] else " (peak since process start: clear_refs unavailable)"
-        print(
-            f"\npeak RSS grew {b['peak_rss'] - a['peak_rss']:+.1f} MB from {small:,} to {large:,} movements "
-            f"({large / small:.0f}× the day){note}"
-        )
+        print_peak_rss_growth(a, b, small, large)
     return 0
 
 

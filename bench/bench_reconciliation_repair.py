@@ -39,7 +39,15 @@ from pathlib import Path
 import psycopg
 import requests
 from bench_reconciliation import BRAND_CODE, fill_day
-from bench_support import POSTGRES_SERVER_HELP, local_stack, peak_rss_mb, postgres_server_uri, reset_peak_rss, rss_mb
+from bench_support import (
+    POSTGRES_SERVER_HELP,
+    local_stack,
+    peak_rss_mb,
+    postgres_server_uri,
+    print_peak_rss_growth,
+    reset_peak_rss,
+    rss_mb,
+)
 
 from iys_provider.reconciliation import MultiHasher, detect_file_format, file_format, hash_stream, turkey_day_bounds
 from iys_provider.reconciliation_store import (
@@ -239,11 +247,7 @@ def main() -> int:
             print(f"{'':>10} statuses from multi status: {r['status_calls']:,} calls of at most 1000 addresses")
     if len(results) >= 2:
         a, b = results[0], results[-1]
-        note = "" if a["fresh_peak"] and b["fresh_peak"] else " (peak since process start: clear_refs unavailable)"
-        print(
-            f"\npeak RSS grew {b['peak_rss'] - a['peak_rss']:+.1f} MB from {a['rows']:,} to {b['rows']:,} movements "
-            f"({b['rows'] / a['rows']:.0f}× the day){note}"
-        )
+        print_peak_rss_growth(a, b, a["rows"], b["rows"])
     return 0
 
 

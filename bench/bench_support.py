@@ -195,6 +195,16 @@ def _proc_status_mb(status_path: str, field: str) -> float | None:
     return None
 
 
+def print_peak_rss_growth(small: dict, large: dict, small_rows: int, large_rows: int) -> None:
+    """How much peak RSS grew from the smallest day to the largest (each a result with ``peak_rss`` and
+    ``fresh_peak``): flat means memory does not grow with the day's size."""
+    note = "" if small["fresh_peak"] and large["fresh_peak"] else " (peak since process start: clear_refs unavailable)"
+    print(
+        f"\npeak RSS grew {large['peak_rss'] - small['peak_rss']:+.1f} MB from {small_rows:,} to {large_rows:,} "
+        f"movements ({large_rows / small_rows:.0f}× the day){note}"
+    )
+
+
 def verdict(problems: list[str]) -> str:
     """``pass``, or ``FAIL — `` and the problems: how every benchmark with a target ends."""
     return "FAIL — " + "; ".join(problems) if problems else "pass"
