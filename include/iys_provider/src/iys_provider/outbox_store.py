@@ -150,9 +150,10 @@ HELD_COUNT_SQL = "SELECT count(*) FROM iys.consent_updates WHERE brand_code = %s
 
 ONAY_CONSENTS_SQL = "SELECT count(*) FROM iys.consents WHERE brand_code = %s AND status = 'ONAY'"
 
+# The state says why a row waits; its last error code (a 5xx of an earlier run, say) is kept.
 HOLD_SQL = """
 UPDATE iys.consent_updates
-   SET state = 'held', held_by_run = %(run)s, error_code = NULL, detail = 'waiting for a person to approve the volume'
+   SET state = 'held', held_by_run = %(run)s
  WHERE brand_code = %(brand)s AND ((state = 'pending' AND approved_at IS NULL) OR state = 'held')
 """
 
@@ -163,7 +164,7 @@ SELECT upper(btrim(type)), upper(btrim(status)), recipient FROM iys.consent_upda
 
 RELEASE_HELD_SQL = """
 UPDATE iys.consent_updates
-   SET state = 'pending', approved_at = now(), approved_by = %(by)s, error_code = NULL, detail = NULL
+   SET state = 'pending', approved_at = now(), approved_by = %(by)s
  WHERE brand_code = %(brand)s AND state = 'held' AND held_by_run = %(run)s
 """
 
