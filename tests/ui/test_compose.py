@@ -351,3 +351,20 @@ def test_celery_workers_refuse_to_start_under_the_local_executor(docker_compose,
     )
     assert guard.returncode == 1
     assert "the celery profile needs AIRFLOW_EXECUTOR=CeleryExecutor" in guard.stderr
+
+
+def test_the_image_installs_the_pinned_resolution(config):
+    """The image resolves the set CI tests (constraints.txt), for the Airflow version of its base image."""
+    dockerfile = config["services"]["airflow-scheduler"]["build"]["dockerfile_inline"]
+    copy_pins = dockerfile.index("COPY --chown=airflow:0 requirements.txt constraints.txt /opt/airflow/")
+    pip = dockerfile.index("pip install")
+    assert copy_pins < pip
+    assert "-c constraints.txt" in dockerfile[pip:].splitlines()[0]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "constraints.txt" not in ignored and "*.txt" not in ignored
+    base_version = re.search(r"FROM apache/airflow:(\S+?)-python(\S+)", dockerfile)
+    pinned = dict(line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
+    # A new base image without `make constraints` would install a set nobody tested.
+    assert pinned["apache-airflow"] == base_version.group(1)
+    assert pinned["apache-airflow-core"] == base_version.group(1)
+    assert base_version.group(2) == "3.11"  # constraints.txt is resolved for Python 3.11
