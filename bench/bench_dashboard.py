@@ -36,7 +36,12 @@ import psycopg
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_support import POSTGRES_SERVER_HELP, postgres_server_uri  # noqa: E402
+from bench_support import (  # noqa: E402
+    POSTGRES_SERVER_HELP,
+    add_results_argument,
+    postgres_server_uri,
+    write_results,
+)
 
 import local_stack  # noqa: E402
 from iys_provider.consent_store import record_sendable_counts, recorded_sendable_counts  # noqa: E402
@@ -166,25 +171,38 @@ def bench(server: str, users: int, runs: int, repeat: int) -> list[str]:
             record_sendable_counts(conn, BRAND)
             consents = conn.execute("SELECT count(*) FROM iys.consents WHERE brand_code = %s", (BRAND,)).fetchone()[0]
         print(f"filled {users:,} users ({consents:,} consent rows, {runs:,} runs) in {seconds:.1f} s", flush=True)
-        lines = []
+        timings = []
         for name, query in panel_queries().items():
             times = time_query(dsn, query, repeat)
-            slowest = max(times)
-            verdict = "✓" if slowest < TARGET_MS or name.startswith("whole page") else "✗ over target"
-            lines.append(f"| {users:,} | {name} | {statistics.median(times):.1f} | {slowest:.1f} | {verdict} |")
+            timings.append({"users": users, "query": name, "times_ms": times, "page_query": True})
         times = []
         with psycopg.connect(dsn, autocommit=True) as conn:
             for _ in range(max(1, repeat // 2)):
                 started = time.perf_counter()
                 record_sendable_counts(conn, BRAND)
                 times.append(1000 * (time.perf_counter() - started))
-        lines.append(
-            f"| {users:,} | counting sendable users (the sync, once at the end of a run; not a page query) | "
-            f"{statistics.median(times):.1f} | {max(times):.1f} | by the sync |"
+        timings.append(
+            {
+                "users": users,
+                "query": "counting sendable users (the sync, once at the end of a run; not a page query)",
+                "times_ms": times,
+                "page_query": False,
+            }
         )
-        return lines
+        return timings
     finally:
         local_stack.drop_database(server, db_name)
+
+
+def table_row(timing: dict) -> str:
+    median, slowest = statistics.median(timing["times_ms"]), max(timing["times_ms"])
+    if not timing["page_query"]:
+        verdict = "by the sync"
+    elif slowest < TARGET_MS or timing["query"].startswith("whole page"):
+        verdict = "✓"
+    else:
+        verdict = "✗ over target"
+    return f"| {timing['users']:,} | {timing['query']} | {median:.1f} | {slowest:.1f} | {verdict} |"
 
 
 def main() -> int:
@@ -193,18 +211,21 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=8760, help="incremental runs recorded (8,760: a year, hourly)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per query, after one warm-up")
     parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
+    add_results_argument(parser, "dashboard")
     args = parser.parse_args()
     args.postgres_server = postgres_server_uri(args.postgres_server)
 
-    rows = []
+    timings = []
     for users in (int(n) for n in args.users.split(",")):
-        rows += bench(args.postgres_server, users, args.runs, args.repeat)
+        timings += bench(args.postgres_server, users, args.runs, args.repeat)
+    rows = [table_row(timing) for timing in timings]
     print(
         f"\nİYS page queries, read-only transaction; {args.repeat} runs each after a warm-up (target < {TARGET_MS} ms)\n"
     )
     print("| users | panel query | median ms | slowest ms | target |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))
+    write_results(args, "dashboard", {"target_ms": TARGET_MS, "timings": timings})
     return 0
 
 

@@ -63,6 +63,7 @@ from bench_support import (
     POSTGRES_SERVER_HELP,
     ROOT,
     SimulatorProcess,
+    add_results_argument,
     distinct_phones,
     iys_connection_json,
     local_stack,
@@ -74,6 +75,7 @@ from bench_support import (
     sim_control,
     use_throwaway_airflow_home,
     verdict,
+    write_results,
 )
 
 # Airflow reads its configuration on import: a throw-away home first, then the package.
@@ -654,6 +656,7 @@ def main() -> int:
     parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep-db", action="store_true", help="keep the throw-away databases")
     parser.add_argument("--output", default=str(RESULTS), help="Markdown results file")
+    add_results_argument(parser, "incremental")
     args = parser.parse_args()
     args.postgres_server = postgres_server_uri(args.postgres_server)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -673,20 +676,15 @@ def main() -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     print(text)
-    print(
-        json.dumps(
-            {
-                "movements": args.movements,
-                "outbox": args.outbox,
-                "runs": runs,
-                "ok": not problems,
-                "problems": problems,
-                "output": str(output),
-            },
-            sort_keys=True,
-            default=str,
-        )
-    )
+    figures = {
+        "movements": args.movements,
+        "outbox": args.outbox,
+        "runs": runs,
+        "ok": not problems,
+        "problems": problems,
+    }
+    write_results(args, "incremental", figures)
+    print(json.dumps({**figures, "output": str(output)}, sort_keys=True, default=str))
     return 1 if problems else 0
 
 

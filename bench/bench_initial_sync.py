@@ -31,6 +31,7 @@ and the simulator's real 10 req/s limit plus ``--latency-ms`` + 0..``--jitter-ms
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -53,6 +54,8 @@ from iys_simulator.synthetic import synthetic_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from bench_support import add_results_argument, write_results  # noqa: E402
+
 import local_stack  # noqa: E402  (scripts/local_stack.py: the dev stack's user generator and DB helpers)
 from iys_provider.operators.initial_sync import DEFAULT_BATCH_SIZE  # noqa: E402
 
@@ -588,6 +591,7 @@ def main() -> int:
     parser.add_argument("--timeout-minutes", type=float, default=90)
     parser.add_argument("--keep", action="store_true", help="keep the workdir and databases")
     parser.add_argument("--output", default=str(RESULTS))
+    add_results_argument(parser, "initial_sync")
     args = parser.parse_args()
     sizes = [int(s.replace("_", "")) for s in args.users.split(",") if s.strip()]
     # Ctrl-C and SIGTERM must reach the finally below, which stops the stack and drops the databases
@@ -612,6 +616,11 @@ def main() -> int:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(text)
             print("\n" + text + f"\n(written to {output})")
+            figures = [
+                {**dataclasses.asdict(r), "ideal_seconds": r.ideal_seconds, "ceiling_pct": r.ceiling_pct}
+                for r in results
+            ]
+            write_results(args, "initial_sync", figures)
     return 0 if results and all(r.correct for r in results) else 1
 
 

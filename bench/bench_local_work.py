@@ -35,7 +35,12 @@ from iys_simulator.synthetic import synthetic_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_support import POSTGRES_SERVER_HELP, postgres_server_uri  # noqa: E402
+from bench_support import (  # noqa: E402
+    POSTGRES_SERVER_HELP,
+    add_results_argument,
+    postgres_server_uri,
+    write_results,
+)
 
 import local_stack  # noqa: E402
 from iys_provider.consent_checks import record_checked_users  # noqa: E402
@@ -97,6 +102,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
+    add_results_argument(parser, "local_work")
     parser.add_argument("--keep", action="store_true", help="keep the throw-away database")
     args = parser.parse_args()
     args.postgres_server = postgres_server_uri(args.postgres_server)
@@ -164,6 +170,19 @@ def main() -> int:
         f"\nrows written: {consents:,} consents + {links:,} user links + {fingerprints:,} fingerprints "
         f"= {(consents + links + fingerprints) / batches.wall:,.0f} rows/s; peak RSS {peak_rss_mb:.0f} MB"
     )
+    figures = {
+        "users": users,
+        "batches": plan.batch_count,
+        "batch_size": plan.batch_size,
+        "server_cpu_visible": backend.available,
+        "phases": {
+            name: {"wall_s": meter.wall, "client_cpu_s": meter.client, "server_cpu_s": meter.server}
+            for name, meter in (("plan", planning), ("batches", batches))
+        },
+        "rows_written": {"consents": consents, "user_links": links, "fingerprints": fingerprints},
+        "peak_rss_mb": peak_rss_mb,
+    }
+    write_results(args, "local_work", figures)
     return 0
 
 

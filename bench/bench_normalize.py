@@ -11,11 +11,13 @@ one core and the process's peak RSS.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import random
 import resource
-import sys
 import time
+
+from bench_support import add_results_argument, write_results
 
 from iys_provider.normalize import normalize_email, normalize_phone
 
@@ -76,7 +78,11 @@ def _email(rng: random.Random, i: int) -> object:
 
 
 def main() -> None:
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_ROWS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", nargs="?", type=int, default=DEFAULT_ROWS, help="users to normalise")
+    add_results_argument(parser, "normalize")
+    args = parser.parse_args()
+    rows = args.rows
     rng = random.Random(20240601)
     users = [(_phone(rng), _email(rng, i)) for i in range(rows)]
 
@@ -98,6 +104,8 @@ def main() -> None:
     print(f"rows={rows} elapsed={elapsed:.3f}s users/s={rows / elapsed:,.0f} peak_rss={peak_rss_mib:.1f} MiB")
     for outcome, count in sorted(outcomes.items()):
         print(f"  {outcome:<22} {count}")
+    figures = {"rows": rows, "seconds": elapsed, "users_per_s": rows / elapsed, "peak_rss_mib": peak_rss_mib}
+    write_results(args, "normalize", {**figures, "outcomes": dict(sorted(outcomes.items()))})
 
 
 if __name__ == "__main__":

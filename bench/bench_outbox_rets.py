@@ -43,6 +43,7 @@ from bench_support import (
     CLIENT_ERRORS,
     MAX_PER_CALL,
     POSTGRES_SERVER_HELP,
+    add_results_argument,
     distinct_phones,
     iys_connection_json,
     local_stack,
@@ -52,6 +53,7 @@ from bench_support import (
     sim_control,
     simulator_account,
     use_throwaway_airflow_home,
+    write_results,
 )
 
 # Airflow reads its configuration on import: a throw-away home first, then the package.
@@ -292,6 +294,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep-db", action="store_true", help="keep the throw-away database")
+    add_results_argument(parser, "outbox_rets")
     args = parser.parse_args()
     args.postgres_server = postgres_server_uri(args.postgres_server)
     if not 0 <= args.onay_share <= 1 or not 0 <= args.ret_held_share <= 1 or args.rets < 1:
@@ -315,6 +318,7 @@ def main() -> int:
     report["database_dropped"] = not args.keep_db
     problems = failures(report)
     print_report(report, problems)
+    write_results(args, "outbox_rets", {**report, "problems": problems})
     return 1 if problems else 0
 
 

@@ -39,7 +39,12 @@ import psycopg
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_support import POSTGRES_SERVER_HELP, postgres_server_uri  # noqa: E402
+from bench_support import (  # noqa: E402
+    POSTGRES_SERVER_HELP,
+    add_results_argument,
+    postgres_server_uri,
+    write_results,
+)
 
 import local_stack  # noqa: E402
 from iys_provider.recipients import prepare_users  # noqa: E402
@@ -123,8 +128,8 @@ def bench(server: str, users: int, args: argparse.Namespace) -> tuple[list[str],
             conn.execute("TRUNCATE iys.user_sources")
             first = timed_plans(conn, source, args.batch_size, args.repeat)
             lines = [
-                _plan_row(users, "first plan", first, "—"),
-                _plan_row(users, f"{users + leavers:,} known users", known, f"{known[4].leavers:,} forgotten"),
+                _plan_figures(users, "first plan", first, None),
+                _plan_figures(users, f"{users + leavers:,} known users", known, known[4].leavers),
             ]
             if args.no_calls:
                 return lines, None
@@ -137,22 +142,48 @@ def bench(server: str, users: int, args: argparse.Namespace) -> tuple[list[str],
             everyone = [user for batch in batches for user in batch]
             step = args.compare_batch_size
             before, _ = count_calls([everyone[i : i + step] for i in range(0, len(everyone), step)])
-            calls = (
-                f"| {users:,} | {floor:,} | {math.ceil(len(everyone) / step)} × ≤{step:,}: {before:,} "
-                f"(+{before - floor:,}, {_over(before, floor)}) | {plan.batch_count} planned: {planned:,} "
-                f"(+{planned - floor:,}, {_over(planned, floor)}) |"
-            )
+            calls = {
+                "users": users,
+                "floor": floor,
+                "equal_batches": {"batches": math.ceil(len(everyone) / step), "batch_size": step, "calls": before},
+                "this_plan": {"batches": plan.batch_count, "calls": planned},
+            }
             return lines, calls
     finally:
         local_stack.drop_database(server, db_name)
 
 
-def _plan_row(users: int, case: str, timed, leavers: str) -> str:
+def _plan_figures(users: int, case: str, timed, forgotten: int | None) -> dict:
     wall, client, writer, schedule, _ = timed
     planned = schedule.planned
+    return {
+        "users": users,
+        "case": case,
+        "wall_s": wall,
+        "planned_users": planned.users,
+        "client_cpu_s": client,
+        "writer_cpu_s": writer,
+        "batches": schedule.batch_count,
+        "batch_size": planned.batch_size,
+        "forgotten": forgotten,
+    }
+
+
+def _plan_row(f: dict) -> str:
+    writer = "—" if f["writer_cpu_s"] is None else f"{f['writer_cpu_s']:.2f}"
+    leavers = "—" if f["forgotten"] is None else f"{f['forgotten']:,} forgotten"
     return (
-        f"| {users:,} | {case} | **{wall:.2f}** | {planned.users / wall:,.0f} | {client:.2f} "
-        f"| {'—' if writer is None else f'{writer:.2f}'} | {schedule.batch_count} (≤{planned.batch_size:,}) | {leavers} |"
+        f"| {f['users']:,} | {f['case']} | **{f['wall_s']:.2f}** | {f['planned_users'] / f['wall_s']:,.0f} "
+        f"| {f['client_cpu_s']:.2f} | {writer} | {f['batches']} (≤{f['batch_size']:,}) | {leavers} |"
+    )
+
+
+def _calls_row(c: dict) -> str:
+    floor, equal, ours = c["floor"], c["equal_batches"], c["this_plan"]
+    return (
+        f"| {c['users']:,} | {floor:,} | {equal['batches']} × ≤{equal['batch_size']:,}: {equal['calls']:,} "
+        f"(+{equal['calls'] - floor:,}, {_over(equal['calls'], floor)}) | {ours['batches']} planned: "
+        f"{ours['calls']:,} (+{ours['calls'] - floor:,}, {_over(ours['calls'], floor)}) |"
     )
 
 
@@ -169,6 +200,7 @@ def main() -> int:
     parser.add_argument("--no-calls", action="store_true", help="time the plans only")
     parser.add_argument("--without-queue-fk", action="store_true", help="drop the queue's foreign key first")
     parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
+    add_results_argument(parser, "plan")
     args = parser.parse_args()
     args.postgres_server = postgres_server_uri(args.postgres_server)
 
@@ -181,12 +213,13 @@ def main() -> int:
     print(f"\nPlanning (schedule_scan), batch_size {args.batch_size:,}{fk}; fastest of {args.repeat}\n")
     print("| users | case | wall s | users/s | client CPU s | writer CPU s | batches | leavers |")
     print("|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print("\n".join(_plan_row(f) for f in rows))
     if calls:
         print("\nMulti-status calls the plan implies (floor: every unique recipient once, in full calls)\n")
         print("| users | floor | equal batches | this plan |")
         print("|---|---|---|---|")
-        print("\n".join(calls))
+        print("\n".join(_calls_row(c) for c in calls))
+    write_results(args, "plan", {"plans": rows, "calls": calls})
     return 0
 
 

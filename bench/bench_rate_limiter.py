@@ -49,11 +49,13 @@ import psycopg  # noqa: E402
 from bench_support import (  # noqa: E402
     POSTGRES_SERVER_HELP,
     SimulatorProcess,
+    add_results_argument,
     iys_connection_json,
     postgres_connection_json,
     postgres_server_uri,
     print_verdict,
     sim_control,
+    write_results,
 )
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -285,6 +287,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep-db", action="store_true", help="keep the throw-away database")
+    add_results_argument(parser, "rate_limiter")
     args = parser.parse_args()
     args.postgres_server = postgres_server_uri(args.postgres_server)
     if args.processes < 1 or args.seconds <= 0 or args.rate <= 0 or args.sample_seconds <= 0:
@@ -308,6 +311,7 @@ def main() -> int:
     report["database"] = db_name
     problems = failures(report, args)
     print_report(report, problems)
+    write_results(args, "rate_limiter", {**report, "problems": problems})
     return 1 if problems else 0
 
 

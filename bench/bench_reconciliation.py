@@ -24,12 +24,14 @@ from datetime import date, timedelta
 import psycopg
 from bench_support import (
     POSTGRES_SERVER_HELP,
+    add_results_argument,
     local_stack,
     peak_rss_mb,
     postgres_server_uri,
     print_peak_rss_growth,
     reset_peak_rss,
     rss_mb,
+    write_results,
 )
 
 from iys_provider.reconciliation import LITERAL, MultiHasher, file_format, turkey_day_bounds
@@ -90,6 +92,7 @@ def main() -> int:
     parser.add_argument("--file-format", default="literal")
     parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep", action="store_true", help="keep the throw-away database")
+    add_results_argument(parser, "reconciliation")
     args = parser.parse_args()
     args.postgres_server = postgres_server_uri(args.postgres_server)
     sizes = [int(size) for size in args.days.split(",") if size.strip()]
@@ -126,6 +129,7 @@ def main() -> int:
     if len(results) >= 2:
         (small, a), (large, b) = results[0], results[-1]
         print_peak_rss_growth(a, b, small, large)
+    write_results(args, "reconciliation", [{"movements": size, **r} for size, r in results])
     return 0
 
 

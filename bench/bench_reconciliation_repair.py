@@ -41,12 +41,14 @@ import requests
 from bench_reconciliation import BRAND_CODE, fill_day
 from bench_support import (
     POSTGRES_SERVER_HELP,
+    add_results_argument,
     local_stack,
     peak_rss_mb,
     postgres_server_uri,
     print_peak_rss_growth,
     reset_peak_rss,
     rss_mb,
+    write_results,
 )
 
 from iys_provider.reconciliation import MultiHasher, detect_file_format, file_format, hash_stream, turkey_day_bounds
@@ -206,6 +208,7 @@ def main() -> int:
     parser.add_argument("--reading", default="literal", help="the reading İYS's file is served in")
     parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
     parser.add_argument("--keep", action="store_true", help="keep the throw-away database")
+    add_results_argument(parser, "reconciliation_repair")
     args = parser.parse_args()
     args.postgres_server = postgres_server_uri(args.postgres_server)
     sizes = [int(size) for size in args.days.split(",") if size.strip()]
@@ -248,6 +251,7 @@ def main() -> int:
     if len(results) >= 2:
         a, b = results[0], results[-1]
         print_peak_rss_growth(a, b, a["rows"], b["rows"])
+    write_results(args, "reconciliation_repair", results)
     return 0
 
 

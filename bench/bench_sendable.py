@@ -33,7 +33,12 @@ import psycopg
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_support import POSTGRES_SERVER_HELP, postgres_server_uri  # noqa: E402
+from bench_support import (  # noqa: E402
+    POSTGRES_SERVER_HELP,
+    add_results_argument,
+    postgres_server_uri,
+    write_results,
+)
 
 import local_stack  # noqa: E402
 from iys_provider.schema import migrate  # noqa: E402
@@ -118,6 +123,7 @@ def main() -> int:
     parser.add_argument("--open-rets", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--postgres-server", help=POSTGRES_SERVER_HELP)
+    add_results_argument(parser, "sendable")
     args = parser.parse_args()
     server = postgres_server_uri(args.postgres_server)
     name = f"iys_bench_sendable_{uuid.uuid4().hex[:8]}"
@@ -151,6 +157,15 @@ def main() -> int:
                 f" {ratio:>6.2f}×"
             )
         print(f"verdict: worst median ratio {worst:.2f}× ({'within' if worst <= GOAL else 'above'} the {GOAL}× goal)")
+        figures = {
+            "users": args.users,
+            "open_rets": args.open_rets,
+            "sendable_rows": {"before": rows_before, "after": rows_after},
+            "seconds": {"before": before, "after": after},
+            "worst_median_ratio": worst,
+            "goal_ratio": GOAL,
+        }
+        write_results(args, "sendable", figures)
     finally:
         local_stack.drop_database(server, name)
     return 0

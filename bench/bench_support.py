@@ -3,17 +3,20 @@ simulator, the two connections as ``AIRFLOW_CONN_*`` JSON, test addresses and pe
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import json
 import logging
 import os
 import pathlib
+import platform
 import random
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 
 import requests
 from psycopg import conninfo
@@ -27,6 +30,10 @@ POSTGRES_SERVER_HELP = (
     "maintenance-DB URI of the PostgreSQL server to create throw-away databases on "
     "(default: the one at 127.0.0.1:5432 when it answers, else an embedded server, as the tests do)"
 )
+
+RESULTS_DIR = ROOT / "bench" / "results"
+# Never written into a results file: a server URI may carry a password, and where it goes is no figure.
+_PRIVATE_ARGUMENTS = frozenset({"postgres_server", "results"})
 
 MAX_PER_CALL = 1000  # recipients per multi-status call and consents per batch (İYS's limits)
 CLIENT_ERRORS = ("400", "401", "403", "404", "422")  # İYS's success ratio: these count as failures
@@ -239,3 +246,48 @@ def postgres_server_uri(explicit: str | None = None) -> str:
     atexit.register(server.cleanup)  # runs before the removal above (atexit is last in, first out)
     print(f"[bench] no PostgreSQL at 127.0.0.1:5432: an embedded server in {data_dir}", file=sys.stderr)
     return server.get_uri()
+
+
+def add_results_argument(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--results``: where the run's raw figures go as JSON (``bench/results/<name>.json`` by default:
+    the files docs/benchmarks.md quotes are kept in the repository, so a table can be checked against its run)."""
+    parser.add_argument(
+        "--results",
+        default=str(RESULTS_DIR / f"{name}.json"),
+        help=f"raw results as JSON (default: bench/results/{name}.json)",
+    )
+
+
+def write_results(args: argparse.Namespace, name: str, figures) -> pathlib.Path:
+    """Write this run's figures with what produced them: arguments, commit, machine and time."""
+    path = pathlib.Path(args.results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": name,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "arguments": {key: value for key, value in sorted(vars(args).items()) if key not in _PRIVATE_ARGUMENTS},
+        "commit": _commit(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()},
+        "figures": figures,
+    }
+    path.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    print(f"(raw results: {path})", file=sys.stderr, flush=True)
+    return path
+
+
+def _commit() -> str | None:
+    """The checkout's commit, marked ``-dirty`` when it has uncommitted changes (None outside git)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}-dirty" if dirty else head

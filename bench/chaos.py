@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+from bench_support import add_results_argument, write_results
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -39,6 +41,7 @@ def main() -> int:
     parser.add_argument(
         "--junk-rows", type=int, default=1_000_000, help="all-invalid source rows for the memory scenario"
     )
+    add_results_argument(parser, "chaos")
     args, pytest_args = parser.parse_known_args()
     with tempfile.TemporaryDirectory(prefix="iys-chaos-") as tmp:
         report = pathlib.Path(tmp) / "rows.jsonl"
@@ -70,6 +73,7 @@ def main() -> int:
     print()
     print("\n".join(summary[-40:]))
     print(f"chaos suite wall time: {elapsed:.0f} s")
+    write_results(args, "chaos", {"scenarios": rows, "wall_s": elapsed, "pytest_exit_code": result.returncode})
     return result.returncode
 
 

@@ -155,13 +155,18 @@ def task_states(run) -> dict[str, list[str]]:
 
 
 def run_bench_script(script: str, args: list[str], postgres_server_uri: str, db_prefix: str):
-    """Run ``bench/<script>`` against the test server; returns its finished process.
+    """Run ``bench/<script>`` against the test server; returns its finished process, with the raw results
+    it wrote (``--results``, into a temporary file: the repository's results stay those of real runs) as
+    ``result.raw_results``.
 
-    Also checks that the benchmark dropped every throw-away database (named ``<db_prefix>…``) it made.
+    Also checks that the benchmark dropped every throw-away database (named ``<db_prefix>…``) it made, and
+    that a run that succeeded wrote its raw results without the server's URI.
     """
+    import json
     import pathlib
     import subprocess
     import sys
+    import tempfile
 
     import psycopg
 
@@ -170,19 +175,31 @@ def run_bench_script(script: str, args: list[str], postgres_server_uri: str, db_
             return {row[0] for row in admin.execute("SELECT datname FROM pg_database")}
 
     before = databases()
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(pathlib.Path(__file__).resolve().parents[1] / "bench" / script),
-            *args,
-            "--postgres-server",
-            postgres_server_uri,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="iys-bench-results-") as folder:
+        results_file = pathlib.Path(folder) / "results.json"
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(pathlib.Path(__file__).resolve().parents[1] / "bench" / script),
+                *args,
+                "--postgres-server",
+                postgres_server_uri,
+                "--results",
+                str(results_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        result.raw_results = json.loads(results_file.read_text()) if results_file.exists() else None
     left = {name for name in databases() - before if name.startswith(db_prefix)}
     assert not left, f"{script} left its databases behind: {sorted(left)}"
+    if result.returncode == 0:
+        raw = result.raw_results
+        assert raw is not None, f"{script} wrote no raw results"
+        assert raw["benchmark"] == pathlib.Path(script).stem.removeprefix("bench_")
+        assert raw["figures"], f"{script} wrote empty figures"
+        assert raw["arguments"] and raw["machine"]["cpus"] >= 1
+        assert postgres_server_uri not in json.dumps(raw), "the server URI (it may hold a password) was written"
     return result

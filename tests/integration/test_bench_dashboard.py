@@ -34,3 +34,7 @@ def test_dashboard_benchmark_times_each_panel_query(postgres_server_uri):
     for panel in PANELS:
         assert re.search(rf"^\| 5,000 \| {re.escape(panel)} \| [0-9.]+ \| [0-9.]+ \| ✓ \|$", result.stdout, re.M), panel
     assert re.search(r"^\| 5,000 \| counting sendable users .*\| by the sync \|$", result.stdout, re.M)
+    # The raw results hold every timing the table shows, each the medians' source.
+    timings = {t["query"]: t for t in result.raw_results["figures"]["timings"]}
+    assert set(PANELS) <= set(timings)
+    assert all(len(t["times_ms"]) == 2 and t["users"] == 5000 for t in timings.values() if t["page_query"])

@@ -23,3 +23,13 @@ def test_plan_benchmark_times_both_cases_and_counts_calls_against_the_floor(post
     )
     # Half the batch size, twice the part-filled calls; never below the floor.
     assert floor <= planned < equal
+    calls = result.raw_results["figures"]["calls"]
+    assert calls == [
+        {
+            "users": 3000,
+            "floor": floor,
+            "equal_batches": {"batches": 6, "batch_size": 500, "calls": equal},
+            "this_plan": {"batches": 3, "calls": planned},
+        }
+    ]
+    assert [plan["forgotten"] for plan in result.raw_results["figures"]["plans"]] == [None, 30]
