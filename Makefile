@@ -78,7 +78,7 @@ airflow: install
 	scripts/airflow_local.sh
 
 # Initial-sync benchmark through Airflow against the simulator: `make bench USERS=100000`. The defaults are
-# the README's headline setup (İYS's 10 req/s, 20 + 0–40 ms per request, the default batch_size).
+# the headline setup of docs/benchmarks.md (İYS's 10 req/s, 20 + 0–40 ms per request, the default batch_size).
 USERS ?= 100000,1000000
 BENCH_RATE_LIMIT ?= 10
 BENCH_LATENCY_MS ?= 20
@@ -93,14 +93,14 @@ LOCAL_USERS ?= 1000000
 bench-local: install
 	$(BIN)/python bench/bench_local_work.py --users $(LOCAL_USERS)
 
-# The initial sync's planning alone (issue #14): plan seconds and users/s at each size, a first plan and
+# The initial sync's planning alone: plan seconds and users/s at each size, a first plan and
 # one with known users and leavers, and the multi-status calls the plan's batches imply against the floor.
 PLAN_USERS ?= 100000,1000000
 .PHONY: bench-plan
 bench-plan: install
 	$(BIN)/python bench/bench_plan.py --users $(PLAN_USERS)
 
-# A night's outbox of RETs (issue #10): half ONAY in İYS, half not; requests by endpoint, client errors, wall time.
+# A night's outbox of RETs: half ONAY in İYS, half not; requests by endpoint, client errors, wall time.
 OUTBOX_RETS ?= 10000
 .PHONY: bench-outbox
 bench-outbox: install
@@ -114,7 +114,7 @@ SENDABLE_OPEN_RETS ?= 10000
 bench-sendable: install
 	$(BIN)/python bench/bench_sendable.py --users $(SENDABLE_USERS) --open-rets $(SENDABLE_OPEN_RETS)
 
-# The shared learned request rate (issue #14): N processes at rate 10 against İYS's strict 10/s window
+# The shared learned request rate: N processes at rate 10 against İYS's strict 10/s window
 # with 20–60 ms latency; requests, accepted req/s, 429 share, the learned rate over time, per process.
 LIMITER_PROCESSES ?= 4
 LIMITER_SECONDS ?= 300
@@ -122,7 +122,7 @@ LIMITER_SECONDS ?= 300
 bench-limiter: install
 	$(BIN)/python bench/bench_rate_limiter.py --processes $(LIMITER_PROCESSES) --seconds $(LIMITER_SECONDS)
 
-# An incremental night (issue #14): pull MOVEMENTS feed movements (IYS + HS streams), push OUTBOX outbox
+# An incremental night: pull MOVEMENTS feed movements (IYS + HS streams), push OUTBOX outbox
 # rows, collect the batch results; requests, req/s and wall time per phase against İYS's 10 req/s ceiling.
 MOVEMENTS ?= 100000
 OUTBOX ?= 10000
@@ -130,7 +130,7 @@ OUTBOX ?= 10000
 bench-incremental: install
 	$(BIN)/python bench/bench_incremental.py --movements $(MOVEMENTS) --outbox $(OUTBOX)
 
-# The İYS page's panel queries (issue #16): a throw-away database filled for DASHBOARD_USERS users,
+# The İYS page's panel queries: a throw-away database filled for DASHBOARD_USERS users,
 # each panel's query timed in the page's read-only transaction against the 300 ms target.
 DASHBOARD_USERS ?= 1000000
 .PHONY: bench-dashboard
@@ -149,11 +149,11 @@ chaos: install
 ui-check: install
 	$(PYTEST) -q tests/ui
 
-# Refresh docs/*.png (shown in README.md) from the UI tests' browser session (the İYS page's too).
+# Refresh docs/*.png (shown in README.md and docs/) from the UI tests' browser session (the İYS page's too).
 screenshots: install
 	IYS_SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/ui/test_airflow_ui.py tests/ui/test_iys_page.py
 
-# The daily reconciliation's hash (issue #15): one day of movements streamed from Postgres in İYS's file
+# The daily reconciliation's hash: one day of movements streamed from Postgres in İYS's file
 # format into SHA-384, at each day size; seconds and peak RSS (memory must not grow with the day).
 RECONCILIATION_DAYS ?= 100000,1000000
 .PHONY: bench-reconciliation
