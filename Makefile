@@ -80,7 +80,7 @@ airflow: install
 # Every benchmark prints its tables and writes its raw figures as JSON to bench/results/<name>.json
 # (another path: the script's --results); the files kept in the repository are the runs the docs quote.
 # Initial-sync benchmark through Airflow against the simulator: `make bench USERS=100000`. The defaults are
-# the README's headline setup (İYS's 10 req/s, 20 + 0–40 ms per request, the default batch_size).
+# the headline setup of docs/benchmarks.md (İYS's 10 req/s, 20 + 0–40 ms per request, the default batch_size).
 USERS ?= 100000,1000000
 BENCH_RATE_LIMIT ?= 10
 BENCH_LATENCY_MS ?= 20
@@ -151,7 +151,7 @@ chaos: install
 ui-check: install
 	$(PYTEST) -q tests/ui
 
-# Refresh docs/*.png (shown in README.md) from the UI tests' browser session (the İYS page's too).
+# Refresh docs/*.png (shown in README.md and docs/) from the UI tests' browser session (the İYS page's too).
 screenshots: install
 	IYS_SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/ui/test_airflow_ui.py tests/ui/test_iys_page.py
 

@@ -575,7 +575,7 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", default="100000,1000000", help="comma-separated sizes")
-    # The defaults are the README's headline setup: İYS's own 10 req/s, 20 + 0–40 ms per request.
+    # The defaults are the headline setup of docs/benchmarks.md: İYS's own 10 req/s, 20 + 0–40 ms per request.
     parser.add_argument("--latency-ms", type=float, default=20, help="simulated İYS latency per request")
     parser.add_argument("--jitter-ms", type=float, default=40, help="plus a uniform random 0..N ms")
     parser.add_argument("--rate-limit", type=float, default=10, help="rate_limit_per_second of the connection")

@@ -19,7 +19,7 @@ CeleryExecutor, a Redis broker and two workers that report distinct hostnames
 * ``iys.consents`` holds exactly the ONAY recipients of the simulator's synthetic truth;
 * the success-ratio ledger ``iys.api_responses`` counted every answer of both workers.
 
-The figures go to stderr (``pytest -s`` shows them) for README "Scaling out".
+The figures go to stderr (``pytest -s`` shows them) for docs/operations.md "Scaling out".
 """
 
 from __future__ import annotations

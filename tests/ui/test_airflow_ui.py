@@ -6,7 +6,7 @@
 * The DAG list shows iys_initial_sync, iys_incremental_sync and iys_reconciliation.
 * The trigger form of iys_initial_sync shows its Params, and a run triggered from it carries them.
 
-The screenshots README.md shows (docs/*.png) are taken here: ``make screenshots``.
+The screenshots README.md and docs/development.md show (docs/*.png) are taken here: ``make screenshots``.
 """
 
 from __future__ import annotations

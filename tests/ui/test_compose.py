@@ -3,7 +3,7 @@
 The file is resolved with a .env made from .env.example (secrets filled in), and the result is
 checked against what ``make airflow`` runs: the Airflow settings scripts/airflow_local.sh exports,
 the connections scripts/local_stack.py generates, the simulator's demo account and the pool. The
-``celery`` profile (Redis and two Celery workers, README "Scaling out") is resolved as
+``celery`` profile (Redis and two Celery workers, docs/operations.md "Scaling out") is resolved as
 ``docker compose --profile celery config``; tests/fleet runs that deployment for real.
 
 ``docker compose`` is the Docker CLI's compose plugin. Where the CLI has no such plugin (this

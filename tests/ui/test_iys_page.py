@@ -12,7 +12,7 @@ The reconciliation panel says "not recorded" until ``iys_reconciliation`` has ru
 test then runs it (the demo's movements are today's, so its days D-1 … D-7 hold none and are
 agreed as empty) and finds the panel's days.
 
-The screenshots README.md shows (docs/iys-*.png) are taken here: ``make screenshots``.
+The screenshots README.md and docs/operations.md show (docs/iys-*.png) are taken here: ``make screenshots``.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
 
 
 def test_whole_page_on_its_own(page, airflow_stack, demo_run, screenshot_dir):
-    """The page outside its frame (same session cookie), for the README's full screenshot."""
+    """The page outside its frame (same session cookie), for the full screenshot in docs/operations.md."""
     page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(f"{airflow_stack.info['api_url']}/iys/")
     expect(page.locator("body[data-loaded]")).to_have_count(1)

@@ -88,7 +88,7 @@ def test_token_cache_is_not_readable_by_other_roles(pg, pg_dsn):
 
 
 def test_a_role_that_only_owns_schema_iys_can_migrate_it(pg, pg_dsn):
-    """The least-privileged set-up of the README: no CREATE on the database, only the schema's ownership."""
+    """The least-privileged set-up of docs/configuration.md: no CREATE on the database, only the schema's ownership."""
     pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
     pg.execute("DROP ROLE IF EXISTS iys_test_owner")
     pg.execute("CREATE ROLE iys_test_owner LOGIN")

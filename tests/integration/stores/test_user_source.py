@@ -3,7 +3,7 @@
 Every way the package runs it (counting, the initial sync's snapshot, new and changed users, its
 columns) goes through ``UserSource._read``; these tests feed it hostile queries through each and
 check the tables afterwards, and run the planning and the new-users read as a least-privileged
-role (the README's set-up).
+role (the set-up of docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def test_a_plan_runs_the_source_query_once(users, counted_source):
 
 @pytest.fixture
 def least_privileged(users, pg_dsn):
-    """The README's set-up: a role that creates and owns schema iys and may only SELECT the users' table."""
+    """The set-up of docs/configuration.md: a role that creates and owns schema iys and may only SELECT the users' table."""
     role, password = f"iys_sync_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     database = users.info.dbname
     users.execute("DROP SCHEMA iys CASCADE")

@@ -4,7 +4,7 @@
 tokens) is :class:`~iys_provider.hooks.base.IysBaseHook`, and the connection's fields and
 defaults are :class:`~iys_provider.hooks.settings.IysConnectionSettings`.
 
-.. seealso:: The connection reference in the project README ("The ``iys`` connection"), and
+.. seealso:: The connection reference in the project's docs/configuration.md ("The ``iys`` connection"), and
    İYS's API documentation at https://apidocs.iys.org.tr/.
 """
 

@@ -14,7 +14,7 @@ from iys_provider.database import iys_database
 from iys_provider.hooks.iys import IysHook
 
 DEFAULT_POSTGRES_CONN_ID = "iys_postgres"
-#: The pool name the README suggests when İYS work should share a budget across DAGs. No task
+#: The pool name docs/configuration.md suggests when İYS work should share a budget across DAGs. No task
 #: uses a pool unless one is configured (``IYS_POOL``, see :mod:`iys_provider.dags.common`).
 IYS_POOL = "iys_api"
 

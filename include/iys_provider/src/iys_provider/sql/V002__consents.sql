@@ -43,7 +43,7 @@ CREATE TABLE iys.rejected_recipients (
     user_id     text        NOT NULL,
     field       text        NOT NULL,      -- source column: phone, email, recipient_type, user_id
     raw_value   text,
-    reason      text        NOT NULL,      -- a stable reason code (see README)
+    reason      text        NOT NULL,      -- a stable reason code (see docs/tables.md)
     seen_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (brand_code, user_id, field)
 );
