@@ -32,6 +32,8 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.pq import TransactionStatus
 
+from iys_provider.models import SourceUser
+
 DEFAULT_RECIPIENTS_SQL = "SELECT id::text AS user_id, phone, email FROM public.users"
 RECIPIENTS_SQL_VARIABLE = "iys_recipients_sql"
 REQUIRED_COLUMNS = ("user_id",)
@@ -52,16 +54,6 @@ class SourceQueryError(ValueError):
 class SourceCounts(NamedTuple):
     users: int
     null_user_ids: int
-
-
-class SourceUser(NamedTuple):
-    """One row of the source query, in the column order every reading query selects."""
-
-    user_id: str | None
-    phone: object
-    email: object
-    recipient_type: object
-    digest: str
 
 
 def recipients_sql_variable(iys_conn_id: str) -> str:
