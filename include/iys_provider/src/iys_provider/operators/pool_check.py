@@ -16,6 +16,7 @@ skips, the gate fails.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, SkipMixin
@@ -64,6 +65,9 @@ class IysWaitForPoolOperator(BaseOperator, SkipMixin):
     :param timeout_seconds: how long the probe may wait for a slot.
     :param poll_seconds: how often the probe's state is read.
     """
+
+    # Nothing templated: the pool and the tasks are fixed when the DAG file is parsed.
+    template_fields: Sequence[str] = ()
 
     def __init__(
         self,
@@ -114,6 +118,8 @@ class IysCheckPoolOperator(BaseOperator):
     :param pool_name: the pool the İYS tasks run in.
     :param wait_task_id: the :class:`IysWaitForPoolOperator` before this gate.
     """
+
+    template_fields: Sequence[str] = ()
 
     def __init__(self, *, pool_name: str, wait_task_id: str = POOL_WAIT_TASK_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
