@@ -124,7 +124,7 @@ def test_a_configured_pool_is_checked_before_any_task_waits_on_it(dag_id, monkey
     from iys_provider.dags.common import IysConcurrency
     from iys_provider.dags.incremental_sync import build_incremental_sync_dag
     from iys_provider.dags.initial_sync import build_initial_sync_dag
-    from iys_provider.operators.pool_check import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
+    from iys_provider.operators.pool_check import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID, POOL_WAIT_TASK_ID
 
     monkeypatch.setenv("IYS_POOL", "iys_api")
     monkeypatch.setenv("IYS_API_CONCURRENCY", "2")
@@ -138,11 +138,15 @@ def test_a_configured_pool_is_checked_before_any_task_waits_on_it(dag_id, monkey
         assert (task.pool, task.max_active_tis_per_dagrun) == ("iys_api", 2)
         assert POOL_CHECK_TASK_ID in task.get_flat_relative_ids(upstream=True)
     probe, gate = dag.get_task(POOL_PROBE_TASK_ID), dag.get_task(POOL_CHECK_TASK_ID)
-    assert probe.pool == "iys_api" and gate.pool == "default_pool"
+    wait = dag.get_task(POOL_WAIT_TASK_ID)
+    assert probe.pool == "iys_api" and gate.pool == "default_pool" and wait.pool == "default_pool"
     assert type(probe).__name__ != "EmptyOperator"  # the scheduler finishes those without a pool slot
     assert not probe.upstream_list and not probe.downstream_list
+    # The waiter (which skips the rest of the run when the probe gets no slot) comes first, then the gate.
+    assert not wait.upstream_list and wait.downstream_task_ids == {POOL_CHECK_TASK_ID}
+    assert gate.upstream_task_ids == {POOL_WAIT_TASK_ID}
     # The gate precedes every other task and the run's last tasks depend on it: a failed gate fails the run.
-    others = {t.task_id for t in dag.tasks} - {POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID}
+    others = {t.task_id for t in dag.tasks} - {POOL_WAIT_TASK_ID, POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID}
     assert gate.get_flat_relative_ids(upstream=False) == others
     last = {t.task_id for t in dag.tasks if not t.downstream_list} - {POOL_PROBE_TASK_ID}
     assert last <= gate.downstream_task_ids

@@ -5,6 +5,8 @@ One stack for the module, with a DAG folder holding ``iys_initial_sync`` and a c
 
 * no pool is created, and ``iys_initial_sync`` triggered through the REST API runs to success;
 * the copy fails fast, its first task naming the pool and the command that creates it;
+* a second copy, its İYS tasks in a pool that exists (``default_pool`` named explicitly), passes
+  the pool check and runs to success;
 * the trigger command the banner prints works in a clean shell (another terminal);
 * SIGINT, then SIGINT and SIGTERM again during the shutdown, still stop every process the script
   started and free their ports (last: it ends the stack).
@@ -30,7 +32,7 @@ from ui.conftest import (  # tests/ is on sys.path (pytest.ini)
     wait_for_run,
 )
 
-from iys_provider.operators.pool_check import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID
+from iys_provider.operators.pool_check import POOL_CHECK_TASK_ID, POOL_PROBE_TASK_ID, POOL_WAIT_TASK_ID
 
 pytestmark = pytest.mark.stack
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -46,6 +48,15 @@ dag = build_initial_sync_dag(
     "{MISSING_POOL_DAG_ID}", IysConcurrency(pool="{MISSING_POOL}", pool_check_seconds={POOL_CHECK_SECONDS})
 )
 '''
+EXISTING_POOL_DAG_ID = "iys_initial_sync_existing_pool"
+EXISTING_POOL_DAG = f'''"""Airflow DAG: iys_initial_sync, its İYS tasks in a pool that exists (test_local_stack.py)."""
+from iys_provider.dags.common import IysConcurrency
+from iys_provider.dags.initial_sync import build_initial_sync_dag
+
+dag = build_initial_sync_dag(
+    "{EXISTING_POOL_DAG_ID}", IysConcurrency(pool="default_pool", pool_check_seconds={POOL_CHECK_SECONDS})
+)
+'''
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +66,7 @@ def stack(postgres_server_uri, request):
     dags.mkdir()
     (dags / f"{DAG_ID}.py").symlink_to(ROOT / "dags" / f"{DAG_ID}.py")
     (dags / f"{MISSING_POOL_DAG_ID}.py").write_text(MISSING_POOL_DAG)
+    (dags / f"{EXISTING_POOL_DAG_ID}.py").write_text(EXISTING_POOL_DAG)
     env = {"AIRFLOW_DAGS_FOLDER": str(dags), "IYS_INITIAL_SYNC_CRON": "none"}
     with running_stack(postgres_server_uri, request, workdir, env) as stack:
         yield stack
@@ -81,6 +93,7 @@ def test_missing_pool_fails_fast_with_the_command_that_creates_it(stack):
     states = task_states(stack, MISSING_POOL_DAG_ID, run_id)
     assert state == "failed", states
     assert seconds < POOL_CHECK_SECONDS + 120
+    assert states[POOL_WAIT_TASK_ID] == ["success"]  # it skipped the rest of the run
     assert states[POOL_CHECK_TASK_ID] == ["failed"]
     assert states[POOL_PROBE_TASK_ID] == ["skipped"]  # no longer waiting for the missing pool
     assert states["plan_batches"] == ["skipped"]
@@ -88,6 +101,15 @@ def test_missing_pool_fails_fast_with_the_command_that_creates_it(stack):
     text = str(log["content"])
     assert f"airflow pools set {MISSING_POOL} 4" in text, text[-3000:]
     assert "unset IYS_POOL" in text
+
+
+def test_an_existing_pool_passes_the_check_and_the_run_goes_on(stack):
+    run_id = trigger(stack, EXISTING_POOL_DAG_ID)
+    state, _ = wait_for_run(stack, EXISTING_POOL_DAG_ID, run_id, timeout=300)
+    states = task_states(stack, EXISTING_POOL_DAG_ID, run_id)
+    assert state == "success", states
+    for task_id in (POOL_PROBE_TASK_ID, POOL_WAIT_TASK_ID, POOL_CHECK_TASK_ID, "plan_batches"):
+        assert states[task_id] == ["success"], states
 
 
 # ---------------------------------------------------------------------------- (6) the printed CLI

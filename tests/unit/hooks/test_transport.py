@@ -1,4 +1,4 @@
-"""The hook's HTTP session, built by HttpHook: proxies, TLS verification, headers, keep-alive; no network.
+"""The hook's HTTP session, built from the connection: proxies, TLS verification, headers, keep-alive; no network.
 
 Requests through a real forwarding proxy are in tests/integration/hooks/test_proxy.py.
 """
@@ -9,6 +9,8 @@ import json
 
 import pytest
 from airflow.sdk import Connection
+from requests.adapters import HTTPAdapter
+from requests.models import DEFAULT_REDIRECT_LIMIT
 from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
 from iys_provider.exceptions import IysError
@@ -57,6 +59,40 @@ def test_one_keep_alive_session_per_hook_with_only_our_headers_and_no_basic_auth
 def test_tls_verification_stays_on_unless_turned_off(monkeypatch):
     assert hook(monkeypatch, verify_ssl=None).session.verify is True
     assert hook(monkeypatch, verify_ssl=False).session.verify is False
+
+
+@pytest.mark.parametrize(("stored", "verify"), [("false", False), ("no", False), ("0", False), ("true", True)])
+def test_the_verify_ssl_extra_sets_the_session_verification(monkeypatch, stored, verify):
+    assert hook(monkeypatch, verify_ssl=stored).session.verify is verify
+
+
+def test_the_session_keeps_the_http_connection_defaults(monkeypatch):
+    """What an ``http`` connection without those extras gets: no streaming, no client cert, the environment read."""
+    session = hook(monkeypatch).session
+    assert (session.stream, session.cert, session.trust_env) == (False, None, True)
+    assert session.max_redirects == DEFAULT_REDIRECT_LIMIT
+
+
+def test_host_schema_and_port_make_the_base_url_whose_scheme_gets_the_keep_alive_adapter(monkeypatch):
+    conn = json.loads(iys_connection_json_with("iys.local"))
+    conn.update(schema="http", port=8080)
+    monkeypatch.setenv("AIRFLOW_CONN_IYS_DEFAULT", json.dumps(conn))
+    iys = IysHook()
+    assert iys.settings.base_url == "http://iys.local:8080"
+    assert isinstance(iys.session.get_adapter("http://iys.local:8080/sps"), TCPKeepAliveAdapter)
+    https_adapter = iys.session.get_adapter(IYS_URL)
+    assert type(https_adapter) is HTTPAdapter  # requests' default: no İYS traffic takes that scheme
+
+
+def test_a_base_url_that_is_not_http_is_refused_naming_the_connection(monkeypatch):
+    with pytest.raises(IysError, match="iys_default.*ftp://iys.local.*http or https"):
+        _ = hook(monkeypatch, url="ftp://iys.local").session
+
+
+def test_a_single_proxy_url_serves_both_schemes(monkeypatch):
+    session = hook(monkeypatch, proxies="http://egress:3128").session
+    assert session.proxies == {"http": "http://egress:3128", "https": "http://egress:3128"}
+    assert proxy_for(session) == proxy_for(session, "http://iys.local/sps") == "http://egress:3128"
 
 
 def test_without_a_proxy_requests_go_direct(monkeypatch):

@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from iys_provider.consent_store import WriteOutcome, write_checked_users
-from iys_provider.models import ConsentType, RecipientType
+from iys_provider.consent_store import write_checked_users
+from iys_provider.models import ConsentType, RecipientType, SourceUser, WriteOutcome
 from iys_provider.recipients import PreparedUsers, prepare_users
 from iys_provider.scan_claims import addresses_to_ask, claimable
 from iys_provider.scan_claims_store import claim_addresses
 from iys_provider.scan_ledger import ScanBatch
 from iys_provider.scan_ledger_store import finish_batch, read_batch_users
-from iys_provider.user_source import SourceUser
 
 if TYPE_CHECKING:  # the hook module imports Airflow; the benchmark uses this module without it
     from iys_provider.hooks.iys import IysHook

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
 
-from iys_provider.models import ConsentType, RecipientType
-from iys_provider.recipients import PreparedUsers
+from iys_provider.models import ConsentType, PreparedUsers, RecipientType, WriteOutcome
 
 # Every join of a write pairs one batch of staged rows with a table that grows to millions of
 # rows; the staging tables have no statistics, and a hash or merge join chosen on a stale
@@ -133,14 +131,6 @@ class ConsentTotals(NamedTuple):
     onay: int
     ret: int
     unknown: int  # İYS holds no ONAY we know of: not sendable
-
-
-@dataclass(frozen=True)
-class WriteOutcome:
-    consents: int
-    status_changes: int
-    links: int
-    quarantined: int
 
 
 def write_checked_users(

@@ -37,3 +37,11 @@ def iys_database(
         if applied and log is not None:
             log.info("Migrated the iys schema to version %s", applied[-1])
         yield conn
+
+
+@contextmanager
+def second_connection(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """Another autocommit connection to ``conn``'s database, with its parameters (as libpq reports them)."""
+    params = {o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val is not None}
+    with psycopg.connect(**params, autocommit=True) as other:
+        yield other

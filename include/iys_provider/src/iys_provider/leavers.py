@@ -46,29 +46,17 @@ deliberate mass departure through; a run after the source is fixed simply finds 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
 
-#: More than this share of the known users leaving in one run is taken for a broken source query.
-DEFAULT_MAX_LEAVER_SHARE = 0.5
+# Shared with the initial sync, so they live in models; imported from here too.
+from iys_provider.models import DEFAULT_MAX_LEAVER_SHARE as DEFAULT_MAX_LEAVER_SHARE
+from iys_provider.models import Forgotten as Forgotten
+
 #: Leavers forgotten per transaction.
 DEFAULT_LEAVER_CHUNK_SIZE = 5000
 
 
 class TooManyLeaversError(ValueError):
     """Forgetting was refused by the safety rule; the message names the numbers and the override."""
-
-
-@dataclass(frozen=True)
-class Forgotten:
-    """What forgetting leavers removed; outcomes of several chunks add up with ``+``."""
-
-    leavers: int = 0  # users no longer known (their fingerprints removed)
-    links_removed: int = 0
-    quarantine_rows_removed: int = 0
-    queued_rows_removed: int = 0  # snapshot rows of a scan still open
-
-    def __add__(self, other: Forgotten) -> Forgotten:
-        return Forgotten(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 def parse_max_leaver_share(value: object) -> float:

@@ -1,4 +1,8 @@
-"""Pydantic models and enums for the İYS API.
+"""Pydantic models and enums for the İYS API, and the types several concepts share.
+
+The shared types (end of the module) let one concept's rules, stores and services take
+another's values without importing its rules: the outbox's states, a row of the source
+query, what preparing, writing and forgetting users produced.
 
 Field names are Pythonic; aliases carry İYS's camelCase spelling. ``consentDate`` and
 ``creationDate`` travel as Turkey local time (``YYYY-MM-DD HH:mm:ss``, Europe/Istanbul) and
@@ -10,8 +14,9 @@ end up three hours off; :func:`format_iys_datetime` refuses naive datetimes for 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -284,3 +289,147 @@ class TokenPair(_IysModel):
     refresh_token: str | None = None
     expires_in: int = 7200
     refresh_expires_in: int | None = None
+
+
+# ---------------------------------------------------------------------- İYS's reconciliation answers
+
+
+class ChangeStatCounts(_IysModel):
+    source: str
+    approval: int = 0
+    rejection: int = 0
+    pending: int = 0
+    total: int = 0
+
+
+class ChangeStat(_IysModel):
+    type: str
+    consents: list[ChangeStatCounts] = Field(default_factory=list)
+
+
+class DailyChangeSummaryResponse(_IysModel):
+    """``DailyChangeSummaryResponse`` (Mutabakat Özeti Sorgulama), for one recipient type."""
+
+    change_stats: list[ChangeStat] = Field(default_factory=list, alias="changeStats")
+
+
+class AgreementInfo(_IysModel):
+    """``AgreementDateResponse`` (Mutabakat Bilgisi Sorgulama)."""
+
+    process_status: str = Field(alias="processStatus")
+    hash_value: str | None = Field(None, alias="hashValue")
+    hash_method: str | None = Field(None, alias="hashMethod")
+    agreement_status: bool = Field(False, alias="agreementStatus")
+
+
+class AgreementCaptured(_IysModel):
+    """The PUT answer; İYS's schema spells the field ``aggrementCaptured``, its example ``agreementCaptured``."""
+
+    captured: bool = Field(validation_alias=AliasChoices("agreementCaptured", "aggrementCaptured"))
+
+
+# ---------------------------------------------------------------------- types shared between concepts
+
+
+class OutboxState(enum.StrEnum):
+    """A row's state in the outbox (``iys.outbox.state``); retention deletes only the settled ones."""
+
+    PENDING = "pending"
+    HELD = "held"
+    SUBMITTED = "submitted"
+    SENT = "sent"
+    SKIPPED = "skipped"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class SourceUser(NamedTuple):
+    """One row of the source query, in the column order every reading query selects (user_source, the scan queue)."""
+
+    user_id: str | None
+    phone: object
+    email: object
+    recipient_type: object
+    digest: str
+
+
+class UserRow(NamedTuple):
+    """What one source user became: its fingerprint, and which fields linked or were rejected.
+
+    NamedTuples: millions are built per scan. The kind lists let the store clear, with one index
+    lookup per user at most, the links and quarantine rows that no longer apply.
+    """
+
+    user_id: str
+    digest: str
+    linked_kinds: tuple[str, ...]  # 'phone' / 'email' fields that hold a valid address now
+    rejected_fields: tuple[str, ...]  # 'phone' / 'email' / 'recipient_type' fields quarantined now
+
+
+class LinkRow(NamedTuple):
+    user_id: str
+    kind: str  # 'phone' | 'email'
+    recipient: str  # normalised
+    recipient_type: str
+
+
+class RejectionRow(NamedTuple):
+    user_id: str
+    field: str  # 'phone' | 'email' | 'recipient_type'
+    raw_value: str | None
+    reason: str
+
+
+@dataclass
+class PreparedUsers:
+    user_rows: list[UserRow] = field(default_factory=list)
+    links: list[LinkRow] = field(default_factory=list)
+    rejections: list[RejectionRow] = field(default_factory=list)
+    #: unique recipients to ask İYS about, per (recipient type, channel)
+    to_check: dict[tuple[RecipientType, ConsentType], set[str]] = field(default_factory=dict)
+
+    @property
+    def users(self) -> int:
+        return len(self.user_rows)
+
+    @property
+    def quarantined(self) -> int:
+        return len(self.rejections)
+
+    @property
+    def linked(self) -> int:
+        return len(self.links)
+
+    @property
+    def unique_recipients(self) -> int:
+        return sum(len(v) for v in self.to_check.values())
+
+    def planned_requests(self, per_call: int = 1000) -> int:
+        return sum(-(-len(v) // per_call) for v in self.to_check.values())
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What writing one batch of checked users changed in the consents, links and quarantine."""
+
+    consents: int
+    status_changes: int
+    links: int
+    quarantined: int
+
+
+#: More than this share of the known users leaving in one run is taken for a broken source query.
+DEFAULT_MAX_LEAVER_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What forgetting leavers removed; outcomes of several chunks add up with ``+``."""
+
+    leavers: int = 0  # users no longer known (their fingerprints removed)
+    links_removed: int = 0
+    quarantine_rows_removed: int = 0
+    queued_rows_removed: int = 0  # snapshot rows of a scan still open
+
+    def __add__(self, other: Forgotten) -> Forgotten:
+        return Forgotten(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))

@@ -46,7 +46,6 @@ Until İYS confirms it, a RET that is pending, held, submitted, failed or came t
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -57,6 +56,7 @@ from iys_provider.models import (
     ConsentSource,
     ConsentStatus,
     ConsentType,
+    OutboxState,
     RecipientType,
 )
 from iys_provider.normalize import normalize_email, normalize_phone
@@ -72,16 +72,6 @@ DEFAULT_MAX_BATCH_AGE = timedelta(hours=1)
 #: How often a row that failed for a passing reason goes back to the queue: with ``max_attempts``
 #: tries each time, at most (1 + this) × max_attempts tries in all, none of them a client error.
 DEFAULT_MAX_REQUEUES = 3
-
-
-class OutboxState(enum.StrEnum):
-    PENDING = "pending"
-    HELD = "held"
-    SUBMITTED = "submitted"
-    SENT = "sent"
-    SKIPPED = "skipped"
-    REJECTED = "rejected"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)

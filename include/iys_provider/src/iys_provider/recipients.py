@@ -8,73 +8,15 @@ different spellings can normalise to the same one, so İYS is asked about each u
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from iys_provider.models import ConsentType, RecipientType
+from iys_provider.models import ConsentType, LinkRow, PreparedUsers, RecipientType, RejectionRow, SourceUser, UserRow
 from iys_provider.normalize import normalize_email, normalize_phone
-from iys_provider.user_source import SourceUser
 
 KIND_TYPES: dict[str, tuple[ConsentType, ...]] = {
     "phone": (ConsentType.MESAJ, ConsentType.ARAMA),
     "email": (ConsentType.EPOSTA,),
 }
 INVALID_RECIPIENT_TYPE = "INVALID_RECIPIENT_TYPE"
-
-
-class UserRow(NamedTuple):
-    """What one source user became: its fingerprint, and which fields linked or were rejected.
-
-    NamedTuples: millions are built per scan. The kind lists let the store clear, with one index
-    lookup per user at most, the links and quarantine rows that no longer apply.
-    """
-
-    user_id: str
-    digest: str
-    linked_kinds: tuple[str, ...]  # 'phone' / 'email' fields that hold a valid address now
-    rejected_fields: tuple[str, ...]  # 'phone' / 'email' / 'recipient_type' fields quarantined now
-
-
-class LinkRow(NamedTuple):
-    user_id: str
-    kind: str  # 'phone' | 'email'
-    recipient: str  # normalised
-    recipient_type: str
-
-
-class RejectionRow(NamedTuple):
-    user_id: str
-    field: str  # 'phone' | 'email' | 'recipient_type'
-    raw_value: str | None
-    reason: str
-
-
-@dataclass
-class PreparedUsers:
-    user_rows: list[UserRow] = field(default_factory=list)
-    links: list[LinkRow] = field(default_factory=list)
-    rejections: list[RejectionRow] = field(default_factory=list)
-    #: unique recipients to ask İYS about, per (recipient type, channel)
-    to_check: dict[tuple[RecipientType, ConsentType], set[str]] = field(default_factory=dict)
-
-    @property
-    def users(self) -> int:
-        return len(self.user_rows)
-
-    @property
-    def quarantined(self) -> int:
-        return len(self.rejections)
-
-    @property
-    def linked(self) -> int:
-        return len(self.links)
-
-    @property
-    def unique_recipients(self) -> int:
-        return sum(len(v) for v in self.to_check.values())
-
-    def planned_requests(self, per_call: int = 1000) -> int:
-        return sum(-(-len(v) // per_call) for v in self.to_check.values())
 
 
 def _raw_text(value: object) -> str | None:

@@ -94,9 +94,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, BinaryIO
 
-from pydantic import AliasChoices, Field
+from iys_provider.models import IYS_TIMEZONE, DailyChangeSummaryResponse, format_iys_datetime
 
-from iys_provider.models import IYS_TIMEZONE, _IysModel, format_iys_datetime
+# İYS's reconciliation answers live in models (the hook reads them too); imported from here too.
+from iys_provider.models import AgreementCaptured as AgreementCaptured
+from iys_provider.models import AgreementInfo as AgreementInfo
+from iys_provider.models import ChangeStat as ChangeStat
+from iys_provider.models import ChangeStatCounts as ChangeStatCounts
 
 #: The eight columns of the operation text, in its order.
 EIGHT_COLUMNS = (
@@ -363,40 +367,6 @@ def outside_window_reason(day: date, now: datetime, *, days: int = WINDOW_DAYS) 
 
 
 # ---------------------------------------------------------------------- İYS's answers
-
-
-class ChangeStatCounts(_IysModel):
-    source: str
-    approval: int = 0
-    rejection: int = 0
-    pending: int = 0
-    total: int = 0
-
-
-class ChangeStat(_IysModel):
-    type: str
-    consents: list[ChangeStatCounts] = Field(default_factory=list)
-
-
-class DailyChangeSummaryResponse(_IysModel):
-    """``DailyChangeSummaryResponse`` (Mutabakat Özeti Sorgulama), for one recipient type."""
-
-    change_stats: list[ChangeStat] = Field(default_factory=list, alias="changeStats")
-
-
-class AgreementInfo(_IysModel):
-    """``AgreementDateResponse`` (Mutabakat Bilgisi Sorgulama)."""
-
-    process_status: str = Field(alias="processStatus")
-    hash_value: str | None = Field(None, alias="hashValue")
-    hash_method: str | None = Field(None, alias="hashMethod")
-    agreement_status: bool = Field(False, alias="agreementStatus")
-
-
-class AgreementCaptured(_IysModel):
-    """The PUT answer; İYS's schema spells the field ``aggrementCaptured``, its example ``agreementCaptured``."""
-
-    captured: bool = Field(validation_alias=AliasChoices("agreementCaptured", "aggrementCaptured"))
 
 
 #: ``{channel: {source: {approval, rejection, pending, total}}}``, summed over recipient types.

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from iys_provider.outbox import OutboxState
+from iys_provider.models import OutboxState
 
 #: İYS replays 7 days of movements; one day more, so a replayed movement is always recognised.
 MIN_CONSENT_EVENTS_RETENTION_DAYS = 8

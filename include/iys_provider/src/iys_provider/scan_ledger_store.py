@@ -16,8 +16,9 @@ from itertools import accumulate
 
 import psycopg
 
-from iys_provider.leavers import DEFAULT_MAX_LEAVER_SHARE, Forgotten
+from iys_provider.database import second_connection
 from iys_provider.leavers_store import forget_leavers
+from iys_provider.models import DEFAULT_MAX_LEAVER_SHARE, Forgotten, SourceUser
 from iys_provider.scan_claims_store import drop_claims
 from iys_provider.scan_ledger import (
     DEFAULT_MAX_BATCHES,
@@ -35,7 +36,7 @@ from iys_provider.scan_ledger import (
     batch_sizes,
     next_scan_step,
 )
-from iys_provider.user_source import SourceUser, UserSource, second_connection
+from iys_provider.user_source import UserSource
 
 OPEN_SCAN_SQL = """
 SELECT scan_id, batch_count, total_users FROM iys.initial_sync_scans

@@ -25,12 +25,15 @@ is fetched.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import psycopg
 from psycopg import errors, sql
 from psycopg.pq import TransactionStatus
+
+# A database helper the leavers operator and the scan share; imported from here too.
+from iys_provider.database import second_connection as second_connection
+from iys_provider.models import SourceUser
 
 DEFAULT_RECIPIENTS_SQL = "SELECT id::text AS user_id, phone, email FROM public.users"
 RECIPIENTS_SQL_VARIABLE = "iys_recipients_sql"
@@ -52,16 +55,6 @@ class SourceQueryError(ValueError):
 class SourceCounts(NamedTuple):
     users: int
     null_user_ids: int
-
-
-class SourceUser(NamedTuple):
-    """One row of the source query, in the column order every reading query selects."""
-
-    user_id: str | None
-    phone: object
-    email: object
-    recipient_type: object
-    digest: str
 
 
 def recipients_sql_variable(iys_conn_id: str) -> str:
@@ -97,14 +90,6 @@ def configured_user_source(
             else Variable.get(RECIPIENTS_SQL_VARIABLE, default=DEFAULT_RECIPIENTS_SQL)
         )
     return UserSource(recipients_sql, statement_timeout=statement_timeout)
-
-
-@contextmanager
-def second_connection(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    """Another autocommit connection to ``conn``'s database, with its parameters (as libpq reports them)."""
-    params = {o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val is not None}
-    with psycopg.connect(**params, autocommit=True) as other:
-        yield other
 
 
 class UserSource:

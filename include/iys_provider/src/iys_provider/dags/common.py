@@ -15,8 +15,10 @@ from iys_provider.hooks.iys import IysHook
 from iys_provider.operators.pool_check import (
     POOL_CHECK_TASK_ID,
     POOL_PROBE_TASK_ID,
+    POOL_WAIT_TASK_ID,
     IysCheckPoolOperator,
     IysPoolProbeOperator,
+    IysWaitForPoolOperator,
 )
 from iys_provider.user_source import RECIPIENTS_SQL_VARIABLE, recipients_sql_variable
 
@@ -150,21 +152,23 @@ class IysConcurrency:
         return args
 
     def guard(self, dag: DAG, first: Sequence[BaseOperator]) -> None:
-        """With a pool: a probe in it and a gate before ``first`` that fails the run fast if the pool is missing."""
+        """With a pool: a probe in it, a waiter and a gate before ``first`` that fail the run fast if the pool is missing."""
         if not self.pool:
             return
         last = [t for t in dag.tasks if not t.downstream_list]
         probe = IysPoolProbeOperator(
             task_id=POOL_PROBE_TASK_ID, pool=self.pool, priority_weight=1000, weight_rule="absolute"
         )
-        gate = IysCheckPoolOperator(
-            task_id=POOL_CHECK_TASK_ID,
+        wait = IysWaitForPoolOperator(
+            task_id=POOL_WAIT_TASK_ID,
             pool_name=self.pool,
             probe_task_id=probe.task_id,
+            gate_task_id=POOL_CHECK_TASK_ID,
             timeout_seconds=self.pool_check_seconds,
         )
+        gate = IysCheckPoolOperator(task_id=POOL_CHECK_TASK_ID, pool_name=self.pool, wait_task_id=wait.task_id)
         # The run's last tasks depend on the gate too, so a failed gate fails the run.
-        gate >> [*first, *last]
+        wait >> gate >> [*first, *last]
 
 
 def iys_dag(

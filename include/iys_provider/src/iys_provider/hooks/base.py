@@ -148,7 +148,7 @@ class IysBaseHook(BaseHook):
 
     @cached_property
     def session(self) -> requests.Session:
-        # Built by the HTTP provider's HttpHook: proxies, TLS verification, keep-alive adapter.
+        # Proxies, TLS verification and a keep-alive adapter, from the connection (hooks.transport).
         return open_session(self.iys_conn_id, self.settings)
 
     @cached_property

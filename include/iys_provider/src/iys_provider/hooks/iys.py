@@ -23,6 +23,8 @@ from iys_provider.hooks.base import IysBaseHook
 from iys_provider.hooks.responses import api_error, parse_body
 from iys_provider.models import (
     AddConsentResult,
+    AgreementCaptured,
+    AgreementInfo,
     BatchResultItem,
     BatchSubmission,
     Brand,
@@ -31,10 +33,10 @@ from iys_provider.models import (
     Consent,
     ConsentRecord,
     ConsentType,
+    DailyChangeSummaryResponse,
     MultiStatusResult,
     RecipientType,
 )
-from iys_provider.reconciliation import AgreementCaptured, AgreementInfo, DailyChangeSummaryResponse
 
 MAX_RECIPIENTS_PER_STATUS_CALL = 1000
 MAX_CONSENTS_PER_BATCH = 1000

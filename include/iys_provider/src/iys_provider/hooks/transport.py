@@ -1,15 +1,15 @@
-"""The İYS hook's HTTP session, built by the HTTP provider's :class:`HttpHook`.
+"""The İYS hook's HTTP session: one ``requests.Session`` per hook, configured from the connection.
 
 İYS whitelists source IPs, so its traffic usually leaves through a fixed egress proxy. The
-session comes from ``apache-airflow-providers-http``: :class:`HttpHook` parses the base URL,
-applies ``proxies`` and TLS verification (``verify_ssl``) and mounts its TCP keep-alive adapter,
-exactly as for an ``http`` connection. Three things differ from ``HttpHook.run()``, on purpose:
+session applies the connection's transport settings the way the HTTP provider's ``http``
+connection documents them: the base URL from host, schema and port (its scheme picks the
+adapter), the ``proxies`` extra, TLS verification (``verify_ssl``), and a TCP keep-alive adapter
+with HttpHook's keep-alive defaults. It differs from ``HttpHook.run()`` on purpose:
 
 * One session per hook, built once from the settings the hook already read: ``run()`` builds a
   new session and looks the connection up again for every request.
-* HttpHook sends every connection extra it does not know as an HTTP header; it is handed only
-  the transport extras (:data:`TRANSPORT_EXTRAS`), so ``iys_code``, ``brand_code``,
-  ``shared_state_conn_id`` … never leave the worker.
+* Only the transport extras (:data:`TRANSPORT_EXTRAS`) shape the session: HttpHook would send
+  every other extra (``iys_code``, ``brand_code``, ``shared_state_conn_id`` …) as an HTTP header.
 * No Basic auth (İYS takes a bearer token) and no ``check_response``: the hook's own request
   loop keeps ``Retry-After``, the error types, the rate limiter and the token logic.
 
@@ -19,23 +19,19 @@ connection's ``proxies`` extra takes precedence over them, as in ``HttpHook.run_
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
-
-# Imported with the hook, not on first use: the first session is built inside ``_send``, after
-# its rate-limiter slot is reserved, and a slow import there bunches the requests that follow.
-from airflow.providers.http.hooks.http import HttpHook
-from airflow.sdk import Connection
 from airflow.sdk.log import mask_secret
 from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
+
+from iys_provider.exceptions import IysError
 
 if TYPE_CHECKING:
     from iys_provider.hooks.settings import IysConnectionSettings
 
-#: The only extras HttpHook sees: it would send any other one as an HTTP header.
+#: The connection extras that shape the session; every other extra stays on the worker.
 TRANSPORT_EXTRAS = ("proxies", "verify_ssl")
 HEADERS = {"Accept": "application/json", "User-Agent": "iys-airflow-provider"}
 
@@ -52,18 +48,18 @@ class IysSession(requests.Session):
 
 
 def open_session(conn_id: str, settings: IysConnectionSettings) -> requests.Session:
-    """One keep-alive session for the İYS connection ``conn_id``, configured by HttpHook."""
-    transport_extra = {
-        name: getattr(settings, name) for name in TRANSPORT_EXTRAS if getattr(settings, name) is not None
-    }
-    for proxy in (transport_extra.get("proxies") or {}).values():
+    """One keep-alive session for the İYS connection ``conn_id``: its proxies, TLS verification and base URL."""
+    scheme = urlsplit(settings.base_url).scheme
+    if scheme not in ("http", "https"):
+        raise IysError(f"Connection {conn_id!r}: the base URL {settings.base_url!r} needs the scheme http or https.")
+    proxies = dict(settings.proxies or {})
+    for proxy in proxies.values():
         if password := urlsplit(proxy).password:
             mask_secret(password)
-    view = Connection(conn_id=conn_id, conn_type="http", host=settings.base_url, extra=json.dumps(transport_extra))
-    http = HttpHook(method="GET", http_conn_id=conn_id, adapter=_keep_alive_adapter())
-    http._set_base_url(view)
-    session = http._configure_session_from_extra(IysSession(), view, extra_options={})
-    session = http._configure_session_from_mount_adapters(session)
+    session = IysSession()
+    session.proxies = proxies
+    session.verify = settings.verify_ssl
+    session.mount(f"{scheme}://", _keep_alive_adapter())
     session.headers.update(HEADERS)
     return session
 

@@ -51,9 +51,10 @@ class IysPlugin(AirflowPlugin):
 def provider_registers_plugin(*, lazy_discover_providers: bool | None = None) -> bool:
     """Whether Airflow registers the plugin through the installed provider's info."""
     if lazy_discover_providers is None:
-        from airflow import settings
+        from airflow.sdk import conf
 
-        lazy_discover_providers = settings.LAZY_LOAD_PROVIDERS
+        # The option airflow.settings.LAZY_LOAD_PROVIDERS reads, with its default.
+        lazy_discover_providers = conf.getboolean("core", "lazy_discover_providers", fallback=True)
     if lazy_discover_providers:
         return False
     return any(ep.value == PROVIDER_INFO_ENTRY_POINT for ep in entry_points(group=PROVIDER_ENTRY_POINT_GROUP))
