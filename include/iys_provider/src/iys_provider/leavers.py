@@ -47,6 +47,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import TypedDict
+
+from iys_provider.models import StepKind
 
 #: More than this share of the known users leaving in one run is taken for a broken source query.
 DEFAULT_MAX_LEAVER_SHARE = 0.5
@@ -69,6 +72,24 @@ class Forgotten:
 
     def __add__(self, other: Forgotten) -> Forgotten:
         return Forgotten(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+class LeaversResult(TypedDict):
+    """Users forgotten, their links to addresses and their quarantined values removed."""
+
+    step: str
+    leavers: int
+    links_removed: int
+    quarantine_rows_removed: int
+
+
+def leavers_result(forgotten: Forgotten) -> LeaversResult:
+    return LeaversResult(
+        step=StepKind.LEAVERS.value,
+        leavers=forgotten.leavers,
+        links_removed=forgotten.links_removed,
+        quarantine_rows_removed=forgotten.quarantine_rows_removed,
+    )
 
 
 def parse_max_leaver_share(value: object) -> float:
