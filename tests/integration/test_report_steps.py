@@ -6,9 +6,9 @@ import json
 import pathlib
 
 import pytest
-from incremental_support import DAVE, OLD, add_update, make_feed_visible
+from incremental_support import DAVE, add_update, make_feed_visible, seed
 
-from tests_support import sim_control, task_states
+from tests_support import task_states
 
 TEST_DAGS = pathlib.Path(__file__).resolve().parents[1] / "extra_step_dags"
 WITH_A_COUNTING_STEP = "iys_incremental_sync_with_a_counting_step"
@@ -50,11 +50,7 @@ def report_xcom(run) -> dict:
 def _one_opt_out(sim, pg) -> None:
     """Dave holds ARAMA ONAY in İYS and withdraws it: the run pushes one RET (a figure of a known step)."""
     pg.execute("INSERT INTO public.users VALUES ('dave', '0532 111 00 04', 'dave@example.com')")
-    sim_control(
-        sim,
-        "seed",
-        {"consents": [{"recipient": DAVE, "type": "ARAMA", "status": "ONAY", "consentDate": OLD, "source": "HS_WEB"}]},
-    )
+    seed(sim, (DAVE, "ARAMA", "ONAY"))
     make_feed_visible(sim)
     add_update(pg, DAVE, "RET", type_="ARAMA")
 
