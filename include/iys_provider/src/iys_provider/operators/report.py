@@ -45,9 +45,9 @@ class IysSyncReportOperator(IysBaseOperator):
         recorded without any change here. Each step returns a small result naming its kind
         (:mod:`iys_provider.sync_runs` reads the figures it knows; it keeps any other result whole
         in ``details.other_steps``).
-    :param pull_task_ids: (older spelling) step tasks, as are ``new_users_task_id``, ``push_task_id``,
+    :param pull_task_ids: step tasks named one by one, as are ``new_users_task_id``, ``push_task_id``,
         ``batch_results_task_id``, ``leavers_task_id``, ``retention_task_id`` and ``approval_task_id``;
-        when any is given, the steps are these and ``step_task_ids``.
+        when any is given, the steps are these and ``step_task_ids`` (not every upstream task).
     """
 
     template_fields: Sequence[str] = (
