@@ -5,7 +5,8 @@ then per day compares İYS's summary with ours (:class:`IysCompareSummaryOperato
 İYS's hash job (:class:`~iys_provider.sensors.reconciliation.IysReconciliationHashSensor`),
 hashes our file and agrees or repairs (:class:`IysReconcileDayOperator`), and finally fails the
 run, naming every day not agreed, once all days are done (:class:`IysReconciliationReportOperator`).
-The rules are in :mod:`iys_provider.reconciliation`, the SQL in :mod:`iys_provider.reconciliation_store`.
+The rules are in :mod:`iys_provider.reconciliation`, the SQL in :mod:`iys_provider.reconciliation_store`,
+one day's hashing, agreement, repair and archive in :mod:`iys_provider.reconciliation_day`.
 """
 
 from __future__ import annotations
