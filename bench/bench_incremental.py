@@ -590,8 +590,12 @@ def facts(run: dict) -> list[str]:
         )
     push = run["push_result"]
     lines.append(
-        "* push: " + ", ".join(f"{k} {v:,}" for k, v in push.items() if v) + f"; sensor: {run['sensor_pokes']} "
-        f"poke(s), " + ", ".join(f"{k} {v:,}" for k, v in run["sensor_settled"].items() if v) + "."
+        "* push: "
+        + ", ".join(f"{k} {v:,}" for k, v in push.items() if isinstance(v, int) and v)
+        + f"; sensor: {run['sensor_pokes']} "
+        f"poke(s), "
+        + ", ".join(f"{k} {v:,}" for k, v in run["sensor_settled"].items() if isinstance(v, int) and v)
+        + "."
     )
     states = ", ".join(
         f"{s['state']}{'/' + s['error_code'] if s['error_code'] else ''} {s['rows']:,}"

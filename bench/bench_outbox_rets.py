@@ -115,7 +115,8 @@ def run(args: argparse.Namespace, dsn: str, sim_url: str) -> dict:
         pokes += 1
         result = sensor.poke(context={})
         for state, n in (result.xcom_value or {}).items():
-            sensor_settled[state] = sensor_settled.get(state, 0) + n
+            if isinstance(n, int):  # the counts, not the step's kind
+                sensor_settled[state] = sensor_settled.get(state, 0) + n
         if result.is_done:
             break
         time.sleep(0.5)  # batch_result_delay is 0: a result not yet complete is a matter of moments
@@ -269,7 +270,10 @@ def print_report(report: dict, problems: list[str]) -> None:
             "request rate, push + sensor",
             f"{report['overall_rate']} req/s of {report['rate_limit_per_second']:g} configured",
         ),
-        ("push returned", ", ".join(f"{k} {v:,}" for k, v in report["push_result"].items() if v) or "nothing"),
+        (
+            "push returned",
+            ", ".join(f"{k} {v:,}" for k, v in report["push_result"].items() if isinstance(v, int) and v) or "nothing",
+        ),
     ]
     print("\n| measure | value |")
     print("|---|---|")

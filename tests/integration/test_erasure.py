@@ -147,6 +147,7 @@ def test_leavers_are_erased_by_one_incremental_run(world):
     result = forget()
 
     assert result == {
+        "step": "leavers",
         "leavers": 50,
         "links_removed": before["user_recipients"],
         "quarantine_rows_removed": before["rejected_recipients"],
@@ -165,7 +166,7 @@ def test_leavers_are_erased_by_one_incremental_run(world):
     assert not pg.execute("SELECT 1 FROM iys.sendable WHERE recipient = ANY(%s)", (list(gone),)).fetchall()
 
     # The next run finds nobody new to forget.
-    assert forget() == {"leavers": 0, "links_removed": 0, "quarantine_rows_removed": 0}
+    assert forget() == {"step": "leavers", "leavers": 0, "links_removed": 0, "quarantine_rows_removed": 0}
 
 
 def test_a_source_that_returns_nobody_is_refused_and_nothing_is_deleted(world):
@@ -227,6 +228,7 @@ def test_a_rescan_forgets_the_users_it_no_longer_sees(airflow_db, world):
     assert run.state == "success"
     assert rows_for(pg, leavers) == dict.fromkeys(PER_USER_TABLES, 0)
     assert plan_xcom(run, "leavers") == {
+        "step": "leavers",
         "leavers": 30,
         "links_removed": before["user_recipients"],
         "quarantine_rows_removed": before["rejected_recipients"],

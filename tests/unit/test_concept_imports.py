@@ -26,9 +26,10 @@ CONCEPTS = {
         "consent_checks",
         "recipients",
     ),
-    "change feed": ("change_feed_store", "consent_store"),
-    "outbox": ("outbox", "outbox_store", "outbox_push", "outbox_approval"),
-    "reconciliation": ("reconciliation", "reconciliation_store"),
+    "change feed": ("change_feed_store", "change_feed_pull", "consent_store"),
+    "outbox": ("outbox", "outbox_store", "outbox_push", "outbox_approval", "outbox_settlement"),
+    "reconciliation": ("reconciliation", "reconciliation_store", "reconciliation_day"),
+    "run report": ("sync_runs", "sync_runs_store"),
     "limits": ("rate_control", "rate_control_store", "success_ratio", "success_ratio_store", "shared_state"),
     "people": ("user_source", "leavers", "leavers_store", "retention", "retention_store"),
     "shared": ("models", "exceptions", "database", "schema", "normalize", "business_days", "assets"),
@@ -44,6 +45,8 @@ CROSS_CONCEPT_CALLS = {
     ("scan_ledger_store", "leavers_store", "forget_leavers"),
     # The scan's snapshot is read from the brand's users.
     ("scan_ledger_store", "user_source", "UserSource"),
+    # A finished initial scan covers the feed up to its start: the pull's 7-day gap guard counts from it.
+    ("change_feed_pull", "scan_ledger_store", "last_finished_scan"),
 }
 
 

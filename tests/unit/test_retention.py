@@ -77,6 +77,7 @@ def test_the_operator_refuses_a_too_short_retention_before_it_connects_to_anythi
         task.execute(context={})
     # Keeping everything (the default) needs no connection either.
     assert IysApplyRetentionOperator(task_id="retention").execute(context={}) == {
+        "step": "retention",
         "consent_events_deleted": 0,
         "finished_updates_deleted": 0,
     }

@@ -69,3 +69,15 @@ def test_a_per_second_limit_on_a_download_is_waited_out_and_lowers_the_shared_ra
     stamp = io.BytesIO()
     assert hook.download_timestamp(day, stamp) == len(stamp.getvalue()) > 0
     assert hook.stats.rate_limited == 1 and hook.stats.retries == 1
+
+
+def test_a_revoked_token_on_a_download_is_refreshed_once_like_any_call(sim, day, pg):
+    hook = IysHook(max_attempts=1)  # the refresh is not a retry: one attempt is enough
+    hook.get_brands()
+    sim_control(sim, "revoke_tokens", {"refresh": True})
+    destination = io.BytesIO()
+    size = hook.download_daily_file(day, destination)
+    assert size == len(destination.getvalue()) > 0 and destination.getvalue().startswith(b"creationDate,")
+    assert hook.stats.by_status[401] == 1 and hook.stats.retries == 0
+    grants = [row[0] for row in pg.execute("SELECT grant_type FROM iys.token_requests ORDER BY id")]
+    assert grants == ["password", "refresh_token", "password"]

@@ -35,7 +35,13 @@ def test_counts_cover_every_poke_of_the_run(synced, pg):
     first = _opt_outs(sim, pg, "601")
     assert push()["submitted"] == 25
     poke = sensor.poke(context={"run_id": "night-1"})
-    assert poke.is_done and poke.xcom_value == {"sent": 25, "skipped": 0, "rejected": 0, "reopened": 0}
+    assert poke.is_done and poke.xcom_value == {
+        "step": "outbox_settlement",
+        "sent": 25,
+        "skipped": 0,
+        "rejected": 0,
+        "reopened": 0,
+    }
 
     # More rows settle on a later poke (a batch submitted by a retry of the push): the run's
     # figure grows; it is not just the last poke's.
@@ -50,6 +56,7 @@ def test_counts_cover_every_poke_of_the_run(synced, pg):
 
     # Another run's sensor reports only what it settled itself.
     assert IysBatchResultSensor(task_id="wait_for_batch_results").poke(context={"run_id": "night-2"}).xcom_value == {
+        "step": "outbox_settlement",
         "sent": 0,
         "skipped": 0,
         "rejected": 0,

@@ -142,5 +142,5 @@ def test_the_operator_applies_the_retention_to_the_brand_of_its_connection(sim, 
         task_id="retention", consent_events_retention_days="8", finished_updates_retention_days="None"
     ).execute(context={})
 
-    assert result == {"consent_events_deleted": 1, "finished_updates_deleted": 0}
+    assert result == {"step": "retention", "consent_events_deleted": 1, "finished_updates_deleted": 0}
     assert events(store) == ["other-brand-old", "recent"] and updates(store) == ["sent-old"]

@@ -122,3 +122,10 @@ class IysSuccessRatioGuardError(IysError):
         self.endpoint = endpoint
         self.ratio = ratio
         super().__init__(message)
+
+
+class IysStepFailure(IysError):
+    """A workflow step cannot succeed by being tried again (a lost feed window, a day İYS disagrees on).
+
+    The services raise it; their Airflow operators fail the task at once, without retries.
+    """

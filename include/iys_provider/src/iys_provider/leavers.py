@@ -46,10 +46,12 @@ deliberate mass departure through; a run after the source is fixed simply finds 
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 # Shared with the initial sync, so they live in models; imported from here too.
 from iys_provider.models import DEFAULT_MAX_LEAVER_SHARE as DEFAULT_MAX_LEAVER_SHARE
 from iys_provider.models import Forgotten as Forgotten
+from iys_provider.models import StepKind
 
 #: Leavers forgotten per transaction.
 DEFAULT_LEAVER_CHUNK_SIZE = 5000
@@ -57,6 +59,24 @@ DEFAULT_LEAVER_CHUNK_SIZE = 5000
 
 class TooManyLeaversError(ValueError):
     """Forgetting was refused by the safety rule; the message names the numbers and the override."""
+
+
+class LeaversResult(TypedDict):
+    """Users forgotten, their links to addresses and their quarantined values removed."""
+
+    step: str
+    leavers: int
+    links_removed: int
+    quarantine_rows_removed: int
+
+
+def leavers_result(forgotten: Forgotten) -> LeaversResult:
+    return LeaversResult(
+        step=StepKind.LEAVERS.value,
+        leavers=forgotten.leavers,
+        links_removed=forgotten.links_removed,
+        quarantine_rows_removed=forgotten.quarantine_rows_removed,
+    )
 
 
 def parse_max_leaver_share(value: object) -> float:

@@ -95,6 +95,22 @@ class ChangeStream(enum.StrEnum):
     HS = "HS"
 
 
+class StepKind(enum.StrEnum):
+    """What a step of a sync run did, named in its result (the ``step`` key of its XCom).
+
+    The run's report (:mod:`iys_provider.sync_runs`) reads each result's figures by its kind; a result
+    of a kind it does not know is kept whole in the run's details.
+    """
+
+    CHANGE_FEED_PULL = "change_feed_pull"
+    NEW_USERS = "new_users"
+    LEAVERS = "leavers"
+    APPROVAL = "approval"
+    OUTBOX_PUSH = "outbox_push"
+    OUTBOX_SETTLEMENT = "outbox_settlement"
+    RETENTION = "retention"
+
+
 def format_iys_datetime(value: datetime) -> str:
     """Render an aware datetime as İYS expects it: Turkey local time, second precision."""
     if value.tzinfo is None or value.utcoffset() is None:

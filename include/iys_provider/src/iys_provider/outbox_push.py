@@ -39,7 +39,7 @@ from iys_provider.exceptions import (
     IysTokenBlockedError,
 )
 from iys_provider.hooks.iys import MAX_CONSENTS_PER_BATCH, MAX_RECIPIENTS_PER_STATUS_CALL, IysHook
-from iys_provider.models import Consent
+from iys_provider.models import Consent, StepKind
 from iys_provider.normalize import mask_recipient
 from iys_provider.outbox import (
     ASK_SINGLE_STATUS,
@@ -87,6 +87,7 @@ class PushResult(TypedDict):
     single-status quota; ``expired_batches``: submitted rows reopened; ``waited``: sent after waiting
     for a consent date a little ahead of our clock; ``requeued``: failed rows put back in the queue)."""
 
+    step: str
     pending: int
     submitted: int
     sent: int
@@ -125,7 +126,7 @@ class OutboxPush:
 
     def run(self) -> PushResult:
         conn, settings = self.conn, self.settings
-        counts = PushResult(**dict.fromkeys(PushResult.__annotations__, 0))
+        counts = PushResult(**{**dict.fromkeys(PushResult.__annotations__, 0), "step": StepKind.OUTBOX_PUSH.value})
         self._checks_left = settings.max_status_checks
         brand_code = self.hook.brand_code
         counts["expired_batches"] = expire_submissions(

@@ -219,15 +219,9 @@ def build_incremental_sync_dag(
             trigger_rule="all_done",
             **conns,
         )
+        # The report records every task before it: a step added to this chain is in the row as it is.
         report = IysSyncReportOperator(
             task_id="report",
-            pull_task_ids=[p.task_id for p in pulls],
-            new_users_task_id=new_users.task_id,
-            push_task_id=push.task_id,
-            batch_results_task_id=wait.task_id,
-            leavers_task_id=leavers.task_id,
-            retention_task_id=retention_step.task_id,
-            approval_task_id=approval.task_id,
             ret_deadline_margin_hours="{{ params.ret_deadline_margin_hours }}",
             acknowledge_overdue_rets="{{ params.acknowledge_overdue_rets }}",
             **conns,

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from airflow.sdk import BaseHook
@@ -39,6 +39,8 @@ from iys_provider.models import TokenPair
 from iys_provider.rate_control import is_per_second_limit
 from iys_provider.shared_state import InProcessSharedState, PostgresSharedState, StoredToken, TokenSlot, utcnow
 from iys_provider.success_ratio import GUARDED_ENDPOINTS, TRANSPORT_ERROR_STATUS, RatioReading, guard_verdict
+
+T = TypeVar("T")
 
 TOKEN_ENDPOINT = "/oauth2/token"
 #: Refresh this long before the access token expires, so a long request never carries a dead token…
@@ -210,25 +212,41 @@ class IysBaseHook(BaseHook):
     ) -> Any:
         """One logical API call with retries; returns the decoded JSON body (or None when empty)."""
         data = json.dumps(json_body, ensure_ascii=False).encode() if json_body is not None else None
-        for attempt in self._retrying():
-            with attempt, self._success_ratio_watch(endpoint):
-                response = self._send_authorised(method, path, data=data, params=params)
-                if response.status_code == 404 and not_found_is_empty:
-                    return None
-                if response.status_code in expected or response.status_code == 204:
-                    return decode_body(response, endpoint, allow_empty=allow_empty or response.status_code == 204)
-                raise api_error(response, endpoint)
+
+        def attempt() -> Any:
+            response = self._send_authorised(method, path, data=data, params=params)
+            if response.status_code == 404 and not_found_is_empty:
+                return None
+            if response.status_code in expected or response.status_code == 204:
+                return decode_body(response, endpoint, allow_empty=allow_empty or response.status_code == 204)
+            raise api_error(response, endpoint)
+
+        return self._with_retries(endpoint, attempt)
+
+    def _with_retries(self, endpoint: str, attempt: Callable[[], T]) -> T:
+        """``attempt`` (one request and the reading of its answer) until it succeeds or the retries are spent;
+        each try is counted in the success ratio, and refused while the ratio guards ``endpoint``."""
+        for retry in self._retrying():
+            with retry, self._success_ratio_watch(endpoint):
+                return attempt()
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def _send_authorised(
-        self, method: str, path: str, *, data: bytes | None, params: dict[str, Any] | None
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         token = self._access_token()
-        response = self._send(method, path, data=data, params=params, token=token)
+        response = self._send(method, path, data=data, params=params, token=token, stream=stream)
         if response.status_code == 401:
             # Expired or revoked token (H351): refresh once, shared with every other worker.
+            response.close()
             self._discard_token(token)
-            response = self._send(method, path, data=data, params=params, token=self._access_token())
+            response = self._send(method, path, data=data, params=params, token=self._access_token(), stream=stream)
         return response
 
     def _send(

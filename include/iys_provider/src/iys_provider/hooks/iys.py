@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing
 from datetime import date
 from typing import Any, BinaryIO
-
-import requests
 
 from iys_provider.exceptions import IysMalformedResponseError
 from iys_provider.hooks.base import IysBaseHook
@@ -291,33 +289,20 @@ class IysHook(IysBaseHook):
 
     def _download(self, path: str, destination: BinaryIO, *, endpoint: str) -> int | None:
         """One GET streamed to ``destination``, with the retries, token, rate slot and ledger of ``_call``."""
-        for attempt in self._retrying():
-            with attempt, self._success_ratio_watch(endpoint):
-                destination.seek(0)
-                destination.truncate()
-                with self._open_download(path) as response:
-                    if response.status_code == 204:
-                        return None
-                    if response.status_code != 200:
-                        raise api_error(response, endpoint)
-                    size = 0
-                    for block in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
-                        destination.write(block)
-                        size += len(block)
-                    destination.flush()
-                    return size
-        raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    @contextmanager
-    def _open_download(self, path: str) -> Iterator[requests.Response]:
-        """A streamed, authorised GET: one rate slot per request, a 401 refreshes the token once."""
-        token = self._access_token()
-        response = self._send("GET", path, token=token, stream=True)
-        if response.status_code == 401:
-            response.close()
-            self._discard_token(token)
-            response = self._send("GET", path, token=self._access_token(), stream=True)
-        try:
-            yield response
-        finally:
-            response.close()
+        def attempt() -> int | None:
+            destination.seek(0)  # a retried download starts the destination over
+            destination.truncate()
+            with closing(self._send_authorised("GET", path, stream=True)) as response:
+                if response.status_code == 204:
+                    return None
+                if response.status_code != 200:
+                    raise api_error(response, endpoint)
+                size = 0
+                for block in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
+                    destination.write(block)
+                    size += len(block)
+                destination.flush()
+                return size
+
+        return self._with_retries(endpoint, attempt)

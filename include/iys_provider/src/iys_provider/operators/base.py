@@ -1,4 +1,4 @@
-"""What every İYS operator shares: the two connections, migrations, and masked progress logs."""
+"""What every İYS operator and sensor shares: the two connections, migrations, and failing without retries."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 
 import psycopg
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from iys_provider.database import iys_database
+from iys_provider.exceptions import IysStepFailure
 from iys_provider.hooks.iys import IysHook
 
 DEFAULT_POSTGRES_CONN_ID = "iys_postgres"
@@ -19,7 +21,40 @@ DEFAULT_POSTGRES_CONN_ID = "iys_postgres"
 IYS_POOL = "iys_api"
 
 
-class IysBaseOperator(BaseOperator):
+class IysConnections:
+    """The İYS hook and the database connection of a task: what every İYS operator and sensor shares.
+
+    A task class calls :meth:`_use_connections` from its ``__init__``; :meth:`database` then opens
+    the migrated connection and closes it, and the hook this task created, on every way out.
+    """
+
+    iys_conn_id: str
+    postgres_conn_id: str
+    hook_params: dict[str, Any]
+    log: Any
+
+    def _use_connections(self, iys_conn_id: str, postgres_conn_id: str, hook_params: dict[str, Any] | None) -> None:
+        self.iys_conn_id = iys_conn_id
+        self.postgres_conn_id = postgres_conn_id
+        self.hook_params = dict(hook_params or {})
+
+    @cached_property
+    def iys_hook(self) -> IysHook:
+        return IysHook(iys_conn_id=self.iys_conn_id, **self.hook_params)
+
+    @contextmanager
+    def database(self) -> Iterator[psycopg.Connection]:
+        """The task's database connection (migrated, autocommit); closes it and the İYS hook on exit."""
+        with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
+            yield conn
+
+    def _close_hook(self) -> None:
+        # Only a hook this task actually created; a later call (the next poke) reopens its session itself.
+        if "iys_hook" in self.__dict__:
+            self.iys_hook.close()
+
+
+class IysBaseOperator(IysConnections, BaseOperator):
     """Base of the İYS operators.
 
     :param iys_conn_id: the ``iys`` connection (API URL, credentials, İYS and brand codes).
@@ -41,23 +76,16 @@ class IysBaseOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.iys_conn_id = iys_conn_id
-        self.postgres_conn_id = postgres_conn_id
-        self.hook_params = dict(hook_params or {})
+        self._use_connections(iys_conn_id, postgres_conn_id, hook_params)
 
-    @cached_property
-    def iys_hook(self) -> IysHook:
-        return IysHook(iys_conn_id=self.iys_conn_id, **self.hook_params)
 
-    @contextmanager
-    def database(self) -> Iterator[psycopg.Connection]:
-        """The task's database connection (migrated, autocommit); closes it and the İYS hook on exit."""
-        with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
-            yield conn
-
-    def _close_hook(self) -> None:
-        if "iys_hook" in self.__dict__:  # only a hook this task actually created
-            self.iys_hook.close()
+@contextmanager
+def failing_without_retries() -> Iterator[None]:
+    """A service's :class:`~iys_provider.exceptions.IysStepFailure` fails the task at once: a retry would repeat it."""
+    try:
+        yield
+    except IysStepFailure as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def truthy(value: object) -> bool:

@@ -29,13 +29,14 @@ from iys_provider.hooks.iys import MAX_RECIPIENTS_PER_STATUS_CALL
 from iys_provider.leavers import (
     DEFAULT_MAX_LEAVER_SHARE,
     Forgotten,
+    LeaversResult,
     TooManyLeaversError,
+    leavers_result,
     parse_max_leaver_share,
     refusal,
 )
 from iys_provider.leavers_store import known_users
 from iys_provider.operators.base import IysBaseOperator, truthy
-from iys_provider.operators.leavers import LeaversResult, leavers_result
 from iys_provider.scan_ledger import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_BATCHES,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypedDict
+from typing import Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -11,8 +11,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from iys_provider.leavers import (
     DEFAULT_LEAVER_CHUNK_SIZE,
     DEFAULT_MAX_LEAVER_SHARE,
-    Forgotten,
+    LeaversResult,
     TooManyLeaversError,
+    leavers_result,
     parse_max_leaver_share,
 )
 from iys_provider.leavers_store import forget_leavers
@@ -21,22 +22,6 @@ from iys_provider.scan_ledger_store import initial_sync_done
 from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source, second_connection
 
 __all__ = ["IysForgetLeaversOperator", "LeaversResult"]
-
-
-class LeaversResult(TypedDict):
-    """Users forgotten, their links to addresses and their quarantined values removed."""
-
-    leavers: int
-    links_removed: int
-    quarantine_rows_removed: int
-
-
-def leavers_result(forgotten: Forgotten) -> LeaversResult:
-    return LeaversResult(
-        leavers=forgotten.leavers,
-        links_removed=forgotten.links_removed,
-        quarantine_rows_removed=forgotten.quarantine_rows_removed,
-    )
 
 
 class IysForgetLeaversOperator(IysBaseOperator):

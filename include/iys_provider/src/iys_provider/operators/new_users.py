@@ -9,10 +9,10 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from iys_provider.consent_checks import check_users_in_chunks
-from iys_provider.database import iys_database
+from iys_provider.models import StepKind
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.scan_ledger_store import initial_sync_done
-from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source
+from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source, second_connection
 
 __all__ = ["IysCheckNewUsersOperator", "NewUsersResult"]
 
@@ -20,6 +20,7 @@ __all__ = ["IysCheckNewUsersOperator", "NewUsersResult"]
 class NewUsersResult(TypedDict):
     """Users checked in this run, addresses quarantined, consents whose status changed, İYS requests made."""
 
+    step: str
     users_checked: int
     quarantined: int
     status_changes: int
@@ -76,7 +77,7 @@ class IysCheckNewUsersOperator(IysBaseOperator):
             )
             # The changed users stream through a server-side cursor in a read-only transaction, which
             # stays open while each chunk is committed: that takes a second connection.
-            with iys_database(self.postgres_conn_id) as reader:
+            with second_connection(writer) as reader:
                 outcome = check_users_in_chunks(
                     self.iys_hook,
                     writer,
@@ -94,6 +95,7 @@ class IysCheckNewUsersOperator(IysBaseOperator):
             outcome.status_changes,
         )
         return NewUsersResult(
+            step=StepKind.NEW_USERS.value,
             users_checked=outcome.users,
             quarantined=outcome.quarantined,
             status_changes=outcome.status_changes,

@@ -11,6 +11,7 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from iys_provider.models import StepKind
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.outbox_approval import (
     DEFAULT_MAX_SHARE,
@@ -38,6 +39,7 @@ class ApprovalResult(TypedDict):
     """``held``: updates held for a person this run (0: the volume was usual, nobody was asked);
     ``released``: of those, approved and back in the queue."""
 
+    step: str
     held: int
     released: int
     responded_by: str | None
@@ -95,7 +97,7 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
             reason = unusual_volume(volume, thresholds)
             if reason is None:
                 self.log.info("Outbox: %d updates to send, within the approval thresholds", volume.updates)
-                return ApprovalResult(held=0, released=0, responded_by=None)
+                return ApprovalResult(step=StepKind.APPROVAL.value, held=0, released=0, responded_by=None)
             held = hold_unapproved(conn, brand_code, run_id)
             sample = held_sample(conn, brand_code, run_id, SAMPLE_SIZE)
         self.subject, self.body = approval_request(volume, reason, sample, brand_code)
@@ -119,7 +121,7 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
             if answer["chosen_options"] == [APPROVE]:
                 released = release_held(conn, brand_code, run_id, approved_by=by)
                 self.log.info("%s approved: %d held updates go to İYS in this run", by, released)
-                return ApprovalResult(held=released, released=released, responded_by=by)
+                return ApprovalResult(step=StepKind.APPROVAL.value, held=released, released=released, responded_by=by)
             kept = mark_not_approved(conn, brand_code, run_id, detail=f"{by} rejected the volume in run {run_id}"[:500])
         raise AirflowFailException(
             f"{by} rejected sending the outbox: {kept} updates stay held (code NOT_APPROVED) and unsent; the next "

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any
 
 from airflow.sdk import Asset, Context
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
@@ -14,75 +13,13 @@ from iys_provider.assets import CONSENTS_ASSET
 from iys_provider.consent_store import record_sendable_counts
 from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, overdue_days, watch_ret_deadlines
 from iys_provider.operators.base import IysBaseOperator, truthy
-from iys_provider.operators.changes import PullResult
-from iys_provider.operators.leavers import LeaversResult
-from iys_provider.operators.new_users import NewUsersResult
-from iys_provider.operators.retention import RetentionResult
-from iys_provider.outbox_push import PushResult
 from iys_provider.outbox_store import acknowledge_rets, acknowledged_rets, held_updates, unsent_rets_by_day
-from iys_provider.sensors.batch_results import BatchResultsSummary
+from iys_provider.sync_runs import RunDetails, RunFigures, SyncReport, run_details, run_figures, step_results
+from iys_provider.sync_runs_store import record_sync_run
 
-INSERT_RUN_SQL = """
-INSERT INTO iys.sync_runs (run_id, brand_code, dag_id, started_at, pulled_iys, pulled_hs, applied, ignored_stale,
-                           new_users_checked, pushed, skipped, rejected, failed, feed_lag_seconds, details,
-                           unsent_rets, rets_due_within_24h, oldest_unsent_ret_deadline,
-                           success_ratio_24h, calls_24h, client_errors_24h, leavers)
-VALUES (%(run_id)s, %(brand)s, %(dag_id)s, %(started_at)s, %(pulled_iys)s, %(pulled_hs)s, %(applied)s,
-        %(ignored_stale)s, %(new_users_checked)s, %(pushed)s, %(skipped)s, %(rejected)s, %(failed)s,
-        %(feed_lag_seconds)s, %(details)s::jsonb, %(unsent_rets)s, %(rets_due_within_24h)s,
-        %(oldest_unsent_ret_deadline)s, %(success_ratio_24h)s, %(calls_24h)s, %(client_errors_24h)s, %(leavers)s)
-ON CONFLICT (run_id, brand_code, dag_id) DO UPDATE
-   SET finished_at = now(), pulled_iys = EXCLUDED.pulled_iys, pulled_hs = EXCLUDED.pulled_hs,
-       applied = EXCLUDED.applied, ignored_stale = EXCLUDED.ignored_stale,
-       new_users_checked = EXCLUDED.new_users_checked, pushed = EXCLUDED.pushed, skipped = EXCLUDED.skipped,
-       rejected = EXCLUDED.rejected, failed = EXCLUDED.failed, feed_lag_seconds = EXCLUDED.feed_lag_seconds,
-       details = EXCLUDED.details, unsent_rets = EXCLUDED.unsent_rets,
-       rets_due_within_24h = EXCLUDED.rets_due_within_24h,
-       oldest_unsent_ret_deadline = EXCLUDED.oldest_unsent_ret_deadline,
-       success_ratio_24h = EXCLUDED.success_ratio_24h, calls_24h = EXCLUDED.calls_24h,
-       client_errors_24h = EXCLUDED.client_errors_24h, leavers = EXCLUDED.leavers
-"""
+__all__ = ["IysAnnounceConsentChangesOperator", "IysSyncReportOperator", "RunDetails", "RunFigures", "SyncReport"]
+
 FAILED_STATES = {"failed", "upstream_failed"}
-
-
-class RunFigures(TypedDict):
-    """The columns of ``iys.sync_runs`` a run fills from its steps' results."""
-
-    pulled_iys: int
-    pulled_hs: int
-    applied: int
-    ignored_stale: int
-    new_users_checked: int
-    pushed: int
-    skipped: int
-    rejected: int
-    failed: int
-    feed_lag_seconds: int | None
-    leavers: int
-
-
-class RunDetails(TypedDict):
-    """``iys.sync_runs.details``."""
-
-    consent_changes: int
-    submitted: int
-    left_pending: int
-    batches_reopened: int
-    movements_held: int
-    quarantined: int
-    requests: int
-    failed_steps: list[str]
-    overdue_rets: int
-    acknowledged_rets: int
-    held_for_approval: int
-    links_removed: int
-    quarantine_rows_removed: int
-    consent_events_deleted: int
-    finished_updates_deleted: int
-
-
-class SyncReport(RunFigures, RunDetails):
-    """What the report task returns (its XCom): the run's figures and details together."""
 
 
 class IysSyncReportOperator(IysBaseOperator):
@@ -103,12 +40,14 @@ class IysSyncReportOperator(IysBaseOperator):
     :param ret_deadline_margin_hours: alarm margin before a RET's legal deadline (templated).
     :param acknowledge_overdue_rets: acknowledge the RETs past their deadline before the watch
         looks (templated; a string "true" counts).
-    :param approval_task_id: the :class:`~iys_provider.operators.outbox_approval.IysApproveUnusualVolumeOperator`
-        task: the run fails when it did (a rejection or no answer). The row records the held updates.
-    :param leavers_task_id: the :class:`~iys_provider.operators.leavers.IysForgetLeaversOperator`
-        task, whose counts the row records.
-    :param retention_task_id: the :class:`~iys_provider.operators.retention.IysApplyRetentionOperator`
-        task, whose deletions ``details`` records.
+    :param step_task_ids: the steps whose results the row records and whose failure fails the run;
+        default: every task upstream of this one, so a step added to the DAG before the report is
+        recorded without any change here. Each step returns a small result naming its kind
+        (:mod:`iys_provider.sync_runs` reads the figures it knows; it keeps any other result whole
+        in ``details.other_steps``).
+    :param pull_task_ids: step tasks named one by one, as are ``new_users_task_id``, ``push_task_id``,
+        ``batch_results_task_id``, ``leavers_task_id``, ``retention_task_id`` and ``approval_task_id``;
+        when any is given, the steps are these and ``step_task_ids`` (not every upstream task).
     """
 
     template_fields: Sequence[str] = (
@@ -120,7 +59,8 @@ class IysSyncReportOperator(IysBaseOperator):
     def __init__(
         self,
         *,
-        pull_task_ids: Sequence[str],
+        step_task_ids: Sequence[str] | None = None,
+        pull_task_ids: Sequence[str] = (),
         new_users_task_id: str | None = None,
         push_task_id: str | None = None,
         batch_results_task_id: str | None = None,
@@ -134,61 +74,26 @@ class IysSyncReportOperator(IysBaseOperator):
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.ret_deadline_margin_hours = ret_deadline_margin_hours
-        self.pull_task_ids = list(pull_task_ids)
-        self.new_users_task_id = new_users_task_id
-        self.push_task_id = push_task_id
-        self.batch_results_task_id = batch_results_task_id
-        self.leavers_task_id = leavers_task_id
-        self.retention_task_id = retention_task_id
-        self.approval_task_id = approval_task_id
+        named = (
+            new_users_task_id,
+            leavers_task_id,
+            approval_task_id,
+            push_task_id,
+            batch_results_task_id,
+            retention_task_id,
+        )
+        self.step_task_ids = [*(step_task_ids or ()), *pull_task_ids, *(t for t in named if t)] or None
         self.acknowledge_overdue_rets = acknowledge_overdue_rets
 
     def execute(self, context: Context) -> SyncReport:
         ti = context["ti"]
-
-        def result(task_id: str | None) -> Any:
-            return (ti.xcom_pull(task_ids=task_id) or {}) if task_id else {}
-
-        pulls: dict[str, PullResult] = {r["stream"]: r for r in map(result, self.pull_task_ids) if r}
-        new_users: NewUsersResult | dict = result(self.new_users_task_id)
-        push: PushResult | dict = result(self.push_task_id)
-        settled: BatchResultsSummary | dict = result(self.batch_results_task_id)
-        leavers: LeaversResult | dict = result(self.leavers_task_id)
-        retention: RetentionResult | dict = result(self.retention_task_id)
-        lags = [r["feed_lag_seconds"] for r in pulls.values() if r.get("feed_lag_seconds") is not None]
-        summary = RunFigures(
-            pulled_iys=pulls.get("IYS", {}).get("pulled", 0),
-            pulled_hs=pulls.get("HS", {}).get("pulled", 0),
-            applied=sum(r.get("applied", 0) for r in pulls.values()),
-            ignored_stale=sum(r.get("ignored_stale", 0) for r in pulls.values()),
-            new_users_checked=new_users.get("users_checked", 0),
-            pushed=push.get("sent", 0) + settled.get("sent", 0),
-            skipped=push.get("skipped", 0) + settled.get("skipped", 0),
-            rejected=push.get("rejected", 0) + settled.get("rejected", 0),
-            failed=push.get("failed", 0),
-            feed_lag_seconds=max(lags) if lags else None,
-            leavers=leavers.get("leavers", 0),
-        )
-        consent_changes = summary["applied"] + new_users.get("status_changes", 0) + summary["pushed"]
-        states = self._step_states(context)
-        failed_steps = sorted(task for task, state in states.items() if state in FAILED_STATES)
-        details = RunDetails(
-            consent_changes=consent_changes,
-            submitted=push.get("submitted", 0),
-            left_pending=push.get("pending", 0) + push.get("deferred", 0),
-            batches_reopened=push.get("expired_batches", 0) + settled.get("reopened", 0),
-            movements_held=sum(r.get("held", 0) for r in pulls.values()),
-            quarantined=new_users.get("quarantined", 0),
-            requests=new_users.get("requests", 0),
-            failed_steps=failed_steps,
-            overdue_rets=0,
-            acknowledged_rets=0,
-            held_for_approval=0,
-            links_removed=leavers.get("links_removed", 0),
-            quarantine_rows_removed=leavers.get("quarantine_rows_removed", 0),
-            consent_events_deleted=retention.get("consent_events_deleted", 0),
-            finished_updates_deleted=retention.get("finished_updates_deleted", 0),
-        )
+        step_ids = self._step_task_ids()
+        results = step_results({task_id: ti.xcom_pull(task_ids=task_id) for task_id in step_ids})
+        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=step_ids, run_ids=[ti.run_id])
+        failed_steps = [task for task, state in states.get(ti.run_id, {}).items() if str(state) in FAILED_STATES]
+        summary = run_figures(results)
+        details = run_details(results, failed_steps=failed_steps)
+        failed_steps = details["failed_steps"]
         brand_code = self.iys_hook.brand_code
         dag_run = context["dag_run"]
         with self.database() as conn:
@@ -204,22 +109,20 @@ class IysSyncReportOperator(IysBaseOperator):
             details["acknowledged_rets"] = acknowledged_rets(conn, brand_code)
             details["held_for_approval"] = held_updates(conn, brand_code)
             ratio = self.iys_hook.success_ratio_24h()  # İYS's whitelist rule, counted in the shared state
-            conn.execute(
-                INSERT_RUN_SQL,
-                {
-                    **summary,
-                    "run_id": dag_run.run_id,
-                    "brand": brand_code,
-                    "dag_id": dag_run.dag_id,
-                    "started_at": getattr(dag_run, "start_date", None) or datetime.now(UTC),
-                    "details": json.dumps(details),
-                    "unsent_rets": watch.unsent,
-                    "rets_due_within_24h": watch.due_within_24h,
-                    "oldest_unsent_ret_deadline": watch.earliest_deadline,
-                    "success_ratio_24h": ratio.ratio,
-                    "calls_24h": ratio.calls,
-                    "client_errors_24h": ratio.client_errors,
-                },
+            record_sync_run(
+                conn,
+                run_id=dag_run.run_id,
+                brand_code=brand_code,
+                dag_id=dag_run.dag_id,
+                started_at=getattr(dag_run, "start_date", None) or datetime.now(UTC),
+                figures=summary,
+                details=details,
+                unsent_rets=watch.unsent,
+                rets_due_within_24h=watch.due_within_24h,
+                oldest_unsent_ret_deadline=watch.earliest_deadline,
+                success_ratio_24h=ratio.ratio,
+                calls_24h=ratio.calls,
+                client_errors_24h=ratio.client_errors,
             )
         self.log.info(
             "İYS sync summary (brand %s): pulled IYS %d / HS %d, applied %d, ignored as stale %d, new users "
@@ -271,23 +174,10 @@ class IysSyncReportOperator(IysBaseOperator):
         )
         self.log.warning("%s acknowledged %d opt-outs (RET) past their legal deadline; the rows stay", by, count)
 
-    def _step_states(self, context) -> dict[str, str]:
-        ti = context["ti"]
-        task_ids = [
-            t
-            for t in (
-                *self.pull_task_ids,
-                self.new_users_task_id,
-                self.leavers_task_id,
-                self.approval_task_id,
-                self.push_task_id,
-                self.batch_results_task_id,
-                self.retention_task_id,
-            )
-            if t
-        ]
-        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=task_ids, run_ids=[ti.run_id])
-        return {task: str(state) for task, state in states.get(ti.run_id, {}).items()}
+    def _step_task_ids(self) -> list[str]:
+        if self.step_task_ids is not None:
+            return list(self.step_task_ids)
+        return sorted(self.get_flat_relative_ids(upstream=True))
 
 
 class IysAnnounceConsentChangesOperator(IysBaseOperator):

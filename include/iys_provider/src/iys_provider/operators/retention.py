@@ -7,6 +7,7 @@ from typing import Any, TypedDict
 
 from airflow.sdk import Context
 
+from iys_provider.models import StepKind
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.retention import DEFAULT_RETENTION_CHUNK_SIZE, RetentionPolicy
 from iys_provider.retention_store import apply_retention
@@ -17,6 +18,7 @@ __all__ = ["IysApplyRetentionOperator", "RetentionResult"]
 class RetentionResult(TypedDict):
     """Rows deleted: change-feed events, and outbox rows in a final state."""
 
+    step: str
     consent_events_deleted: int
     finished_updates_deleted: int
 
@@ -61,7 +63,7 @@ class IysApplyRetentionOperator(IysBaseOperator):
         )
         if policy.keeps_everything:
             self.log.info("Retention: everything is kept (no retention days set); nothing deleted")
-            return RetentionResult(consent_events_deleted=0, finished_updates_deleted=0)
+            return RetentionResult(step=StepKind.RETENTION.value, consent_events_deleted=0, finished_updates_deleted=0)
         brand_code = self.iys_hook.brand_code
         with self.database() as conn:
             outcome = apply_retention(conn, brand_code=brand_code, policy=policy, chunk_size=self.chunk_size)
@@ -71,6 +73,7 @@ class IysApplyRetentionOperator(IysBaseOperator):
             _described("settled outbox rows", outcome.finished_updates_deleted, policy.finished_updates_days),
         )
         return RetentionResult(
+            step=StepKind.RETENTION.value,
             consent_events_deleted=outcome.consent_events_deleted,
             finished_updates_deleted=outcome.finished_updates_deleted,
         )

@@ -5,16 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from iys_provider.database import iys_database
 from iys_provider.exceptions import IysApiError
 from iys_provider.hooks.iys import IysHook
-from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID
+from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IysConnections, failing_without_retries
 from iys_provider.reconciliation import (
     DEFAULT_MAX_WAIT,
     SETTLED,
@@ -25,10 +23,11 @@ from iys_provider.reconciliation import (
     summary_total,
     waiting_reason,
 )
+from iys_provider.reconciliation_day import ensure_in_window, parse_report_date
 from iys_provider.reconciliation_store import read_reconciliation, save_reconciliation
 
 
-class IysReconciliationHashSensor(BaseSensorOperator):
+class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
     """Poke ``GET …/agreements/{reportDate}`` until İYS's hash of the day is ``completed``.
 
     The first call starts İYS's job (``queued`` → ``inprogress`` → ``completed``). What each answer
@@ -66,22 +65,11 @@ class IysReconciliationHashSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self._use_connections(iys_conn_id, postgres_conn_id, hook_params)
         self.report_date = report_date
-        self.iys_conn_id = iys_conn_id
-        self.postgres_conn_id = postgres_conn_id
         self.max_wait_minutes = max_wait_minutes
-        self.hook_params = dict(hook_params or {})
         self.clock = clock
         self._run_id_outside_a_run = f"adhoc-{uuid.uuid4()}"
-
-    @cached_property
-    def iys_hook(self) -> IysHook:
-        return IysHook(iys_conn_id=self.iys_conn_id, **self.hook_params)
-
-    def _close_hook(self) -> None:
-        if "iys_hook" in self.__dict__:
-            self.iys_hook.close()
-            del self.__dict__["iys_hook"]
 
     def _max_wait(self) -> timedelta:
         try:
@@ -93,13 +81,12 @@ class IysReconciliationHashSensor(BaseSensorOperator):
         return timedelta(minutes=minutes)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from iys_provider.operators.reconciliation import ensure_in_window, parse_report_date
-
-        day = parse_report_date(self.report_date)
-        ensure_in_window(day)
+        with failing_without_retries():
+            day = parse_report_date(self.report_date)
+            ensure_in_window(day)
         max_wait = self._max_wait()
         run_id = str(context.get("run_id") or self._run_id_outside_a_run)
-        with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
+        with self.database() as conn:
             brand_code = self.iys_hook.brand_code
             row = read_reconciliation(conn, brand_code, day) or {}
             if row.get("status") in SETTLED and row.get("hash_iys"):
