@@ -10,12 +10,12 @@ from typing import Any
 import psycopg
 from airflow.sdk import BaseOperator
 
+from iys_provider.config import DEFAULT_POSTGRES_CONN_ID
 from iys_provider.database import iys_database
 from iys_provider.hooks.iys import IysHook
 
-DEFAULT_POSTGRES_CONN_ID = "iys_postgres"
 #: The pool name the README suggests when İYS work should share a budget across DAGs. No task
-#: uses a pool unless one is configured (``IYS_POOL``, see :mod:`iys_provider.dags.common`).
+#: uses a pool unless one is configured (``[iys] pool``, see :mod:`iys_provider.config`).
 IYS_POOL = "iys_api"
 
 
@@ -58,10 +58,3 @@ class IysBaseOperator(BaseOperator):
     def _close_hook(self) -> None:
         if "iys_hook" in self.__dict__:  # only a hook this task actually created
             self.iys_hook.close()
-
-
-def truthy(value: object) -> bool:
-    """A templated flag: Params rendered without native objects arrive as strings."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)

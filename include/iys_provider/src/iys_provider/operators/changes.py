@@ -20,6 +20,7 @@ from iys_provider.change_feed_store import (
 from iys_provider.models import ChangeMovement, ChangePage, ChangeStream, is_documented
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.scan_ledger_store import last_finished_scan
+from iys_provider.templating import as_int
 
 #: İYS serves 7 days minus one hour of movements; fail well before that horizon.
 DEFAULT_MAX_PULL_GAP_HOURS = 6 * 24
@@ -160,7 +161,7 @@ class IysPullChangesOperator(IysBaseOperator):
             self.log.info("First pull of the %s stream: İYS serves the last 7 days of movements", stream.value)
             return
         gap = datetime.now(UTC) - covered_until
-        limit = timedelta(hours=int(self.max_pull_gap_hours))
+        limit = timedelta(hours=as_int(self.max_pull_gap_hours, "max_pull_gap_hours"))
         if gap > limit:
             raise AirflowFailException(
                 f"The {stream.value} change stream was last pulled completely at {covered_until:%Y-%m-%d %H:%M %Z} "

@@ -61,6 +61,7 @@ from iys_provider.reconciliation_store import (
     save_reconciliation,
     stream_day_file,
 )
+from iys_provider.templating import as_optional_str
 
 #: Blocks copied to the archive.
 COPY_CHUNK_BYTES = 1 << 20
@@ -158,8 +159,9 @@ class IysPlanReconciliationOperator(IysBaseOperator):
 
     def execute(self, context: Context) -> list[str]:
         now = datetime.now(UTC)
-        if self.report_date not in (None, "", "None"):
-            day = parse_report_date(self.report_date)
+        report_date = as_optional_str(self.report_date)
+        if report_date is not None:
+            day = parse_report_date(report_date)
             reason = outside_window_reason(day, now, days=self.window_days)
             if reason:
                 raise AirflowFailException(f"Not reconciling {day}: {reason}")
