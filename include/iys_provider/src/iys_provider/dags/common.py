@@ -9,7 +9,15 @@ from typing import Any
 from airflow.sdk import DAG, Asset, BaseOperator, CronTriggerTimetable, Param
 
 from iys_provider.assets import CONSENTS_ASSET, consents_asset
-from iys_provider.config import DEFAULT_POSTGRES_CONN_ID, TIMEZONE, IysSettings, load_settings, parse_connection_ids
+from iys_provider.config import (
+    DEFAULT_POSTGRES_CONN_ID,
+    TIMEZONE,
+    IysSettings,
+    connection_environment_variable,
+    load_settings,
+    parse_connection_ids,
+    variable_environment_variable,
+)
 from iys_provider.hooks.iys import IysHook
 from iys_provider.operators.pool_check import (
     POOL_CHECK_TASK_ID,
@@ -61,10 +69,12 @@ class IysBrand:
         """``doc`` with, for one of several brands, a note naming its connection, asset and source Variable."""
         if not self.several:
             return doc
+        variable = recipients_sql_variable(self.iys_conn_id)
         return (
             f"{doc}\n**Brand** (one of `{CONNECTIONS_VARIABLE}`): connection `{self.iys_conn_id}`, asset "
-            f"`{self.asset.name}`, source query from the Variable `{recipients_sql_variable(self.iys_conn_id)}` "
-            f"if set, else `{RECIPIENTS_SQL_VARIABLE}`.\n"
+            f"`{self.asset.name}`, source query from the Variable `{variable}` if set, else "
+            f"`{RECIPIENTS_SQL_VARIABLE}`. In the environment, Airflow reads them from "
+            f"`{connection_environment_variable(self.iys_conn_id)}` and `{variable_environment_variable(variable)}`.\n"
         )
 
 
