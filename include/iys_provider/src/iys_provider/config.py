@@ -11,7 +11,8 @@ match wins, in:
 3. ``[iys] <option>`` as Airflow reads it otherwise: ``airflow.cfg``, then the default this
    provider declares (``get_provider_info``'s ``config``, which ``airflow config list`` shows).
 
-An empty value means "not set" (compose files pass unset variables as empty strings). Values are
+An empty ``IYS_<OPTION>`` is ignored (compose files pass unset variables as empty strings); an
+empty value found otherwise means the option's default. Values are
 parsed and checked by :func:`load_settings` into an :class:`IysSettings`, with an error naming
 the variable or option it came from. The DAG files read the settings once per parse and hand the
 values to the tasks as arguments: a worker runs a task with what its parse of the DAG file gave,
