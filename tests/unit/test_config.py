@@ -251,7 +251,7 @@ def test_airflow_config_shows_the_section_with_defaults_and_overrides():
 
 def test_docs_table_lists_every_setting_with_its_spellings_and_default():
     text = (ROOT / "docs" / "configuration.md").read_text("utf-8")
-    section = text.split("## Deployment settings", 1)[1].split("\n## ", 1)[0]
+    section = text.split("\n## Deployment settings\n", 1)[1].split("\n#", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     by_name = {re.match(r"\| `(\w+)`", row).group(1): row for row in rows}
     assert list(by_name) == [o.name for o in OPTIONS]
