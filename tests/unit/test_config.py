@@ -202,6 +202,17 @@ def test_the_settings_cannot_be_changed_once_read():
         settings.api_concurrency = 9  # type: ignore[misc]
 
 
+def test_defaults_kept_here_agree_with_the_modules_that_use_them():
+    from iys_provider.hooks.iys import IysHook
+    from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID
+    from iys_provider.operators.reconciliation import DEFAULT_ARCHIVE
+
+    defaults = IysSettings()
+    assert defaults.connections == (IysHook.default_conn_name,)
+    assert defaults.reconciliation_archive == DEFAULT_ARCHIVE
+    assert defaults.dashboard_postgres_conn_id == DEFAULT_POSTGRES_CONN_ID == "iys_postgres"
+
+
 def test_every_setting_has_one_option_and_the_provider_declares_it():
     assert [o.name for o in OPTIONS] == list(IysSettings.model_fields)
     section = provider_config()["iys"]["options"]

@@ -5,16 +5,16 @@ retention, …) is read here and nowhere else. Each option of :data:`OPTIONS` is
 match wins, in:
 
 1. ``AIRFLOW__IYS__<OPTION>``, Airflow's own environment spelling of ``[iys] <option>``;
-2. ``IYS_<OPTION>``, the spelling this package has always read (docker-compose.yaml,
+2. ``IYS_<OPTION>``, the package's older spelling (docker-compose.yaml,
    ``scripts/airflow_local.sh`` and existing deployments set these), kept as an alias. Setting both
    to different values is an error rather than a silent choice;
 3. ``[iys] <option>`` as Airflow reads it otherwise: ``airflow.cfg``, then the default this
    provider declares (``get_provider_info``'s ``config``, which ``airflow config list`` shows).
 
 An empty ``IYS_<OPTION>`` is ignored (compose files pass unset variables as empty strings); an
-empty value found otherwise means the option's default. Values are
-parsed and checked by :func:`load_settings` into an :class:`IysSettings`, with an error naming
-the variable or option it came from. The DAG files read the settings once per parse and hand the
+empty value found otherwise means the option's default. Values are parsed and checked by
+:func:`load_settings` into an :class:`IysSettings`, with an error naming the variable or option
+it came from. The DAG files read the settings once per parse and hand the
 values to the tasks as arguments: a worker runs a task with what its parse of the DAG file gave,
 and no task reads a setting again when it executes.
 
