@@ -32,7 +32,17 @@ CONCEPTS = {
     "run report": ("sync_runs", "sync_runs_store"),
     "limits": ("rate_control", "rate_control_store", "success_ratio", "success_ratio_store", "shared_state"),
     "people": ("user_source", "leavers", "leavers_store", "retention", "retention_store"),
-    "shared": ("models", "exceptions", "database", "schema", "normalize", "business_days", "assets"),
+    "shared": (
+        "models",
+        "exceptions",
+        "database",
+        "schema",
+        "normalize",
+        "business_days",
+        "assets",
+        "config",
+        "templating",
+    ),
 }
 CONCEPT_OF = {module: concept for concept, modules in CONCEPTS.items() for module in modules}
 #: (importer, imported module, name): one workflow's step that runs another concept's SQL or service.
@@ -47,6 +57,12 @@ CROSS_CONCEPT_CALLS = {
     ("scan_ledger_store", "user_source", "UserSource"),
     # A finished initial scan covers the feed up to its start: the pull's 7-day gap guard counts from it.
     ("change_feed_pull", "scan_ledger_store", "last_finished_scan"),
+    # The deployment settings are checked, and defaulted, by the rules of the concept each one shapes.
+    ("config", "reconciliation", "DEFAULT_FILE_FORMAT"),
+    ("config", "reconciliation", "DEFAULT_MAX_WAIT"),
+    ("config", "reconciliation", "file_format"),
+    ("config", "scan_ledger", "DEFAULT_PARALLEL_BATCHES"),
+    ("config", "retention", "RetentionPolicy"),
 }
 
 

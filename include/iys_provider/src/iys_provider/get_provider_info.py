@@ -9,6 +9,7 @@ model the hook parses the connection with, so the form and the hook cannot disag
 from __future__ import annotations
 
 from iys_provider import __version__
+from iys_provider.config import provider_config
 from iys_provider.hooks.settings import DEFAULT_BASE_URL, EGRESS_LABEL_PATTERN, extra_default
 
 
@@ -27,6 +28,8 @@ def get_provider_info() -> dict:
             }
         ],
         "hooks": [{"integration-name": "İYS", "python-modules": ["iys_provider.hooks.iys"]}],
+        # The [iys] section (iys_provider.config): `airflow config list` shows its options and defaults.
+        "config": provider_config(),
         # The İYS page in the Airflow UI. Airflow loads provider plugins only with
         # [core] lazy_discover_providers = False; otherwise plugins/iys_dashboard.py registers it.
         "plugins": [{"name": "iys", "plugin-class": "iys_provider.plugins.iys_plugin.IysPlugin"}],

@@ -10,16 +10,18 @@ if TYPE_CHECKING:
 
 def build_dags() -> list[DAG]:
     """Every İYS DAG of this installation: the initial sync, the incremental sync and the reconciliation of each
-    brand in ``IYS_CONNECTIONS``."""
+    brand in ``[iys] connections``, from the deployment settings read once."""
     # Imported here: importing a submodule (e.g. dags.common) must not build the DAG modules too.
+    from iys_provider.config import load_settings
     from iys_provider.dags.common import IysConcurrency
     from iys_provider.dags.incremental_sync import build_incremental_sync_dags
     from iys_provider.dags.initial_sync import build_initial_sync_dags
     from iys_provider.dags.reconciliation import build_reconciliation_dags
 
-    concurrency = IysConcurrency.from_env()
+    settings = load_settings()
+    concurrency = IysConcurrency.from_settings(settings)
     return [
-        *build_initial_sync_dags(concurrency),
-        *build_incremental_sync_dags(concurrency),
-        *build_reconciliation_dags(concurrency),
+        *build_initial_sync_dags(concurrency, settings=settings),
+        *build_incremental_sync_dags(concurrency, settings=settings),
+        *build_reconciliation_dags(concurrency, settings=settings),
     ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +9,15 @@ from typing import Any
 from airflow.sdk import DAG, Asset, BaseOperator, CronTriggerTimetable, Param
 
 from iys_provider.assets import CONSENTS_ASSET, consents_asset
+from iys_provider.config import (
+    DEFAULT_POSTGRES_CONN_ID,
+    TIMEZONE,
+    IysSettings,
+    connection_environment_variable,
+    load_settings,
+    parse_connection_ids,
+    variable_environment_variable,
+)
 from iys_provider.hooks.iys import IysHook
 from iys_provider.operators.pool_check import (
     POOL_CHECK_TASK_ID,
@@ -22,25 +29,19 @@ from iys_provider.operators.pool_check import (
 )
 from iys_provider.user_source import RECIPIENTS_SQL_VARIABLE, recipients_sql_variable
 
-TIMEZONE = "Europe/Istanbul"
 TAGS = ("iys", "consent")
-#: Environment variable listing the ``iys`` connections, one DAG pair each (see :func:`iys_brands`).
+#: Environment variable listing the ``iys`` connections, one DAG pair each (``[iys] connections``,
+#: see :func:`iys_brands`).
 CONNECTIONS_VARIABLE = "IYS_CONNECTIONS"
-# A connection id becomes part of a DAG id, a tag, an asset name and URI and a Variable key: only
-# characters all of them accept unchanged, and never "." or ".." as a URI path segment. Airflow
-# caps a tag at 100 characters, "brand:" included.
-_CONN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_MAX_CONN_ID_LENGTH = 100 - len("brand:")
 
 
 #: Templated connection ids, so every task follows the run's Params.
 CONNECTION_ARGS = {"iys_conn_id": "{{ params.iys_conn_id }}", "postgres_conn_id": "{{ params.postgres_conn_id }}"}
 
 
-def schedule_from_env(variable: str, default: str) -> CronTriggerTimetable | None:
-    """Nightly cron in Turkey time from an environment variable (read at parse time, no I/O); 'none' disables."""
-    value = os.environ.get(variable, default).strip()
-    return None if value.lower() in ("", "none", "off") else CronTriggerTimetable(value, timezone=TIMEZONE)
+def cron_schedule(cron: str | None) -> CronTriggerTimetable | None:
+    """The timetable of a cron setting in Turkey time (:mod:`iys_provider.config`); None: no schedule."""
+    return None if cron is None else CronTriggerTimetable(cron, timezone=TIMEZONE)
 
 
 @dataclass(frozen=True)
@@ -70,41 +71,33 @@ class IysBrand:
         """``doc`` with, for one of several brands, a note naming its connection, asset and source Variable."""
         if not self.several:
             return doc
+        variable = recipients_sql_variable(self.iys_conn_id)
         return (
             f"{doc}\n**Brand** (one of `{CONNECTIONS_VARIABLE}`): connection `{self.iys_conn_id}`, asset "
-            f"`{self.asset.name}`, source query from the Variable `{recipients_sql_variable(self.iys_conn_id)}` "
-            f"if set, else `{RECIPIENTS_SQL_VARIABLE}`.\n"
+            f"`{self.asset.name}`, source query from the Variable `{variable}` if set, else "
+            f"`{RECIPIENTS_SQL_VARIABLE}`. In the environment, Airflow reads them from "
+            f"`{connection_environment_variable(self.iys_conn_id)}` and `{variable_environment_variable(variable)}`.\n"
         )
 
 
 def iys_connection_ids(value: str | None = None) -> list[str]:
-    """The connection ids listed in ``value``, by default the ``IYS_CONNECTIONS`` environment variable.
+    """The connection ids listed in ``value``, by default the ``[iys] connections`` setting (``IYS_CONNECTIONS``).
 
     Comma-separated; blanks around ids and empty items are ignored. Unset or empty means the one
-    connection ``iys_default``. Read from the environment, never from an Airflow Variable: the
-    DAG processor re-parses both DAG files every 30 s by default, a Variable would cost a round
+    connection ``iys_default``. Read from the deployment settings, never from an Airflow Variable:
+    the DAG processor re-parses the DAG files every 30 s by default, a Variable would cost a round
     trip to the API server each time, and one failed read would make the brands' DAGs vanish.
     Raises :class:`ValueError`, naming the id, for an id that cannot be part of a DAG id and for
     an id listed twice: the DAG files then fail to import with that message.
     """
-    raw = os.environ.get(CONNECTIONS_VARIABLE, "") if value is None else value
-    ids = [item.strip() for item in raw.split(",") if item.strip()]
-    for conn_id in ids:
-        if not _CONN_ID.fullmatch(conn_id) or len(conn_id) > _MAX_CONN_ID_LENGTH:
-            raise ValueError(
-                f"{CONNECTIONS_VARIABLE}: {conn_id!r} cannot name a brand's DAGs; a connection id there holds only "
-                "ASCII letters, digits, '_', '.' and '-', starts with a letter, a digit or '_', and has at most "
-                f"{_MAX_CONN_ID_LENGTH} characters"
-            )
-    twice = sorted({conn_id for conn_id in ids if ids.count(conn_id) > 1})
-    if twice:
-        raise ValueError(f"{CONNECTIONS_VARIABLE} lists {', '.join(twice)} more than once; list each connection once")
-    return ids or [IysHook.default_conn_name]
+    if value is None:
+        return list(load_settings("connections").connections)
+    return list(parse_connection_ids(value, CONNECTIONS_VARIABLE))
 
 
-def iys_brands(value: str | None = None) -> list[IysBrand]:
-    """One :class:`IysBrand` per connection of :func:`iys_connection_ids`, in the listed order."""
-    ids = iys_connection_ids(value)
+def iys_brands(value: str | None = None, *, settings: IysSettings | None = None) -> list[IysBrand]:
+    """One :class:`IysBrand` per connection of :func:`iys_connection_ids` (or of ``settings``), in the listed order."""
+    ids = list(settings.connections) if settings is not None else iys_connection_ids(value)
     return [IysBrand(iys_conn_id=conn_id, several=len(ids) > 1) for conn_id in ids]
 
 
@@ -126,20 +119,24 @@ class IysConcurrency:
     queue: str | None = None
 
     @classmethod
-    def from_env(cls) -> IysConcurrency:
-        """``IYS_POOL`` (default none = default_pool), ``IYS_API_CONCURRENCY`` (4), ``IYS_POOL_CHECK_SECONDS``
-        (300), ``IYS_QUEUE`` (default none: the executor's default queue)."""
-        pool = os.environ.get("IYS_POOL", "").strip()
+    def from_settings(cls, settings: IysSettings) -> IysConcurrency:
+        """``[iys] pool`` (default none = default_pool), ``api_concurrency`` (4), ``pool_check_seconds`` (300),
+        ``queue`` (default none: the executor's default queue)."""
         return cls(
-            pool=None if pool.lower() in ("", "none", "default_pool") else pool,
-            max_active=int(os.environ.get("IYS_API_CONCURRENCY", "4")),
-            pool_check_seconds=float(os.environ.get("IYS_POOL_CHECK_SECONDS", "300")),
-            queue=os.environ.get("IYS_QUEUE", "").strip() or None,
+            pool=settings.pool,
+            max_active=settings.api_concurrency,
+            pool_check_seconds=settings.pool_check_seconds,
+            queue=settings.queue,
         )
+
+    @classmethod
+    def from_env(cls) -> IysConcurrency:
+        """:meth:`from_settings` of the deployment settings, read now (``IYS_POOL``, ``IYS_API_CONCURRENCY``, …)."""
+        return cls.from_settings(load_settings("pool", "api_concurrency", "pool_check_seconds", "queue"))
 
     def __post_init__(self) -> None:
         if self.max_active < 1:
-            raise ValueError(f"IYS_API_CONCURRENCY must be at least 1, not {self.max_active}")
+            raise ValueError(f"[iys] api_concurrency (IYS_API_CONCURRENCY) must be at least 1, not {self.max_active}")
 
     @property
     def task_args(self) -> dict[str, Any]:
@@ -176,13 +173,13 @@ def iys_dag(
     dag_id: str,
     description: str,
     doc_md: str,
-    schedule_variable: str,
-    default_cron: str,
+    cron: str | None,
     params: dict[str, Param],
     concurrency: IysConcurrency,
     brand: IysBrand,
 ) -> DAG:
-    """A DAG with the settings both İYS DAGs share: Turkey-time cron, one run at a time, native Params.
+    """A DAG with the settings the İYS DAGs share: Turkey-time cron (None: unscheduled), one run at a time,
+    native Params.
 
     The brand gives the tags, the default of the ``iys_conn_id`` Param and a note in the docs;
     ``dag_id`` is already the brand's.
@@ -191,7 +188,7 @@ def iys_dag(
         dag_id=dag_id,
         description=description,
         doc_md=brand.doc_md(doc_md),
-        schedule=schedule_from_env(schedule_variable, default_cron),
+        schedule=cron_schedule(cron),
         # No start_date: the first run waits for the next scheduled time instead of starting the
         # moment the DAG is deployed or unpaused (CronTriggerTimetable, run_immediately=False).
         catchup=False,
@@ -213,7 +210,7 @@ def connection_params(iys_conn_id: str = IysHook.default_conn_name) -> dict[str,
             description="Connection of type iys (API URL, credentials, İYS code, brand code).",
         ),
         "postgres_conn_id": Param(
-            "iys_postgres",
+            DEFAULT_POSTGRES_CONN_ID,
             type="string",
             minLength=1,
             title="Postgres connection",

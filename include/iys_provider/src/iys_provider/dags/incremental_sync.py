@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from airflow.sdk import DAG, Param
 
+from iys_provider.config import IysSettings, load_settings
 from iys_provider.dags.common import CONNECTION_ARGS, IysBrand, IysConcurrency, iys_brands, iys_dag
 from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN
 from iys_provider.leavers import DEFAULT_MAX_LEAVER_SHARE
@@ -44,7 +43,7 @@ DOC = """
    current status (multi status) right before it is sent. The push runs even when a pull failed;
    a row that failed for a passing reason (5xx, network) is tried again while İYS would accept it.
 5. Deletes change-feed events and settled outbox rows older than their retention, when one is set
-   (`IYS_CONSENT_EVENTS_RETENTION_DAYS`, `IYS_FINISHED_UPDATES_RETENTION_DAYS`; default: keep).
+   (`[iys] consent_events_retention_days`, `finished_updates_retention_days`; default: keep).
 6. Writes a row to `iys.sync_runs` (with the opt-out deadline watch) and announces consent
    changes on the `iys_consents` asset. The run fails when any step failed, when an opt-out not
    yet in İYS is within `ret_deadline_margin_hours` of its legal deadline, and when one is past
@@ -58,35 +57,46 @@ dates.
 DAG_ID = "iys_incremental_sync"
 
 
-def retention_from_env() -> RetentionPolicy:
-    """The default retention of every brand's runs, from ``IYS_CONSENT_EVENTS_RETENTION_DAYS`` and
-    ``IYS_FINISHED_UPDATES_RETENTION_DAYS`` (unset or empty: keep forever). Read at parse time, like
-    the schedules; an invalid value fails the DAG file's import with the reason."""
-    return RetentionPolicy.from_arguments(
-        os.environ.get("IYS_CONSENT_EVENTS_RETENTION_DAYS"), os.environ.get("IYS_FINISHED_UPDATES_RETENTION_DAYS")
-    )
+def retention_of(settings: IysSettings) -> RetentionPolicy:
+    """The default retention of every brand's runs, from ``[iys] consent_events_retention_days`` and
+    ``finished_updates_retention_days`` (unset or empty: keep forever). Read at parse time, like the
+    schedules; an invalid value fails the DAG file's import with the reason."""
+    return RetentionPolicy(settings.consent_events_retention_days, settings.finished_updates_retention_days)
 
 
-def build_incremental_sync_dags(concurrency: IysConcurrency | None = None) -> list[DAG]:
-    """One incremental-sync DAG per connection in ``IYS_CONNECTIONS`` (:func:`~iys_provider.dags.common.iys_brands`)."""
-    concurrency = concurrency or IysConcurrency.from_env()
-    return [build_incremental_sync_dag(concurrency=concurrency, brand=brand) for brand in iys_brands()]
+def build_incremental_sync_dags(
+    concurrency: IysConcurrency | None = None, *, settings: IysSettings | None = None
+) -> list[DAG]:
+    """One incremental-sync DAG per connection in ``[iys] connections`` (:func:`~iys_provider.dags.common.iys_brands`)."""
+    settings = settings or load_settings()
+    concurrency = concurrency or IysConcurrency.from_settings(settings)
+    return [
+        build_incremental_sync_dag(concurrency=concurrency, brand=brand, settings=settings)
+        for brand in iys_brands(settings=settings)
+    ]
 
 
 def build_incremental_sync_dag(
-    dag_id: str | None = None, concurrency: IysConcurrency | None = None, brand: IysBrand | None = None
+    dag_id: str | None = None,
+    concurrency: IysConcurrency | None = None,
+    brand: IysBrand | None = None,
+    *,
+    settings: IysSettings | None = None,
 ) -> DAG:
-    """The incremental sync of ``brand`` (default: the single brand of ``iys_default``), as ``dag_id`` or the brand's id."""
-    concurrency = concurrency or IysConcurrency.from_env()
+    """The incremental sync of ``brand`` (default: the single brand of ``iys_default``), as ``dag_id`` or the brand's id.
+
+    ``settings``: the deployment settings, read once by the caller; by default read now.
+    """
+    settings = settings or load_settings()
+    concurrency = concurrency or IysConcurrency.from_settings(settings)
     brand = brand or IysBrand()
-    retention = retention_from_env()
+    retention = retention_of(settings)
     iys = concurrency.task_args  # every task that calls İYS
     with iys_dag(
         dag_id=dag_id or brand.dag_id(DAG_ID),
         description="Pull İYS changes, pick up new users, push local updates for existing recipients",
         doc_md=DOC,
-        schedule_variable="IYS_INCREMENTAL_SYNC_CRON",
-        default_cron="0 2 * * *",
+        cron=settings.incremental_sync_cron,
         concurrency=concurrency,
         brand=brand,
         params={
@@ -158,7 +168,8 @@ def build_incremental_sync_dag(
                 minimum=MIN_CONSENT_EVENTS_RETENTION_DAYS,
                 title="Keep change-feed events (days)",
                 description="Delete iys.consent_events rows stored longer ago than this; empty keeps them. At least "
-                "8: İYS replays 7 days of movements. Default from IYS_CONSENT_EVENTS_RETENTION_DAYS.",
+                "8: İYS replays 7 days of movements. Default from [iys] consent_events_retention_days "
+                "(IYS_CONSENT_EVENTS_RETENTION_DAYS).",
             ),
             "finished_updates_retention_days": Param(
                 retention.finished_updates_days,
@@ -167,7 +178,7 @@ def build_incremental_sync_dag(
                 title="Keep settled outbox rows (days)",
                 description="Delete iys.consent_updates rows settled (sent, skipped, rejected, failed) longer ago "
                 "than this; empty keeps them. A failed opt-out stays until its legal deadline has passed. Default "
-                "from IYS_FINISHED_UPDATES_RETENTION_DAYS.",
+                "from [iys] finished_updates_retention_days (IYS_FINISHED_UPDATES_RETENTION_DAYS).",
             ),
         },
     ) as dag:

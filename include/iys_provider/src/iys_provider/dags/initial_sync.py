@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
+from iys_provider.config import IysSettings, load_settings
 from iys_provider.dags.common import CONNECTION_ARGS, IysBrand, IysConcurrency, iys_brands, iys_dag
 from iys_provider.leavers import DEFAULT_MAX_LEAVER_SHARE
 from iys_provider.operators.initial_sync import (
@@ -17,8 +18,8 @@ DOC = """
 ### İYS initial sync
 
 Checks every user returned by the source query (Variable `iys_recipients_sql`) against İYS with
-multi status, in batches mapped over parallel tasks (at most `IYS_API_CONCURRENCY` at once, in
-`default_pool` unless `IYS_POOL` names a pool), and writes
+multi status, in batches mapped over parallel tasks (at most `[iys] api_concurrency` at once, in
+`default_pool` unless `[iys] pool` names a pool), and writes
 `iys.consents`, `iys.user_recipients` and `iys.rejected_recipients`.
 
 *Resumable*: a failed or killed run is simply run again (or its failed `sync_batch` tasks
@@ -31,24 +32,37 @@ Trigger with **rescan** to start over.
 DAG_ID = "iys_initial_sync"
 
 
-def build_initial_sync_dags(concurrency: IysConcurrency | None = None) -> list[DAG]:
-    """One initial-sync DAG per connection in ``IYS_CONNECTIONS`` (:func:`~iys_provider.dags.common.iys_brands`)."""
-    concurrency = concurrency or IysConcurrency.from_env()
-    return [build_initial_sync_dag(concurrency=concurrency, brand=brand) for brand in iys_brands()]
+def build_initial_sync_dags(
+    concurrency: IysConcurrency | None = None, *, settings: IysSettings | None = None
+) -> list[DAG]:
+    """One initial-sync DAG per connection in ``[iys] connections`` (:func:`~iys_provider.dags.common.iys_brands`)."""
+    settings = settings or load_settings()
+    concurrency = concurrency or IysConcurrency.from_settings(settings)
+    return [
+        build_initial_sync_dag(concurrency=concurrency, brand=brand, settings=settings)
+        for brand in iys_brands(settings=settings)
+    ]
 
 
 def build_initial_sync_dag(
-    dag_id: str | None = None, concurrency: IysConcurrency | None = None, brand: IysBrand | None = None
+    dag_id: str | None = None,
+    concurrency: IysConcurrency | None = None,
+    brand: IysBrand | None = None,
+    *,
+    settings: IysSettings | None = None,
 ) -> DAG:
-    """The initial sync of ``brand`` (default: the single brand of ``iys_default``), as ``dag_id`` or the brand's id."""
-    concurrency = concurrency or IysConcurrency.from_env()
+    """The initial sync of ``brand`` (default: the single brand of ``iys_default``), as ``dag_id`` or the brand's id.
+
+    ``settings``: the deployment settings, read once by the caller; by default read now.
+    """
+    settings = settings or load_settings()
+    concurrency = concurrency or IysConcurrency.from_settings(settings)
     brand = brand or IysBrand()
     with iys_dag(
         dag_id=dag_id or brand.dag_id(DAG_ID),
         description="Overnight, batched, resumable import of every existing user's İYS consents",
         doc_md=DOC,
-        schedule_variable="IYS_INITIAL_SYNC_CRON",
-        default_cron="0 1 * * *",
+        cron=settings.initial_sync_cron,
         concurrency=concurrency,
         brand=brand,
         params={
@@ -81,6 +95,8 @@ def build_initial_sync_dag(
             rescan="{{ params.rescan }}",
             dry_run="{{ params.dry_run }}",
             max_leaver_share="{{ params.max_leaver_share }}",
+            # The batch sizes are shaped for the tasks the DAG lets run at once: the parse-time value.
+            parallel_batches=concurrency.max_active,
             **conns,
         )
         batches = IysInitialSyncBatchOperator.partial(

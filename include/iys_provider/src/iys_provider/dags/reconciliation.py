@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 from airflow.sdk import DAG, Param, task_group
 
+from iys_provider.config import IysSettings, load_settings
 from iys_provider.dags.common import CONNECTION_ARGS, IysBrand, IysConcurrency, iys_brands, iys_dag
 from iys_provider.operators.reconciliation import (
-    DEFAULT_ARCHIVE,
     IysCompareSummaryOperator,
     IysPlanReconciliationOperator,
     IysReconcileDayOperator,
     IysReconciliationReportOperator,
 )
 from iys_provider.operators.report import IysAnnounceConsentChangesOperator
-from iys_provider.reconciliation import DEFAULT_FILE_FORMAT, DEFAULT_MAX_WAIT, file_format
 from iys_provider.sensors.reconciliation import IysReconciliationHashSensor
 
 DOC = """
@@ -40,44 +37,42 @@ Days that cannot be agreed fail the run with their reasons after the other days 
 """
 
 DAG_ID = "iys_reconciliation"
-#: Default archive (an ObjectStoragePath URL such as ``file:///var/lib/iys-archive`` or
-#: ``s3://aws_default@bucket/iys``), read where the DAG files are parsed; unset: ``default``, the
-#: folder ``iys-evidence`` under the worker's Airflow home; ``none``: no archive.
-ARCHIVE_VARIABLE = "IYS_RECONCILIATION_ARCHIVE"
-FILE_FORMAT_VARIABLE = "IYS_RECONCILIATION_FILE_FORMAT"
-HASH_WAIT_VARIABLE = "IYS_RECONCILIATION_HASH_WAIT_MINUTES"
 
 
-def build_reconciliation_dags(concurrency: IysConcurrency | None = None) -> list[DAG]:
-    """One reconciliation DAG per connection in ``IYS_CONNECTIONS`` (:func:`~iys_provider.dags.common.iys_brands`)."""
-    concurrency = concurrency or IysConcurrency.from_env()
-    return [build_reconciliation_dag(concurrency=concurrency, brand=brand) for brand in iys_brands()]
+def build_reconciliation_dags(
+    concurrency: IysConcurrency | None = None, *, settings: IysSettings | None = None
+) -> list[DAG]:
+    """One reconciliation DAG per connection in ``[iys] connections`` (:func:`~iys_provider.dags.common.iys_brands`)."""
+    settings = settings or load_settings()
+    concurrency = concurrency or IysConcurrency.from_settings(settings)
+    return [
+        build_reconciliation_dag(concurrency=concurrency, brand=brand, settings=settings)
+        for brand in iys_brands(settings=settings)
+    ]
 
 
 def build_reconciliation_dag(
-    dag_id: str | None = None, concurrency: IysConcurrency | None = None, brand: IysBrand | None = None
+    dag_id: str | None = None,
+    concurrency: IysConcurrency | None = None,
+    brand: IysBrand | None = None,
+    *,
+    settings: IysSettings | None = None,
 ) -> DAG:
-    """The reconciliation of ``brand`` (default: the single brand of ``iys_default``), as ``dag_id`` or the brand's id."""
-    concurrency = concurrency or IysConcurrency.from_env()
+    """The reconciliation of ``brand`` (default: the single brand of ``iys_default``), as ``dag_id`` or the brand's id.
+
+    ``settings``: the deployment settings, read once by the caller; by default read now. The
+    archive, file format and hash wait settings are the defaults of the run's Params.
+    """
+    settings = settings or load_settings()
+    concurrency = concurrency or IysConcurrency.from_settings(settings)
     brand = brand or IysBrand()
-    default_format = os.environ.get(FILE_FORMAT_VARIABLE, "").strip() or DEFAULT_FILE_FORMAT
-    try:
-        file_format(default_format)
-    except ValueError as exc:
-        raise ValueError(f"{FILE_FORMAT_VARIABLE}={default_format!r}: {exc}") from None
-    wait_text = os.environ.get(HASH_WAIT_VARIABLE, "").strip()
-    try:
-        default_wait = float(wait_text) if wait_text else DEFAULT_MAX_WAIT.total_seconds() / 60
-    except ValueError:
-        raise ValueError(f"{HASH_WAIT_VARIABLE}={wait_text!r} is not a number of minutes") from None
     iys = concurrency.task_args
     with iys_dag(
         dag_id=dag_id or brand.dag_id(DAG_ID),
         description="Agree with İYS on each of the last 7 days, archive the evidence, repair what the feed missed",
         doc_md=DOC,
-        schedule_variable="IYS_RECONCILIATION_CRON",
-        # After the incremental sync (02:00): its pull of yesterday's movements is stored by then.
-        default_cron="0 5 * * *",
+        # By default after the incremental sync (02:00): its pull of yesterday's movements is stored by then.
+        cron=settings.reconciliation_cron,
         concurrency=concurrency,
         brand=brand,
         params={
@@ -90,15 +85,16 @@ def build_reconciliation_dag(
                 "empty: every day of İYS's window not agreed yet.",
             ),
             "archive_location": Param(
-                os.environ.get(ARCHIVE_VARIABLE, "").strip() or DEFAULT_ARCHIVE,
+                settings.reconciliation_archive,
                 type=["null", "string"],
                 title="Archive location",
                 description="Where the day's file and timestamp (.tsr) are kept: an Airflow ObjectStoragePath URL "
                 "(file:///…, s3://<conn_id>@bucket/…); 'default': the folder iys-evidence under the Airflow home; "
-                "'none' or empty: no evidence kept. Default from IYS_RECONCILIATION_ARCHIVE.",
+                "'none' or empty: no evidence kept. Default from [iys] reconciliation_archive "
+                "(IYS_RECONCILIATION_ARCHIVE).",
             ),
             "file_format": Param(
-                default_format,
+                settings.reconciliation_file_format,
                 type="string",
                 minLength=1,
                 title="Daily file format",
@@ -107,13 +103,13 @@ def build_reconciliation_dag(
                 "'trailing_delimiter', or several joined by '+' (see docs/reconciliation.md).",
             ),
             "hash_wait_minutes": Param(
-                default_wait,
+                settings.reconciliation_hash_wait_minutes,
                 type="number",
                 minimum=0,
                 title="Wait for İYS's hash (minutes)",
                 description="How long a day's unfinished hash job (queued, inprogress) is waited for; after it the "
                 "day is left pending for the next run and the others go on. Default from "
-                "IYS_RECONCILIATION_HASH_WAIT_MINUTES.",
+                "[iys] reconciliation_hash_wait_minutes (IYS_RECONCILIATION_HASH_WAIT_MINUTES).",
             ),
         },
     ) as dag:

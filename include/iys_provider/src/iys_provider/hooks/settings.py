@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from iys_provider.config import DEFAULT_POSTGRES_CONN_ID
+
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
@@ -83,7 +85,7 @@ class IysConnectionSettings(BaseModel):
     timeout: float = 30.0
     success_ratio_floor: float = Field(default=0.90, gt=0, le=1)
     success_ratio_min_calls: int = Field(default=1000, ge=0)
-    shared_state_conn_id: str | None = "iys_postgres"
+    shared_state_conn_id: str | None = DEFAULT_POSTGRES_CONN_ID
     egress_ip: str = ""
     verify_ssl: bool = True
     # May hold proxy credentials: kept out of repr and of validation messages.

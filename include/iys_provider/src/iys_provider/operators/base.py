@@ -11,13 +11,13 @@ import psycopg
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from iys_provider.config import DEFAULT_POSTGRES_CONN_ID
 from iys_provider.database import iys_database
 from iys_provider.exceptions import IysStepFailure
 from iys_provider.hooks.iys import IysHook
 
-DEFAULT_POSTGRES_CONN_ID = "iys_postgres"
 #: The pool name docs/configuration.md suggests when İYS work should share a budget across DAGs. No task
-#: uses a pool unless one is configured (``IYS_POOL``, see :mod:`iys_provider.dags.common`).
+#: uses a pool unless one is configured (``[iys] pool``, see :mod:`iys_provider.config`).
 IYS_POOL = "iys_api"
 
 
@@ -86,10 +86,3 @@ def failing_without_retries() -> Iterator[None]:
         yield
     except IysStepFailure as exc:
         raise AirflowFailException(str(exc)) from None
-
-
-def truthy(value: object) -> bool:
-    """A templated flag: Params rendered without native objects arrive as strings."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)

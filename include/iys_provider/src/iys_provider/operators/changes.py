@@ -12,6 +12,7 @@ from iys_provider.change_feed_pull import DEFAULT_MAX_PULL_GAP_HOURS, ChangeFeed
 from iys_provider.change_feed_store import DEFAULT_CHECK_MARGIN
 from iys_provider.models import ChangeStream
 from iys_provider.operators.base import IysBaseOperator, failing_without_retries
+from iys_provider.templating import as_int
 
 __all__ = ["DEFAULT_MAX_PULL_GAP_HOURS", "IysPullChangesOperator", "PullResult"]
 
@@ -65,6 +66,6 @@ class IysPullChangesOperator(IysBaseOperator):
                 ChangeStream(str(self.stream).upper()),
                 page_size=self.page_size,
                 check_margin=self.check_margin,
-                max_pull_gap=timedelta(hours=int(self.max_pull_gap_hours)),
+                max_pull_gap=timedelta(hours=as_int(self.max_pull_gap_hours, "max_pull_gap_hours")),
                 log=self.log,
             ).run()

@@ -15,7 +15,6 @@ is :mod:`iys_provider.scan_ledger`; how a batch is checked, :mod:`iys_provider.c
 
 from __future__ import annotations
 
-import os
 import resource
 from collections.abc import Sequence
 from typing import Any, Required, TypedDict
@@ -23,6 +22,7 @@ from typing import Any, Required, TypedDict
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from iys_provider.config import load_settings
 from iys_provider.consent_checks import CheckOutcome, check_scan_batch
 from iys_provider.consent_store import consent_totals
 from iys_provider.hooks.iys import MAX_RECIPIENTS_PER_STATUS_CALL
@@ -36,11 +36,10 @@ from iys_provider.leavers import (
     refusal,
 )
 from iys_provider.leavers_store import known_users
-from iys_provider.operators.base import IysBaseOperator, truthy
+from iys_provider.operators.base import IysBaseOperator
 from iys_provider.scan_ledger import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_BATCHES,
-    DEFAULT_PARALLEL_BATCHES,
     BatchState,
     ScanBatch,
     ScanProgress,
@@ -57,6 +56,7 @@ from iys_provider.scan_ledger_store import (
     scan_progress,
     schedule_scan,
 )
+from iys_provider.templating import as_bool, as_int
 from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source
 
 __all__ = [
@@ -133,7 +133,8 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         (templated)
     :param max_batches: the most batches a scan is split into (mapped tasks are scheduler rows).
     :param parallel_batches: how many batch tasks run at once, which the batch sizes are shaped
-        for; default ``IYS_API_CONCURRENCY`` (what the DAGs let run at once), else 4.
+        for; default the ``[iys] api_concurrency`` setting (what the DAGs let run at once, 4 unless
+        set), read when the operator is created, that is when the DAG file is parsed.
     :param rescan: abandon the current or finished scan and start over. (templated)
     :param dry_run: plan and report, write nothing. (templated)
     :param source_statement_timeout: seconds each statement running the source query may take
@@ -173,7 +174,10 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         self.source_statement_timeout = source_statement_timeout
         self.batch_size = batch_size
         self.max_batches = max_batches
-        self.parallel_batches = parallel_batches
+        # Read at parse time, never in execute: a worker plans for what its parse of the DAG gave.
+        self.parallel_batches = (
+            load_settings("api_concurrency").api_concurrency if parallel_batches is None else parallel_batches
+        )
         self.rescan = rescan
         self.dry_run = dry_run
         self.max_leaver_share = max_leaver_share
@@ -185,7 +189,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         )
         max_leaver_share = parse_max_leaver_share(self.max_leaver_share)
         with self.database() as conn:
-            if truthy(self.dry_run):
+            if as_bool(self.dry_run, "dry_run"):
                 self._log_dry_run(source.count_rows(conn).users)
                 self._log_dry_run_leavers(
                     len(source.read_departed(conn, brand_code)), known_users(conn, brand_code), max_leaver_share
@@ -196,10 +200,10 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
                     conn,
                     brand_code=brand_code,
                     source=source,
-                    batch_size=int(self.batch_size),
+                    batch_size=as_int(self.batch_size, "batch_size"),
                     max_batches=self.max_batches,
                     parallel_batches=self._parallel_batches(),
-                    rescan=truthy(self.rescan),
+                    rescan=as_bool(self.rescan, "rescan"),
                     max_leaver_share=max_leaver_share,
                 )
             except TooManyLeaversError as exc:
@@ -219,19 +223,16 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         ]
 
     def _parallel_batches(self) -> int:
-        # The DAGs let IYS_API_CONCURRENCY batch tasks run at once (iys_provider.dags.common).
-        value = self.parallel_batches or os.environ.get("IYS_API_CONCURRENCY") or DEFAULT_PARALLEL_BATCHES
-        return max(1, int(value))
+        return max(1, self.parallel_batches)
 
     def _log_dry_run(self, total_users: int) -> None:
-        sizes = batch_sizes(
-            total_users, int(self.batch_size), max_batches=self.max_batches, parallel=self._parallel_batches()
-        )
+        batch_size = as_int(self.batch_size, "batch_size")
+        sizes = batch_sizes(total_users, batch_size, max_batches=self.max_batches, parallel=self._parallel_batches())
         self.log.info(
             "Dry run: %d users would be processed in %d batches of up to %d; nothing written",
             total_users,
             len(sizes),
-            max(sizes, default=int(self.batch_size)),
+            max(sizes, default=batch_size),
         )
 
     def _log_dry_run_leavers(self, leavers: int, known: int, max_leaver_share: float) -> None:

@@ -28,6 +28,7 @@ from iys_provider.outbox_store import (
     release_held,
     unapproved_volume,
 )
+from iys_provider.templating import as_float, as_int
 
 APPROVE = "Approve"
 REJECT = "Reject"
@@ -89,7 +90,9 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
         self.approval_timeout_hours = approval_timeout_hours
 
     def execute(self, context: Context) -> ApprovalResult:
-        thresholds = ApprovalThresholds(max_updates=int(self.max_updates), max_share=float(self.max_share))
+        thresholds = ApprovalThresholds(
+            max_updates=as_int(self.max_updates, "max_updates"), max_share=as_float(self.max_share, "max_share")
+        )
         brand_code = self.iys_hook.brand_code
         run_id = context["run_id"]
         with self.database() as conn:
@@ -101,7 +104,7 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
             held = hold_unapproved(conn, brand_code, run_id)
             sample = held_sample(conn, brand_code, run_id, SAMPLE_SIZE)
         self.subject, self.body = approval_request(volume, reason, sample, brand_code)
-        self.response_timeout = timedelta(hours=float(self.approval_timeout_hours))
+        self.response_timeout = timedelta(hours=as_float(self.approval_timeout_hours, "approval_timeout_hours"))
         self.log.warning("Outbox: %s; %d updates held until a person approves them", reason, held)
         return super().execute(context)  # parks the task in awaiting_input
 
@@ -109,8 +112,9 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
         try:
             answer = super().execute_complete(context, event)
         except HITLTimeoutError:
+            hours = as_float(self.approval_timeout_hours, "approval_timeout_hours")
             raise AirflowFailException(
-                f"Nobody answered within {float(self.approval_timeout_hours):g} h: the unusual volume of outbox "
+                f"Nobody answered within {hours:g} h: the unusual volume of outbox "
                 "updates stays held and unsent (state held); the next run asks again."
             ) from None
         responder = answer["responded_by_user"] or {}

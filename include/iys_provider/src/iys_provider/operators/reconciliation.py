@@ -51,6 +51,7 @@ from iys_provider.reconciliation_store import (
     read_reconciliations,
     save_reconciliation,
 )
+from iys_provider.templating import as_optional_str
 
 __all__ = [
     "DEFAULT_ARCHIVE",
@@ -100,9 +101,10 @@ class IysPlanReconciliationOperator(IysBaseOperator):
 
     def execute(self, context: Context) -> list[str]:
         now = datetime.now(UTC)
-        if self.report_date not in (None, "", "None"):
+        report_date = as_optional_str(self.report_date)
+        if report_date is not None:
             with failing_without_retries():
-                day = parse_report_date(self.report_date)
+                day = parse_report_date(report_date)
             reason = outside_window_reason(day, now, days=self.window_days)
             if reason:
                 raise AirflowFailException(f"Not reconciling {day}: {reason}")

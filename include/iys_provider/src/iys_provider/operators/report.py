@@ -12,10 +12,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from iys_provider.assets import CONSENTS_ASSET
 from iys_provider.consent_store import record_sendable_counts
 from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, overdue_days, watch_ret_deadlines
-from iys_provider.operators.base import IysBaseOperator, truthy
+from iys_provider.operators.base import IysBaseOperator
 from iys_provider.outbox_store import acknowledge_rets, acknowledged_rets, held_updates, unsent_rets_by_day
 from iys_provider.sync_runs import RunDetails, RunFigures, SyncReport, run_details, run_figures, step_results
 from iys_provider.sync_runs_store import record_sync_run
+from iys_provider.templating import as_bool, as_float
 
 __all__ = ["IysAnnounceConsentChangesOperator", "IysSyncReportOperator", "RunDetails", "RunFigures", "SyncReport"]
 
@@ -100,10 +101,12 @@ class IysSyncReportOperator(IysBaseOperator):
             # The run is done writing consents and links: what the İYS page shows as sendable.
             record_sendable_counts(conn, brand_code)
             now = datetime.now(UTC)
-            if truthy(self.acknowledge_overdue_rets):
+            if as_bool(self.acknowledge_overdue_rets, "acknowledge_overdue_rets"):
                 self._acknowledge_overdue(conn, brand_code, now, dag_run)
             watch = watch_ret_deadlines(
-                unsent_rets_by_day(conn, brand_code), now, timedelta(hours=float(self.ret_deadline_margin_hours))
+                unsent_rets_by_day(conn, brand_code),
+                now,
+                timedelta(hours=as_float(self.ret_deadline_margin_hours, "ret_deadline_margin_hours")),
             )
             details["overdue_rets"] = watch.overdue
             details["acknowledged_rets"] = acknowledged_rets(conn, brand_code)

@@ -3,12 +3,13 @@
 ``/`` is the page (static HTML and JS drawing with Chart.js, vendored in ``static/``), ``/api/brands``
 and ``/api/panels/{brand_code}`` its data. Every route but the static files (code, no data) needs
 an Airflow user (:mod:`iys_provider.plugins.auth`). The data comes from the ``iys_postgres``
-connection (``IYS_DASHBOARD_POSTGRES_CONN_ID`` names another), read only.
+connection (the setting ``[iys] dashboard_postgres_conn_id``, ``IYS_DASHBOARD_POSTGRES_CONN_ID``,
+names another), read only.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
@@ -19,22 +20,29 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from iys_provider.config import load_settings
 from iys_provider.consent_store import recorded_sendable_counts
 from iys_provider.plugins import dashboard_store
 from iys_provider.plugins.auth import require_reader
 
-CONN_ID_VARIABLE = "IYS_DASHBOARD_POSTGRES_CONN_ID"
-DEFAULT_CONN_ID = "iys_postgres"
 STATIC = resources.files("iys_provider.plugins").joinpath("static")
 
 
 def postgres_connector(conn_id: str | None = None) -> Callable[[], psycopg.Connection]:
-    """Connections of the Airflow connection ``conn_id`` (read when a request comes, not at import)."""
+    """Connections of the Airflow connection ``conn_id``, by default the ``dashboard_postgres_conn_id`` setting.
+
+    Both are read when the first request comes, not at import: the plugin is imported while Airflow
+    is still loading its providers and configuration.
+    """
+
+    @functools.cache
+    def chosen_conn_id() -> str:
+        return conn_id or load_settings("dashboard_postgres_conn_id").dashboard_postgres_conn_id
 
     def connect() -> psycopg.Connection:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        return PostgresHook(postgres_conn_id=conn_id or os.environ.get(CONN_ID_VARIABLE, DEFAULT_CONN_ID)).get_conn()
+        return PostgresHook(postgres_conn_id=chosen_conn_id()).get_conn()
 
     return connect
 

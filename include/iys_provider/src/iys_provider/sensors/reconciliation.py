@@ -25,6 +25,7 @@ from iys_provider.reconciliation import (
 )
 from iys_provider.reconciliation_day import ensure_in_window, parse_report_date
 from iys_provider.reconciliation_store import read_reconciliation, save_reconciliation
+from iys_provider.templating import TemplatedValueError, as_float
 
 
 class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
@@ -73,9 +74,9 @@ class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
 
     def _max_wait(self) -> timedelta:
         try:
-            minutes = float(self.max_wait_minutes)
-        except (TypeError, ValueError):
-            raise AirflowFailException(f"max_wait_minutes must be a number, not {self.max_wait_minutes!r}") from None
+            minutes = as_float(self.max_wait_minutes, "max_wait_minutes")
+        except TemplatedValueError as exc:
+            raise AirflowFailException(str(exc)) from None
         if minutes < 0:
             raise AirflowFailException(f"max_wait_minutes must not be negative ({minutes})")
         return timedelta(minutes=minutes)
