@@ -45,7 +45,7 @@ from bench_support import (  # noqa: E402
 
 import local_stack  # noqa: E402
 from iys_provider.consent_store import record_sendable_counts, recorded_sendable_counts  # noqa: E402
-from iys_provider.outbox_store import unsent_rets_by_day  # noqa: E402
+from iys_provider.outbox.store import unsent_rets_by_day  # noqa: E402
 from iys_provider.plugins import dashboard_store as store  # noqa: E402
 from iys_provider.schema import migrate  # noqa: E402
 

@@ -43,12 +43,12 @@ from bench_support import (  # noqa: E402
 )
 
 import local_stack  # noqa: E402
-from iys_provider.consent_checks import record_checked_users  # noqa: E402
-from iys_provider.recipients import prepare_users  # noqa: E402
-from iys_provider.scan_ledger import DEFAULT_BATCH_SIZE, ScanBatch  # noqa: E402
-from iys_provider.scan_ledger_store import plan_scan, read_batch_users  # noqa: E402
+from iys_provider.initial_sync.consent_checks import record_checked_users  # noqa: E402
+from iys_provider.initial_sync.recipients import prepare_users  # noqa: E402
+from iys_provider.initial_sync.scan_ledger import DEFAULT_BATCH_SIZE, ScanBatch  # noqa: E402
+from iys_provider.initial_sync.scan_ledger_store import plan_scan, read_batch_users  # noqa: E402
+from iys_provider.people.user_source import DEFAULT_RECIPIENTS_SQL, UserSource  # noqa: E402
 from iys_provider.schema import migrate  # noqa: E402
-from iys_provider.user_source import DEFAULT_RECIPIENTS_SQL, UserSource  # noqa: E402
 
 BRAND_CODE = local_stack.SIM_BRAND_CODE
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

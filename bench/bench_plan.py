@@ -6,7 +6,7 @@ Run from the repo root (``make bench-plan`` / ``make bench-plan PLAN_USERS=10000
 
 For each size it creates a throw-away database, COPYs N users into ``public.users`` (the dev
 stack's demo users: messy spellings, shared, missing and broken addresses) and times
-:func:`~iys_provider.scan_ledger_store.schedule_scan`, everything the plan task does besides
+:func:`~iys_provider.initial_sync.scan_ledger_store.schedule_scan`, everything the plan task does besides
 connecting, in two cases:
 
 * **first plan**: nobody known yet (``iys.user_sources`` empty);
@@ -47,11 +47,11 @@ from bench_support import (  # noqa: E402
 )
 
 import local_stack  # noqa: E402
-from iys_provider.recipients import prepare_users  # noqa: E402
-from iys_provider.scan_ledger import DEFAULT_BATCH_SIZE, ScanBatch  # noqa: E402
-from iys_provider.scan_ledger_store import read_batch_users, schedule_scan  # noqa: E402
+from iys_provider.initial_sync.recipients import prepare_users  # noqa: E402
+from iys_provider.initial_sync.scan_ledger import DEFAULT_BATCH_SIZE, ScanBatch  # noqa: E402
+from iys_provider.initial_sync.scan_ledger_store import read_batch_users, schedule_scan  # noqa: E402
+from iys_provider.people.user_source import DEFAULT_RECIPIENTS_SQL, SourceUser, UserSource  # noqa: E402
 from iys_provider.schema import migrate  # noqa: E402
-from iys_provider.user_source import DEFAULT_RECIPIENTS_SQL, SourceUser, UserSource  # noqa: E402
 
 BRAND_CODE = local_stack.SIM_BRAND_CODE
 PER_CALL = 1000

@@ -34,8 +34,8 @@ from bench_support import (
     write_results,
 )
 
-from iys_provider.reconciliation import LITERAL, MultiHasher, file_format, turkey_day_bounds
-from iys_provider.reconciliation_store import stream_day_file
+from iys_provider.reconciliation.rules import LITERAL, MultiHasher, file_format, turkey_day_bounds
+from iys_provider.reconciliation.store import stream_day_file
 from iys_provider.schema import migrate
 
 BRAND_CODE = local_stack.SIM_BRAND_CODE

@@ -51,8 +51,14 @@ from bench_support import (
     write_results,
 )
 
-from iys_provider.reconciliation import MultiHasher, detect_file_format, file_format, hash_stream, turkey_day_bounds
-from iys_provider.reconciliation_store import (
+from iys_provider.reconciliation.rules import (
+    MultiHasher,
+    detect_file_format,
+    file_format,
+    hash_stream,
+    turkey_day_bounds,
+)
+from iys_provider.reconciliation.store import (
     compare_with_file,
     drop_file_stage,
     load_iys_file,

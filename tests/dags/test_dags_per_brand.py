@@ -158,7 +158,7 @@ def variables(monkeypatch):
 
 
 def test_a_brand_reads_its_own_variable_first(variables):
-    from iys_provider.user_source import DEFAULT_RECIPIENTS_SQL, configured_user_source
+    from iys_provider.people.user_source import DEFAULT_RECIPIENTS_SQL, configured_user_source
 
     assert configured_user_source(iys_conn_id="iys_brand_a").recipients_sql == DEFAULT_RECIPIENTS_SQL
     variables("iys_recipients_sql", SHARED_SQL)
@@ -172,7 +172,7 @@ def test_a_brand_reads_its_own_variable_first(variables):
 
 
 def test_an_empty_brand_variable_is_an_error_not_the_default_table(variables):
-    from iys_provider.user_source import SourceQueryError, configured_user_source
+    from iys_provider.people.user_source import SourceQueryError, configured_user_source
 
     variables("iys_recipients_sql", SHARED_SQL)
     variables("iys_recipients_sql__iys_brand_a", "  ")

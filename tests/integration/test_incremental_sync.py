@@ -22,7 +22,7 @@ from incremental_support import (
 )
 
 from iys_provider.business_days import newest_expired_consent_date
-from iys_provider.change_feed_store import store_change_page
+from iys_provider.change_feed.store import store_change_page
 from iys_provider.hooks.iys import IysHook
 from iys_provider.models import ChangeStream, Consent
 from iys_provider.sensors.batch_results import IysBatchResultSensor

@@ -28,7 +28,7 @@ from iys_provider.operators.reconciliation import (
     IysReconciliationReportOperator,
     default_archive_location,
 )
-from iys_provider.reconciliation import reconciliation_window
+from iys_provider.reconciliation.rules import reconciliation_window
 from iys_provider.sensors.reconciliation import IysReconciliationHashSensor
 from tests_support import SIM_BRAND_CODE, sim_control
 

@@ -11,14 +11,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from incremental_support import CAROL, add_update, consent, make_feed_visible, outbox, seed
 
-from iys_provider.change_feed_pull import ChangeFeedPull, FeedGapError
+from iys_provider.change_feed.pull import ChangeFeedPull, FeedGapError
 from iys_provider.hooks.iys import IysHook
 from iys_provider.models import IYS_TIMEZONE, ChangeStream
 from iys_provider.operators.reconciliation import IysCompareSummaryOperator
-from iys_provider.outbox import DEFAULT_MAX_BATCH_AGE
-from iys_provider.outbox_push import OutboxPush, PushSettings
-from iys_provider.outbox_settlement import OutboxSettlement
-from iys_provider.reconciliation_day import DayNotAgreedError, ReconciliationDay
+from iys_provider.outbox.push import OutboxPush, PushSettings
+from iys_provider.outbox.rules import DEFAULT_MAX_BATCH_AGE
+from iys_provider.outbox.settlement import OutboxSettlement
+from iys_provider.reconciliation.day import DayNotAgreedError, ReconciliationDay
 from iys_provider.sensors.reconciliation import IysReconciliationHashSensor
 from tests_support import SIM_BRAND_CODE, sim_control
 

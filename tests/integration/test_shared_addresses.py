@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import pytest
 
+from iys_provider.initial_sync.recipients import prepare_users
+from iys_provider.initial_sync.scan_claims import claimable
+from iys_provider.initial_sync.scan_claims_store import claim_addresses, claims_table_name
+from iys_provider.initial_sync.scan_ledger import ScanBatch
+from iys_provider.initial_sync.scan_ledger_store import read_batch_users
 from iys_provider.operators.initial_sync import (
     IysFinishInitialSyncOperator,
     IysInitialSyncBatchOperator,
     IysPlanInitialSyncOperator,
 )
-from iys_provider.recipients import prepare_users
-from iys_provider.scan_claims import claimable
-from iys_provider.scan_claims_store import claim_addresses, claims_table_name
-from iys_provider.scan_ledger import ScanBatch
-from iys_provider.scan_ledger_store import read_batch_users
 from tests_support import sim_control
 
 # 600 users in 3 batches of 200. Every batch holds all 200 phones (user i has phone i % 200); the

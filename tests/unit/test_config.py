@@ -281,7 +281,7 @@ def test_ids_with_dash_or_dot_are_accepted_and_their_environment_spelling_is_kep
     though a shell cannot ``export`` such a name."""
     from airflow.sdk import BaseHook, Variable
 
-    from iys_provider.user_source import recipients_sql_variable
+    from iys_provider.people.user_source import recipients_sql_variable
     from tests_support import iys_connection_json_with
 
     monkeypatch.setenv("IYS_CONNECTIONS", "iys-brand.a,iys_brand_b")

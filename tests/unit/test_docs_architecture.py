@@ -1,6 +1,6 @@
 """docs/architecture.md names every module of the provider, so the map cannot drift from the code.
 
-A module is named by its path relative to the package, in backticks (``outbox_store.py``,
+A module is named by its path relative to the package, in backticks (``outbox/store.py``,
 ``operators/consent_updates.py``); ``__init__.py`` files are not modules of their own here.
 """
 
@@ -25,7 +25,7 @@ def named_paths(text: str) -> set[str]:
 
 def test_the_package_has_modules():
     modules = package_modules()
-    assert "outbox_store.py" in modules
+    assert "outbox/store.py" in modules
     assert "operators/consent_updates.py" in modules
 
 

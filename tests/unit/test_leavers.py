@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iys_provider.leavers import (
+from iys_provider.people.leavers import (
     DEFAULT_MAX_LEAVER_SHARE,
     Forgotten,
     TooManyLeaversError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iys_provider.outbox_approval import (
+from iys_provider.outbox.approval import (
     MIN_UPDATES_FOR_SHARE,
     ApprovalThresholds,
     OutboxVolume,

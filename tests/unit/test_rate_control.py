@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iys_provider.rate_control import RATE_RULE, is_per_second_limit
-from iys_provider.rate_control_store import DatabaseClock, RequestSlot
-from iys_provider.shared_state import InProcessSharedState
+from iys_provider.limits.rate_control import RATE_RULE, is_per_second_limit
+from iys_provider.limits.rate_control_store import DatabaseClock, RequestSlot
+from iys_provider.limits.shared_state import InProcessSharedState
 
 PROPERTY_SETTINGS = settings(
     max_examples=int(os.environ.get("IYS_HYPOTHESIS_EXAMPLES", "2000")),

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from iys_provider.models import IYS_TIMEZONE
-from iys_provider.reconciliation import (
+from iys_provider.reconciliation.rules import (
     EIGHT_COLUMNS,
     FILE_FORMATS,
     SEVEN_COLUMNS,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from iys_provider.outbox import OutboxState
-from iys_provider.retention import (
+from iys_provider.outbox.rules import OutboxState
+from iys_provider.people.retention import (
     FINAL_OUTBOX_STATES,
     MIN_CONSENT_EVENTS_RETENTION_DAYS,
     RetentionPolicy,

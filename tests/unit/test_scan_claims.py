@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from iys_provider.initial_sync.scan_claims import addresses_to_ask, claimable
 from iys_provider.models import ConsentType, RecipientType
-from iys_provider.scan_claims import addresses_to_ask, claimable
 
 B, T = RecipientType.BIREYSEL, RecipientType.TACIR
 PHONE, OTHER_PHONE, MAIL = "+905321110001", "+905321110002", "a@example.com"

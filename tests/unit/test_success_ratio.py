@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from iys_provider.hooks.base import ACCESS_TOKEN_MARGIN, ACCESS_TOKEN_MARGIN_SHARE
-from iys_provider.shared_state import InProcessSharedState, StoredToken
-from iys_provider.success_ratio import (
+from iys_provider.limits.shared_state import InProcessSharedState, StoredToken
+from iys_provider.limits.success_ratio import (
     RatioReading,
     ResponseClass,
     ResponseTally,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iys_provider.sync_runs import run_details, run_figures, step_results
+from iys_provider.run_report.sync_runs import run_details, run_figures, step_results
 
 RESULTS = {
     "pull_iys_changes": {"step": "change_feed_pull", "stream": "IYS", "pulled": 5, "applied": 4, "held": 1,

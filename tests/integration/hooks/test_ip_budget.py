@@ -22,9 +22,9 @@ import pytest
 from iys_provider.exceptions import IysTokenBlockedError
 from iys_provider.hooks import base
 from iys_provider.hooks.iys import IysHook
+from iys_provider.limits.shared_state import InProcessSharedState, PostgresSharedState
 from iys_provider.models import Consent, ConsentSource, ConsentStatus, ConsentType
 from iys_provider.schema import migrate
-from iys_provider.shared_state import InProcessSharedState, PostgresSharedState
 from tests_support import SIM_BRAND_CODE, SIM_IYS_CODE, SIM_USERNAME, iys_connection_json_with, sim_control
 
 SECOND_BRAND = 700002  # a second brand of the main account

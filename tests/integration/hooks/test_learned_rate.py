@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from iys_provider.exceptions import IysQuotaExceededError
 from iys_provider.hooks.iys import IysHook
+from iys_provider.limits.rate_control import RATE_RULE
+from iys_provider.limits.shared_state import PostgresSharedState
 from iys_provider.models import ConsentType, RecipientType
-from iys_provider.rate_control import RATE_RULE
 from iys_provider.schema import migrate
-from iys_provider.shared_state import PostgresSharedState
 from tests_support import iys_connection_json_with, sim_control
 
 PHONE = "+905321234567"

@@ -6,8 +6,8 @@ import pytest
 
 from iys_provider.exceptions import IysApiError, IysSuccessRatioGuardError
 from iys_provider.hooks.iys import IysHook
+from iys_provider.limits.success_ratio_store import success_ratio_24h
 from iys_provider.models import Consent, ConsentSource, ConsentStatus, ConsentType
-from iys_provider.success_ratio_store import success_ratio_24h
 from tests_support import iys_connection_json_with, sim_control
 
 PHONE = "+905321234567"

@@ -10,10 +10,10 @@ import pytest
 
 from iys_provider import consent_store
 from iys_provider.consent_store import write_checked_users
+from iys_provider.initial_sync.recipients import prepare_users
 from iys_provider.models import ConsentType, RecipientType
-from iys_provider.recipients import prepare_users
+from iys_provider.people.user_source import SourceUser
 from iys_provider.schema import migrate
-from iys_provider.user_source import SourceUser
 
 BRAND = 4242
 MESAJ = (RecipientType.BIREYSEL, ConsentType.MESAJ)

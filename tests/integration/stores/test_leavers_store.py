@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 import pytest
 
 from iys_provider.consent_store import write_checked_users
-from iys_provider.leavers import Forgotten, TooManyLeaversError
-from iys_provider.leavers_store import forget_leavers, forget_users, known_users
+from iys_provider.initial_sync.recipients import prepare_users
+from iys_provider.initial_sync.scan_ledger import ScanStep
+from iys_provider.initial_sync.scan_ledger_store import plan_scan, schedule_scan
 from iys_provider.models import ConsentType, RecipientType
-from iys_provider.recipients import prepare_users
-from iys_provider.scan_ledger import ScanStep
-from iys_provider.scan_ledger_store import plan_scan, schedule_scan
+from iys_provider.people.leavers import Forgotten, TooManyLeaversError
+from iys_provider.people.leavers_store import forget_leavers, forget_users, known_users
+from iys_provider.people.user_source import SourceQueryError, UserSource
 from iys_provider.schema import migrate
-from iys_provider.user_source import SourceQueryError, UserSource
 
 BRAND, OTHER_BRAND = 6161, 6262
 SOURCE = UserSource("SELECT id AS user_id, phone, email FROM public.leaver_users")

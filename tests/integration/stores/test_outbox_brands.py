@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from iys_provider.outbox import OutboxState, Verdict
-from iys_provider.outbox_store import (
+from iys_provider.outbox.rules import OutboxState, Verdict
+from iys_provider.outbox.store import (
     collected_by_run,
     expire_submissions,
     fetch_pending,

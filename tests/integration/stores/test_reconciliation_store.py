@@ -7,8 +7,8 @@ from datetime import date, datetime
 import pytest
 
 from iys_provider.models import IYS_TIMEZONE
-from iys_provider.reconciliation import FILE_FORMATS, MultiHasher
-from iys_provider.reconciliation_store import day_summary, read_reconciliation, save_reconciliation, stream_day_file
+from iys_provider.reconciliation.rules import FILE_FORMATS, MultiHasher
+from iys_provider.reconciliation.store import day_summary, read_reconciliation, save_reconciliation, stream_day_file
 from iys_provider.schema import migrate
 
 BRAND = 700001
@@ -96,7 +96,7 @@ def test_hashing_streams_block_by_block(events):
 
 
 def test_the_file_is_compared_by_transaction_id_and_the_repair_goes_through_the_feed_rules(events):
-    from iys_provider.reconciliation_store import compare_with_file, drop_file_stage, load_iys_file, repair_from_file
+    from iys_provider.reconciliation.store import compare_with_file, drop_file_stage, load_iys_file, repair_from_file
 
     fmt = FILE_FORMATS["literal"]
     in_day = sorted((e for e in EVENTS if e[6].date() == DAY), key=lambda e: (e[6], e[0].encode()))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from iys_provider.retention import RetentionPolicy
-from iys_provider.retention_store import (
+from iys_provider.people.retention import RetentionPolicy
+from iys_provider.people.retention_store import (
     DELETE_FINISHED_UPDATES_SQL,
     DELETE_OLD_EVENTS_SQL,
     RetentionOutcome,

@@ -7,11 +7,11 @@ import threading
 import psycopg
 import pytest
 
-from iys_provider.scan_claims_store import claim_addresses, claims_table_name
-from iys_provider.scan_ledger import ScanBatch
-from iys_provider.scan_ledger_store import finish_batch, finish_scan, pending_batches, schedule_scan
+from iys_provider.initial_sync.scan_claims_store import claim_addresses, claims_table_name
+from iys_provider.initial_sync.scan_ledger import ScanBatch
+from iys_provider.initial_sync.scan_ledger_store import finish_batch, finish_scan, pending_batches, schedule_scan
+from iys_provider.people.user_source import UserSource
 from iys_provider.schema import migrate
-from iys_provider.user_source import UserSource
 
 BRAND = 4343
 SOURCE = UserSource(

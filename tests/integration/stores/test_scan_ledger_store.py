@@ -8,11 +8,11 @@ from itertools import accumulate
 
 import pytest
 
-from iys_provider import consent_checks
-from iys_provider.consent_checks import record_checked_users
-from iys_provider.recipients import prepare_users
-from iys_provider.scan_ledger import BatchState, ScanBatch, ScanStep, batch_sizes
-from iys_provider.scan_ledger_store import (
+from iys_provider.initial_sync import consent_checks
+from iys_provider.initial_sync.consent_checks import record_checked_users
+from iys_provider.initial_sync.recipients import prepare_users
+from iys_provider.initial_sync.scan_ledger import BatchState, ScanBatch, ScanStep, batch_sizes
+from iys_provider.initial_sync.scan_ledger_store import (
     finish_batch,
     finish_scan,
     initial_sync_done,
@@ -24,8 +24,8 @@ from iys_provider.scan_ledger_store import (
     read_batch_users,
     schedule_scan,
 )
+from iys_provider.people.user_source import UserSource
 from iys_provider.schema import migrate
-from iys_provider.user_source import UserSource
 
 BRAND = 4343
 # Seven rows: five users, one of them twice (one row is kept, in a stable order), one without an id.

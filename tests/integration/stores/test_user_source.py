@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from iys_provider import scan_ledger_store
-from iys_provider.scan_ledger_store import plan_scan, schedule_scan
+from iys_provider.initial_sync import scan_ledger_store
+from iys_provider.initial_sync.scan_ledger_store import plan_scan, schedule_scan
+from iys_provider.people.user_source import SourceQueryError, UserSource
 from iys_provider.schema import migrate
-from iys_provider.user_source import SourceQueryError, UserSource
 
 BRAND = 5151
 USERS = [("u1", "05321110001", "a@example.com"), ("u2", "05321110002", None), ("u3", None, "c@example.com")]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from iys_provider.limits.success_ratio import RatioReading
 from iys_provider.plugins.dashboard import (
     BudgetKey,
     ConsentMatrix,
@@ -22,7 +23,6 @@ from iys_provider.plugins.dashboard import (
     task_path,
     token_level,
 )
-from iys_provider.success_ratio import RatioReading
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DAY = 86_400

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from iys_provider.business_days import HalfDayReading, legal_deadline
-from iys_provider.deadline_watch import overdue_days, watch_ret_deadlines
 from iys_provider.models import IYS_TIMEZONE
+from iys_provider.outbox.deadline_watch import overdue_days, watch_ret_deadlines
 
 
 def at(text: str) -> datetime:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from iys_provider.models import ConsentStatus
 from iys_provider.normalize import normalize_email, normalize_phone
-from iys_provider.outbox import (
+from iys_provider.outbox.rules import (
     ASK_SINGLE_STATUS,
     DEFAULT_CLOCK_SKEW,
     DEFAULT_FUTURE_TOLERANCE,

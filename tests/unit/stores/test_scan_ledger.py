@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iys_provider.scan_ledger import (
+from iys_provider.initial_sync.scan_ledger import (
     DEFAULT_BATCH_SIZE,
     MIN_SHAPED_BATCH,
     USERS_PER_FULL_CALL,
@@ -104,7 +104,7 @@ def test_earlier_batches_keep_more_calls_in_flight_than_the_last_two(batch_no, b
 
 
 def test_equal_parts_refuse_a_unit_they_cannot_cut_into():
-    from iys_provider.scan_ledger import _equal_parts
+    from iys_provider.initial_sync.scan_ledger import _equal_parts
 
     with pytest.raises(ValueError, match="units of 1000"):
         _equal_parts(2_000, 1_500, 1_000)

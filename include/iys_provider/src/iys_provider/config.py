@@ -31,8 +31,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iys_provider.reconciliation import DEFAULT_FILE_FORMAT, DEFAULT_MAX_WAIT, file_format
-from iys_provider.scan_ledger import DEFAULT_PARALLEL_BATCHES
+from iys_provider.initial_sync.scan_ledger import DEFAULT_PARALLEL_BATCHES
+from iys_provider.reconciliation.rules import DEFAULT_FILE_FORMAT, DEFAULT_MAX_WAIT, file_format
 
 #: The Airflow configuration section of this provider.
 SECTION = "iys"
@@ -194,7 +194,7 @@ def _cron(text: str, label: str) -> str | None:
 
 
 def _consent_events_days(text: str, label: str) -> int | None:
-    from iys_provider.retention import RetentionPolicy
+    from iys_provider.people.retention import RetentionPolicy
 
     try:
         return RetentionPolicy.from_arguments(text, None).consent_events_days
@@ -203,7 +203,7 @@ def _consent_events_days(text: str, label: str) -> int | None:
 
 
 def _finished_updates_days(text: str, label: str) -> int | None:
-    from iys_provider.retention import RetentionPolicy
+    from iys_provider.people.retention import RetentionPolicy
 
     try:
         return RetentionPolicy.from_arguments(None, text).finished_updates_days

@@ -3,7 +3,7 @@
 Everything one group of checked users taught us (consents, user links, quarantine rows, source
 fingerprints) is written in one transaction, so a group is either fully recorded or not at all,
 and a rerun of it converges to the same state. The initial sync marks its batch finished in that
-same transaction (:func:`iys_provider.consent_checks.record_checked_users`).
+same transaction (:func:`iys_provider.initial_sync.consent_checks.record_checked_users`).
 """
 
 from __future__ import annotations

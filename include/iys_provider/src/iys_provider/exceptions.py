@@ -115,7 +115,7 @@ class IysSuccessRatioGuardError(IysError):
     İYS removes an IP from its whitelist when its success ratio stays under 70 % (with 20,000
     calls or more in 24 hours); the package stops such calls well before, at the
     ``success_ratio_floor`` extra. The message names the ratio and the client errors by status.
-    See :mod:`iys_provider.success_ratio`.
+    See :mod:`iys_provider.limits.success_ratio`.
     """
 
     def __init__(self, message: str, *, endpoint: str, ratio: float | None) -> None:

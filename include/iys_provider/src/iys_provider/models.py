@@ -98,7 +98,7 @@ class ChangeStream(enum.StrEnum):
 class StepKind(enum.StrEnum):
     """What a step of a sync run did, named in its result (the ``step`` key of its XCom).
 
-    The run's report (:mod:`iys_provider.sync_runs`) reads each result's figures by its kind; a result
+    The run's report (:mod:`iys_provider.run_report.sync_runs`) reads each result's figures by its kind; a result
     of a kind it does not know is kept whole in the run's details.
     """
 

@@ -27,7 +27,7 @@ from iys_provider.operators.pool_check import (
     IysPoolProbeOperator,
     IysWaitForPoolOperator,
 )
-from iys_provider.user_source import RECIPIENTS_SQL_VARIABLE, recipients_sql_variable
+from iys_provider.people.user_source import RECIPIENTS_SQL_VARIABLE, recipients_sql_variable
 
 TAGS = ("iys", "consent")
 #: Environment variable listing the ``iys`` connections, one DAG pair each (``[iys] connections``,

@@ -6,8 +6,6 @@ from airflow.sdk import DAG, Param
 
 from iys_provider.config import IysSettings, load_settings
 from iys_provider.dags.common import CONNECTION_ARGS, IysBrand, IysConcurrency, iys_brands, iys_dag
-from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN
-from iys_provider.leavers import DEFAULT_MAX_LEAVER_SHARE
 from iys_provider.models import ChangeStream
 from iys_provider.operators.changes import DEFAULT_MAX_PULL_GAP_HOURS, IysPullChangesOperator
 from iys_provider.operators.consent_updates import IysPushConsentUpdatesOperator
@@ -16,8 +14,10 @@ from iys_provider.operators.new_users import IysCheckNewUsersOperator
 from iys_provider.operators.outbox_approval import DEFAULT_APPROVAL_TIMEOUT_HOURS, IysApproveUnusualVolumeOperator
 from iys_provider.operators.report import IysAnnounceConsentChangesOperator, IysSyncReportOperator
 from iys_provider.operators.retention import IysApplyRetentionOperator
-from iys_provider.outbox_approval import DEFAULT_MAX_SHARE, DEFAULT_MAX_UPDATES
-from iys_provider.retention import (
+from iys_provider.outbox.approval import DEFAULT_MAX_SHARE, DEFAULT_MAX_UPDATES
+from iys_provider.outbox.deadline_watch import DEFAULT_DEADLINE_MARGIN
+from iys_provider.people.leavers import DEFAULT_MAX_LEAVER_SHARE
+from iys_provider.people.retention import (
     MIN_CONSENT_EVENTS_RETENTION_DAYS,
     MIN_FINISHED_UPDATES_RETENTION_DAYS,
     RetentionPolicy,

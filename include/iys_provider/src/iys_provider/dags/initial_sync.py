@@ -6,13 +6,13 @@ from airflow.sdk import DAG, Param
 
 from iys_provider.config import IysSettings, load_settings
 from iys_provider.dags.common import CONNECTION_ARGS, IysBrand, IysConcurrency, iys_brands, iys_dag
-from iys_provider.leavers import DEFAULT_MAX_LEAVER_SHARE
 from iys_provider.operators.initial_sync import (
     DEFAULT_BATCH_SIZE,
     IysFinishInitialSyncOperator,
     IysInitialSyncBatchOperator,
     IysPlanInitialSyncOperator,
 )
+from iys_provider.people.leavers import DEFAULT_MAX_LEAVER_SHARE
 
 DOC = """
 ### İYS initial sync

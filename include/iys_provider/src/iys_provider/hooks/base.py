@@ -35,10 +35,10 @@ from iys_provider.exceptions import IysApiError, IysAuthError, IysSuccessRatioGu
 from iys_provider.hooks.responses import api_error, decode_body, parse_body, retry_after_seconds
 from iys_provider.hooks.settings import IysConnectionSettings
 from iys_provider.hooks.transport import open_session
+from iys_provider.limits.rate_control import is_per_second_limit
+from iys_provider.limits.shared_state import InProcessSharedState, PostgresSharedState, StoredToken, TokenSlot, utcnow
+from iys_provider.limits.success_ratio import GUARDED_ENDPOINTS, TRANSPORT_ERROR_STATUS, RatioReading, guard_verdict
 from iys_provider.models import TokenPair
-from iys_provider.rate_control import is_per_second_limit
-from iys_provider.shared_state import InProcessSharedState, PostgresSharedState, StoredToken, TokenSlot, utcnow
-from iys_provider.success_ratio import GUARDED_ENDPOINTS, TRANSPORT_ERROR_STATUS, RatioReading, guard_verdict
 
 T = TypeVar("T")
 
@@ -343,7 +343,7 @@ class IysBaseHook(BaseHook):
             raise
 
     def success_ratio_24h(self) -> RatioReading:
-        """İYS's success ratio of this hook's API host over the last 24 hours (see :mod:`iys_provider.success_ratio`)."""
+        """İYS's success ratio of this hook's API host over the last 24 hours (see :mod:`iys_provider.limits.success_ratio`)."""
         return self.shared_state.success_ratio(self.settings.ip_budget_key)
 
     # ------------------------------------------------------------------ tokens

@@ -237,7 +237,7 @@ class IysHook(IysBaseHook):
 
     # ------------------------------------------------------------------ daily reconciliation (mutabakat)
     # The day is always a completed day inside İYS's 7-day window: callers check it first
-    # (iys_provider.reconciliation.outside_window_reason); İYS answers any other with a 422.
+    # (iys_provider.reconciliation.rules.outside_window_reason); İYS answers any other with a 422.
 
     def get_daily_change_summary(
         self, report_date: date, recipient_type: RecipientType = RecipientType.BIREYSEL

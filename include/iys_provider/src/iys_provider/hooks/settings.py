@@ -51,7 +51,7 @@ class IysConnectionSettings(BaseModel):
     :param success_ratio_floor: İYS de-whitelists an IP whose success ratio (successes ÷
         (successes + client errors)) stays under 70 %; when one more failure would put the
         last 24 hours under this floor, calls that can fail (single status, writes) are not
-        made and the task fails naming the cause (:mod:`iys_provider.success_ratio`).
+        made and the task fails naming the cause (:mod:`iys_provider.limits.success_ratio`).
     :param success_ratio_min_calls: the floor applies only from this many successes plus
         client errors in the last 24 hours, so a few 404s on a quiet day do not trip it.
     :param shared_state_conn_id: Postgres connection holding the shared token cache, token

@@ -8,8 +8,8 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from iys_provider.change_feed_pull import DEFAULT_MAX_PULL_GAP_HOURS, ChangeFeedPull, PullResult
-from iys_provider.change_feed_store import DEFAULT_CHECK_MARGIN
+from iys_provider.change_feed.pull import DEFAULT_MAX_PULL_GAP_HOURS, ChangeFeedPull, PullResult
+from iys_provider.change_feed.store import DEFAULT_CHECK_MARGIN
 from iys_provider.models import ChangeStream
 from iys_provider.operators.base import IysBaseOperator, failing_without_retries
 from iys_provider.templating import as_int
@@ -22,7 +22,7 @@ class IysPullChangesOperator(IysBaseOperator):
 
     Each page's movements, the resulting consent state and the stream's cursor are stored in one
     transaction, so a crash between pages loses nothing and a rerun duplicates nothing. The work is
-    :class:`~iys_provider.change_feed_pull.ChangeFeedPull`.
+    :class:`~iys_provider.change_feed.pull.ChangeFeedPull`.
 
     Before pulling, guards İYS's 7-day window: when the last complete pull (or, before the
     first one, the last initial-sync scan) is older than ``max_pull_gap_hours``, movements may

@@ -10,14 +10,14 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
 
 from iys_provider.operators.base import IysBaseOperator
-from iys_provider.outbox import (
+from iys_provider.outbox.push import DEFAULT_MAX_ATTEMPTS, OutboxPush, PushResult, PushSettings
+from iys_provider.outbox.rules import (
     DEFAULT_CLOCK_SKEW,
     DEFAULT_FUTURE_TOLERANCE,
     DEFAULT_MAX_BATCH_AGE,
     DEFAULT_MAX_REQUEUES,
     WRITE_POLICIES,
 )
-from iys_provider.outbox_push import DEFAULT_MAX_ATTEMPTS, OutboxPush, PushResult, PushSettings
 
 __all__ = ["IysPushConsentUpdatesOperator", "PushResult"]
 
@@ -28,7 +28,7 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
     Each row is validated (recipient, enums, source, dates with a clock tolerance), superseded rows
     are skipped, and every remaining address is verified with İYS's multi status (≤1000 per
     call) right before sending: a RET goes out exactly when İYS holds ONAY now, whatever our copy
-    says. The rules and every verdict are in :mod:`iys_provider.outbox`.
+    says. The rules and every verdict are in :mod:`iys_provider.outbox.rules`.
 
     What remains is sent: one by one through the idempotent single add when there are at most
     ``single_add_threshold`` rows, otherwise as async batches of ≤1000 whose results
@@ -48,7 +48,7 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
     :param max_status_checks: single-status calls per run (İYS allows 1000 per hour per IP).
     :param max_attempts: unsettled tries before a row ends ``failed``.
     :param future_tolerance_seconds: a consent date this far ahead waits instead of FUTURE_DATE.
-    :param clock_skew_seconds: how far İYS's clock may lag ours (see :mod:`iys_provider.outbox`).
+    :param clock_skew_seconds: how far İYS's clock may lag ours (see :mod:`iys_provider.outbox.rules`).
     :param max_batch_age_seconds: submitted rows older than this go back to pending first.
     :param max_requeues: how often a row that ended ``failed`` for a passing reason (5xx, network,
         an unreadable answer) goes back to the queue while İYS would still accept it.

@@ -10,7 +10,7 @@ Compose them with dynamic task mapping::
 
 A scan's plan is stored in ``iys.initial_sync_batches``; every run processes only the batches not
 finished yet, so a run that dies halfway is simply run (or cleared) again. The scan's lifecycle
-is :mod:`iys_provider.scan_ledger`; how a batch is checked, :mod:`iys_provider.consent_checks`.
+is :mod:`iys_provider.initial_sync.scan_ledger`; how a batch is checked, :mod:`iys_provider.initial_sync.consent_checks`.
 """
 
 from __future__ import annotations
@@ -23,21 +23,10 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from iys_provider.config import load_settings
-from iys_provider.consent_checks import CheckOutcome, check_scan_batch
 from iys_provider.consent_store import consent_totals
 from iys_provider.hooks.iys import MAX_RECIPIENTS_PER_STATUS_CALL
-from iys_provider.leavers import (
-    DEFAULT_MAX_LEAVER_SHARE,
-    Forgotten,
-    LeaversResult,
-    TooManyLeaversError,
-    leavers_result,
-    parse_max_leaver_share,
-    refusal,
-)
-from iys_provider.leavers_store import known_users
-from iys_provider.operators.base import IysBaseOperator
-from iys_provider.scan_ledger import (
+from iys_provider.initial_sync.consent_checks import CheckOutcome, check_scan_batch
+from iys_provider.initial_sync.scan_ledger import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_BATCHES,
     BatchState,
@@ -48,7 +37,7 @@ from iys_provider.scan_ledger import (
     batch_request_concurrency,
     batch_sizes,
 )
-from iys_provider.scan_ledger_store import (
+from iys_provider.initial_sync.scan_ledger_store import (
     finish_scan,
     open_scan,
     pending_batches,
@@ -56,8 +45,19 @@ from iys_provider.scan_ledger_store import (
     scan_progress,
     schedule_scan,
 )
+from iys_provider.operators.base import IysBaseOperator
+from iys_provider.people.leavers import (
+    DEFAULT_MAX_LEAVER_SHARE,
+    Forgotten,
+    LeaversResult,
+    TooManyLeaversError,
+    leavers_result,
+    parse_max_leaver_share,
+    refusal,
+)
+from iys_provider.people.leavers_store import known_users
+from iys_provider.people.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source
 from iys_provider.templating import as_bool, as_int
-from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -120,7 +120,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
     queue) and its first batch small, so the first İYS call follows soon after.
 
     A new plan also forgets the brand's known users that its snapshot does not hold (they left the
-    source, see :mod:`iys_provider.leavers`), in the plan's transaction. Their count is logged and
+    source, see :mod:`iys_provider.people.leavers`), in the plan's transaction. Their count is logged and
     pushed as the XCom ``leavers`` (a :class:`~iys_provider.operators.leavers.LeaversResult`), so
     the returned list stays what the batches are mapped over.
 
@@ -129,7 +129,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         Variable, else ``SELECT id::text AS user_id, phone, email FROM public.users``. (templated)
     :param batch_size: users per batch at most (grown automatically to keep ≤ ``max_batches``
         batches); a big scan starts and ends with smaller ones, a small one is cut into smaller
-        ones so that every parallel task gets some (:func:`~iys_provider.scan_ledger.batch_sizes`).
+        ones so that every parallel task gets some (:func:`~iys_provider.initial_sync.scan_ledger.batch_sizes`).
         (templated)
     :param max_batches: the most batches a scan is split into (mapped tasks are scheduler rows).
     :param parallel_batches: how many batch tasks run at once, which the batch sizes are shaped
@@ -138,7 +138,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
     :param rescan: abandon the current or finished scan and start over. (templated)
     :param dry_run: plan and report, write nothing. (templated)
     :param source_statement_timeout: seconds each statement running the source query may take
-        (it runs read-only, see :mod:`iys_provider.user_source`); default 15 minutes, generous:
+        (it runs read-only, see :mod:`iys_provider.people.user_source`); default 15 minutes, generous:
         snapshotting a million users sorts them for about 2 s.
     :param max_leaver_share: a plan that would forget more than this share of the users synced so
         far, or all of them, fails and forgets nobody (a broken source query looks like everybody
@@ -312,7 +312,7 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
     :param batch: one element of ``IysPlanInitialSyncOperator``'s result.
     :param request_concurrency: status calls in flight at once for the scan's last batch; earlier
         batches keep up to twice as many, so they finish first
-        (:func:`~iys_provider.scan_ledger.batch_request_concurrency`). The shared rate limiter still
+        (:func:`~iys_provider.initial_sync.scan_ledger.batch_request_concurrency`). The shared rate limiter still
         bounds the aggregate rate; this only keeps latency from capping it.
     """
 

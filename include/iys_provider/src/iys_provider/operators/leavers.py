@@ -8,7 +8,9 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from iys_provider.leavers import (
+from iys_provider.initial_sync.scan_ledger_store import initial_sync_done
+from iys_provider.operators.base import IysBaseOperator
+from iys_provider.people.leavers import (
     DEFAULT_LEAVER_CHUNK_SIZE,
     DEFAULT_MAX_LEAVER_SHARE,
     LeaversResult,
@@ -16,10 +18,8 @@ from iys_provider.leavers import (
     leavers_result,
     parse_max_leaver_share,
 )
-from iys_provider.leavers_store import forget_leavers
-from iys_provider.operators.base import IysBaseOperator
-from iys_provider.scan_ledger_store import initial_sync_done
-from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source, second_connection
+from iys_provider.people.leavers_store import forget_leavers
+from iys_provider.people.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source, second_connection
 
 __all__ = ["IysForgetLeaversOperator", "LeaversResult"]
 
@@ -31,7 +31,7 @@ class IysForgetLeaversOperator(IysBaseOperator):
     query does not return any more is a leaver: its links (``iys.user_recipients``, hence its rows
     of ``iys.sendable``), its quarantined raw values (``iys.rejected_recipients``), its fingerprint,
     and its snapshot row in a scan still open are deleted, one transaction per chunk. Consents stay:
-    they are İYS's record of an address and hold no user. See :mod:`iys_provider.leavers`.
+    they are İYS's record of an address and hold no user. See :mod:`iys_provider.people.leavers`.
 
     Fails, forgetting nobody, when the source query returns none of the known users or more than
     ``max_leaver_share`` of them would leave: a broken source query must not unlink the user base.
@@ -39,12 +39,12 @@ class IysForgetLeaversOperator(IysBaseOperator):
 
     :param recipients_sql: source query, or the path of a ``.sql`` file holding it (relative to
         the DAG's folder or its ``template_searchpath``); default: as
-        :func:`~iys_provider.user_source.configured_user_source` finds it. (templated)
+        :func:`~iys_provider.people.user_source.configured_user_source` finds it. (templated)
     :param max_leaver_share: the largest share of the known users that may leave in one run;
         1 lets any departure through. Default 0.5. (templated)
     :param chunk_size: users forgotten per transaction.
     :param source_statement_timeout: seconds each statement running the source query may take
-        (read-only, see :mod:`iys_provider.user_source`); default 15 minutes.
+        (read-only, see :mod:`iys_provider.people.user_source`); default 15 minutes.
     """
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "recipients_sql", "max_leaver_share")

@@ -8,11 +8,11 @@ from typing import Any, TypedDict
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from iys_provider.consent_checks import check_users_in_chunks
+from iys_provider.initial_sync.consent_checks import check_users_in_chunks
+from iys_provider.initial_sync.scan_ledger_store import initial_sync_done
 from iys_provider.models import StepKind
 from iys_provider.operators.base import IysBaseOperator
-from iys_provider.scan_ledger_store import initial_sync_done
-from iys_provider.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source, second_connection
+from iys_provider.people.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source, second_connection
 
 __all__ = ["IysCheckNewUsersOperator", "NewUsersResult"]
 
@@ -42,7 +42,7 @@ class IysCheckNewUsersOperator(IysBaseOperator):
     :param request_concurrency: status calls in flight at once (see
         :class:`~iys_provider.operators.initial_sync.IysInitialSyncBatchOperator`).
     :param source_statement_timeout: seconds each statement running the source query may take
-        (read-only, see :mod:`iys_provider.user_source`); default 15 minutes.
+        (read-only, see :mod:`iys_provider.people.user_source`); default 15 minutes.
     """
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "recipients_sql")

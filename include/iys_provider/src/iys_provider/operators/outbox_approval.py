@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from iys_provider.models import StepKind
 from iys_provider.operators.base import IysBaseOperator
-from iys_provider.outbox_approval import (
+from iys_provider.outbox.approval import (
     DEFAULT_MAX_SHARE,
     DEFAULT_MAX_UPDATES,
     SAMPLE_SIZE,
@@ -21,7 +21,7 @@ from iys_provider.outbox_approval import (
     approval_request,
     unusual_volume,
 )
-from iys_provider.outbox_store import (
+from iys_provider.outbox.store import (
     held_sample,
     hold_unapproved,
     mark_not_approved,
@@ -51,7 +51,7 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
 
     The pending updates nobody approved yet (and those an earlier run held) are counted against
     ``max_updates`` and ``max_share`` of the brand's ONAY consents (the rules and defaults are in
-    :mod:`iys_provider.outbox_approval`). A usual volume passes at once: nobody is asked. An
+    :mod:`iys_provider.outbox.approval`). A usual volume passes at once: nobody is asked. An
     unusual one is held (state ``held``: the push never reads it) and the task waits in
     ``awaiting_input`` with the counts, the share and a masked sample. **Approve** puts the rows
     back in the queue, marked approved, and the push downstream sends them; **Reject** leaves

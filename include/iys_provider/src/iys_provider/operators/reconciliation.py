@@ -5,8 +5,8 @@ then per day compares İYS's summary with ours (:class:`IysCompareSummaryOperato
 İYS's hash job (:class:`~iys_provider.sensors.reconciliation.IysReconciliationHashSensor`),
 hashes our file and agrees or repairs (:class:`IysReconcileDayOperator`), and finally fails the
 run, naming every day not agreed, once all days are done (:class:`IysReconciliationReportOperator`).
-The rules are in :mod:`iys_provider.reconciliation`, the SQL in :mod:`iys_provider.reconciliation_store`,
-one day's hashing, agreement, repair and archive in :mod:`iys_provider.reconciliation_day`.
+The rules are in :mod:`iys_provider.reconciliation.rules`, the SQL in :mod:`iys_provider.reconciliation.store`,
+one day's hashing, agreement, repair and archive in :mod:`iys_provider.reconciliation.day`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,18 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from iys_provider.consent_store import record_sendable_counts
 from iys_provider.operators.base import IysBaseOperator, failing_without_retries
-from iys_provider.reconciliation import (
+from iys_provider.reconciliation.day import (
+    DEFAULT_ARCHIVE,
+    DayResult,
+    ReconciliationDay,
+    archive_location_of,
+    archive_wanted,
+    default_archive_location,
+    ensure_in_window,
+    is_done,
+    parse_report_date,
+)
+from iys_provider.reconciliation.rules import (
     DEFAULT_FILE_FORMAT,
     RECIPIENT_TYPES,
     SETTLED,
@@ -35,18 +46,7 @@ from iys_provider.reconciliation import (
     summary_total,
     waiting_for_iys,
 )
-from iys_provider.reconciliation_day import (
-    DEFAULT_ARCHIVE,
-    DayResult,
-    ReconciliationDay,
-    archive_location_of,
-    archive_wanted,
-    default_archive_location,
-    ensure_in_window,
-    is_done,
-    parse_report_date,
-)
-from iys_provider.reconciliation_store import (
+from iys_provider.reconciliation.store import (
     day_summary,
     read_reconciliations,
     save_reconciliation,
@@ -183,7 +183,7 @@ class IysReconcileDayOperator(IysBaseOperator):
 
     1. Streams the day's movements out of ``iys.consent_events`` in İYS's file format and hashes
        them: in the reading the brand's last agreed day showed (``literal`` at first), or the
-       ``file_format`` override (see :data:`~iys_provider.reconciliation.FILE_FORMATS`).
+       ``file_format`` override (see :data:`~iys_provider.reconciliation.rules.FILE_FORMATS`).
     2. Equal to İYS's hash (recorded by the hash sensor): ``PUT`` the agreement; status ``agreed``.
     3. Different: downloads İYS's file (streamed to a temporary file), hashes the bytes served,
        recognises its reading by its content (header, line ends, BOM, 7 or 8 columns) and, when
@@ -198,7 +198,7 @@ class IysReconcileDayOperator(IysBaseOperator):
        never overwriting an archived file. The file archived is İYS's download when there was one,
        else ours (the hashes being equal, the bytes are the same).
 
-    The work is :class:`~iys_provider.reconciliation_day.ReconciliationDay`.
+    The work is :class:`~iys_provider.reconciliation.day.ReconciliationDay`.
 
     :param report_date: the day, ``YYYY-MM-DD``. (templated)
     :param archive_location: base of the archive (:func:`archive_location_of`). (templated)

@@ -11,11 +11,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from iys_provider.assets import CONSENTS_ASSET
 from iys_provider.consent_store import record_sendable_counts
-from iys_provider.deadline_watch import DEFAULT_DEADLINE_MARGIN, overdue_days, watch_ret_deadlines
 from iys_provider.operators.base import IysBaseOperator
-from iys_provider.outbox_store import acknowledge_rets, acknowledged_rets, held_updates, unsent_rets_by_day
-from iys_provider.sync_runs import RunDetails, RunFigures, SyncReport, run_details, run_figures, step_results
-from iys_provider.sync_runs_store import record_sync_run
+from iys_provider.outbox.deadline_watch import DEFAULT_DEADLINE_MARGIN, overdue_days, watch_ret_deadlines
+from iys_provider.outbox.store import acknowledge_rets, acknowledged_rets, held_updates, unsent_rets_by_day
+from iys_provider.run_report.sync_runs import RunDetails, RunFigures, SyncReport, run_details, run_figures, step_results
+from iys_provider.run_report.sync_runs_store import record_sync_run
 from iys_provider.templating import as_bool, as_float
 
 __all__ = ["IysAnnounceConsentChangesOperator", "IysSyncReportOperator", "RunDetails", "RunFigures", "SyncReport"]
@@ -29,7 +29,7 @@ class IysSyncReportOperator(IysBaseOperator):
     Runs with ``trigger_rule="all_done"`` so failed runs get their row too; it then fails itself,
     so the run is not mistaken for a success.
 
-    It also watches the legal clock of opt-outs (:mod:`iys_provider.deadline_watch`): the row
+    It also watches the legal clock of opt-outs (:mod:`iys_provider.outbox.deadline_watch`): the row
     records how many RETs are not in İYS yet, how many reach their deadline within 24 h and the
     earliest deadline; when one is within ``ret_deadline_margin_hours`` of it, the run fails
     (after every step has done its work), so alerting on failed runs catches it.
@@ -44,7 +44,7 @@ class IysSyncReportOperator(IysBaseOperator):
     :param step_task_ids: the steps whose results the row records and whose failure fails the run;
         default: every task upstream of this one, so a step added to the DAG before the report is
         recorded without any change here. Each step returns a small result naming its kind
-        (:mod:`iys_provider.sync_runs` reads the figures it knows; it keeps any other result whole
+        (:mod:`iys_provider.run_report.sync_runs` reads the figures it knows; it keeps any other result whole
         in ``details.other_steps``).
     :param pull_task_ids: step tasks named one by one, as are ``new_users_task_id``, ``push_task_id``,
         ``batch_results_task_id``, ``leavers_task_id``, ``retention_task_id`` and ``approval_task_id``;

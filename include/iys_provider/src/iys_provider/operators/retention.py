@@ -9,8 +9,8 @@ from airflow.sdk import Context
 
 from iys_provider.models import StepKind
 from iys_provider.operators.base import IysBaseOperator
-from iys_provider.retention import DEFAULT_RETENTION_CHUNK_SIZE, RetentionPolicy
-from iys_provider.retention_store import apply_retention
+from iys_provider.people.retention import DEFAULT_RETENTION_CHUNK_SIZE, RetentionPolicy
+from iys_provider.people.retention_store import apply_retention
 
 __all__ = ["IysApplyRetentionOperator", "RetentionResult"]
 
@@ -27,7 +27,7 @@ class IysApplyRetentionOperator(IysBaseOperator):
     """Delete what the retention keeps no longer, for the brand of the ``iys`` connection.
 
     Both default to None: keep forever, and the task deletes nothing. The rules (what is never
-    deleted, and why the minimums) are in :mod:`iys_provider.retention`.
+    deleted, and why the minimums) are in :mod:`iys_provider.people.retention`.
 
     :param consent_events_retention_days: days to keep ``iys.consent_events`` rows, counted from
         when they were stored; at least 8 (İYS's change feed replays 7 days, and a replayed

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from iys_provider.success_ratio import IYS_NOTICE_RATIO, RatioReading
+from iys_provider.limits.success_ratio import IYS_NOTICE_RATIO, RatioReading
 
 CHANNELS = ("MESAJ", "ARAMA", "EPOSTA")
 STATUSES = ("ONAY", "RET", "unknown")

@@ -21,10 +21,11 @@ from typing import Any
 
 import psycopg
 
-from iys_provider.deadline_watch import ret_deadline, watch_ret_deadlines
 from iys_provider.hooks.settings import extra_default
+from iys_provider.limits.success_ratio_store import success_ratio_24h
 from iys_provider.models import IYS_TIMEZONE
-from iys_provider.outbox_store import (
+from iys_provider.outbox.deadline_watch import ret_deadline, watch_ret_deadlines
+from iys_provider.outbox.store import (
     acknowledged_rets,
     held_out_now,
     held_updates,
@@ -45,7 +46,6 @@ from iys_provider.plugins.dashboard import (
     run_path,
     task_path,
 )
-from iys_provider.success_ratio_store import success_ratio_24h
 
 STATEMENT_TIMEOUT_MS = 10_000
 #: The oldest RETs not in İYS the outbox panel lists (the counts cover all of them).

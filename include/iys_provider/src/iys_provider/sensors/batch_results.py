@@ -11,8 +11,8 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 
 from iys_provider.hooks.iys import IysHook
 from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IysConnections
-from iys_provider.outbox import DEFAULT_MAX_BATCH_AGE
-from iys_provider.outbox_settlement import BatchResultsSummary, OutboxSettlement
+from iys_provider.outbox.rules import DEFAULT_MAX_BATCH_AGE
+from iys_provider.outbox.settlement import BatchResultsSummary, OutboxSettlement
 
 __all__ = ["BatchResultsSummary", "IysBatchResultSensor"]
 
@@ -20,7 +20,7 @@ __all__ = ["BatchResultsSummary", "IysBatchResultSensor"]
 class IysBatchResultSensor(IysConnections, BaseSensorOperator):
     """Poll the results of every submitted batch until none is outstanding.
 
-    Each poke is one pass of :class:`~iys_provider.outbox_settlement.OutboxSettlement`. The
+    Each poke is one pass of :class:`~iys_provider.outbox.settlement.OutboxSettlement`. The
     outstanding batches are read from ``iys.consent_updates`` (state ``submitted``), not from
     XCom, so a batch submitted by an earlier run or a crashed task is still collected. A batch
     is first polled ``batch_result_delay_seconds`` (connection extra, default 300 as İYS requires)

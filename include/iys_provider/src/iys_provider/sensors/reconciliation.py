@@ -13,7 +13,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from iys_provider.exceptions import IysApiError
 from iys_provider.hooks.iys import IysHook
 from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IysConnections, failing_without_retries
-from iys_provider.reconciliation import (
+from iys_provider.reconciliation.day import ensure_in_window, parse_report_date
+from iys_provider.reconciliation.rules import (
     DEFAULT_MAX_WAIT,
     SETTLED,
     DayStatus,
@@ -23,8 +24,7 @@ from iys_provider.reconciliation import (
     summary_total,
     waiting_reason,
 )
-from iys_provider.reconciliation_day import ensure_in_window, parse_report_date
-from iys_provider.reconciliation_store import read_reconciliation, save_reconciliation
+from iys_provider.reconciliation.store import read_reconciliation, save_reconciliation
 from iys_provider.templating import TemplatedValueError, as_float
 
 
@@ -32,7 +32,7 @@ class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
     """Poke ``GET …/agreements/{reportDate}`` until İYS's hash of the day is ``completed``.
 
     The first call starts İYS's job (``queued`` → ``inprogress`` → ``completed``). What each answer
-    means is :func:`~iys_provider.reconciliation.hash_job_verdict`: on ``completed`` the hash and
+    means is :func:`~iys_provider.reconciliation.rules.hash_job_verdict`: on ``completed`` the hash and
     its method are recorded in ``iys.reconciliations`` for the next task; on ``error`` the day is
     recorded as ``hash_error`` and this task fails at once, without retries, while the other days
     go on. A job still unfinished ``max_wait_minutes`` after this run first saw it so (İYS: a job

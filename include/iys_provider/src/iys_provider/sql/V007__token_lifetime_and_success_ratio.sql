@@ -3,7 +3,7 @@
 ALTER TABLE iys.api_tokens ADD COLUMN access_lifetime interval;  -- İYS's expires_in
 
 -- İYS's success-ratio rule: every answer İYS gave, per API host (the egress budget key), hour
--- and HTTP status (0 = no answer), classified as iys_provider.success_ratio says.
+-- and HTTP status (0 = no answer), classified as iys_provider.limits.success_ratio says.
 CREATE TABLE iys.api_responses (
     budget_key      text        NOT NULL,
     hour            timestamptz NOT NULL,      -- start of the UTC hour

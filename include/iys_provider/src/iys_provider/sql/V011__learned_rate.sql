@@ -1,7 +1,7 @@
 -- Issue #14. The request rate every process on one client IP sends at is learned from İYS's
 -- answers and shared, instead of each process halving its own rate on a 429: a 429 lowers it a
 -- little, at most once per İYS window however many processes saw it, and traffic without 429s
--- lets it climb back towards the configured rate (the rule: iys_provider.rate_control).
+-- lets it climb back towards the configured rate (the rule: iys_provider.limits.rate_control).
 -- NULL rate: nothing learned yet, so the caller's configured rate applies (rows of V001).
 ALTER TABLE iys.rate_limiter
     ADD COLUMN rate               double precision,       -- requests per second, learned

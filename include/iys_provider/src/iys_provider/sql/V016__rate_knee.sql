@@ -1,7 +1,7 @@
 -- Issue #14. The learned rate remembers where its last decrease came (the knee): İYS's limit was
 -- just above it a moment ago, so after a 429 the rate climbs back to 99 % of it within seconds
 -- instead of minutes, and only then probes slowly for a higher limit. The rule, its numbers and
--- its verdict table: iys_provider.rate_control (RateRule.climbed, which this function mirrors;
+-- its verdict table: iys_provider.limits.rate_control (RateRule.climbed, which this function mirrors;
 -- a test compares the two).
 ALTER TABLE iys.rate_limiter
     ADD COLUMN rate_knee double precision;                -- the learned rate the last decrease came at

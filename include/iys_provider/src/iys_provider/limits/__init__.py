@@ -1,0 +1,1 @@
+"""İYS's limits: the learned request rate, the success ratio and the state workers share per client IP."""

@@ -1,0 +1,1 @@
+"""The outbox: consent updates (opt-outs first) pushed to İYS; rules, store, push, settlement, approval, deadline watch."""

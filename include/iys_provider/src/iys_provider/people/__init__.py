@@ -1,0 +1,1 @@
+"""The brand's people: the user source, leavers (KVKK erasure) and retention."""
