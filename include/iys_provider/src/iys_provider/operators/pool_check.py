@@ -33,10 +33,10 @@ _PROBE_GOT_SLOT = {"queued", "running", "success", "failed", "up_for_retry"}
 
 def pool_missing_message(pool: str, waited: float) -> str:
     return (
-        f"The İYS tasks are configured to run in pool {pool!r} (IYS_POOL), but the scheduler gave that "
+        f"The İYS tasks are configured to run in pool {pool!r} ([iys] pool: IYS_POOL or AIRFLOW__IYS__POOL), but the scheduler gave that "
         f"pool no slot in {waited:.0f} s: it most likely does not exist, and its tasks would wait forever. "
         f'Create it with `airflow pools set {pool} 4 "İYS API rate budget"` (or Admin → Pools in the UI) '
-        "and run again, or unset IYS_POOL to run the İYS tasks in default_pool."
+        "and run again, or unset IYS_POOL (and AIRFLOW__IYS__POOL) to run the İYS tasks in default_pool."
     )
 
 
