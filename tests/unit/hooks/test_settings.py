@@ -41,6 +41,9 @@ def test_defaults_apply_when_only_the_codes_and_credentials_are_set():
         "egress_ip": "",
         "verify_ssl": True,
         "proxies": None,
+        "push_username": None,
+        "push_password": None,
+        "push_credentials": None,
     }
 
 

@@ -161,6 +161,29 @@ def get_provider_info() -> dict:
                             "default": extra_default("egress_ip"),
                         },
                     },
+                    "push_username": {
+                        "label": "Push receiver user name",
+                        "description": "The HTTP Basic user name İYS sends with its pushes to your receiver "
+                        "(registered with the URL). Empty: Push is not used.",
+                        "schema": {"type": ["string", "null"], "default": extra_default("push_username")},
+                    },
+                    "push_password": {
+                        "label": "Push receiver password",
+                        "description": "Its password. The receiver answers 401 to any other; rotate it by "
+                        "registering a second URL per channel first.",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "format": "password",
+                            "default": extra_default("push_password"),
+                        },
+                    },
+                    "push_credentials": {
+                        "label": "Push credentials per channel",
+                        "description": "Optional: a user name and password per channel, e.g. "
+                        '{"MESAJ": {"username": "…", "password": "…"}}; a channel not named uses the two fields '
+                        "above.",
+                        "schema": {"type": ["object", "null"], "default": extra_default("push_credentials")},
+                    },
                 },
             }
         ],

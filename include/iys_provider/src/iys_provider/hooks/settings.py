@@ -27,6 +27,19 @@ EGRESS_LABEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}"
 EGRESS_LABEL = re.compile(f"^{EGRESS_LABEL_PATTERN}$")
 
 
+#: The channels İYS pushes movements of, one registration (at most two URLs) each.
+PUSH_CHANNELS = ("ARAMA", "MESAJ", "EPOSTA")
+
+
+class PushCredentials(BaseModel):
+    """The HTTP Basic user name and password İYS sends with its pushes to one channel's URL."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1, repr=False)
+
+
 class IysConnectionSettings(BaseModel):
     """Everything the hook reads from the ``iys`` connection, validated once.
 
@@ -68,6 +81,12 @@ class IysConnectionSettings(BaseModel):
         (``{"https": "http://proxy.internal:3128"}``); a single URL string means that proxy for
         both schemes. ``None`` leaves the worker's ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
         ``NO_PROXY`` environment in charge; when set, it takes precedence over that environment.
+    :param push_username: the HTTP Basic user name İYS sends to the brand's push receiver, for
+        every channel unless ``push_credentials`` names the channel.
+    :param push_password: its password.
+    :param push_credentials: per-channel user names and passwords,
+        ``{"MESAJ": {"username": "…", "password": "…"}}``; a channel not named uses
+        ``push_username`` / ``push_password``.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -90,6 +109,9 @@ class IysConnectionSettings(BaseModel):
     verify_ssl: bool = True
     # May hold proxy credentials: kept out of repr and of validation messages.
     proxies: dict[str, str] | None = Field(default=None, repr=False)
+    push_username: str | None = None
+    push_password: str | None = Field(default=None, repr=False)
+    push_credentials: dict[str, PushCredentials] | None = Field(default=None, repr=False)
 
     @classmethod
     def from_connection(cls, conn: Connection, *, brand_code: int | None = None) -> IysConnectionSettings:
@@ -165,6 +187,26 @@ class IysConnectionSettings(BaseModel):
             return {"http": value, "https": value}
         return value or None
 
+    @field_validator("push_credentials", mode="before")
+    @classmethod
+    def _push_credentials_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else None
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(PUSH_CHANNELS))
+            if unknown:
+                raise ValueError(f"channels must be among {', '.join(PUSH_CHANNELS)}, not {', '.join(unknown)}")
+        return value
+
+    def push_credentials_for(self, channel: str) -> PushCredentials | None:
+        """The Basic-auth pair İYS uses on ``channel``'s push registration; None when none is set."""
+        named = (self.push_credentials or {}).get(channel)
+        if named is not None:
+            return named
+        if self.push_username and self.push_password:
+            return PushCredentials(username=self.push_username, password=self.push_password)
+        return None
+
     @property
     def account_key(self) -> str:
         """Identifies the İYS account in the shared token cache, without revealing anything."""
@@ -200,6 +242,6 @@ def _base_url(conn: Connection) -> str:
 def _describe(error: Any) -> str:
     """One validation error, naming the extra and the value (never the password or proxy URLs)."""
     name = ".".join(str(part) for part in error["loc"]) or "extra"
-    if error["loc"][:1] not in (("password",), ("proxies",)):
+    if error["loc"][:1] not in (("password",), ("proxies",), ("push_password",), ("push_credentials",)):
         name += f"={error['input']!r}"
     return f"{name}: {error['msg']}"
