@@ -17,6 +17,7 @@ ASSET_TASKS = {
     "iys_initial_sync": "finish_scan",
     "iys_incremental_sync": "announce_consent_changes",
     "iys_reconciliation": "announce_consent_changes",
+    "iys_push": "apply_push_inbox",
 }
 
 
@@ -76,8 +77,10 @@ def test_two_connections_give_a_dag_pair_and_an_asset_per_brand(monkeypatch):
             assert conn_default(dag) == brand
             assert outlets(dag, task_id) == [asset]
             assert f"iys_recipients_sql__{brand}" in dag.doc_md
-            # Every brand's İYS tasks share the one pool (the rate itself is shared by the hook).
-            assert {t.pool for t in dag.tasks if t.max_active_tis_per_dagrun} == {"iys_api"}
+            # Every brand's İYS tasks share the one pool (the rate itself is shared by the hook); the push
+            # DAG calls no İYS endpoint, so it takes no slot of it.
+            expected_pools = set() if base == "iys_push" else {"iys_api"}
+            assert {t.pool for t in dag.tasks if t.max_active_tis_per_dagrun} == expected_pools
     assert len(assets) == 2 and CONSENTS_ASSET.uri not in assets
 
 
@@ -116,7 +119,7 @@ def load_dag_folder():
     return DagBag(dag_folder=str(ROOT / "dags"), safe_mode=True)
 
 
-def test_the_dag_folder_parses_into_three_dags_per_brand(monkeypatch):
+def test_the_dag_folder_parses_into_four_dags_per_brand(monkeypatch):
     monkeypatch.setenv("IYS_CONNECTIONS", ",".join(BRANDS))
     bag = load_dag_folder()
     assert bag.import_errors == {}
@@ -135,6 +138,7 @@ def test_a_bad_setting_is_an_import_error_of_every_file(monkeypatch):
         "iys_initial_sync.py",
         "iys_incremental_sync.py",
         "iys_reconciliation.py",
+        "iys_push.py",
     }
     assert all("IYS_CONNECTIONS lists iys_a more than once" in e for e in bag.import_errors.values())
 

@@ -1,6 +1,7 @@
 """The package's rooms: a folder per concept, the shared modules at the root, the Airflow faces apart.
 
-Each concept folder (initial sync, change feed, outbox, reconciliation, limits, people, run report)
+Each concept folder (initial sync, change feed, outbox, reconciliation, limits, people, run report,
+push)
 holds its rules, its store and its service. It imports the shared root modules and, where a workflow
 spans two concepts, a named function of another concept's store or service (listed in
 :data:`CROSS_CONCEPT_CALLS`, each with its reason). Types that two concepts share live in
@@ -19,8 +20,8 @@ import pytest
 import iys_provider
 
 PACKAGE = pathlib.Path(iys_provider.__file__).parent
-CONCEPTS = ("initial_sync", "change_feed", "outbox", "reconciliation", "limits", "people", "run_report")
-AIRFLOW_FACES = ("hooks", "operators", "sensors", "plugins", "dags")
+CONCEPTS = ("initial_sync", "change_feed", "outbox", "reconciliation", "limits", "people", "run_report", "push")
+AIRFLOW_FACES = ("hooks", "operators", "sensors", "triggers", "plugins", "dags")
 SHARED = (
     "models",
     "exceptions",
@@ -39,6 +40,8 @@ SHARED = (
 CROSS_CONCEPT_CALLS = {
     # A repaired day's movements are stored the way the change feed stores them.
     ("reconciliation.store", "change_feed.store", "store_change_page"),
+    # A pushed movement is stored and applied by the change feed's own rules, so it is applied once.
+    ("push.store", "change_feed.store", "store_change_page"),
     # Planning a scan forgets the leavers its snapshot lacks, in the plan's transaction.
     ("initial_sync.scan_ledger_store", "people.leavers_store", "forget_leavers"),
     # The scan's snapshot is read from the brand's users.

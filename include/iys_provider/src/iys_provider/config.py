@@ -78,6 +78,12 @@ class IysSettings(BaseModel):
     reconciliation_file_format: str = DEFAULT_FILE_FORMAT
     reconciliation_hash_wait_minutes: float = Field(DEFAULT_MAX_WAIT.total_seconds() / 60, ge=0)
     dashboard_postgres_conn_id: str = DEFAULT_POSTGRES_CONN_ID
+    push_postgres_conn_id: str = DEFAULT_POSTGRES_CONN_ID
+    push_receiver_host: str = "127.0.0.1"
+    push_receiver_port: int = Field(8095, ge=1, le=65535)
+    push_receiver_tls_certfile: str | None = None
+    push_receiver_tls_keyfile: str | None = None
+    push_poll_seconds: float = Field(2.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,20 @@ def _minutes(text: str, label: str) -> float:
 
 def _text(text: str, label: str) -> str:
     return text
+
+
+def _port(text: str, label: str) -> int:
+    value = _positive_int(text, label)
+    if value > 65535:
+        raise IysConfigError(f"{label} must be a TCP port (1-65535), not {text!r}")
+    return value
+
+
+def _positive_seconds(text: str, label: str) -> float:
+    value = _seconds(text, label)
+    if value == 0:
+        raise IysConfigError(f"{label} must be a number of seconds above 0, not {text!r}")
+    return value
 
 
 def _cron(text: str, label: str) -> str | None:
@@ -341,6 +361,56 @@ OPTIONS: tuple[Option, ...] = (
         "API server, when the İYS page starts",
         "Postgres connection the İYS page reads (read only).",
         "iys_postgres_readonly",
+    ),
+    Option(
+        "push_postgres_conn_id",
+        "string",
+        _text,
+        "the push receiver at start; DAG files (the push DAG)",
+        "Postgres connection the push receiver writes İYS's pushed movements to, and the push DAG reads.",
+        "iys_postgres",
+    ),
+    Option(
+        "push_receiver_host",
+        "string",
+        _text,
+        "the push receiver at start",
+        "Address the push receiver listens on; 0.0.0.0 behind a proxy in another container or host.",
+        "0.0.0.0",
+    ),
+    Option(
+        "push_receiver_port",
+        "integer",
+        _port,
+        "the push receiver at start",
+        "Port the push receiver listens on.",
+        "8095",
+    ),
+    Option(
+        "push_receiver_tls_certfile",
+        "string",
+        _text,
+        "the push receiver at start",
+        "Certificate (PEM) for the receiver to serve https itself; unset: plain http behind the brand's "
+        "TLS-terminating proxy (İYS only registers https URLs).",
+        "/etc/iys/push.pem",
+    ),
+    Option(
+        "push_receiver_tls_keyfile",
+        "string",
+        _text,
+        "the push receiver at start",
+        "Private key of push_receiver_tls_certfile.",
+        "/etc/iys/push.key",
+    ),
+    Option(
+        "push_poll_seconds",
+        "float",
+        _positive_seconds,
+        "the triggerer (the push DAG's event trigger)",
+        "How often the push DAG's trigger looks for newly pushed movements to tell the consents asset's "
+        "consumers about.",
+        "2",
     ),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

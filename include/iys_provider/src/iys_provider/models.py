@@ -109,6 +109,7 @@ class StepKind(enum.StrEnum):
     OUTBOX_PUSH = "outbox_push"
     OUTBOX_SETTLEMENT = "outbox_settlement"
     RETENTION = "retention"
+    PUSH_INBOX = "push_inbox"
 
 
 def format_iys_datetime(value: datetime) -> str:

@@ -1,0 +1,1 @@
+"""İYS Push: receiving citizen-side movements as they happen (receiver, inbox, registration)."""

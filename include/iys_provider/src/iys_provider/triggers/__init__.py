@@ -1,0 +1,1 @@
+"""Triggers of the İYS provider, run by the Airflow triggerer."""
