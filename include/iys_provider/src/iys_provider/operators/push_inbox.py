@@ -51,7 +51,6 @@ class IysApplyPushInboxOperator(IysBaseOperator):
             sweep.announced_rets,
             sweep.unapplied,
         )
-        context["ti"].xcom_push(key="return_value", value=result)
         if sweep.still_failing:
             raise RuntimeError(
                 f"{sweep.still_failing} pushed movements could not be applied (iys.push_inbox.apply_error "
