@@ -80,6 +80,7 @@ def test_the_operator_refuses_a_too_short_retention_before_it_connects_to_anythi
         "step": "retention",
         "consent_events_deleted": 0,
         "finished_updates_deleted": 0,
+        "pushed_movements_deleted": 0,
     }
     with pytest.raises(TypeError):
         IysApplyRetentionOperator("retention")

@@ -57,6 +57,43 @@ def test_keeping_everything_deletes_nothing(store):
     assert (events(store), updates(store)) == (["old"], ["old"])
 
 
+def add_pushed(conn, transaction_id, *, brand=BRAND, received_days_ago, applied=True):
+    conn.execute(
+        "INSERT INTO iys.push_inbox (brand_code, transaction_id, channel, movement, creation_date, received_at, "
+        "applied_at) VALUES (%s, %s, 'MESAJ', '{}'::jsonb, now(), now() - %s * interval '1 day', "
+        "CASE WHEN %s THEN now() END)",
+        (brand, transaction_id, received_days_ago, applied),
+    )
+
+
+def add_quarantined(conn, reason, *, brand=BRAND, received_days_ago):
+    conn.execute(
+        "INSERT INTO iys.push_quarantine (brand_code, channel, reason, item, item_hash, received_at) "
+        "VALUES (%s, 'MESAJ', %s, '{}', %s, now() - %s * interval '1 day')",
+        (brand, reason, reason, received_days_ago),
+    )
+
+
+def test_pushed_movements_age_with_the_events_but_an_unapplied_one_stays(store):
+    for i in range(4):
+        add_pushed(store, f"old-{i}", received_days_ago=31)
+    add_pushed(store, "old-unapplied", received_days_ago=31, applied=False)
+    add_pushed(store, "recent", received_days_ago=29)
+    add_pushed(store, "other-brand-old", brand=OTHER_BRAND, received_days_ago=400)
+    add_quarantined(store, "old", received_days_ago=31)
+    add_quarantined(store, "recent", received_days_ago=1)
+
+    outcome = apply_retention(store, brand_code=BRAND, policy=RetentionPolicy(consent_events_days=30), chunk_size=3)
+
+    assert outcome == RetentionOutcome(consent_events_deleted=0, finished_updates_deleted=0, pushed_movements_deleted=5)
+    kept = sorted(t for (t,) in store.execute("SELECT transaction_id FROM iys.push_inbox"))
+    assert kept == ["old-unapplied", "other-brand-old", "recent"]
+    assert [r for (r,) in store.execute("SELECT reason FROM iys.push_quarantine")] == ["recent"]
+    # Keeping events forever keeps the pushed movements too.
+    add_pushed(store, "ancient", received_days_ago=4000)
+    assert apply_retention(store, brand_code=BRAND, policy=RetentionPolicy()).pushed_movements_deleted == 0
+
+
 def test_events_received_before_the_cutoff_go_in_chunks_of_the_brand_only(store):
     for i in range(7):
         add_event(store, f"old-{i}", received_days_ago=31)
@@ -142,5 +179,10 @@ def test_the_operator_applies_the_retention_to_the_brand_of_its_connection(sim, 
         task_id="retention", consent_events_retention_days="8", finished_updates_retention_days="None"
     ).execute(context={})
 
-    assert result == {"step": "retention", "consent_events_deleted": 1, "finished_updates_deleted": 0}
+    assert result == {
+        "step": "retention",
+        "consent_events_deleted": 1,
+        "finished_updates_deleted": 0,
+        "pushed_movements_deleted": 0,
+    }
     assert events(store) == ["other-brand-old", "recent"] and updates(store) == ["sent-old"]

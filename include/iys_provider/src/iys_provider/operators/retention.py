@@ -16,11 +16,12 @@ __all__ = ["IysApplyRetentionOperator", "RetentionResult"]
 
 
 class RetentionResult(TypedDict):
-    """Rows deleted: change-feed events, and outbox rows in a final state."""
+    """Rows deleted: change-feed events, outbox rows in a final state, pushed movements."""
 
     step: str
     consent_events_deleted: int
     finished_updates_deleted: int
+    pushed_movements_deleted: int
 
 
 class IysApplyRetentionOperator(IysBaseOperator):
@@ -63,7 +64,12 @@ class IysApplyRetentionOperator(IysBaseOperator):
         )
         if policy.keeps_everything:
             self.log.info("Retention: everything is kept (no retention days set); nothing deleted")
-            return RetentionResult(step=StepKind.RETENTION.value, consent_events_deleted=0, finished_updates_deleted=0)
+            return RetentionResult(
+                step=StepKind.RETENTION.value,
+                consent_events_deleted=0,
+                finished_updates_deleted=0,
+                pushed_movements_deleted=0,
+            )
         brand_code = self.iys_hook.brand_code
         with self.database() as conn:
             outcome = apply_retention(conn, brand_code=brand_code, policy=policy, chunk_size=self.chunk_size)
@@ -72,10 +78,13 @@ class IysApplyRetentionOperator(IysBaseOperator):
             _described("change-feed events", outcome.consent_events_deleted, policy.consent_events_days),
             _described("settled outbox rows", outcome.finished_updates_deleted, policy.finished_updates_days),
         )
+        if outcome.pushed_movements_deleted:
+            self.log.info("Retention: %d pushed movements deleted with them", outcome.pushed_movements_deleted)
         return RetentionResult(
             step=StepKind.RETENTION.value,
             consent_events_deleted=outcome.consent_events_deleted,
             finished_updates_deleted=outcome.finished_updates_deleted,
+            pushed_movements_deleted=outcome.pushed_movements_deleted,
         )
 
 

@@ -9,6 +9,9 @@ what                        older than N days by                never deleted
 ==========================  ==================================  ==================================
 ``iys.consent_events``      ``received_at``: when we stored     —
                             (or last rewrote) the movement
+``iys.push_inbox``,         ``received_at``: when the receiver  a pushed movement not applied
+``iys.push_quarantine``     first stored it (consent events'    yet
+                            days)
 ``iys.consent_updates``     ``processed_at``: when the row      ``pending``, ``held`` and
 in a final state (sent,     was settled                         ``submitted`` rows; a RET that
 skipped, rejected, failed)                                      never reached İYS (``failed``, or

@@ -1,4 +1,4 @@
-"""SQL of retention: deleting a brand's old change-feed events and settled outbox rows, in bounded chunks.
+"""SQL of retention: deleting a brand's old change-feed events, pushed movements and settled outbox rows, in chunks.
 
 The rules (what is kept, for how long at least, and why) are in :mod:`iys_provider.people.retention`.
 Each chunk is one statement, committed on its own: a long purge never holds a long transaction,
@@ -23,6 +23,24 @@ DELETE FROM iys.consent_events
         LIMIT %(limit)s)
 """
 
+# Pushed movements age like the change feed's (the same clock, the same days); one whose apply
+# still fails is kept, in sight on the İYS page, until it is applied.
+DELETE_OLD_PUSHED_SQL = """
+DELETE FROM iys.push_inbox
+ WHERE id IN (
+       SELECT id FROM iys.push_inbox
+        WHERE brand_code = %(brand)s AND received_at < %(before)s AND applied_at IS NOT NULL
+        LIMIT %(limit)s)
+"""
+
+DELETE_OLD_QUARANTINED_PUSHES_SQL = """
+DELETE FROM iys.push_quarantine
+ WHERE id IN (
+       SELECT id FROM iys.push_quarantine
+        WHERE brand_code = %(brand)s AND received_at < %(before)s
+        LIMIT %(limit)s)
+"""
+
 # The states spelt as in the partial index's predicate, so the planner can use it.
 _FINAL_STATES = ", ".join(f"'{state.value}'" for state in FINAL_OUTBOX_STATES)
 # A RET that never reached İYS (failed, or refused as too old) is the record of a citizen's "no"
@@ -43,6 +61,7 @@ DELETE FROM iys.consent_updates
 class RetentionOutcome:
     consent_events_deleted: int = 0
     finished_updates_deleted: int = 0
+    pushed_movements_deleted: int = 0  # iys.push_inbox and iys.push_quarantine rows
 
 
 def apply_retention(
@@ -60,17 +79,18 @@ def apply_retention(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size!r}")
     now = now or datetime.now(UTC)
-    events = updates = 0
+    events = updates = pushed = 0
     events_before = cutoff(now, policy.consent_events_days)
     if events_before is not None:
-        events = _delete_in_chunks(
-            conn, DELETE_OLD_EVENTS_SQL, {"brand": brand_code, "before": events_before}, chunk_size
-        )
+        params = {"brand": brand_code, "before": events_before}
+        events = _delete_in_chunks(conn, DELETE_OLD_EVENTS_SQL, params, chunk_size)
+        pushed = _delete_in_chunks(conn, DELETE_OLD_PUSHED_SQL, params, chunk_size)
+        pushed += _delete_in_chunks(conn, DELETE_OLD_QUARANTINED_PUSHES_SQL, params, chunk_size)
     updates_before = cutoff(now, policy.finished_updates_days)
     if updates_before is not None:
         params = {"brand": brand_code, "before": updates_before}
         updates = _delete_in_chunks(conn, DELETE_FINISHED_UPDATES_SQL, params, chunk_size)
-    return RetentionOutcome(events, updates)
+    return RetentionOutcome(events, updates, pushed)
 
 
 def _delete_in_chunks(conn: psycopg.Connection, statement: str, params: dict, chunk_size: int) -> int:
