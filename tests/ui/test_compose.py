@@ -264,6 +264,22 @@ def celery_config(docker_compose, dotenv) -> dict:
     return json.loads(result.stdout)
 
 
+def test_push_profile_adds_the_receiver_behind_localhost_with_a_health_check(docker_compose, dotenv, config):
+    result = compose_config(docker_compose, pathlib.Path(dotenv["path"]), profiles=("push",))
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert set(services) - set(config["services"]) == {"iys-push-receiver"}
+    receiver = services["iys-push-receiver"]
+    assert receiver["command"][-1] == "exec iys-push-receiver --host 0.0.0.0 --port 8095"
+    [port] = receiver["ports"]
+    assert (port["host_ip"], port["target"]) == ("127.0.0.1", 8095)  # the TLS proxy publishes it, not compose
+    assert "/healthz" in receiver["healthcheck"]["test"][-1]
+    assert receiver["environment"]["AIRFLOW_CONN_IYS_DEFAULT"] == config["services"]["airflow-scheduler"][
+        "environment"
+    ]["AIRFLOW_CONN_IYS_DEFAULT"]
+    assert receiver["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
 def test_celery_profile_adds_redis_and_two_workers_with_distinct_hostnames(celery_config):
     services = celery_config["services"]
     assert set(services) == {*LONG_RUNNING, "airflow-init", "redis", *CELERY_WORKERS}
