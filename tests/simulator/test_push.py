@@ -212,15 +212,26 @@ def test_registration_checks_run_in_iys_order(push_sim, http):
     assert [(error["code"], error["index"]) for error in response.json()["errors"]] == [("H531", 0), ("H117", 1)]
 
 
-def test_registration_with_invalid_json_is_400_h014(push_sim, http):
+@pytest.mark.parametrize("body", [b"{not json", b"[]", b'{"connection": []}', b'{"connection": {"url": "https://x"}}'])
+def test_registration_without_a_json_connection_list_is_400_h014(push_sim, http, body):
     response = http.post(
         f"{push_sim.url}{BRAND_PATH}/push/registration",
-        data=b"{not json",
+        data=body,
         headers={"Content-Type": "application/json"},
         timeout=10,
     )
     assert response.status_code == 400
     assert error_codes(response) == ["H014"]
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [{"push_batch_size": 0}, {"push_reorder_window": -1}, {"push_duplicate_rate": 1.5}, {"push_paused": "yes"}],
+)
+def test_push_fault_options_are_checked(push_sim, faults):
+    response = requests.post(f"{push_sim.url}/__sim/faults", json=faults, timeout=10)
+    assert response.status_code == 400
+    assert next(iter(faults)) in response.json()["error"]
 
 
 def test_registration_needs_a_token_and_is_counted(push_sim, receivers):
