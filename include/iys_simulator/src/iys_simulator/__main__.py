@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unknown-status-mode", choices=UNKNOWN_STATUS_MODES, default="404")
     parser.add_argument("--unknown-status-code", default="H114", help="error code of --unknown-status-mode 422")
     parser.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on H124")
+    parser.add_argument("--push-timeout-seconds", type=float, default=5, help="push link check and delivery timeout")
+    parser.add_argument("--push-retry-seconds", type=float, default=1, help="first retry delay of a failed push")
+    parser.add_argument("--push-ca-file", default=None, help="PEM CA file to verify push receivers (default: system)")
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and fault draws")
     parser.add_argument("--verbose", action="store_true", help="log requests (personal data masked)")
     return parser
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         unknown_status_mode=args.unknown_status_mode,
         unknown_status_code=args.unknown_status_code,
         retry_after_header=not args.no_retry_after,
+        push_timeout_seconds=args.push_timeout_seconds,
+        push_retry_seconds=args.push_retry_seconds,
+        push_ca_file=args.push_ca_file,
         seed=args.seed,
         verbose=args.verbose,
     )

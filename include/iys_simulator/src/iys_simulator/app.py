@@ -2,8 +2,10 @@
 
 ``SimulatorApp.handle`` takes a parsed request and returns a ``SimResponse``; ``server.py`` only moves
 bytes. Paths under ``/__sim/`` go to the control API (``control.py``), every other path to the İYS
-endpoints (``endpoints.py``), counted and with the configured latency and faults. All state sits
-behind one lock, so the app is safe to call from the threads of the HTTP server.
+endpoints (``endpoints.py``, ``reconciliation.py``, ``push.py``), counted and with the configured
+latency and faults. All state sits behind one lock, so the app is safe to call from the threads of
+the HTTP server; push delivery (``push.py``) keeps its links and queues behind a lock of its own and
+calls receivers from its own thread.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .errors import ERROR_CATALOGUE, error_item
 from .faults import FaultInjector
 from .limits import SlidingWindowLimiter, TokenRequestLimiter
 from .messages import SimRequest, SimResponse, error_response
+from .push import PushEndpoints
 from .reconciliation import HashJob, ReconciliationEndpoints
 from .store import ConsentStore
 from .validation import ConsentValidator
@@ -36,7 +39,7 @@ PROXY_ERROR_PAGE = (
 )
 
 
-class SimulatorApp(IysEndpoints, ReconciliationEndpoints, ControlApi):
+class SimulatorApp(IysEndpoints, ReconciliationEndpoints, PushEndpoints, ControlApi):
     """State and behaviour of one simulated İYS server: one API account (iysCode with its brands), or
     several (``extra_accounts``) behind the same per-IP limits."""
 
@@ -56,6 +59,7 @@ class SimulatorApp(IysEndpoints, ReconciliationEndpoints, ControlApi):
         seed = config.seed
         self.store = ConsentStore(seed)
         self.faults = FaultInjector(None if seed is None else seed + 1)
+        self._new_push_delivery(seed)
         self.counters = fresh_counters()
         self._per_second = SlidingWindowLimiter()
         self._token_limiter = TokenRequestLimiter()
@@ -79,6 +83,7 @@ class SimulatorApp(IysEndpoints, ReconciliationEndpoints, ControlApi):
     def configure(self, **changes: Any) -> SimulatorConfig:
         with self._lock:
             self.config = self.config.updated(changes)
+            self.push.wake()  # e.g. a shorter push_retry_seconds
             return self.config
 
     # ------------------------------------------------------------------ entry point
@@ -100,19 +105,38 @@ class SimulatorApp(IysEndpoints, ReconciliationEndpoints, ControlApi):
             try:
                 response = self._handle_business(request, endpoint)
             except Exception:
-                # server.py turns a simulator bug into a 500 H015; count it like any other answer.
-                count_response(self.counters, endpoint, SimResponse(500, error_code="H015"))
+                self._count_simulator_bug(endpoint)
                 raise
-            count_response(self.counters, endpoint, response)
-            self.request_log.append(
-                {
-                    "method": request.method,
-                    "path": request.path,
-                    "endpoint": endpoint,
-                    "status": "dropped" if response.drop else response.status,
-                }
-            )
+            if response.then_outside_lock is None:
+                self._record_answer(request, endpoint, response)
+                return response
+        # The push link check waits for the brand's receiver, which may be slow: other clients keep
+        # being served meanwhile, and the answer is completed under the lock again.
+        try:
+            complete = response.then_outside_lock()
+            with self._lock:
+                response = complete()
+                self._record_answer(request, endpoint, response)
+        except Exception:
+            with self._lock:
+                self._count_simulator_bug(endpoint)
+            raise
         return response
+
+    def _count_simulator_bug(self, endpoint: str) -> None:
+        # server.py turns a simulator bug into a 500 H015; count it like any other answer.
+        count_response(self.counters, endpoint, SimResponse(500, error_code="H015"))
+
+    def _record_answer(self, request: SimRequest, endpoint: str, response: SimResponse) -> None:
+        count_response(self.counters, endpoint, response)
+        self.request_log.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "endpoint": endpoint,
+                "status": "dropped" if response.drop else response.status,
+            }
+        )
 
     # ------------------------------------------------------------------ faults (both APIs)
     def _injected_fault(self, request: SimRequest) -> SimResponse | None:

@@ -68,6 +68,13 @@ class SimulatorConfig:
     reconciliation_file_trailing_comma: bool = False
     reconciliation_captured_field: str = "agreementCaptured"
     reconciliation_window_days: int = 7
+    # Push (push.py): how long İYS waits for a receiver (the link check and every delivery), the first
+    # retry delay of a failed delivery (doubling up to the cap), and the CA file (PEM) receivers'
+    # certificates are verified against (None: the system's CAs, as İYS verifies a real receiver).
+    push_timeout_seconds: float = 5
+    push_retry_seconds: float = 1
+    push_retry_max_seconds: float = 30
+    push_ca_file: str | None = None
     latency_ms: float = 0
     seed: int | None = None
     verbose: bool = False
@@ -91,6 +98,11 @@ class SimulatorConfig:
         for name in ("rate_limit_per_second", "token_limit_per_hour", "single_status_limit_per_hour"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("push_timeout_seconds", "push_retry_seconds", "push_retry_max_seconds"):
+            setattr(self, name, float(getattr(self, name)))
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be greater than 0")
+        self.push_ca_file = str(self.push_ca_file) if self.push_ca_file else None
 
     def _check_accounts_are_distinct(self) -> None:
         # Consents are stored per brand code, so a brand must belong to exactly one account.

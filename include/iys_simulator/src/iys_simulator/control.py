@@ -17,6 +17,7 @@ from .clock import format_turkey_time, parse_turkey_time
 from .counters import fresh_counters
 from .faults import FaultSettings
 from .messages import BadRequest, SimRequest, SimResponse, json_body, json_response, query_value
+from .push import PUSH_CONTROL_ROUTES, PUSH_CONTROL_ROUTES_OUTSIDE_LOCK
 from .store import STREAM_HS, STREAM_IYS, StoredConsent, stream_of
 from .synthetic import SyntheticPopulation
 from .validation import CONSENT_TYPES, normalise_recipient
@@ -44,6 +45,16 @@ class ControlApi:
     """``/__sim/<action>`` routes (``CONTROL_ROUTES``) and the Python methods they call."""
 
     def _handle_control_with_optional_faults(self, request: SimRequest) -> SimResponse:
+        waiting = PUSH_CONTROL_ROUTES_OUTSIDE_LOCK.get((request.method, request.path[len(CONTROL_PREFIX) :].strip("/")))
+        if waiting is not None:
+            # Waits for the push delivery thread, which needs no app lock; neither should this.
+            try:
+                payload = json_body(request, invalid_shape_code="H014", expect=dict, empty_is_object=True)
+                return json_response(200, waiting(self, payload, request))
+            except BadRequest as rejection:
+                return rejection.response
+            except (ValueError, TypeError) as problem:
+                return json_response(400, {"error": f"{type(problem).__name__}: {problem}"})
         with self._lock:
             apply_faults = self.faults.settings.apply_to_control
             latency = self.faults.latency_seconds(self.config.latency_ms) if apply_faults else 0.0
@@ -330,6 +341,7 @@ class ControlApi:
         with self._lock:
             base = None if faults.pop("reset", False) else self.faults.settings
             self.faults.settings = FaultSettings.from_json(faults, base)
+            self.push.wake()  # e.g. push_paused cleared
             return self.faults.settings.to_json()
 
     def snapshot_counters(self) -> dict[str, Any]:
@@ -362,4 +374,5 @@ CONTROL_ROUTES: dict[tuple[str, str], Callable[[ControlApi, dict, SimRequest], d
     ("GET", "config"): ControlApi._ctl_config_get,
     ("POST", "faults"): ControlApi._ctl_faults,
     ("GET", "faults"): ControlApi._ctl_faults_get,
+    **PUSH_CONTROL_ROUTES,
 }

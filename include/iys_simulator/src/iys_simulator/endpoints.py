@@ -50,6 +50,10 @@ ROUTES: list[tuple[str, str, re.Pattern[str]]] = [
     ("GET", "agreement", re.compile(rf"^{_BRAND}/agreements/(?P<report_date>[^/]+)$")),
     ("PUT", "agreement_put", re.compile(rf"^{_BRAND}/agreements/(?P<report_date>[^/]+)$")),
     ("GET", "reconciliation_timestamp", re.compile(rf"^{_BRAND}/agreements/(?P<report_date>[^/]+)/timestamp$")),
+    # Push links (push.py)
+    ("POST", "push_registration", re.compile(rf"^{_BRAND}/push/registration$")),
+    ("GET", "push_registration_list", re.compile(rf"^{_BRAND}/push/registration$")),
+    ("POST", "push_unregistration", re.compile(rf"^{_BRAND}/push/unregistration$")),
 ]
 UNKNOWN_RECIPIENT_MESSAGE = "Alıcı (recipient) bulunamadı."  # the wording of İYS's own error example
 MALFORMED_STATUS_BODY = {"message": "Kayıt bulunamadı"}  # not the documented single-status shape

@@ -17,6 +17,7 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "H085": (400, "İzin ekleme isteği geçerli olmalıdır."),
     "H086": (429, "Saatte kabul edilen tekil izin sorgulama limitine ulaşıldı."),
     "H092": (400, "Çoklu izin ekleme isteği geçerli olmalıdır."),
+    "H093": (422, "İşlem numarası (transactionId) bulunamadı."),
     "H097": (400, "İzin sorgulama isteği geçerli olmalıdır."),
     "H098": (400, "İzin hareketi sorgulama isteği geçerli olmalıdır."),
     "H110": (422, "İzin durumu (status) alanı zorunludur."),
@@ -72,9 +73,25 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "H501": (422, "reportDate yyyy-mm-dd formatında olmalıdır."),
     "H502": (422, "reportDate en fazla 7 gün öncesine ait olabilir."),
     "H512": (422, "agreementStatus yalnızca true olabilir."),
+    "H530": (422, "Bağlantı oluşturulamadı."),
+    "H531": (422, "Bağlantı adresi (url) https ile başlamalıdır."),
     "H506": (422, "source parametresi IYS veya HS olmalıdır."),
     "H507": (422, "limit parametresi 1 ile 1000 arasında olmalıdır."),
 }
+
+# The push link endpoints (push.py) give some codes a meaning of their own: the central table's H191
+# ("brandCode must be an integer") and H093 ("transactionId not found") mean "connection timed out"
+# and "username or password missing" there, and H530 is "could not be removed" for an unregistration.
+# İYS documents only the meanings; the Turkish wording of these messages is the simulator's.
+PUSH_ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
+    "H093": (422, "Kullanıcı adı (username) ve şifre (password) alanları zorunludur."),
+    "H111": ERROR_CATALOGUE["H111"],
+    "H117": ERROR_CATALOGUE["H117"],
+    "H191": (422, "Bağlantı zaman aşımına uğradı."),
+    "H530": ERROR_CATALOGUE["H530"],
+    "H531": ERROR_CATALOGUE["H531"],
+}
+PUSH_UNREGISTER_FAILED_MESSAGE = "Bağlantı kaldırılamadı."
 
 
 def error_item(

@@ -46,6 +46,13 @@ class FaultSettings:
     # Transaction ids the change feed never serves, though they stay in the daily reconciliation file
     # (a movement the client's feed missed, for the repair path).
     feed_omits_transactions: list[str] = field(default_factory=list)
+    # Push delivery (push.py): after a 2xx, the share of lists delivered a second time; how many queued
+    # movements of a link are taken at once and sent in a shuffled order (0 or 1: in order); the most
+    # movements in one list; queue movements but send nothing.
+    push_duplicate_rate: float = 0.0
+    push_reorder_window: int = 0
+    push_batch_size: int = 1
+    push_paused: bool = False
 
     @classmethod
     def from_json(cls, data: dict[str, Any], base: FaultSettings | None = None) -> FaultSettings:
@@ -58,7 +65,21 @@ class FaultSettings:
                 setattr(settings, name, value)
             else:
                 raise ValueError(f"unknown fault option {name!r}")
+        settings._check_push()
         return settings
+
+    def _check_push(self) -> None:
+        self.push_duplicate_rate = float(self.push_duplicate_rate)
+        if not 0 <= self.push_duplicate_rate <= 1:
+            raise ValueError("push_duplicate_rate must be between 0 and 1")
+        self.push_reorder_window = int(self.push_reorder_window)
+        if self.push_reorder_window < 0:
+            raise ValueError("push_reorder_window must not be negative")
+        self.push_batch_size = int(self.push_batch_size)
+        if self.push_batch_size < 1:
+            raise ValueError("push_batch_size must be at least 1")
+        if not isinstance(self.push_paused, bool):
+            raise ValueError("push_paused must be true or false")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

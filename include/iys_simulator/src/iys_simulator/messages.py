@@ -7,7 +7,7 @@ endpoints (``endpoints.py``) and the control API (``control.py``) build their an
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,9 @@ class SimResponse:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection without writing any response
     error_code: str | None = None  # first H-code of an error body, for the counters
+    # Work that must run without the app's lock (a call to a brand's slow server): it returns the step
+    # that, under the lock again, gives the real answer. ``SimulatorApp.handle`` runs both.
+    then_outside_lock: Callable[[], Callable[[], SimResponse]] | None = None
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> SimResponse:

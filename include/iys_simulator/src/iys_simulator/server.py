@@ -147,7 +147,8 @@ class SimulatorServer:
     422), ``retry_after_header``, ``latency_ms``, ``seed`` (seeds the id and fault RNGs), ``verbose``
     (masked request log), and the daily reconciliation's ``reconciliation_*`` options (hash job timing and
     mode per date, hash algorithm and ``hashMethod`` spelling, file header, ``agreementCaptured`` spelling,
-    window; see ``reconciliation.py``). :meth:`requests` lists the latest İYS requests (method, path,
+    window; see ``reconciliation.py``), and push's ``push_timeout_seconds``, ``push_retry_seconds``,
+    ``push_retry_max_seconds`` and ``push_ca_file`` (see ``push.py``). :meth:`requests` lists the latest İYS requests (method, path,
     endpoint, status), e.g. to prove a date was never asked for.
 
     Time-based rules use a simulated clock (real time plus an offset moved by :meth:`advance_clock`);
@@ -175,6 +176,7 @@ class SimulatorServer:
         return self
 
     def stop(self) -> None:
+        self.app.close()
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -245,6 +247,18 @@ class SimulatorServer:
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
         return self.app.set_faults(**faults)
+
+    def push_registrations(self) -> list[dict[str, Any]]:
+        """Active push links of every brand, as ``GET /__sim/push/registrations``."""
+        return self.app.push_registrations()
+
+    def push_deliveries(self) -> list[dict[str, Any]]:
+        """Push delivery attempts, oldest first, as ``GET /__sim/push/deliveries``."""
+        return self.app.push_deliveries()
+
+    def push_wait_idle(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait until no push movement is queued or in flight, as ``POST /__sim/push/wait_idle``."""
+        return self.app.push_wait_idle(timeout)
 
     def revoke_tokens(self, refresh: bool = False) -> dict[str, Any]:
         return self.app.revoke_tokens(refresh=refresh)

@@ -7,6 +7,7 @@ import bisect
 import hashlib
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +152,8 @@ class ConsentStore:
         self.streams: dict[tuple[int, str], EventStream] = {}
         self.populations: list[SyntheticPopulation] = []
         self._synthetic_overridden: dict[tuple[int, str], int] = {}  # (brand, status) -> count replaced
+        # Told of every appended movement (the app queues IYS_* movements for push delivery here).
+        self.on_event: Callable[[ConsentEvent], None] | None = None
 
     # -- identifiers ---------------------------------------------------------------------------
     def new_transaction_id(self) -> str:
@@ -225,6 +228,8 @@ class ConsentStore:
         self._event_seq += 1
         event = ConsentEvent(brand_code, stream, creation_ms, transaction_id, consent, seq=self._event_seq)
         self.streams.setdefault((brand_code, stream), EventStream()).append(event)
+        if self.on_event is not None:
+            self.on_event(event)
         return event
 
     def apply_hs_write(
