@@ -4,6 +4,7 @@
 #   * the İYS simulator            http://127.0.0.1:${IYS_SIM_PORT:-8099}   (user demo / demo-secret)
 #   * PostgreSQL                   $IYS_POSTGRES_URI, else 127.0.0.1:5432, else an embedded pgserver
 #   * `airflow standalone`         http://127.0.0.1:${AIRFLOW_PORT:-8080}   (LocalExecutor)
+#   * the İYS push receiver        https://127.0.0.1:${IYS_PUSH_PORT:-8095} (registered with the simulator)
 #
 # with the iys_default / iys_postgres connections and a small demo users table; no pool is needed
 # (the İYS tasks run in default_pool unless IYS_POOL names one). Runs in the foreground; Ctrl-C
@@ -35,6 +36,8 @@
 #   AIRFLOW_LOG_SERVER_PORT  worker log server port (default 8793; the triggerer's is this + 1)
 #   AIRFLOW_METADATA_URI     SQLAlchemy URL of Airflow's own database (default: a database
 #                            "<IYS_DEMO_DB>_airflow" on the local/embedded server; SQLite with IYS_POSTGRES_URI)
+#   IYS_PUSH                 1 (default): run the push receiver and register it with the simulator; 0: don't
+#   IYS_PUSH_PORT            push receiver port (default 8095; https with a throw-away CA in $IYS_LOCAL_DIR/push-tls)
 #   IYS_READY_FILE           when set, a JSON file with URLs and the admin login is written here once
 #                            everything is up (used by bench/bench_initial_sync.py)
 set -Eeuo pipefail
@@ -60,6 +63,9 @@ POOL_SLOTS="${IYS_POOL_SLOTS:-4}"
 # Read by the DAG files at parse time (dags/common.py), so exported to `airflow standalone`.
 export IYS_API_CONCURRENCY="${IYS_API_CONCURRENCY:-$POOL_SLOTS}"
 export IYS_POOL="${IYS_POOL:-}"
+PUSH="${IYS_PUSH:-1}"
+PUSH_PORT="${IYS_PUSH_PORT:-8095}"
+PUSH_URL="https://127.0.0.1:$PUSH_PORT"
 LOG_DIR="$LOCAL_DIR/logs"
 mkdir -p "$LOG_DIR"
 
@@ -287,6 +293,27 @@ seed_demo_data() {
         -d "{\"count\": $DEMO_USERS, \"start\": 1}" >/dev/null
 }
 
+# The push receiver with a throw-away CA the simulator (as İYS) trusts: İYS registers only https.
+start_push_receiver() {
+    [ "$PUSH" = 1 ] || return 0
+    port_free "$PUSH_PORT" || die "port $PUSH_PORT is taken; set IYS_PUSH_PORT (or IYS_PUSH=0)"
+    eval "$("$PY" "$HELPER" push-tls "$LOCAL_DIR/push-tls")"
+    curl -fsS -X POST "$SIM_URL/__sim/config" -H 'Content-Type: application/json' \
+        -d "{\"push_ca_file\": \"$PUSH_TLS_CA_FILE\"}" >/dev/null
+    start_child push-receiver "$VENV_BIN/iys-push-receiver" --host 127.0.0.1 --port "$PUSH_PORT" \
+        --certfile "$PUSH_TLS_CERT_FILE" --keyfile "$PUSH_TLS_KEY_FILE"
+    wait_for_port "$PUSH_PORT" "the push receiver"
+}
+
+# Register the three channels with the simulator, as a brand does once with İYS.
+register_push() {
+    [ "$PUSH" = 1 ] || return 0
+    "$VENV_BIN/iys-push-registration" register --conn-id iys_default --receiver-url "$PUSH_URL" \
+        >>"$LOG_DIR/push-registration.log" 2>&1 \
+        || die "registering the push receiver failed (see $LOG_DIR/push-registration.log)"
+    log "push receiver $PUSH_URL registered for ARAMA, MESAJ and EPOSTA"
+}
+
 start_airflow() {
     start_child airflow-standalone airflow standalone
     log "waiting for Airflow (scheduler, dag-processor, triggerer, api-server) ..."
@@ -306,7 +333,8 @@ announce() {
         # Written to a temporary name and renamed, so a reader never sees half a file.
         "$PY" -c 'import json,sys; json.dump(dict(zip(sys.argv[2::2], sys.argv[3::2])), open(sys.argv[1], "w"))' \
             "$IYS_READY_FILE.tmp" api_url "$API_URL" sim_url "$SIM_URL" pg_dsn "$PG_DSN" \
-            admin_user admin admin_password "$password" airflow_home "$AIRFLOW_HOME"
+            admin_user admin admin_password "$password" airflow_home "$AIRFLOW_HOME" \
+            push_url "$([ "$PUSH" = 1 ] && echo "$PUSH_URL")"
         mv "$IYS_READY_FILE.tmp" "$IYS_READY_FILE"
     fi
     cat >&2 <<EOF
@@ -314,6 +342,7 @@ announce() {
   ┌────────────────────────────────────────────────────────────────────────────
   │ Airflow UI      $API_URL      login: admin / $password
   │ İYS simulator   $SIM_URL      (control API: $SIM_URL/__sim/counters)
+  │ Push receiver   $([ "$PUSH" = 1 ] && echo "$PUSH_URL/iys-push/iys_default/<CHANNEL>" || echo "off (IYS_PUSH=0)")
   │ PostgreSQL      $PG_DSN
   │ AIRFLOW_HOME    $AIRFLOW_HOME
   │ Logs            $LOG_DIR
@@ -333,7 +362,9 @@ main() {
     configure_airflow
     prepare_metadata
     seed_demo_data
+    start_push_receiver
     start_airflow
+    register_push
     announce
     # Stay in the foreground until Ctrl-C, or until standalone dies on its own.
     while group_alive "${CHILD_PIDS[-1]}"; do sleep 1; done

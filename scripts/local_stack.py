@@ -35,6 +35,9 @@ SIM_USERNAME = "demo"
 SIM_PASSWORD = "demo-secret"
 SIM_IYS_CODE = 700001
 SIM_BRAND_CODE = 700001
+#: The Basic-auth pair the simulator (as İYS) sends to the local push receiver.
+PUSH_USERNAME = "iys-push"
+PUSH_PASSWORD = "push-demo-secret"
 #: The simulator's synthetic population gives user i the phone PHONE_PREFIX + i (7 digits) and the
 #: e-mail user{i}@example.com (iys_simulator.synthetic.SyntheticPopulation defaults).
 PHONE_PREFIX = "+90532"
@@ -218,9 +221,20 @@ def connections(dsn: str, sim_url: str, rate_limit: float) -> dict[str, dict]:
             "verify_ssl": False,
             "shared_state_conn_id": "iys_postgres",
             "rate_limit_per_second": rate_limit,
+            # What the simulator (as İYS) sends to the local push receiver.
+            "push_username": PUSH_USERNAME,
+            "push_password": PUSH_PASSWORD,
         },
     }
     return {"iys_default": iys, "iys_postgres": postgres}
+
+
+def push_tls(folder: str) -> dict[str, str]:
+    """A throw-away CA and a certificate for 127.0.0.1 (kept across restarts of the stack)."""
+    from iys_simulator.tls import throwaway_tls
+
+    tls = throwaway_tls(pathlib.Path(folder))
+    return {"ca_file": str(tls.ca_file), "cert_file": str(tls.cert_file), "key_file": str(tls.key_file)}
 
 
 def wait_ready(api_url: str, timeout: float) -> bool:
@@ -334,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim-url", required=True)
     p.add_argument("--rate-limit", type=float, default=8)
     p.add_argument("--import-file", required=True)
+    p = sub.add_parser("push-tls", help="write a throw-away CA and server certificate; print shell variables")
+    p.add_argument("folder")
     p = sub.add_parser("seed-demo-users", help="create and fill public.users unless it exists")
     p.add_argument("dsn")
     p.add_argument("count", type=int)
@@ -356,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(conns, handle, indent=2)
         for conn_id, conn in conns.items():
             print(f"export AIRFLOW_CONN_{conn_id.upper()}={shlex.quote(json.dumps(conn))}")
+    elif args.command == "push-tls":
+        for name, path in push_tls(args.folder).items():
+            print(f"PUSH_TLS_{name.upper()}={shlex.quote(path)}")
     elif args.command == "seed-demo-users":
         print(seed_demo_users(args.dsn, args.count))
     elif args.command == "wait-ready":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -41,6 +42,8 @@ def start_receiver(app, tls: ThrowawayTls) -> RunningReceiver:
         ssl_keyfile=str(tls.key_file),
         log_level="warning",
         lifespan="off",
+        # The simulator keeps its connection alive between pushes: do not wait for it to hang up.
+        timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -61,19 +64,28 @@ def push_db(pg, pg_dsn):
     return pg
 
 
-@pytest.fixture
-def receiver(push_db, pg_dsn, tmp_path) -> Iterator[RunningReceiver]:
+@contextmanager
+def serving_receiver(dsn: str, tls: ThrowawayTls) -> Iterator[RunningReceiver]:
+    """The receiver app for ``iys_default`` (the simulator's brand) on ``dsn``, served over https in a thread."""
     from psycopg_pool import ConnectionPool
 
     credentials = {
         channel: PushCredentials(username=PUSH_USERNAME, password=PUSH_PASSWORD) for channel in PUSH_CHANNELS
     }
     brands = {CONN_ID: BrandEndpoint(CONN_ID, SIM_IYS_CODE, SIM_BRAND_CODE, credentials)}
-    with ConnectionPool(pg_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
-        running = start_receiver(create_app(brands, pool), throwaway_tls(tmp_path / "tls"))
+    with ConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
+        running = start_receiver(create_app(brands, pool), tls)
+        try:
+            yield running
+        finally:
+            running.server.should_exit = True
+            running.thread.join(timeout=30)
+
+
+@pytest.fixture
+def receiver(push_db, pg_dsn, tmp_path) -> Iterator[RunningReceiver]:
+    with serving_receiver(pg_dsn, throwaway_tls(tmp_path / "tls")) as running:
         yield running
-        running.server.should_exit = True
-        running.thread.join(timeout=30)
 
 
 def rows(conn: psycopg.Connection, sql: str, *params):
