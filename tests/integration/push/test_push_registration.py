@@ -329,3 +329,32 @@ def test_the_cli_exits_non_zero_with_iyss_code_or_the_local_refusal(push_sim, st
 
     missing = run_cli("register", "--conn-id", CONN_ID)
     assert missing.returncode == 2 and "--receiver-url" in missing.stderr
+
+    unknown = run_cli("list", "--conn-id", "iys_nobody")
+    assert unknown.returncode == 2 and "iys_nobody" in unknown.stderr
+
+
+def test_the_cli_keeps_stdout_for_the_json_while_the_hook_logs(push_sim, receiver, monkeypatch):
+    # Without shared state the hook logs a warning on first use: it must go to stderr, not into the JSON.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_IYS_DEFAULT",
+        iys_connection_json_with(
+            push_sim.url, push_username=PUSH_USERNAME, push_password=PUSH_PASSWORD, shared_state_conn_id=""
+        ),
+    )
+
+    registered = run_cli(
+        "register", "--conn-id", CONN_ID, "--receiver-url", receiver.url, "--channel", "EPOSTA", "--json"
+    )
+
+    assert registered.returncode == 0, registered.stderr
+    assert "No shared_state_conn_id" in registered.stderr
+    answer = json.loads(registered.stdout)
+    assert answer["channels"] == [
+        {
+            "channel": "EPOSTA",
+            "url": f"{receiver.url}/iys-push/{CONN_ID}/EPOSTA",
+            "outcome": "registered",
+            "message": "Bağlantı oluşturuldu",
+        }
+    ]

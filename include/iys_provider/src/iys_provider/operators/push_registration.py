@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from iys_provider.operators.base import IysBaseOperator, failing_without_retries
-from iys_provider.push.registration import ACTIONS, PushRegistration
-from iys_provider.push.registration_rules import CHANNELS
+from iys_provider.push.registration import PushRegistration
+from iys_provider.push.registration_rules import ACTIONS, CHANNELS
 from iys_provider.templating import TemplatedValueError, as_optional_str
 
 if TYPE_CHECKING:

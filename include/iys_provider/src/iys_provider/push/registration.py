@@ -32,8 +32,6 @@ from iys_provider.push.registration_rules import (
     refusals,
 )
 
-ACTIONS = ("register", "list", "unregister")
-
 
 class PushRegistrationRefused(IysStepFailure):
     """The action was refused here, before any registration or unregistration call: the reasons say the fix."""

@@ -8,26 +8,25 @@
 
 The connection is read the way Airflow reads it (``AIRFLOW_CONN_*`` environment, the secrets
 backend, the metadata database), so run it with the Airflow configuration of the workers. It
-prints İYS's answer and codes, never a password. Exit status: 0 done, 1 İYS refused or could not
-be reached (İYS's code printed), 2 bad arguments or refused here before any change was sent.
+prints İYS's answer and codes on stdout, logs and errors on stderr, never a password. Exit
+status: 0 done, 1 İYS refused or could not be reached (İYS's code printed), 2 bad arguments or
+refused here before any change was sent.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from iys_provider.push.registration import (
-    ACTIONS,
-    ChannelOutcome,
-    PushRegistration,
-    PushRegistrationFailed,
-    PushRegistrationRefused,
-    RegistrationResult,
-)
-from iys_provider.push.registration_rules import CHANNELS
+# Nothing importing Airflow at module level: Airflow's log handlers bind to stdout when it is
+# imported, and stdout is kept for the result (``--json`` is parsed by scripts).
+from iys_provider.push.registration_rules import ACTIONS, CHANNELS
+
+if TYPE_CHECKING:
+    from iys_provider.push.registration import ChannelOutcome, PushRegistrationFailed, RegistrationResult
 
 EXIT_OK = 0
 EXIT_IYS_FAILED = 1
@@ -56,16 +55,22 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
+def main(argv: list[str] | None = None) -> int:
+    out = sys.stdout
     cli = parser()
     args = cli.parse_args(argv)
     if args.action != "list" and not args.receiver_url:
         cli.error(f"{args.action} needs --receiver-url")
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run(args, out, sys.stderr)
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import requests
     from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
 
     from iys_provider.hooks.iys import IysHook
+    from iys_provider.push.registration import PushRegistration, PushRegistrationFailed, PushRegistrationRefused
 
     hook = IysHook(iys_conn_id=args.conn_id)
     service = PushRegistration(hook)
@@ -81,11 +86,12 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         print(str(exc), file=err)
         return EXIT_REFUSED
     except PushRegistrationFailed as exc:
-        for outcome in exc.done:
-            _print_outcome(outcome, out)
         print(str(exc), file=err)
         if args.json:
             print(json.dumps(_failure(exc), ensure_ascii=False), file=out)
+        else:
+            for outcome in exc.done:
+                _print_outcome(outcome, out)
         return EXIT_IYS_FAILED
     except AirflowNotFoundException as exc:
         print(f"No such connection: {exc}", file=err)

@@ -38,6 +38,8 @@ from urllib.parse import quote, urlsplit
 
 from iys_provider.hooks.settings import PUSH_CHANNELS as CHANNELS
 
+#: What the operator and the command do.
+ACTIONS = ("register", "list", "unregister")
 #: İYS keeps at most this many active links per brand and channel.
 MAX_LINKS_PER_CHANNEL = 2
 #: The part of İYS's status text that marks a link it could not create ("Bağlantı Oluşturulamadı").
