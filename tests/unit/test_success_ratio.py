@@ -71,6 +71,9 @@ GUARD = {"floor": 0.9, "min_calls": 100, "budget_key": "api.iys.org.tr"}
         ({200: 90, 404: 10}, "consent_status", True),  # 90 / 101 = 89 %
         ({200: 90, 422: 10}, "add_consent", True),
         ({200: 90, 400: 10}, "submit_batch", True),
+        ({200: 90, 422: 10}, "push_registration", True),  # İYS's check of a receiver can fail (H530)
+        ({200: 90, 422: 10}, "push_unregistration", True),
+        ({200: 90, 422: 10}, "push_links", False),
         ({200: 90, 404: 10}, "multi_status", False),  # reads that cannot fail avoidably go on
         ({200: 90, 404: 10}, "changes", False),
         ({200: 90, 404: 10}, "batch_result", False),

@@ -345,6 +345,57 @@ class AgreementCaptured(_IysModel):
     captured: bool = Field(validation_alias=AliasChoices("agreementCaptured", "aggrementCaptured"))
 
 
+# ---------------------------------------------------------------------- İYS Push registration
+
+
+class PushLinkRequest(_IysModel):
+    """One receiver link sent to İYS's push registration or unregistration: all four fields required."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+    url: str
+    type: ConsentType
+    username: str
+    password: str = Field(repr=False)
+
+    def to_api(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+#: A display-only value kept as text, whatever JSON type İYS sends it as.
+_AsText = Annotated[str | None, BeforeValidator(lambda value: None if value is None else str(value))]
+
+
+class PushLink(_IysModel):
+    """One link in İYS's push registration listing, read tolerantly.
+
+    ``status`` is free Turkish text İYS does not enumerate ("Bağlantı Oluşturuldu", "Bağlantı
+    Oluşturulamadı"); ``type`` a channel İYS may one day extend; ``registerTime`` is kept as İYS
+    wrote it and read by :attr:`registered_at`, so an odd spelling never makes the listing unreadable.
+    """
+
+    url: str
+    type: Annotated[ConsentType | str, _known_or_text(ConsentType)]
+    status: _AsText = None
+    register_time: _AsText = Field(None, alias="registerTime")
+
+    @property
+    def registered_at(self) -> datetime | None:
+        """``registerTime`` as an aware datetime (Turkey time); None when absent or not İYS's format."""
+        if not self.register_time:
+            return None
+        try:
+            return parse_iys_datetime(self.register_time)
+        except ValueError:
+            return None
+
+
+class PushLinkAnswer(_IysModel):
+    """İYS's 200 to a registration or unregistration: ``{"message": "Bağlantı oluşturuldu"}``."""
+
+    message: str | None = None
+
+
 # ---------------------------------------------------------------------- types shared between concepts
 
 

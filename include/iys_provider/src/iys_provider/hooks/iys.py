@@ -33,6 +33,9 @@ from iys_provider.models import (
     ConsentType,
     DailyChangeSummaryResponse,
     MultiStatusResult,
+    PushLink,
+    PushLinkAnswer,
+    PushLinkRequest,
     RecipientType,
 )
 
@@ -234,6 +237,48 @@ class IysHook(IysBaseHook):
                 "Check the brand code, and the partnership permissions in the İYS panel."
             )
         return True, f"Connected to İYS: İYS code {self.iys_code}, brands {codes}."
+
+    # ------------------------------------------------------------------ Push (İzin Hareketi İletimi) links
+    # Callers check the links first (iys_provider.push.registration_rules): https, credentials, at most
+    # two per channel. İYS answers anything else with a 422, which counts against the success ratio.
+
+    def register_push_links(self, links: Sequence[PushLinkRequest]) -> str:
+        """Register receiver links (``POST …/push/registration``); İYS's message.
+
+        Before answering, İYS checks each receiver: a POST without credentials must get 401, and its
+        test record with them a 2xx within 5 s (else 422 H530, or H191 on a timeout). Registering a
+        link İYS holds already replaces its credentials.
+        """
+        if not links:
+            raise ValueError("a push registration needs at least one link")
+        body = self._call(
+            "POST",
+            f"{self._brand_path}/push/registration",
+            json_body={"connection": [link.to_api() for link in links]},
+            endpoint="push_registration",
+            allow_empty=True,
+        )
+        return parse_body(PushLinkAnswer, body or {}, "push_registration").message or ""
+
+    def get_push_links(self) -> list[PushLink]:
+        """The brand's push links with İYS's status text (``GET …/push/registration``)."""
+        body = self._call("GET", f"{self._brand_path}/push/registration", endpoint="push_links", allow_empty=True)
+        return parse_body(list[PushLink], body or [], "push_links")
+
+    def unregister_push_link(self, link: PushLinkRequest) -> str:
+        """Remove one link (``POST …/push/unregistration``, flat body); İYS's message.
+
+        İYS wants the credentials the link was registered with: another pair, or a link it does not
+        hold, is a 422 H530.
+        """
+        body = self._call(
+            "POST",
+            f"{self._brand_path}/push/unregistration",
+            json_body=link.to_api(),
+            endpoint="push_unregistration",
+            allow_empty=True,
+        )
+        return parse_body(PushLinkAnswer, body or {}, "push_unregistration").message or ""
 
     # ------------------------------------------------------------------ daily reconciliation (mutabakat)
     # The day is always a completed day inside İYS's 7-day window: callers check it first

@@ -69,7 +69,9 @@ IYS_NOTICE_RATIO = 0.70
 #: The status recorded for a request that got no answer at all.
 TRANSPORT_ERROR_STATUS = 0
 #: Calls that can fail avoidably (their endpoint names in the hook); the guard runs before them.
-GUARDED_ENDPOINTS = frozenset({"consent_status", "add_consent", "submit_batch"})
+GUARDED_ENDPOINTS = frozenset(
+    {"consent_status", "add_consent", "submit_batch", "push_registration", "push_unregistration"}
+)
 
 
 class ResponseClass(StrEnum):
