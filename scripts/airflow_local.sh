@@ -302,7 +302,7 @@ start_push_receiver() {
         -d "{\"push_ca_file\": \"$PUSH_TLS_CA_FILE\"}" >/dev/null
     start_child push-receiver "$VENV_BIN/iys-push-receiver" --host 127.0.0.1 --port "$PUSH_PORT" \
         --certfile "$PUSH_TLS_CERT_FILE" --keyfile "$PUSH_TLS_KEY_FILE"
-    wait_for_port "$PUSH_PORT" "the push receiver"
+    wait_for_port "$PUSH_PORT" "the push receiver" 300  # it imports Airflow to read the connections
 }
 
 # Register the three channels with the simulator, as a brand does once with İYS.

@@ -244,3 +244,39 @@ def test_two_movements_under_one_transaction_id_keep_the_later(receiver, push_db
 def test_the_health_route_needs_no_credentials_and_tells_nothing(receiver):
     answer = requests.get(f"{receiver.url}/healthz", verify=str(receiver.tls.ca_file), timeout=10)
     assert answer.status_code == 200 and answer.json() == {"status": "ok"}
+
+
+def test_the_receiver_process_pool_is_migrated_and_keeps_answers_inside_iys_5_seconds(pg, pg_dsn):
+    from iys_provider.push.receiver import STATEMENT_TIMEOUT_MS, open_pool
+
+    pg.execute("DROP SCHEMA IF EXISTS iys CASCADE")
+    with open_pool("iys_postgres") as pool, pool.connection() as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == (f"{STATEMENT_TIMEOUT_MS}ms",)
+        assert conn.execute("SELECT to_regclass('iys.push_inbox') IS NOT NULL").fetchone() == (True,)
+    assert STATEMENT_TIMEOUT_MS < 5000
+
+
+def test_brands_are_read_from_the_connections_with_their_push_credentials(monkeypatch, sim):
+    from iys_provider.exceptions import IysError
+    from iys_provider.push.receiver import brand_endpoints
+    from tests_support import iys_connection_json_with
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_IYS_DEFAULT",
+        iys_connection_json_with(
+            sim.url,
+            push_username=PUSH_USERNAME,
+            push_password=PUSH_PASSWORD,
+            push_credentials={"EPOSTA": {"username": "mail-user", "password": "mail-pass"}},
+        ),
+    )
+    [(conn_id, brand)] = brand_endpoints(("iys_default",)).items()
+    assert (conn_id, brand.iys_code, brand.brand_code) == ("iys_default", SIM_IYS_CODE, SIM_BRAND_CODE)
+    assert {channel: pair.username for channel, pair in brand.credentials.items()} == {
+        "ARAMA": PUSH_USERNAME,
+        "MESAJ": PUSH_USERNAME,
+        "EPOSTA": "mail-user",
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_IYS_DEFAULT", iys_connection_json_with(sim.url))
+    with pytest.raises(IysError, match="no push credentials: set push_username and push_password"):
+        brand_endpoints(("iys_default",))

@@ -204,7 +204,9 @@ def open_pool(postgres_conn_id: str, *, max_size: int = 8) -> ConnectionPool:
 
     with iys_database(postgres_conn_id) as conn:
         params = {o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val is not None}
-    conninfo = make_conninfo(**params, options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
+    # The connection's own server options (if any) stay; the receiver's timeout comes last and wins.
+    options = f"{params.pop('options', '')} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
+    conninfo = make_conninfo(**params, options=options)
     return ConnectionPool(conninfo, min_size=2, max_size=max_size, kwargs={"autocommit": True}, open=True)
 
 
