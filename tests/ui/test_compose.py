@@ -274,9 +274,10 @@ def test_push_profile_adds_the_receiver_behind_localhost_with_a_health_check(doc
     [port] = receiver["ports"]
     assert (port["host_ip"], port["target"]) == ("127.0.0.1", 8095)  # the TLS proxy publishes it, not compose
     assert "/healthz" in receiver["healthcheck"]["test"][-1]
-    assert receiver["environment"]["AIRFLOW_CONN_IYS_DEFAULT"] == config["services"]["airflow-scheduler"][
-        "environment"
-    ]["AIRFLOW_CONN_IYS_DEFAULT"]
+    assert (
+        receiver["environment"]["AIRFLOW_CONN_IYS_DEFAULT"]
+        == config["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_IYS_DEFAULT"]
+    )
     assert receiver["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
