@@ -122,7 +122,7 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
     # No receiver has stored anything: each channel says so, none shows zeros that look healthy.
     push = frame.locator("#panel-push")
     expect(push).to_have_attribute("data-state", "empty")
-    expect(push.get_by_text("no push received")).to_have_count(3)
+    expect(push.get_by_text("no push received", exact=True)).to_have_count(3)
 
     # Links to the run and task that produced the figures.
     incremental = demo_run["incremental"]
@@ -148,7 +148,7 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
     expect(push).to_have_attribute("data-state", "ready")
     expect(push.locator("th").nth(1)).to_have_text("MESAJ")
     expect(push.locator("tr", has_text="applied, last hour").locator("td").nth(1)).to_have_text("1")
-    expect(push.get_by_text("no push received")).to_have_count(2)
+    expect(push.get_by_text("no push received", exact=True)).to_have_count(2)
     expect(push.locator("a.source")).to_have_attribute("href", f"{api_url}/dags/iys_push/runs")
 
     reconciliation_run = run_reconciliation(airflow_stack)
