@@ -208,7 +208,7 @@ function drawReconciliation(r) {
 }
 
 const NO_PUSH = "no push received";
-const seconds = (x) => (x === null || x === undefined ? "–" : `${x.toFixed(1)} s`);
+const seconds = (x) => (x === null || x === undefined ? "–" : x.toFixed(1));
 
 function drawPush(p) {
   const heard = p.channels.filter((c) => c.heard_from);
@@ -220,7 +220,7 @@ function drawPush(p) {
     ["last registration test record", (c) => (c.last_test_at ? when(c.last_test_at) : "none yet")],
     ["received, last hour", (c) => fmt(c.received_last_hour)],
     ["applied, last hour", (c) => fmt(c.applied_last_hour)],
-    ["lag p50 / p95 / max, last hour", (c) => (c.applied_last_hour ? `${seconds(c.lag_p50_seconds)} / ${seconds(c.lag_p95_seconds)} / ${seconds(c.lag_max_seconds)}` : "–")],
+    ["lag p50 / p95 / max, last hour", (c) => (c.applied_last_hour ? `${seconds(c.lag_p50_seconds)} / ${seconds(c.lag_p95_seconds)} / ${seconds(c.lag_max_seconds)} s` : "–")],
     ["not applied yet", (c) => [c.unapplied ? `${fmt(c.unapplied)} (oldest ${when(c.oldest_unapplied_received_at)})` : "0", c.unapplied ? c.level : ""]],
     ["applied, not announced yet", (c) => fmt(c.not_announced)],
     ["quarantined, 24 h", (c) => [fmt(c.quarantined_24h), c.quarantined_24h ? "warning" : ""]],
