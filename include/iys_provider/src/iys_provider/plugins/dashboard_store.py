@@ -124,14 +124,24 @@ SELECT report_date, status, agreed_at, run_id, updated_at, archived_file IS NOT 
 
 # Per channel of the brand's push receiver. Received counts and "heard from" come from the
 # (brand, channel, received_at) index, unapplied and unannounced from V019's partial indexes,
-# the quarantine is small. "Applied in the last hour" has no index on applied_at and reads the
-# brand's inbox rows of that channel: Push carries only citizen-side movements, a small share of
-# the consents. The window ends at %(now)s, not now(), so a reading is reproducible.
+# the quarantine is small. "Applied in the last hour" has no index on applied_at: one pass over
+# the brand's inbox for the three channels (about 30 ms for 200,000 pushed movements, a year of a
+# million users' citizen-side changes). The window ends at %(now)s, not now(), so a reading is
+# reproducible.
 PUSH_HEALTH_SQL = """
+WITH applied AS (
+    SELECT channel, count(*)::int AS n,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY lag) AS p95,
+           max(lag) AS max
+      FROM (SELECT channel, extract(epoch FROM applied_at - creation_date)::float8 AS lag FROM iys.push_inbox
+             WHERE brand_code = %(brand)s AND applied_at > %(now)s - %(recent)s AND applied_at <= %(now)s) a
+     GROUP BY channel
+)
 SELECT c.channel,
        pc.channel IS NOT NULL OR heard.inbox OR heard.quarantine,
        pc.last_push_at, pc.last_test_at,
-       received.n, applied.n, applied.p50, applied.p95, applied.max,
+       received.n, coalesce(applied.n, 0), applied.p50, applied.p95, applied.max,
        pending.unapplied, pending.oldest, unannounced.n, quarantined.n
   FROM unnest(%(channels)s::text[]) WITH ORDINALITY AS c(channel, position)
   LEFT JOIN iys.push_channels pc ON pc.brand_code = %(brand)s AND pc.channel = c.channel
@@ -144,15 +154,7 @@ SELECT c.channel,
         WHERE brand_code = %(brand)s AND channel = c.channel
           AND received_at > %(now)s - %(recent)s AND received_at <= %(now)s
        ) received
- CROSS JOIN LATERAL (
-       SELECT count(*)::int AS n,
-              percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS p50,
-              percentile_cont(0.95) WITHIN GROUP (ORDER BY lag) AS p95,
-              max(lag) AS max
-         FROM (SELECT extract(epoch FROM applied_at - creation_date)::float8 AS lag FROM iys.push_inbox
-                WHERE brand_code = %(brand)s AND channel = c.channel
-                  AND applied_at > %(now)s - %(recent)s AND applied_at <= %(now)s) a
-       ) applied
+ LEFT JOIN applied ON applied.channel = c.channel
  CROSS JOIN LATERAL (
        SELECT count(*)::int AS unapplied, min(received_at) AS oldest FROM iys.push_inbox
         WHERE brand_code = %(brand)s AND applied_at IS NULL AND channel = c.channel
