@@ -12,7 +12,9 @@ leaves behind after months of syncing (generated in SQL, in the shapes the sync 
 * quarantine: 2 % of the users, across the stored reasons;
 * the initial sync: one finished scan and one open scan with half of its batches done;
 * ``--runs`` incremental runs (default 8,760: a year of hourly runs), a settled outbox of 10 % of the
-  users plus pending and failed rows (RETs among them), a month of the İYS ledger, token log and a block.
+  users plus pending and failed rows (RETs among them), a month of the İYS ledger, token log and a block;
+* a year of pushed movements (a fifth of the users' worth, over the three channels, two unapplied)
+  and 500 quarantined push items.
 
 Then times each panel's query in the read-only transaction the page uses: ``--repeat`` times
 each (after one warm-up), printing the median and the slowest in ms against the 300 ms target.
@@ -118,13 +120,37 @@ INSERT INTO iys.token_requests (budget_key, account_key, grant_type, requested_a
 SELECT %(key)s, 'account', 'refresh_token', now() - make_interval(mins => 6 * g) FROM generate_series(1, 24 * 10 * 30) g;
 INSERT INTO iys.ip_blocks (budget_key, blocked_until, block_reason) VALUES (%(key)s, now() + interval '30 minutes', 'H084');
 INSERT INTO iys.rate_limiter (limiter_key, rate) VALUES (%(key)s, 8.7);
+
+INSERT INTO iys.push_inbox (brand_code, transaction_id, channel, movement, creation_date, received_at,
+                            last_delivery_at, applied_at, announced_at)
+SELECT %(brand)s, 'push-' || g, t, jsonb_build_object('recipient', '+90532' || lpad(g::text, 7, '0'), 'type', t,
+       'status', 'RET', 'source', 'IYS_KISAMESAJ', 'transactionId', 'push-' || g),
+       now() - make_interval(secs => g * %(push_spacing)s + 1), now() - make_interval(secs => g * %(push_spacing)s),
+       now() - make_interval(secs => g * %(push_spacing)s), now() - make_interval(secs => g * %(push_spacing)s),
+       CASE WHEN g > 20 THEN now() - make_interval(secs => g * %(push_spacing)s) END
+  FROM generate_series(1, %(users)s / 5) g, LATERAL (SELECT (ARRAY['MESAJ', 'ARAMA', 'EPOSTA'])[1 + g %% 3] AS t) c;
+UPDATE iys.push_inbox SET applied_at = NULL, announced_at = NULL WHERE brand_code = %(brand)s AND transaction_id IN ('push-1', 'push-2');
+INSERT INTO iys.push_channels (brand_code, channel, last_push_at, last_test_at)
+SELECT %(brand)s, t, now() - interval '1 minute', now() - interval '90 days' FROM unnest(ARRAY['MESAJ', 'ARAMA', 'EPOSTA']) t;
+INSERT INTO iys.push_quarantine (brand_code, channel, position, reason, item, item_hash, received_at)
+SELECT %(brand)s, 'MESAJ', 0, 'no transactionId', '{}', md5(g::text), now() - make_interval(hours => g)
+  FROM generate_series(1, 500) g;
 """
 
 
 def fill(conn: psycopg.Connection, users: int, runs: int) -> float:
     """Fill the migrated ``iys`` schema for ``users`` users of BRAND; seconds taken (VACUUM ANALYZE included)."""
     started = time.monotonic()
-    params = {"brand": BRAND, "other": OTHER_BRAND, "users": users, "runs": runs, "key": BUDGET_KEY}
+    # A year of citizen-side movements by push, a fifth of the users' worth, evenly spaced.
+    push_spacing = 365 * 86400 / max(users // 5, 1)
+    params = {
+        "brand": BRAND,
+        "other": OTHER_BRAND,
+        "users": users,
+        "runs": runs,
+        "key": BUDGET_KEY,
+        "push_spacing": push_spacing,
+    }
     for statement in filter(str.strip, FILL_SQL.split(";\n")):  # one statement per call: they take parameters
         conn.execute(statement, params)
     conn.execute("VACUUM ANALYZE")  # as autovacuum leaves a table that has settled: index-only scans need it
@@ -145,6 +171,7 @@ def panel_queries() -> dict[str, Callable[[psycopg.Connection], object]]:
         "quarantine by reason": lambda c: c.execute(store.QUARANTINE_SQL, (BRAND,)).fetchall(),
         "İYS budget (per IP)": store.budget_keys,
         "reconciliation": lambda c: store.reconciliations(c, BRAND),
+        "push receiver (per channel)": lambda c: store.push_health(c, BRAND, now),
         "whole page (read_panels)": lambda c: store.read_panels(c, BRAND, now, *recorded_sendable_counts(c, BRAND)),
     }
 

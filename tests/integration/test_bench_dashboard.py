@@ -17,6 +17,7 @@ PANELS = (
     "quarantine by reason",
     "İYS budget (per IP)",
     "reconciliation",
+    "push receiver (per channel)",
     "whole page (read_panels)",
 )
 

@@ -36,7 +36,11 @@ PANELS = (
     "panel-quarantine",
     "panel-budget",
     "panel-reconciliation",
+    "panel-push",
 )
+#: Empty after the demo's story: nothing has reconciled yet, and the demo sets up no Push.
+EMPTY_AFTER_DEMO = ("panel-reconciliation", "panel-push")
+FILLED_BY_DEMO = tuple(panel for panel in PANELS if panel not in EMPTY_AFTER_DEMO)
 PAGE_VIEWPORT = {"width": 1400, "height": 2000}
 
 
@@ -91,7 +95,7 @@ def run_reconciliation(stack) -> str:
     return run_id
 
 
-@pytest.mark.parametrize("path", ["/iys/", "/iys/api/brands", "/iys/api/panels/700001"])
+@pytest.mark.parametrize("path", ["/iys/", "/iys/api/brands", "/iys/api/panels/700001", "/iys/api/push/700001"])
 def test_anonymous_requests_get_401_and_no_data(airflow_stack, demo_run, path):
     with pytest.raises(urllib.error.HTTPError) as answer:
         urllib.request.urlopen(f"{airflow_stack.info['api_url']}{path}", timeout=30)
@@ -109,12 +113,16 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
     page.wait_for_url(f"{api_url}/plugin/iys")
     frame = page.frame_locator("iframe")
     expect(frame.locator("body[data-loaded]")).to_have_count(1)
-    for panel in PANELS[:-1]:
+    for panel in FILLED_BY_DEMO:
         expect(frame.locator(f"#{panel}")).to_have_attribute("data-state", "ready")
     # Before the reconciliation feature has written anything: "not recorded".
     reconciliation = frame.locator("#panel-reconciliation")
     expect(reconciliation).to_have_attribute("data-state", "empty")
     expect(reconciliation.get_by_text("not recorded")).to_be_visible()
+    # No receiver has stored anything: each channel says so, none shows zeros that look healthy.
+    push = frame.locator("#panel-push")
+    expect(push).to_have_attribute("data-state", "empty")
+    expect(push.get_by_text("no push received", exact=True)).to_have_count(3)
 
     # Links to the run and task that produced the figures.
     incremental = demo_run["incremental"]
@@ -133,6 +141,15 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
     # Masked: the page never shows an address.
     text = frame.locator("main").inner_text()
     assert "@example.com" not in text and "+90" not in text
+
+    # What the push receiver writes for one movement on MESAJ (the receiver itself is tested in
+    # tests/integration/push/): the open page picks it up on its own within its 30-s refresh.
+    store_pushed_movement(airflow_stack, int(demo_run["brand"]))
+    expect(push).to_have_attribute("data-state", "ready")
+    expect(push.locator("th").nth(1)).to_have_text("MESAJ")
+    expect(push.locator("tr", has_text="applied, last hour").locator("td").nth(1)).to_have_text("1")
+    expect(push.get_by_text("no push received", exact=True)).to_have_count(2)
+    expect(push.locator("a.source")).to_have_attribute("href", f"{api_url}/dags/iys_push/runs")
 
     reconciliation_run = run_reconciliation(airflow_stack)
     page.reload()
@@ -156,9 +173,24 @@ def test_whole_page_on_its_own(page, airflow_stack, demo_run, screenshot_dir):
     page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(f"{airflow_stack.info['api_url']}/iys/")
     expect(page.locator("body[data-loaded]")).to_have_count(1)
-    for panel in PANELS[:-1]:
+    for panel in FILLED_BY_DEMO:
         expect(page.locator(f"#{panel}")).to_have_attribute("data-state", "ready")
     page.screenshot(path=screenshot_dir / "iys-page.png", full_page=True, animations="disabled")
+
+
+def store_pushed_movement(stack, brand: int) -> None:
+    """A citizen's RET on MESAJ as the receiver stores it: inbox row applied at once, channel touched."""
+    with psycopg.connect(stack.info["pg_dsn"], autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO iys.push_inbox (brand_code, transaction_id, channel, movement, creation_date, applied_at) "
+            "VALUES (%s, 'ui-push-1', 'MESAJ', %s, now() - interval '2 seconds', now())",
+            (brand, json.dumps({"recipient": "+905559990001", "type": "MESAJ", "status": "RET"})),
+        )
+        conn.execute(
+            "INSERT INTO iys.push_channels (brand_code, channel, last_push_at, last_test_at) "
+            "VALUES (%s, 'MESAJ', now(), now() - interval '1 day')",
+            (brand,),
+        )
 
 
 def _quoted(run_id: str) -> str:

@@ -53,7 +53,7 @@ def get_with_cookie(client: TestClient, path: str, token: str):
         client.cookies.clear()
 
 
-PROTECTED = ["/iys/", "/iys/api/brands", f"/iys/api/panels/{BRAND}"]
+PROTECTED = ["/iys/", "/iys/api/brands", f"/iys/api/panels/{BRAND}", f"/iys/api/push/{BRAND}"]
 
 
 @pytest.mark.parametrize("path", PROTECTED)
@@ -89,6 +89,22 @@ def test_valid_token_in_the_ui_cookie_or_bearer_header_gets_the_data(client):
     page = get_with_cookie(client, "/iys/", token)
     assert page.status_code == 200 and "chart-4.5.1.umd.min.js" in page.text
     assert get_with_cookie(client, f"/iys/api/panels/{BRAND + 1}", token).status_code == 404
+
+
+def test_push_panel_alone_for_the_page_to_refresh(client, pg):
+    pg.execute(
+        "INSERT INTO iys.push_channels (brand_code, channel, last_test_at) VALUES (%s, 'EPOSTA', now())", (BRAND,)
+    )
+    token = token_for("VIEWER")
+    push = get_with_cookie(client, f"/iys/api/push/{BRAND}", token)
+    assert push.status_code == 200
+    heard = {c["channel"]: c["heard_from"] for c in push.json()["channels"]}
+    assert heard == {"MESAJ": False, "ARAMA": False, "EPOSTA": True}
+    assert push.json()["channels"][2]["last_push_at"] is None  # only the registration test record so far
+    assert get_with_cookie(client, f"/iys/api/push/{BRAND + 1}", token).status_code == 404
+    assert (
+        client.get(f"/iys/api/push/{BRAND}", headers={"Authorization": f"Bearer {token_for(None)}"}).status_code == 403
+    )
 
 
 def test_static_code_is_served_without_a_token(client):

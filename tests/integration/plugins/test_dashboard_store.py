@@ -7,6 +7,7 @@ brand) and reads the panels back through the read-only connection the page uses.
 from __future__ import annotations
 
 import json
+import statistics
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -338,3 +339,145 @@ def test_onay_addresses_held_out_now_by_opt_outs_not_yet_in_iys(db, pg_dsn):
             (BRAND, recipient, type_, state),
         )
     assert panels(pg_dsn)["consents"]["held_out_now"] == {"MESAJ": 1}
+
+
+# ---------------------------------------------------------------------------- push
+
+PUSH_NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+PUSH_PHONE = "+905551112233"
+
+
+def push_panel(pg_dsn: str, brand: int = BRAND, now: datetime = PUSH_NOW) -> dict:
+    with dashboard_store.read_only(lambda: psycopg.connect(pg_dsn)) as conn:
+        return dashboard_store.push_panel(conn, brand, now)
+
+
+def insert_movement(db, brand, channel, transaction_id, *, created, received, applied=None, announced=None):
+    db.execute(
+        """
+        INSERT INTO iys.push_inbox (brand_code, transaction_id, channel, movement, creation_date, received_at,
+                                    last_delivery_at, applied_at, announced_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (
+            brand,
+            transaction_id,
+            channel,
+            json.dumps({"recipient": PUSH_PHONE, "type": channel, "status": "RET", "transactionId": transaction_id}),
+            created,
+            received,
+            received,
+            applied,
+            announced,
+        ),
+    )
+
+
+def test_push_channels_never_heard_from_say_so_rather_than_show_zeros(db, pg_dsn):
+    seed_brand(db, BRAND)
+    # Another brand's receiver is busy: nothing of it shows for this brand.
+    db.execute(
+        "INSERT INTO iys.push_channels (brand_code, channel, last_push_at) VALUES (%s, 'MESAJ', %s)",
+        (OTHER, PUSH_NOW),
+    )
+    insert_movement(db, OTHER, "ARAMA", "other-1", created=PUSH_NOW, received=PUSH_NOW, applied=PUSH_NOW)
+    shown = push_panel(pg_dsn)
+    assert shown["channels"] == [
+        {"channel": channel, "heard_from": False, "level": "none"} for channel in ("MESAJ", "ARAMA", "EPOSTA")
+    ]
+    assert shown["level"] == "none"
+    assert shown["link"] == "dags/iys_push/runs"
+    # The whole page carries the same panel.
+    assert panels(pg_dsn)["push"]["channels"] == shown["channels"]
+
+
+def test_push_health_per_channel_from_the_inbox_tables(db, pg_dsn):
+    seed_brand(db, BRAND)
+    db.execute(
+        "INSERT INTO iys.sync_runs (run_id, brand_code, dag_id) VALUES ('r', %s, 'iys_incremental_sync__brand_a')",
+        (BRAND,),
+    )
+    now = PUSH_NOW
+    minutes = lambda n: timedelta(minutes=n)  # noqa: E731
+    db.execute(
+        """
+        INSERT INTO iys.push_channels (brand_code, channel, last_push_at, last_test_at) VALUES
+          (%(b)s, 'MESAJ', %(push)s, %(test)s), (%(b)s, 'EPOSTA', NULL, %(test)s)
+        """,
+        {"b": BRAND, "push": now - minutes(2), "test": now - timedelta(days=3)},
+    )
+    # (transaction id, created, received, applied, announced) on MESAJ: the truth the panel must match.
+    seconds = timedelta(seconds=1)
+    movements = [
+        ("t1", now - minutes(50), now - minutes(50) + 0.8 * seconds, now - minutes(50) + 0.8 * seconds, True),
+        ("t2", now - minutes(40), now - minutes(40) + 1.2 * seconds, now - minutes(40) + 1.2 * seconds, True),
+        ("t3", now - minutes(30), now - minutes(30) + 2.5 * seconds, now - minutes(30) + 2.5 * seconds, False),
+        ("t4", now - minutes(20), now - minutes(20) + 3 * seconds, now - minutes(20) + 3 * seconds, False),
+        # İYS's clock a little ahead of ours: a negative lag, shown as it is.
+        ("t5", now - minutes(10), now - minutes(10) - 1.5 * seconds, now - minutes(10) - 1.5 * seconds, False),
+        # Stored in time, applied 40 s later by the push DAG.
+        ("t6", now - minutes(5), now - minutes(5) + seconds, now - minutes(5) + 40 * seconds, False),
+        # Two hours old: out of the last hour.
+        ("t7", now - minutes(121), now - minutes(120), now - minutes(120), True),
+        # Received two hours ago, applied only ten minutes ago: applied in the hour, not received in it.
+        ("t8", now - minutes(121), now - minutes(120), now - minutes(10), False),
+        # Not applied yet.
+        ("t9", now - minutes(21), now - minutes(20), None, False),
+        ("t10", now - minutes(6), now - minutes(5), None, False),
+        # After the reading's "now": not in its last hour.
+        ("t11", now + minutes(1), now + minutes(2), now + minutes(2), True),
+    ]
+    for transaction_id, created, received, applied, announced in movements:
+        insert_movement(
+            db,
+            BRAND,
+            "MESAJ",
+            transaction_id,
+            created=created,
+            received=received,
+            applied=applied,
+            announced=applied if announced else None,
+        )
+    insert_movement(db, OTHER, "MESAJ", "o1", created=now - minutes(1), received=now - minutes(1))
+    for channel, brand, received, hash_ in [
+        ("MESAJ", BRAND, now - timedelta(hours=3), "a"),
+        ("MESAJ", BRAND, now - timedelta(hours=30), "b"),  # out of the 24 h
+        ("EPOSTA", OTHER, now - timedelta(hours=1), "c"),
+    ]:
+        db.execute(
+            "INSERT INTO iys.push_quarantine (brand_code, channel, position, reason, item, item_hash, received_at) "
+            "VALUES (%s, %s, 0, 'no transactionId', %s, %s, %s)",
+            (brand, channel, f'{{"recipient": "{PUSH_PHONE}"}}', hash_, received),
+        )
+
+    shown = push_panel(pg_dsn)
+    mesaj, arama, eposta = shown["channels"]
+    hour_ago = now - timedelta(hours=1)
+    within = lambda moment: moment is not None and hour_ago < moment <= now  # noqa: E731
+    applied_lags = [(a - c).total_seconds() for _, c, _, a, _ in movements if within(a)]
+    assert len(applied_lags) == 7  # t1..t6 and t8
+    assert mesaj["heard_from"] is True
+    assert mesaj["last_push_at"] == (now - minutes(2)).isoformat()
+    assert mesaj["last_test_at"] == (now - timedelta(days=3)).isoformat()
+    assert mesaj["received_last_hour"] == sum(within(r) for _, _, r, _, _ in movements) == 8
+    assert mesaj["applied_last_hour"] == len(applied_lags)
+    assert mesaj["lag_p50_seconds"] == pytest.approx(statistics.median(applied_lags))
+    assert mesaj["lag_p95_seconds"] == pytest.approx(statistics.quantiles(applied_lags, n=20, method="inclusive")[18])
+    assert mesaj["lag_max_seconds"] == pytest.approx(max(applied_lags))
+    unapplied = [r for _, _, r, a, _ in movements if a is None]
+    assert mesaj["unapplied"] == len(unapplied) == 2
+    assert mesaj["oldest_unapplied_received_at"] == min(unapplied).isoformat()
+    assert mesaj["not_announced"] == sum(1 for _, _, _, a, told in movements if a is not None and not told)
+    assert mesaj["quarantined_24h"] == 1
+    assert mesaj["level"] == "warning"  # a quarantined item, and a movement unapplied for 20 minutes
+
+    assert arama == {"channel": "ARAMA", "heard_from": False, "level": "none"}
+    # Only the test record so far: heard from, real zeros, no push yet.
+    assert eposta["heard_from"] is True and eposta["last_push_at"] is None
+    assert (eposta["received_last_hour"], eposta["applied_last_hour"], eposta["unapplied"]) == (0, 0, 0)
+    assert eposta["lag_p50_seconds"] is None and eposta["quarantined_24h"] == 0  # the other brand's item
+    assert eposta["level"] == "ok"
+
+    assert shown["level"] == "warning"
+    assert shown["link"] == "dags/iys_push__brand_a/runs"
+    assert PUSH_PHONE not in json.dumps(shown)

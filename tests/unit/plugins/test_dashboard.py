@@ -12,16 +12,20 @@ from iys_provider.plugins.dashboard import (
     ConsentMatrix,
     InitialSyncProgress,
     Level,
+    PushChannelHealth,
     RunRow,
     deadline_level,
     feed_lag_level,
     initial_sync_dag_id,
+    push_dag_id,
+    push_level,
     ratio_level,
     reconciliation_level,
     requests_level,
     run_path,
     task_path,
     token_level,
+    worst_level,
 )
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -187,3 +191,31 @@ def test_links_name_the_run_and_task_quoted_for_the_airflow_ui():
 )
 def test_initial_sync_dag_of_a_brand(incremental, initial):
     assert initial_sync_dag_id(incremental) == initial
+
+
+@pytest.mark.parametrize(
+    ("heard_from", "quarantined", "unapplied_for", "level"),
+    [
+        (False, 0, None, Level.NONE),  # nothing received: not judged, whatever else
+        (True, 0, None, Level.OK),
+        (True, 0, timedelta(minutes=14, seconds=59), Level.OK),  # the push DAG may still be on it
+        (True, 0, timedelta(minutes=15), Level.WARNING),
+        (True, 1, None, Level.WARNING),
+    ],
+)
+def test_push_warns_on_quarantined_items_and_movements_left_unapplied(heard_from, quarantined, unapplied_for, level):
+    oldest = None if unapplied_for is None else NOW - unapplied_for
+    assert push_level(heard_from, quarantined, oldest, NOW) is level
+
+
+def test_a_push_channel_never_heard_from_shows_no_figures():
+    silent = PushChannelHealth("ARAMA", False, None, None, 0, 0, None, None, None, 0, None, 0, 0)
+    assert silent.as_json(NOW) == {"channel": "ARAMA", "heard_from": False, "level": "none"}
+
+
+def test_worst_level_and_the_push_dag_beside_the_incremental_one():
+    assert worst_level([Level.NONE, Level.OK, Level.WARNING]) is Level.WARNING
+    assert worst_level([Level.NONE, Level.NONE]) is Level.NONE
+    assert worst_level([Level.DANGER, Level.OK]) is Level.DANGER
+    assert push_dag_id("iys_incremental_sync__brand_b") == "iys_push__brand_b"
+    assert push_dag_id(None) == "iys_push"

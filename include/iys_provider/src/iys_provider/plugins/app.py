@@ -1,10 +1,12 @@
 """The İYS page's FastAPI app, mounted by the plugin at ``/iys`` on the Airflow API server.
 
 ``/`` is the page (static HTML and JS drawing with Chart.js, vendored in ``static/``), ``/api/brands``
-and ``/api/panels/{brand_code}`` its data. Every route but the static files (code, no data) needs
-an Airflow user (:mod:`iys_provider.plugins.auth`). The data comes from the ``iys_postgres``
-connection (the setting ``[iys] dashboard_postgres_conn_id``, ``IYS_DASHBOARD_POSTGRES_CONN_ID``,
-names another), read only.
+and ``/api/panels/{brand_code}`` its data, ``/api/push/{brand_code}`` the push panel alone (the page
+refreshes it every 30 seconds: pushes arrive within seconds, the other panels change with runs).
+Every route but the static files (code, no data) needs an Airflow user
+(:mod:`iys_provider.plugins.auth`). The data comes from the ``iys_postgres`` connection (the
+setting ``[iys] dashboard_postgres_conn_id``, ``IYS_DASHBOARD_POSTGRES_CONN_ID``, names another),
+read only.
 """
 
 from __future__ import annotations
@@ -68,5 +70,12 @@ def create_dashboard_app(connect: Callable[[], psycopg.Connection] | None = None
                 raise HTTPException(404, detail=f"brand {brand_code} is not synced in this database")
             counts, counted_at = recorded_sendable_counts(conn, brand_code)
             return dashboard_store.read_panels(conn, brand_code, datetime.now(UTC), counts, counted_at)
+
+    @app.get("/api/push/{brand_code}", dependencies=[Depends(require_reader)])
+    def push(brand_code: int) -> dict[str, Any]:
+        with dashboard_store.read_only(connect) as conn:
+            if brand_code not in dashboard_store.brands(conn):
+                raise HTTPException(404, detail=f"brand {brand_code} is not synced in this database")
+            return dashboard_store.push_panel(conn, brand_code, datetime.now(UTC))
 
     return app

@@ -24,6 +24,9 @@ budget: success ratio  24 h successes ÷ (successes + client errors)  ``danger``
                                                                      ``warning`` under 80 %
 reconciliation         status per day of ``iys.reconciliations``     ``danger`` for mismatch or
                        (not recorded before the first day)           hash_error
+push                   per channel: last push and test record,       ``warning`` with items
+                       movements received and applied in the last    quarantined in 24 h or a
+                       hour, their lag, unapplied, unannounced       movement unapplied for 15 min
 =====================  ============================================  ===============================
 
 Links: every panel names the DAG run (or task) that produced its figures, as a path of the
@@ -53,6 +56,12 @@ INCREMENTAL_DAG_BASE = "iys_incremental_sync"
 INITIAL_DAG_BASE = "iys_initial_sync"
 RECONCILIATION_DAG_BASE = "iys_reconciliation"
 RECONCILIATION_ALARMS = frozenset({"mismatch", "hash_error"})
+PUSH_DAG_BASE = "iys_push"
+#: The receiver applies a movement in the transaction that stores it; one left unapplied waits for
+#: the push DAG, which its trigger starts within a minute or two: longer means applying fails.
+PUSH_UNAPPLIED_WARNING = timedelta(minutes=15)
+PUSH_RECENT = timedelta(hours=1)
+PUSH_QUARANTINE_WINDOW = timedelta(hours=24)
 
 
 class Level(enum.StrEnum):
@@ -60,6 +69,15 @@ class Level(enum.StrEnum):
     WARNING = "warning"
     DANGER = "danger"
     NONE = "none"  # nothing recorded to judge
+
+
+def worst_level(levels: Iterable[Level]) -> Level:
+    """The most serious of several levels; ``none`` only when nothing was judged."""
+    seen = set(levels)
+    for level in (Level.DANGER, Level.WARNING, Level.OK):
+        if level in seen:
+            return level
+    return Level.NONE
 
 
 # ---------------------------------------------------------------------------- links
@@ -86,6 +104,10 @@ def initial_sync_dag_id(incremental_dag_id: str | None) -> str:
 def reconciliation_dag_id(incremental_dag_id: str | None) -> str:
     """The brand's reconciliation DAG id from its incremental one: the same ``__conn`` suffix, if any."""
     return _sibling_dag_id(incremental_dag_id, RECONCILIATION_DAG_BASE)
+
+
+def push_dag_id(incremental_dag_id: str | None) -> str:
+    return _sibling_dag_id(incremental_dag_id, PUSH_DAG_BASE)
 
 
 def _sibling_dag_id(incremental_dag_id: str | None, base: str) -> str:
@@ -300,3 +322,68 @@ def reconciliation_level(statuses: Iterable[str]) -> Level:
     if seen & RECONCILIATION_ALARMS:
         return Level.DANGER
     return Level.WARNING if "pending" in seen else Level.OK
+
+
+# ---------------------------------------------------------------------------- push
+
+
+def push_level(
+    heard_from: bool, quarantined: int, oldest_unapplied_received_at: datetime | None, now: datetime
+) -> Level:
+    """Silence is not judged: citizens may change nothing for hours, and Push may not be set up."""
+    if not heard_from:
+        return Level.NONE
+    if quarantined:
+        return Level.WARNING
+    stuck = oldest_unapplied_received_at is not None and now - oldest_unapplied_received_at >= PUSH_UNAPPLIED_WARNING
+    return Level.WARNING if stuck else Level.OK
+
+
+@dataclass(frozen=True)
+class PushChannelHealth:
+    """One channel's push receiver as the inbox tables record it.
+
+    ``heard_from`` is false when the receiver never stored anything for the channel (no test record,
+    no movement, no quarantined item): Push is not set up, or İYS has not reached the receiver. Its
+    figures are then unknown, not zero. The lag is ``applied_at - creationDate``: the receiver's
+    clock minus İYS's, so a clock difference of a few seconds shows in it (even below zero).
+    """
+
+    channel: str
+    heard_from: bool
+    last_push_at: datetime | None
+    last_test_at: datetime | None
+    received_last_hour: int
+    applied_last_hour: int
+    lag_p50_seconds: float | None  # None: nothing applied in the last hour
+    lag_p95_seconds: float | None
+    lag_max_seconds: float | None
+    unapplied: int
+    oldest_unapplied_received_at: datetime | None
+    not_announced: int  # applied, not yet told to the consents asset's consumers
+    quarantined_24h: int
+
+    def as_json(self, now: datetime) -> dict[str, Any]:
+        level = str(push_level(self.heard_from, self.quarantined_24h, self.oldest_unapplied_received_at, now))
+        if not self.heard_from:
+            return {"channel": self.channel, "heard_from": False, "level": level}
+        return {
+            "channel": self.channel,
+            "heard_from": True,
+            "last_push_at": _iso(self.last_push_at),
+            "last_test_at": _iso(self.last_test_at),
+            "received_last_hour": self.received_last_hour,
+            "applied_last_hour": self.applied_last_hour,
+            "lag_p50_seconds": self.lag_p50_seconds,
+            "lag_p95_seconds": self.lag_p95_seconds,
+            "lag_max_seconds": self.lag_max_seconds,
+            "unapplied": self.unapplied,
+            "oldest_unapplied_received_at": _iso(self.oldest_unapplied_received_at),
+            "not_announced": self.not_announced,
+            "quarantined_24h": self.quarantined_24h,
+            "level": level,
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

@@ -8,6 +8,7 @@ const AIRFLOW = new URL("../", document.baseURI);
 const NOT_RECORDED = "not recorded";
 const COLORS = { ONAY: "#2f855a", RET: "#c53030", unknown: "#a0aec0" };
 const charts = {};
+const PUSH_REFRESH_MS = 30_000;
 
 // Airflow renders the page in an iframe sandboxed without allow-top-navigation, so a link cannot
 // navigate the Airflow UI around it; being same-origin, the page clicks a link in the UI's document.
@@ -206,6 +207,30 @@ function drawReconciliation(r) {
   });
 }
 
+const NO_PUSH = "no push received";
+const seconds = (x) => (x === null || x === undefined ? "–" : x.toFixed(1));
+
+function drawPush(p) {
+  const heard = p.channels.filter((c) => c.heard_from);
+  const el = panel("panel-push", { ready: heard.length > 0, level: p.level, link: p.link });
+  // Figures down, channels across. A channel the receiver never heard from (Push not set up, or
+  // İYS not reaching it) says so in its first cell; its other cells are unknown, not zeros.
+  const figures = [
+    ["last push", (c) => (c.last_push_at ? when(c.last_push_at) : "none yet")],
+    ["last registration test record", (c) => (c.last_test_at ? when(c.last_test_at) : "none yet")],
+    ["received, last hour", (c) => fmt(c.received_last_hour)],
+    ["applied, last hour", (c) => fmt(c.applied_last_hour)],
+    ["lag p50 / p95 / max, last hour", (c) => (c.applied_last_hour ? `${seconds(c.lag_p50_seconds)} / ${seconds(c.lag_p95_seconds)} / ${seconds(c.lag_max_seconds)} s` : "–")],
+    ["not applied yet", (c) => [c.unapplied ? `${fmt(c.unapplied)} (oldest ${when(c.oldest_unapplied_received_at)})` : "0", c.unapplied ? c.level : ""]],
+    ["applied, not announced yet", (c) => fmt(c.not_announced)],
+    ["quarantined, 24 h", (c) => [fmt(c.quarantined_24h), c.quarantined_24h ? "warning" : ""]],
+  ];
+  const column = (c, figure, i) => (c.heard_from ? figure(c) : i === 0 ? [NO_PUSH, "not-recorded"] : "–");
+  rows(el.querySelector("table"), figures.map(([label, figure], i) => [label, ...p.channels.map((c) => column(c, figure, i))]),
+    ["", ...p.channels.map((c) => c.channel)]);
+  el.querySelector("table").createCaption().textContent = `as of ${when(p.generated_at)}, refreshed every 30 s`;
+}
+
 async function getJSON(path) {
   const response = await fetch(new URL(path, API), { credentials: "same-origin" });
   if (!response.ok) throw new Error(`${response.status} ${(await response.json().catch(() => ({}))).detail || response.statusText}`);
@@ -223,11 +248,27 @@ async function load(brand) {
     drawQuarantine(data.quarantine);
     drawBudget(data.budget);
     drawReconciliation(data.reconciliation);
+    drawPush(data.push);
     document.body.dataset.loaded = brand;
+    watchPush(brand);
   } catch (error) {
     const p = document.getElementById("error");
     p.textContent = String(error); p.hidden = false;
   }
+}
+
+// Pushes arrive within seconds, the other panels change with runs: only the push panel is refreshed.
+let pushTimer = null;
+function watchPush(brand) {
+  clearInterval(pushTimer);
+  pushTimer = setInterval(async () => {
+    try {
+      drawPush(await getJSON(`push/${brand}`));
+    } catch (error) {
+      const p = document.getElementById("error");
+      p.textContent = String(error); p.hidden = false;
+    }
+  }, PUSH_REFRESH_MS);
 }
 
 async function main() {
