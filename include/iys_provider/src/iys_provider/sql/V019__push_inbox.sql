@@ -21,6 +21,8 @@ CREATE TABLE iys.push_inbox (
 CREATE INDEX push_inbox_unapplied ON iys.push_inbox (brand_code, id) WHERE applied_at IS NULL;
 CREATE INDEX push_inbox_unannounced ON iys.push_inbox (brand_code, id) WHERE announced_at IS NULL;
 CREATE INDEX push_inbox_received ON iys.push_inbox (brand_code, channel, received_at);
+-- The İYS page's "applied in the last hour" and lag.
+CREATE INDEX push_inbox_applied ON iys.push_inbox (brand_code, applied_at) WHERE applied_at IS NOT NULL;
 
 -- A pushed item (or a whole body) the receiver could not read: kept with the reason, answered 4xx.
 -- A redelivery of the same bytes adds no row, it counts.
