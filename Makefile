@@ -139,6 +139,14 @@ DASHBOARD_USERS ?= 1000000
 bench-dashboard: install
 	$(BIN)/python bench/bench_dashboard.py --users $(DASHBOARD_USERS)
 
+# Push end to end under airflow standalone: PUSH_MOVEMENTS citizen RETs over PUSH_SECONDS, each until the
+# user is out of iys.sendable.
+PUSH_MOVEMENTS ?= 1000
+PUSH_SECONDS ?= 60
+.PHONY: bench-push
+bench-push: install
+	$(BIN)/python bench/bench_push.py --movements $(PUSH_MOVEMENTS) --seconds $(PUSH_SECONDS)
+
 # Fault matrix (tests/chaos): one line per scenario — faults, requests, retries, success ratio, result.
 JUNK_ROWS ?= 1000000
 .PHONY: chaos
