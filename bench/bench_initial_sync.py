@@ -36,16 +36,12 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
@@ -54,7 +50,7 @@ from iys_simulator.synthetic import synthetic_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_support import add_results_argument, write_results  # noqa: E402
+from bench_support import ThrowawayStack, add_results_argument, write_results  # noqa: E402
 
 import local_stack  # noqa: E402  (scripts/local_stack.py: the dev stack's user generator and DB helpers)
 from iys_provider.operators.initial_sync import DEFAULT_BATCH_SIZE  # noqa: E402
@@ -83,106 +79,19 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------------------- the stack
 
 
-@dataclass
-class Stack:
-    """``scripts/airflow_local.sh`` running with throw-away state, plus what it told us."""
-
-    args: argparse.Namespace
-    workdir: pathlib.Path = field(default_factory=lambda: pathlib.Path(tempfile.mkdtemp(prefix="iys-bench-")))
-    db_name: str = field(default_factory=lambda: f"iys_bench_{uuid.uuid4().hex[:8]}")
-    server_uri: str | None = None
-    process: subprocess.Popen | None = None
-    info: dict = field(default_factory=dict)
-    rest: local_stack.AirflowApi | None = None
-
-    def start(self) -> None:
-        args = self.args
-        dags = self.workdir / "dags"
-        dags.mkdir()
-        (dags / f"{DAG_ID}.py").symlink_to(ROOT / "dags" / f"{DAG_ID}.py")
-        ready_file = self.workdir / "ready.json"
-        env = {
-            **os.environ,
-            "IYS_LOCAL_DIR": str(self.workdir),
-            "IYS_SIM_PORT": str(args.sim_port),
-            "AIRFLOW_PORT": str(args.api_port),
-            "AIRFLOW_LOG_SERVER_PORT": str(args.log_port),
-            "IYS_SIM_LATENCY_MS": str(args.latency_ms),
-            "IYS_SIM_LATENCY_JITTER_MS": str(args.jitter_ms),
-            "IYS_RATE_LIMIT": str(args.rate_limit),
-            "IYS_POOL_SLOTS": str(args.pool_slots),
-            "IYS_DEMO_USERS": "0",
-            "IYS_DEMO_DB": self.db_name,
-            "IYS_READY_FILE": str(ready_file),
-            "AIRFLOW_DAGS_FOLDER": str(dags),
-            "IYS_INITIAL_SYNC_CRON": "none",  # only our triggered runs
-        }
-        if args.parallelism:
-            env["AIRFLOW_PARALLELISM"] = str(args.parallelism)
-        env.pop("IYS_POSTGRES_URI", None)
-        self.server_uri = args.postgres_server or (
-            "postgresql://postgres@127.0.0.1:5432/postgres"
-            if _reachable("postgresql://postgres@127.0.0.1:5432/postgres")
-            else None
-        )
-        if self.server_uri:
-            # Throw-away databases on that server; dropped in stop().
-            env["IYS_POSTGRES_URI"] = local_stack.ensure_database(self.server_uri, self.db_name)
-            env["AIRFLOW_METADATA_URI"] = local_stack.sqlalchemy_url(
-                local_stack.ensure_database(self.server_uri, f"{self.db_name}_airflow")
-            )
-            env["IYS_POSTGRES_MODE"] = "uri"
-        else:
-            env["IYS_POSTGRES_MODE"] = "embedded"  # data directory inside the throw-away workdir
-        log(f"starting the stack in {self.workdir} (log: {self.workdir}/stack.log)")
-        self.process = subprocess.Popen(
-            [str(ROOT / "scripts" / "airflow_local.sh")],
-            cwd=ROOT,
-            env=env,
-            stdout=open(self.workdir / "stack.log", "wb"),  # noqa: SIM115 - lives as long as the stack
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.info = local_stack.wait_for_stack(
-            self.process, ready_file, 420, lambda: (self.workdir / "stack.log").read_text()[-3000:]
-        )
-        log(f"stack ready: Airflow {self.info['api_url']}, simulator {self.info['sim_url']}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            log("stopping the stack")
-        local_stack.stop_stack(self.process, timeout=90)
-        if self.args.keep:
-            log(f"kept {self.workdir} and databases {self.db_name}, {self.db_name}_airflow")
-            return
-        if self.server_uri:
-            for name in (self.db_name, f"{self.db_name}_airflow"):
-                local_stack.drop_database(self.server_uri, name)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    # REST API -------------------------------------------------------------------------
-    def api(self, method: str, path: str, **kwargs) -> dict:
-        if self.rest is None:
-            self.rest = local_stack.AirflowApi(
-                self.info["api_url"], self.info["admin_user"], self.info["admin_password"]
-            )
-        return self.rest(method, path, **kwargs)
-
-    def sim(self, method: str, path: str, payload: dict | None = None) -> dict:
-        response = requests.request(method, f"{self.info['sim_url']}/__sim/{path}", json=payload, timeout=60)
-        response.raise_for_status()
-        return response.json()
-
-
-def _reachable(uri: str) -> bool:
-    try:
-        psycopg.connect(uri, connect_timeout=2).close()
-        return True
-    except psycopg.Error:
-        return False
-
-
-# ---------------------------------------------------------------------------- RSS sampling
+def initial_sync_stack(args: argparse.Namespace) -> ThrowawayStack:
+    """The stack with only ``iys_initial_sync``, the simulator's real 10 req/s and the run's latency."""
+    env = {
+        "IYS_SIM_LATENCY_MS": str(args.latency_ms),
+        "IYS_SIM_LATENCY_JITTER_MS": str(args.jitter_ms),
+        "IYS_RATE_LIMIT": str(args.rate_limit),
+        "IYS_POOL_SLOTS": str(args.pool_slots),
+        "IYS_INITIAL_SYNC_CRON": "none",  # only our triggered runs
+        "IYS_PUSH": "0",  # no receiver: nothing but the initial sync on the stack
+    }
+    if args.parallelism:
+        env["AIRFLOW_PARALLELISM"] = str(args.parallelism)
+    return ThrowawayStack(args, (DAG_ID,), env, log=log)
 
 
 class RssSampler(threading.Thread):
@@ -227,7 +136,7 @@ class RequestTimeline(threading.Thread):
     """The simulator's multi-status call count, sampled every ``interval`` s: when calls started,
     stopped, and how evenly they flowed in between (where the rate is lost)."""
 
-    def __init__(self, stack: Stack, started: float, ceiling: float, interval: float = 0.25) -> None:
+    def __init__(self, stack: ThrowawayStack, started: float, ceiling: float, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.stack, self.started, self.ceiling, self.interval = stack, started, ceiling, interval
         self.samples: list[tuple[float, int]] = []
@@ -350,7 +259,7 @@ def expected_onay(users: int) -> int:
     return total
 
 
-def wait_for_dag(stack: Stack, timeout: float = 180) -> None:
+def wait_for_dag(stack: ThrowawayStack, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -364,7 +273,7 @@ def wait_for_dag(stack: Stack, timeout: float = 180) -> None:
             time.sleep(2)
 
 
-def task_instances(stack: Stack, run_id: str) -> list[dict]:
+def task_instances(stack: ThrowawayStack, run_id: str) -> list[dict]:
     found, offset = [], 0
     while True:
         page = stack.api(
@@ -376,7 +285,7 @@ def task_instances(stack: Stack, run_id: str) -> list[dict]:
             return found
 
 
-def batch_xcoms(stack: Stack, run_id: str, map_indexes: list[int]) -> list[dict]:
+def batch_xcoms(stack: ThrowawayStack, run_id: str, map_indexes: list[int]) -> list[dict]:
     values = []
     for index in map_indexes:
         entry = stack.api(
@@ -393,7 +302,7 @@ def seconds(ti: dict, start: str = "start_date", end: str = "end_date") -> tuple
     return datetime.fromisoformat(ti[start]).timestamp(), datetime.fromisoformat(ti[end]).timestamp()
 
 
-def run_size(stack: Stack, users: int, args: argparse.Namespace) -> Result:
+def run_size(stack: ThrowawayStack, users: int, args: argparse.Namespace) -> Result:
     dsn = stack.info["pg_dsn"]
     log(f"=== {users:,} users ===")
     reset_and_load(dsn, users)
@@ -599,7 +508,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    stack = Stack(args)
+    stack = initial_sync_stack(args)
     results: list[Result] = []
     try:
         stack.start()

@@ -24,17 +24,11 @@ one leaves it. Printed, and written to ``bench/results/push.json``:
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -42,7 +36,7 @@ import requests
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_support import add_results_argument, write_results  # noqa: E402
+from bench_support import ThrowawayStack, add_results_argument, write_results  # noqa: E402
 
 import local_stack  # noqa: E402  (scripts/local_stack.py)
 
@@ -71,100 +65,18 @@ def spread(values: list[float]) -> dict[str, float]:
     }
 
 
-@dataclass
-class Stack:
-    args: argparse.Namespace
-    workdir: pathlib.Path = field(default_factory=lambda: pathlib.Path(tempfile.mkdtemp(prefix="iys-bench-push-")))
-    db_name: str = field(default_factory=lambda: f"iys_bench_{uuid.uuid4().hex[:8]}")
-    server_uri: str | None = None
-    process: subprocess.Popen | None = None
-    info: dict = field(default_factory=dict)
-    rest: local_stack.AirflowApi | None = None
-
-    def start(self) -> None:
-        args = self.args
-        dags = self.workdir / "dags"
-        dags.mkdir()
-        for dag in DAGS:
-            (dags / f"{dag}.py").symlink_to(ROOT / "dags" / f"{dag}.py")
-        ready_file = self.workdir / "ready.json"
-        env = {
-            **os.environ,
-            "IYS_LOCAL_DIR": str(self.workdir),
-            "IYS_SIM_PORT": str(args.sim_port),
-            "IYS_PUSH_PORT": str(args.push_port),
-            "IYS_PUSH": "1",
-            "AIRFLOW_PORT": str(args.api_port),
-            "AIRFLOW_LOG_SERVER_PORT": str(args.log_port),
-            "IYS_DEMO_USERS": "0",
-            "IYS_DEMO_DB": self.db_name,
-            "IYS_READY_FILE": str(ready_file),
-            "AIRFLOW_DAGS_FOLDER": str(dags),
-            "IYS_INITIAL_SYNC_CRON": "none",
-            "IYS_PUSH_POLL_SECONDS": str(args.trigger_poll_seconds),
-        }
-        env.pop("IYS_POSTGRES_URI", None)
-        self.server_uri = args.postgres_server or (
-            local_stack_server() if _reachable("postgresql://postgres@127.0.0.1:5432/postgres") else None
-        )
-        if self.server_uri:
-            env["IYS_POSTGRES_URI"] = local_stack.ensure_database(self.server_uri, self.db_name)
-            env["AIRFLOW_METADATA_URI"] = local_stack.sqlalchemy_url(
-                local_stack.ensure_database(self.server_uri, f"{self.db_name}_airflow")
-            )
-            env["IYS_POSTGRES_MODE"] = "uri"
-        else:
-            env["IYS_POSTGRES_MODE"] = "embedded"
-        log(f"starting the stack in {self.workdir} (log: {self.workdir}/stack.log)")
-        self.process = subprocess.Popen(
-            [str(ROOT / "scripts" / "airflow_local.sh")],
-            cwd=ROOT,
-            env=env,
-            stdout=open(self.workdir / "stack.log", "wb"),  # noqa: SIM115 - lives as long as the stack
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.info = local_stack.wait_for_stack(
-            self.process, ready_file, 420, lambda: (self.workdir / "stack.log").read_text()[-3000:]
-        )
-        log(f"stack ready: Airflow {self.info['api_url']}, push receiver {self.info['push_url']}")
-
-    def stop(self) -> None:
-        local_stack.stop_stack(self.process, timeout=90)
-        if self.args.keep:
-            log(f"kept {self.workdir} and databases {self.db_name}, {self.db_name}_airflow")
-            return
-        if self.server_uri:
-            for name in (self.db_name, f"{self.db_name}_airflow"):
-                local_stack.drop_database(self.server_uri, name)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def api(self, method: str, path: str, **kwargs) -> dict:
-        if self.rest is None:
-            self.rest = local_stack.AirflowApi(
-                self.info["api_url"], self.info["admin_user"], self.info["admin_password"]
-            )
-        return self.rest(method, path, **kwargs)
-
-    def sim(self, method: str, path: str, payload: dict | None = None) -> dict:
-        response = requests.request(method, f"{self.info['sim_url']}/__sim/{path}", json=payload, timeout=60)
-        response.raise_for_status()
-        return response.json()
+def push_stack(args: argparse.Namespace) -> ThrowawayStack:
+    """The stack with the initial sync and the push DAG, and the push receiver registered with the simulator."""
+    env = {
+        "IYS_PUSH": "1",
+        "IYS_PUSH_PORT": str(args.push_port),
+        "IYS_INITIAL_SYNC_CRON": "none",
+        "IYS_PUSH_POLL_SECONDS": str(args.trigger_poll_seconds),
+    }
+    return ThrowawayStack(args, DAGS, env, log=log)
 
 
-def local_stack_server() -> str:
-    return "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _reachable(uri: str) -> bool:
-    try:
-        psycopg.connect(uri, connect_timeout=2).close()
-        return True
-    except psycopg.Error:
-        return False
-
-
-def unpause_and_wait(stack: Stack, dag_id: str, timeout: float = 240) -> None:
+def unpause_and_wait(stack: ThrowawayStack, dag_id: str, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -178,7 +90,7 @@ def unpause_and_wait(stack: Stack, dag_id: str, timeout: float = 240) -> None:
             time.sleep(1)
 
 
-def run_initial_sync(stack: Stack, users: int) -> float:
+def run_initial_sync(stack: ThrowawayStack, users: int) -> float:
     dsn = stack.info["pg_dsn"]
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(local_stack.USERS_DDL.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
@@ -253,12 +165,12 @@ def sendable_pairs(dsn: str, count: int) -> list[tuple[str, str, str]]:
     return found
 
 
-def push_runs(stack: Stack) -> list[dict]:
+def push_runs(stack: ThrowawayStack) -> list[dict]:
     return stack.api("GET", "/dags/iys_push/dagRuns", params={"limit": 100, "order_by": "start_date"})["dag_runs"]
 
 
 def run(args: argparse.Namespace) -> dict:
-    stack = Stack(args)
+    stack = push_stack(args)
     stack.start()
     try:
         dsn = stack.info["pg_dsn"]

@@ -291,3 +291,103 @@ def _commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return f"{head}-dirty" if dirty else head
+
+
+# ---------------------------------------------------------------------------- the whole local stack
+
+
+class ThrowawayStack:
+    """``scripts/airflow_local.sh`` with throw-away state: its own folder, databases and ports, a DAG
+    folder holding only ``dag_ids``; ``env`` adds the benchmark's own settings. ``args`` gives
+    ``sim_port``, ``api_port``, ``log_port``, ``postgres_server`` and ``keep``."""
+
+    def __init__(self, args: argparse.Namespace, dag_ids: tuple[str, ...], env: dict[str, str], *, log) -> None:
+        import uuid
+
+        self.args, self.dag_ids, self.extra_env, self.log = args, dag_ids, env, log
+        self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="iys-bench-"))
+        self.db_name = f"iys_bench_{uuid.uuid4().hex[:8]}"
+        self.server_uri: str | None = None
+        self.process: subprocess.Popen | None = None
+        self.info: dict = {}
+        self.rest: local_stack.AirflowApi | None = None
+
+    def start(self) -> None:
+        args = self.args
+        dags = self.workdir / "dags"
+        dags.mkdir()
+        for dag_id in self.dag_ids:
+            (dags / f"{dag_id}.py").symlink_to(ROOT / "dags" / f"{dag_id}.py")
+        ready_file = self.workdir / "ready.json"
+        env = {
+            **os.environ,
+            "IYS_LOCAL_DIR": str(self.workdir),
+            "IYS_SIM_PORT": str(args.sim_port),
+            "AIRFLOW_PORT": str(args.api_port),
+            "AIRFLOW_LOG_SERVER_PORT": str(args.log_port),
+            "IYS_DEMO_USERS": "0",
+            "IYS_DEMO_DB": self.db_name,
+            "IYS_READY_FILE": str(ready_file),
+            "AIRFLOW_DAGS_FOLDER": str(dags),
+            **self.extra_env,
+        }
+        env.pop("IYS_POSTGRES_URI", None)
+        self.server_uri = args.postgres_server or (LOCAL_POSTGRES if _reachable(LOCAL_POSTGRES) else None)
+        if self.server_uri:
+            # Throw-away databases on that server; dropped in stop().
+            env["IYS_POSTGRES_URI"] = local_stack.ensure_database(self.server_uri, self.db_name)
+            env["AIRFLOW_METADATA_URI"] = local_stack.sqlalchemy_url(
+                local_stack.ensure_database(self.server_uri, f"{self.db_name}_airflow")
+            )
+            env["IYS_POSTGRES_MODE"] = "uri"
+        else:
+            env["IYS_POSTGRES_MODE"] = "embedded"  # data directory inside the throw-away workdir
+        self.log(f"starting the stack in {self.workdir} (log: {self.workdir}/stack.log)")
+        self.process = subprocess.Popen(
+            [str(ROOT / "scripts" / "airflow_local.sh")],
+            cwd=ROOT,
+            env=env,
+            stdout=open(self.workdir / "stack.log", "wb"),  # noqa: SIM115 - lives as long as the stack
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.info = local_stack.wait_for_stack(
+            self.process, ready_file, 420, lambda: (self.workdir / "stack.log").read_text()[-3000:]
+        )
+        self.log(f"stack ready: Airflow {self.info['api_url']}, simulator {self.info['sim_url']}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.log("stopping the stack")
+        local_stack.stop_stack(self.process, timeout=90)
+        if self.args.keep:
+            self.log(f"kept {self.workdir} and databases {self.db_name}, {self.db_name}_airflow")
+            return
+        if self.server_uri:
+            for name in (self.db_name, f"{self.db_name}_airflow"):
+                local_stack.drop_database(self.server_uri, name)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def api(self, method: str, path: str, **kwargs) -> dict:
+        """The stack's REST API (``/api/v2``) as its admin."""
+        if self.rest is None:
+            self.rest = local_stack.AirflowApi(
+                self.info["api_url"], self.info["admin_user"], self.info["admin_password"]
+            )
+        return self.rest(method, path, **kwargs)
+
+    def sim(self, method: str, path: str, payload: dict | None = None) -> dict:
+        """The simulator's control API."""
+        response = requests.request(method, f"{self.info['sim_url']}/__sim/{path}", json=payload, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+
+def _reachable(uri: str) -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect(uri, connect_timeout=2).close()
+        return True
+    except psycopg.Error:
+        return False

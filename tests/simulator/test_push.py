@@ -17,30 +17,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from push_support import PUSH_PASSWORD, PUSH_USERNAME, throwaway_tls
+from push_support import DOCUMENTED_TEST_PAYLOAD, PUSH_PASSWORD, PUSH_USERNAME, throwaway_tls
 
 from tests_support import SIM_BRAND_CODE, SIM_IYS_CODE, SIM_PASSWORD, SIM_USERNAME
 
 BRAND_PATH = f"/sps/{SIM_IYS_CODE}/brands/{SIM_BRAND_CODE}"
 OTHER_BRAND = SIM_BRAND_CODE + 1
 PHONE, OTHER_PHONE, EMAIL = "+905321112233", "+905321112244", "ayse@example.com"
-#: İYS's fixed test payload, as its documentation prints it (iys-reconciliation.md §7).
-DOCUMENTED_TEST_PAYLOAD = {
-    "list": [
-        {
-            "iysCode": 121212,
-            "brandCode": 121212,
-            "consentDate": "2015-05-01 15:00:00",
-            "creationDate": "2015-05-01 15:00:00",
-            "source": "IYS_MOBIL",
-            "recipient": "pushtest@iys.org.tr",
-            "recipientType": "BIREYSEL",
-            "status": "ONAY",
-            "type": "EPOSTA",
-            "transactionId": "e52ee30512adfcd2a41fb3b4682f5bd61eee5b1c92bda665fc0b7e56644d429d",
-        }
-    ]
-}
 
 
 class Receiver:

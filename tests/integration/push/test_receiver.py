@@ -6,9 +6,8 @@ import json
 
 import pytest
 import requests
-from push_support import PUSH_PASSWORD, PUSH_USERNAME
+from push_support import DOCUMENTED_TEST_PAYLOAD, PUSH_PASSWORD, PUSH_USERNAME
 
-from iys_provider.push.rules import TEST_TRANSACTION_ID
 from iys_provider.push.store import apply_pending
 from tests_support import SIM_BRAND_CODE, SIM_IYS_CODE
 
@@ -16,22 +15,6 @@ from .conftest import rows
 
 PHONE = "+905321110001"
 OTHER_PHONE = "+905321110002"
-TEST_PAYLOAD = {
-    "list": [
-        {
-            "iysCode": 121212,
-            "brandCode": 121212,
-            "consentDate": "2015-05-01 15:00:00",
-            "creationDate": "2015-05-01 15:00:00",
-            "source": "IYS_MOBIL",
-            "recipient": "pushtest@iys.org.tr",
-            "recipientType": "BIREYSEL",
-            "status": "ONAY",
-            "type": "EPOSTA",
-            "transactionId": TEST_TRANSACTION_ID,
-        }
-    ]
-}
 
 
 def movement(transaction_id: str, status: str, at: str, *, recipient: str = PHONE, channel: str = "MESAJ", **extra):
@@ -131,7 +114,7 @@ def test_unknown_brand_or_channel_is_404(receiver, push_db):
 
 
 def test_iys_test_record_is_dropped_and_only_its_arrival_kept(receiver, push_db):
-    answer = push(receiver, TEST_PAYLOAD, channel="EPOSTA")
+    answer = push(receiver, DOCUMENTED_TEST_PAYLOAD, channel="EPOSTA")
     assert answer.status_code == 200
     counts = stored_anything(push_db)
     assert counts == {"push_inbox": 0, "push_quarantine": 0, "push_channels": 1, "consent_events": 0, "consents": 0}
@@ -141,7 +124,7 @@ def test_iys_test_record_is_dropped_and_only_its_arrival_kept(receiver, push_db)
 
 
 def test_the_test_address_is_recognised_under_another_transaction_id(receiver, push_db):
-    item = dict(TEST_PAYLOAD["list"][0], transactionId="some-other-id")
+    item = dict(DOCUMENTED_TEST_PAYLOAD["list"][0], transactionId="some-other-id")
     assert push(receiver, {"list": [item]}, channel="EPOSTA").status_code == 200
     assert stored_anything(push_db)["push_inbox"] == 0 and stored_anything(push_db)["consents"] == 0
 
