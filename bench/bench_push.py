@@ -304,7 +304,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--users", type=int, default=3000, help="users loaded (at least --movements sendable)")
     parser.add_argument("--poll-ms", type=float, default=20, help="how often iys.sendable is read")
-    parser.add_argument("--trigger-poll-seconds", type=float, default=2, help="[iys] push_poll_seconds")
+    parser.add_argument(
+        "--trigger-poll-seconds", type=float, default=30, help="[iys] push_poll_seconds (default: its default)"
+    )
     parser.add_argument("--sim-port", type=int, default=18199)
     parser.add_argument("--push-port", type=int, default=18195)
     parser.add_argument("--api-port", type=int, default=18180)

@@ -83,7 +83,8 @@ class IysSettings(BaseModel):
     push_receiver_port: int = Field(8095, ge=1, le=65535)
     push_receiver_tls_certfile: str | None = None
     push_receiver_tls_keyfile: str | None = None
-    push_poll_seconds: float = Field(2.0, gt=0)
+    # Only how often consumers hear of pushes: the consents change when the receiver answers İYS.
+    push_poll_seconds: float = Field(30.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -409,8 +410,9 @@ OPTIONS: tuple[Option, ...] = (
         _positive_seconds,
         "the triggerer (the push DAG's event trigger)",
         "How often the push DAG's trigger looks for newly pushed movements to tell the consents asset's "
-        "consumers about.",
-        "2",
+        "consumers about: at most one iys_push run and consents asset event per period. The consents "
+        "themselves change when the receiver answers İYS.",
+        "10",
     ),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -32,7 +32,7 @@ class IysPushInboxTrigger(BaseEventTrigger):
     :param poll_seconds: how often the inbox is looked at.
     """
 
-    def __init__(self, *, iys_conn_id: str, postgres_conn_id: str, poll_seconds: float = 2.0) -> None:
+    def __init__(self, *, iys_conn_id: str, postgres_conn_id: str, poll_seconds: float = 30.0) -> None:
         super().__init__()
         self.iys_conn_id = iys_conn_id
         self.postgres_conn_id = postgres_conn_id
