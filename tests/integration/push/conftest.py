@@ -13,7 +13,7 @@ import pytest
 from push_support import PUSH_PASSWORD, PUSH_USERNAME, ThrowawayTls, throwaway_tls
 
 from iys_provider.hooks.settings import PUSH_CHANNELS, PushCredentials
-from iys_provider.push.receiver import BrandEndpoint, create_app
+from iys_provider.push.receiver import BrandEndpoint, create_app, receiver_pool
 from iys_provider.schema import migrate
 from tests_support import SIM_BRAND_CODE, SIM_IYS_CODE
 
@@ -67,13 +67,11 @@ def push_db(pg, pg_dsn):
 @contextmanager
 def serving_receiver(dsn: str, tls: ThrowawayTls) -> Iterator[RunningReceiver]:
     """The receiver app for ``iys_default`` (the simulator's brand) on ``dsn``, served over https in a thread."""
-    from psycopg_pool import ConnectionPool
-
     credentials = {
         channel: PushCredentials(username=PUSH_USERNAME, password=PUSH_PASSWORD) for channel in PUSH_CHANNELS
     }
     brands = {CONN_ID: BrandEndpoint(CONN_ID, SIM_IYS_CODE, SIM_BRAND_CODE, credentials)}
-    with ConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
+    with receiver_pool(dsn, min_size=1, max_size=4) as pool:
         running = start_receiver(create_app(brands, pool), tls)
         try:
             yield running

@@ -263,3 +263,25 @@ def test_brands_are_read_from_the_connections_with_their_push_credentials(monkey
     monkeypatch.setenv("AIRFLOW_CONN_IYS_DEFAULT", iys_connection_json_with(sim.url))
     with pytest.raises(IysError, match="no push credentials: set push_username and push_password"):
         brand_endpoints(("iys_default",))
+
+
+def test_a_consent_locked_past_the_statement_timeout_is_kept_and_answered_in_time(receiver, push_db, pg_dsn):
+    import time
+
+    import psycopg
+
+    assert push(receiver, {"list": [movement("t-1", "ONAY", "2026-12-04 09:00:00")]}).status_code == 200
+    with psycopg.connect(pg_dsn) as holder:  # another transaction holds the consent row
+        holder.execute("SELECT 1 FROM iys.consents WHERE recipient = %s FOR UPDATE", (PHONE,))
+        started = time.monotonic()
+        answer = push(receiver, {"list": [movement("t-2", "RET", "2026-12-04 10:00:00")]})
+        took = time.monotonic() - started
+        holder.rollback()
+    assert answer.status_code == 200 and took < 5  # kept, and inside İYS's 5 s
+    [(applied, error)] = rows(
+        push_db, "SELECT applied_at, apply_error FROM iys.push_inbox WHERE transaction_id = 't-2'"
+    )
+    assert applied is None and "statement timeout" in error
+    assert consent(push_db) == ("ONAY", "t-1")
+    assert apply_pending(push_db, brand_code=SIM_BRAND_CODE) == (1, 1, 0)
+    assert consent(push_db) == ("RET", "t-2")

@@ -204,10 +204,22 @@ def open_pool(postgres_conn_id: str, *, max_size: int = 8) -> ConnectionPool:
 
     with iys_database(postgres_conn_id) as conn:
         params = {o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val is not None}
-    # The connection's own server options (if any) stay; the receiver's timeout comes last and wins.
+    return receiver_pool(make_conninfo(**params), max_size=max_size)
+
+
+def receiver_pool(conninfo: str, *, min_size: int = 2, max_size: int = 8) -> ConnectionPool:
+    """A pool whose connections carry the receiver's statement timeout (after the connection's own options)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(conninfo)
     options = f"{params.pop('options', '')} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
-    conninfo = make_conninfo(**params, options=options)
-    return ConnectionPool(conninfo, min_size=2, max_size=max_size, kwargs={"autocommit": True}, open=True)
+    return ConnectionPool(
+        make_conninfo(**params, options=options),
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True},
+        open=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

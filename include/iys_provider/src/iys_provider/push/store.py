@@ -203,9 +203,8 @@ def _apply(
             page=ChangePage.model_validate({"list": movements}),
             advance_cursor=False,
         )
-    except psycopg.errors.QueryCanceled:
-        raise  # the whole request ran out of time: answer 503, İYS sends it again
     except (psycopg.Error, ValueError) as exc:
+        # Also a lock held past the statement timeout: the movement is kept, the push DAG applies it.
         conn.execute(MARK_APPLY_FAILED_SQL, {"ids": row_ids, "error": f"{type(exc).__name__}: {exc}"[:500]})
         return 0, 0, len(row_ids)
     conn.execute(MARK_APPLIED_SQL, {"ids": row_ids})
