@@ -16,7 +16,7 @@ from contextlib import closing
 from datetime import date
 from typing import Any, BinaryIO
 
-from iys_provider.exceptions import IysMalformedResponseError
+from iys_provider.exceptions import IysMalformedResponseError, IysTokenBlockedError
 from iys_provider.hooks.base import IysBaseHook
 from iys_provider.hooks.responses import api_error, parse_body
 from iys_provider.models import (
@@ -225,18 +225,47 @@ class IysHook(IysBaseHook):
             cursor = page.after
 
     def test_connection(self) -> tuple[bool, str]:
-        """Get a token and list the brands: proves URL, credentials and the İYS code."""
+        """The connection form's Test button: list the brands with the shared token, unless İYS blocks us.
+
+        Airflow runs this inside the API server, so the request leaves from the API server's IP, not
+        the workers'. A click must not cost what tasks need: the shared token is reused (a token
+        call only when none valid is cached), and during a recorded H084 block nothing is sent at
+        all, because a token call then would restart İYS's hour for every account on the IP.
+        """
         try:
-            brands = self.get_brands()
-        except Exception as exc:
+            return self._test_connection()
+        except Exception as exc:  # the form shows the message; a traceback would only hide it
             return False, str(exc)
+        finally:
+            self.close()  # the API server keeps running: release the session and the Postgres connection
+
+    def _test_connection(self) -> tuple[bool, str]:
+        settings = self.settings
+        try:
+            self._raise_if_blocked(self.shared_state.peek_token(settings.account_key).blocked_until)
+        except IysTokenBlockedError as blocked:
+            return False, f"Not tested, İYS was not called: {blocked}"
+        token_requests_before = self.stats.token_requests
+        brands = self.get_brands()
+        token = (
+            "reused the shared token"
+            if self.stats.token_requests == token_requests_before
+            else f"requested {self.stats.token_requests - token_requests_before} new token(s), now shared"
+        )
         codes = sorted(b.brand_code for b in brands)
+        readable = ", ".join(_describe_brand(b) for b in sorted(brands, key=lambda b: b.brand_code)) or "none"
+        where = f"from this API server's IP (budget {settings.ip_budget_key}); {token}"
         if self.brand_code not in codes:
             return False, (
-                f"Authenticated, but brand code {self.brand_code} is not among this account's brands {codes}. "
-                "Check the brand code, and the partnership permissions in the İYS panel."
+                f"Authenticated to İYS as İYS code {self.iys_code} {where}, but brand code {self.brand_code} "
+                f"is not among the brands this account may read: {readable}. Check the brand code, and the "
+                "partnership permissions in the İYS panel."
             )
-        return True, f"Connected to İYS: İYS code {self.iys_code}, brands {codes}."
+        return True, (
+            f"Connected to İYS {where}. İYS code {self.iys_code}, brand {self.brand_code}. The account may read "
+            f"the brand list of İYS code {self.iys_code}, {len(codes)} brand(s): {readable}; this connection acts "
+            f"for brand {self.brand_code}."
+        )
 
     # ------------------------------------------------------------------ Push (İzin Hareketi İletimi) links
     # Callers check the links first (iys_provider.push.registration_rules): https, credentials, at most
@@ -351,3 +380,9 @@ class IysHook(IysBaseHook):
                 return size
 
         return self._with_retries(endpoint, attempt)
+
+
+def _describe_brand(brand: Brand) -> str:
+    """``700001 (Acme, master)``: the code İYS knows the brand by, with its name when İYS gives one."""
+    details = [d for d in (brand.name, "master" if brand.master else None) if d]
+    return f"{brand.brand_code} ({', '.join(details)})" if details else str(brand.brand_code)
