@@ -22,6 +22,16 @@ def test_provider_and_connection_fields_are_registered():
     assert behaviour["relabeling"]["host"] == "API base URL"
 
 
+def test_the_form_says_the_test_button_leaves_from_the_api_servers_ip():
+    from airflow.providers_manager import ProvidersManager
+
+    widgets = ProvidersManager().connection_form_widgets
+    for field in ("egress_ip", "proxies"):
+        description = widgets[f"extra__iys__{field}"].field["description"]
+        assert "Test button" in description, field
+        assert "API server's IP" in description, field
+
+
 def _airflow(*args: str, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "airflow", *args], capture_output=True, text=True, timeout=300, env=env

@@ -145,7 +145,8 @@ def get_provider_info() -> dict:
                         "label": "Egress proxy",
                         "description": "İYS whitelists source IPs: send its traffic through your fixed-IP "
                         'egress proxy, e.g. {"https": "http://proxy.internal:3128"}. Takes precedence over the '
-                        "workers' HTTPS_PROXY / HTTP_PROXY; empty leaves that environment (and NO_PROXY) in charge.",
+                        "workers' HTTPS_PROXY / HTTP_PROXY; empty leaves that environment (and NO_PROXY) in charge. "
+                        "The Test button leaves from the API server's IP, through this proxy if set.",
                         "schema": {"type": ["object", "null"], "default": extra_default("proxies")},
                     },
                     "egress_ip": {
@@ -153,7 +154,9 @@ def get_provider_info() -> dict:
                         "description": "İYS counts the token budget, the H084 block and 10 requests per second "
                         "per client IP, across all accounts. Name the public IP this worker's İYS traffic leaves "
                         "from (e.g. 203.0.113.7 or nat-a) when workers leave through different IPs; workers "
-                        "with the same label share one budget. Empty: the whole installation shares one IP.",
+                        "with the same label share one budget. Empty: the whole installation shares one IP. The Test "
+                        "button runs in the API server: its request leaves from the API server's IP, not the "
+                        "workers'; it reuses the shared token and sends nothing during an H084 block.",
                         "schema": {
                             "type": ["string", "null"],
                             # Empty allowed: a cleared field means "one IP for the installation".
