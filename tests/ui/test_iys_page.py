@@ -38,8 +38,8 @@ PANELS = (
     "panel-reconciliation",
     "panel-push",
 )
-#: Empty after the demo's story: nothing has reconciled yet, and the demo sets up no Push.
-EMPTY_AFTER_DEMO = ("panel-reconciliation", "panel-push")
+#: Empty after the demo's story: nothing has reconciled yet.
+EMPTY_AFTER_DEMO = ("panel-reconciliation",)
 FILLED_BY_DEMO = tuple(panel for panel in PANELS if panel not in EMPTY_AFTER_DEMO)
 PAGE_VIEWPORT = {"width": 1400, "height": 2000}
 
@@ -81,6 +81,8 @@ def demo_run(airflow_stack) -> dict[str, str]:
                 "VALUES (%s, %s, 'EPOSTA', %s, now() - interval '5 minutes', 'HS_MOBIL')",
                 (brand, email, status),
             )
+    # The stack's push receiver is registered: the two citizen RETs came by push too.
+    assert sim_post(stack, "push/wait_idle", {"timeout": 60})["idle"]
     sim_post(stack, "clock", {"advance_seconds": 3700})  # İYS withholds the last hour of its change feed
     incremental = trigger(stack, "iys_incremental_sync")
     state, _ = wait_for_run(stack, "iys_incremental_sync", incremental, timeout=600)
@@ -119,10 +121,13 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
     reconciliation = frame.locator("#panel-reconciliation")
     expect(reconciliation).to_have_attribute("data-state", "empty")
     expect(reconciliation.get_by_text("not recorded")).to_be_visible()
-    # No receiver has stored anything: each channel says so, none shows zeros that look healthy.
+    # The stack registered its receiver (İYS's test record reached every channel), and the demo's two
+    # citizen RETs on MESAJ arrived by push.
     push = frame.locator("#panel-push")
-    expect(push).to_have_attribute("data-state", "empty")
-    expect(push.get_by_text("no push received", exact=True)).to_have_count(3)
+    expect(push.get_by_text("no push received", exact=True)).to_have_count(0)
+    expect(push.locator("th").nth(1)).to_have_text("MESAJ")
+    applied_last_hour = push.locator("tr", has_text="applied, last hour").locator("td")
+    expect(applied_last_hour.nth(1)).to_have_text("2")
 
     # Links to the run and task that produced the figures.
     incremental = demo_run["incremental"]
@@ -142,13 +147,9 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
     text = frame.locator("main").inner_text()
     assert "@example.com" not in text and "+90" not in text
 
-    # What the push receiver writes for one movement on MESAJ (the receiver itself is tested in
-    # tests/integration/push/): the open page picks it up on its own within its 30-s refresh.
-    store_pushed_movement(airflow_stack, int(demo_run["brand"]))
-    expect(push).to_have_attribute("data-state", "ready")
-    expect(push.locator("th").nth(1)).to_have_text("MESAJ")
-    expect(push.locator("tr", has_text="applied, last hour").locator("td").nth(1)).to_have_text("1")
-    expect(push.get_by_text("no push received", exact=True)).to_have_count(2)
+    # One more citizen says no in İYS: the open page shows it on its own within its 30-s refresh.
+    citizen_ret_by_push(airflow_stack)
+    expect(applied_last_hour.nth(1)).to_have_text("3")
     expect(push.locator("a.source")).to_have_attribute("href", f"{api_url}/dags/iys_push/runs")
 
     reconciliation_run = run_reconciliation(airflow_stack)
@@ -178,19 +179,14 @@ def test_whole_page_on_its_own(page, airflow_stack, demo_run, screenshot_dir):
     page.screenshot(path=screenshot_dir / "iys-page.png", full_page=True, animations="disabled")
 
 
-def store_pushed_movement(stack, brand: int) -> None:
-    """A citizen's RET on MESAJ as the receiver stores it: inbox row applied at once, channel touched."""
+def citizen_ret_by_push(stack) -> None:
+    """A citizen's RET on MESAJ made in the simulator, pushed to the stack's receiver."""
     with psycopg.connect(stack.info["pg_dsn"], autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO iys.push_inbox (brand_code, transaction_id, channel, movement, creation_date, applied_at) "
-            "VALUES (%s, 'ui-push-1', 'MESAJ', %s, now() - interval '2 seconds', now())",
-            (brand, json.dumps({"recipient": "+905559990001", "type": "MESAJ", "status": "RET"})),
-        )
-        conn.execute(
-            "INSERT INTO iys.push_channels (brand_code, channel, last_push_at, last_test_at) "
-            "VALUES (%s, 'MESAJ', now(), now() - interval '1 day')",
-            (brand,),
-        )
+        (phone,) = conn.execute(
+            "SELECT recipient FROM iys.consents WHERE type = 'MESAJ' AND status = 'ONAY' ORDER BY recipient LIMIT 1"
+        ).fetchone()
+    sim_post(stack, "citizen_change", {"recipient": phone, "type": "MESAJ", "status": "RET", "source": "IYS_WEB"})
+    assert sim_post(stack, "push/wait_idle", {"timeout": 60})["idle"]
 
 
 def _quoted(run_id: str) -> str:
