@@ -254,7 +254,13 @@ CLI_ENV="$LOCAL_DIR/airflow.env"
 CLI="$LOCAL_DIR/bin/airflow"
 write_cli_env() {
     mkdir -p "$LOCAL_DIR/bin"
-    ( umask 077; export -p | grep -E '^declare -x (AIRFLOW|IYS_)[A-Za-z0-9_]*=' >"$CLI_ENV" )
+    (
+        umask 077
+        export -p | grep -E '^declare -x (AIRFLOW|IYS_)[A-Za-z0-9_]*=' >"$CLI_ENV"
+        # So that `set -a; . airflow.env; set +a` in a fresh terminal finds the venv's `airflow`;
+        # PATH is the sourcing shell's own, read when sourced, not this one's.
+        printf 'case ":$PATH:" in *:%q:*) ;; *) PATH=%q:$PATH ;; esac\n' "$VENV_BIN" "$VENV_BIN" >>"$CLI_ENV"
+    )
     {
         echo '#!/usr/bin/env bash'
         echo '# Written by scripts/airflow_local.sh: the venv airflow CLI with the local stack settings.'
@@ -348,7 +354,7 @@ announce() {
   │ Logs            $LOG_DIR
   │
   │ Trigger:  $CLI dags trigger iys_initial_sync
-  │ (any airflow command works through $CLI; or: set -a; . $CLI_ENV; set +a)
+  │ (any airflow command works through $CLI; or: set -a; . $CLI_ENV; set +a; airflow …)
   │ Ctrl-C stops everything.
   └────────────────────────────────────────────────────────────────────────────
 
@@ -371,4 +377,7 @@ main() {
     die "airflow standalone exited (see $LOG_DIR/airflow-standalone.log)"
 }
 
-main "$@"
+# Sourced (tests/unit/test_local_cli_env.py), it only defines the functions; run, it starts the stack.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

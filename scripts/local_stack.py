@@ -382,5 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_quietly_interruptible(argv: list[str] | None = None) -> int:
+    """``main``, but Ctrl-C during the stack's start-up (which reaches this foreground helper too)
+    ends it with the shell's 130 and no traceback: airflow_local.sh then says what it stops."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_quietly_interruptible())

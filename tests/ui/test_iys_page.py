@@ -97,7 +97,21 @@ def run_reconciliation(stack) -> str:
     return run_id
 
 
-@pytest.mark.parametrize("path", ["/iys/", "/iys/api/brands", "/iys/api/panels/700001", "/iys/api/push/700001"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/iys/",
+        "/iys/api/brands",
+        "/iys/api/panels/700001",
+        "/iys/api/push/700001",
+        "/iys/static/index.html",
+        "/iys/static/dashboard.js",
+        "/iys/static/icon.svg",
+        "/iys/openapi.json",
+        "/iys/redoc",
+        "/iys/docs",
+    ],
+)
 def test_anonymous_requests_get_401_and_no_data(airflow_stack, demo_run, path):
     with pytest.raises(urllib.error.HTTPError) as answer:
         urllib.request.urlopen(f"{airflow_stack.info['api_url']}{path}", timeout=30)
@@ -113,6 +127,8 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
     # The side bar's own entry (nav_top_level), not one under "Plugins".
     page.get_by_role("link", name="İYS").first.click()
     page.wait_for_url(f"{api_url}/plugin/iys")
+    # The side bar's icon is behind the login too: the browser's session cookie fetches it.
+    assert page.request.get(f"{api_url}/iys/static/icon.svg").ok
     frame = page.frame_locator("iframe")
     expect(frame.locator("body[data-loaded]")).to_have_count(1)
     for panel in FILLED_BY_DEMO:

@@ -7,12 +7,15 @@ tokens are the ones that auth manager signs. Data comes from a real PostgreSQL d
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from iys_provider.plugins.app import create_dashboard_app
+from iys_provider.plugins.app import STATIC, create_dashboard_app
 from iys_provider.schema import migrate
 
 BRAND = 700001
@@ -107,7 +110,55 @@ def test_push_panel_alone_for_the_page_to_refresh(client, pg):
     )
 
 
-def test_static_code_is_served_without_a_token(client):
-    # Chart.js and the page's script hold no data; the browser loads them with the page.
-    assert client.get("/iys/static/chart-4.5.1.umd.min.js").status_code == 200
-    assert client.get("/iys/static/dashboard.js").status_code == 200
+def every_url_of_the_app() -> list[str]:
+    """Each route of the app with its parameters filled, each file of the static mount, the paths
+    FastAPI would give its docs, and one that matches nothing."""
+    from starlette.routing import Mount, Route
+
+    urls = ["/iys/openapi.json", "/iys/docs", "/iys/redoc", "/iys/docs/oauth2-redirect", "/iys/no-such-page"]
+    for route in create_dashboard_app(lambda: None).routes:
+        if isinstance(route, Route):  # the app's own and any FastAPI adds (OpenAPI, docs)
+            urls.append("/iys" + route.path.replace("{brand_code}", str(BRAND)))
+        elif isinstance(route, Mount):
+            directory = Path(route.app.directory)
+            urls += [
+                f"/iys{route.path}/{file.relative_to(directory)}" for file in directory.rglob("*") if file.is_file()
+            ]
+        else:  # a kind of route this walk would miss: teach it first
+            raise AssertionError(f"unexpected route {route!r}")
+    return urls
+
+
+EVERY_URL = every_url_of_the_app()
+
+
+def test_the_walk_covers_the_page_its_data_and_its_static_files():
+    assert set(PROTECTED) <= set(EVERY_URL)
+    assert {"/iys/static/index.html", "/iys/static/dashboard.js", "/iys/static/icon.svg"} <= set(EVERY_URL)
+
+
+@pytest.mark.parametrize("url", EVERY_URL)
+def test_every_url_refuses_anonymous_and_forged_requests(client, url):
+    forged = token_for("ADMIN")
+    forged = forged[:-4] + ("AAAA" if not forged.endswith("AAAA") else "BBBB")
+    for method in (client.get, client.head):
+        anonymous = method(url)
+        assert anonymous.status_code == 401, (url, anonymous.status_code)
+        assert "EPOSTA" not in anonymous.text and "<script" not in anonymous.text
+    assert client.get(url, headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    assert get_with_cookie(client, url, forged).status_code == 401
+    assert client.get(url, headers={"Authorization": f"Bearer {token_for(None)}"}).status_code == 403
+
+
+def test_a_logged_in_user_gets_the_static_files_but_no_api_docs(client):
+    token = token_for("VIEWER")
+    for name in ("chart-4.5.1.umd.min.js", "dashboard.js", "dashboard.css", "icon.svg", "index.html"):
+        assert get_with_cookie(client, f"/iys/static/{name}", token).status_code == 200, name
+    for path in ("/iys/openapi.json", "/iys/docs", "/iys/redoc"):
+        assert get_with_cookie(client, path, token).status_code == 404, path
+
+
+def test_the_page_loads_no_third_party_script():
+    page = (STATIC / "index.html").read_text("utf-8")
+    sources = re.findall(r"""<(?:script|link)[^>]*(?:src|href)=["']([^"']+)""", page)
+    assert sources and all(not re.match(r"^(https?:)?//", source) for source in sources), sources

@@ -3,8 +3,11 @@
 ``/`` is the page (static HTML and JS drawing with Chart.js, vendored in ``static/``), ``/api/brands``
 and ``/api/panels/{brand_code}`` its data, ``/api/push/{brand_code}`` the push panel alone (the page
 refreshes it every 30 seconds: pushes arrive within seconds, the other panels change with runs).
-Every route but the static files (code, no data) needs an Airflow user
-(:mod:`iys_provider.plugins.auth`). The data comes from the ``iys_postgres`` connection (the
+Every request under the prefix needs an Airflow user (:mod:`iys_provider.plugins.auth`): the
+routes, the static files and any path that matches nothing, so no part of the page (not even its
+HTML) answers anonymously; the app publishes no OpenAPI schema nor docs pages (ReDoc would load a
+script from a public CDN). The browser sends the Airflow UI's session cookie with every request of
+the page, its scripts and the side bar's icon alike. The data comes from the ``iys_postgres`` connection (the
 setting ``[iys] dashboard_postgres_conn_id``, ``IYS_DASHBOARD_POSTGRES_CONN_ID``, names another),
 read only.
 """
@@ -18,8 +21,8 @@ from importlib import resources
 from typing import Any
 
 import psycopg
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from iys_provider.config import load_settings
@@ -51,8 +54,23 @@ def postgres_connector(conn_id: str | None = None) -> Callable[[], psycopg.Conne
 
 def create_dashboard_app(connect: Callable[[], psycopg.Connection] | None = None) -> FastAPI:
     connect = connect or postgres_connector()
-    app = FastAPI(title="İYS", description="Consent health, legal clocks and the İYS budget", docs_url=None)
+    app = FastAPI(
+        title="İYS",
+        description="Consent health, legal clocks and the İYS budget",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.middleware("http")
+    async def every_request_needs_a_reader(request: Request, call_next: Callable[..., Any]) -> Response:
+        # The routes' own dependency cannot guard the static mount nor unmatched paths.
+        try:
+            await require_reader(request)
+        except HTTPException as refused:
+            return JSONResponse({"detail": refused.detail}, status_code=refused.status_code, headers=refused.headers)
+        return await call_next(request)
 
     @app.get("/", response_class=HTMLResponse, dependencies=[Depends(require_reader)])
     def page() -> str:
