@@ -311,13 +311,18 @@ start_push_receiver() {
     wait_for_port "$PUSH_PORT" "the push receiver" 300  # it imports Airflow to read the connections
 }
 
-# Register the three channels with the simulator, as a brand does once with İYS.
+# Register the three channels of every brand ([iys] connections) with the simulator, as a brand
+# does once with İYS.
 register_push() {
     [ "$PUSH" = 1 ] || return 0
-    "$VENV_BIN/iys-push-registration" register --conn-id iys_default --receiver-url "$PUSH_URL" \
-        >>"$LOG_DIR/push-registration.log" 2>&1 \
-        || die "registering the push receiver failed (see $LOG_DIR/push-registration.log)"
-    log "push receiver $PUSH_URL registered for ARAMA, MESAJ and EPOSTA"
+    local conns conn
+    conns="$("$PY" -c 'from iys_provider.config import load_settings; print(" ".join(load_settings("connections").connections))')"
+    for conn in $conns; do
+        "$VENV_BIN/iys-push-registration" register --conn-id "$conn" --receiver-url "$PUSH_URL" \
+            >>"$LOG_DIR/push-registration.log" 2>&1 \
+            || die "registering the push receiver for $conn failed (see $LOG_DIR/push-registration.log)"
+    done
+    log "push receiver $PUSH_URL registered for ARAMA, MESAJ and EPOSTA of: $conns"
 }
 
 start_airflow() {
@@ -348,7 +353,7 @@ announce() {
   ┌────────────────────────────────────────────────────────────────────────────
   │ Airflow UI      $API_URL      login: admin / $password
   │ İYS simulator   $SIM_URL      (control API: $SIM_URL/__sim/counters)
-  │ Push receiver   $([ "$PUSH" = 1 ] && echo "$PUSH_URL/iys-push/iys_default/<CHANNEL>" || echo "off (IYS_PUSH=0)")
+  │ Push receiver   $([ "$PUSH" = 1 ] && echo "$PUSH_URL/iys-push/<conn_id>/<CHANNEL>" || echo "off (IYS_PUSH=0)")
   │ PostgreSQL      $PG_DSN
   │ AIRFLOW_HOME    $AIRFLOW_HOME
   │ Logs            $LOG_DIR

@@ -109,6 +109,7 @@ class AirflowStack:
                 "IYS_LOCAL_DIR": str(self.workdir),
                 "IYS_SIM_PORT": str(_free_port()),
                 "AIRFLOW_PORT": str(_free_port()),
+                "IYS_PUSH_PORT": str(_free_port()),
                 # The worker log server and the triggerer's (this + 1).
                 "AIRFLOW_LOG_SERVER_PORT": str(_free_port(consecutive=2)),
                 "IYS_DEMO_USERS": "200",

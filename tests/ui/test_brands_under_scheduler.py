@@ -54,6 +54,7 @@ def stack(postgres_server_uri, request):
         "IYS_API_CONCURRENCY": "4",
         "AIRFLOW_PARALLELISM": "8",
         "IYS_DEMO_USERS": str(USERS),
+        "IYS_PUSH": "0",  # no registration calls: this stack counts every İYS request of the syncs
     }
     template = local_stack.connections("postgresql://unused@127.0.0.1/unused", sim_url, HOOK_RATE)["iys_default"]
     for conn_id, brand in CONNS.items():

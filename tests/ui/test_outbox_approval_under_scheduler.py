@@ -45,6 +45,7 @@ def stack(postgres_server_uri, request):
         "AIRFLOW_DAGS_FOLDER": str(dags),
         "IYS_INCREMENTAL_SYNC_CRON": "none",
         "IYS_DEMO_USERS": "20",
+        "IYS_PUSH": "0",  # the outbox's İYS calls only
         "IYS_SIM_PORT": str(sim_port),
         "IYS_CONNECTIONS": CONN_ID,
         f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(conn["iys_default"]),
