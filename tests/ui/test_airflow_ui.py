@@ -3,7 +3,7 @@
 * Admin → Connections → Add offers the type "İYS"; its form relabels the standard fields and
   renders the provider's "İYS code" and "Brand code" fields; a connection saved from it is of
   type iys with both codes in its extra.
-* The DAG list shows iys_initial_sync, iys_incremental_sync and iys_reconciliation.
+* The DAG list shows iys_initial_sync, iys_incremental_sync, iys_reconciliation and iys_push.
 * The trigger form of iys_initial_sync shows its Params, and a run triggered from it carries them.
 
 The screenshots README.md and docs/development.md show (docs/*.png) are taken here: ``make screenshots``.
@@ -131,11 +131,11 @@ def test_trigger_form_of_initial_sync_shows_its_params(page, airflow_stack, scre
     assert runs[0]["conf"]["iys_conn_id"] == "iys_default"
 
 
-def test_dag_list_shows_the_three_dags(page, airflow_stack, screenshot_dir):
+def test_dag_list_shows_the_four_dags(page, airflow_stack, screenshot_dir):
     # A run of its own (a dry run), so the list (and its screenshot) shows one in any test order.
     trigger(airflow_stack, "iys_initial_sync", {"dry_run": True})
     page.goto(f"{airflow_stack.info['api_url']}/dags")
-    for dag_id in ("iys_initial_sync", "iys_incremental_sync", "iys_reconciliation"):
+    for dag_id in ("iys_initial_sync", "iys_incremental_sync", "iys_reconciliation", "iys_push"):
         expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible()
-    expect(page.get_by_text("3 Dags", exact=True)).to_be_visible()
+    expect(page.get_by_text("4 Dags", exact=True)).to_be_visible()
     page.screenshot(path=screenshot_dir / "dags.png", animations="disabled")
