@@ -259,20 +259,6 @@ def expected_onay(users: int) -> int:
     return total
 
 
-def wait_for_dag(stack: ThrowawayStack, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            dag = stack.api("GET", f"/dags/{DAG_ID}")
-            if dag.get("is_paused"):
-                stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-            return
-        except requests.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(2)
-
-
 def task_instances(stack: ThrowawayStack, run_id: str) -> list[dict]:
     found, offset = [], 0
     while True:
@@ -307,7 +293,7 @@ def run_size(stack: ThrowawayStack, users: int, args: argparse.Namespace) -> Res
     log(f"=== {users:,} users ===")
     reset_and_load(dsn, users)
     stack.sim("POST", "counters/reset", {})
-    wait_for_dag(stack)
+    stack.unpause(DAG_ID)
     sampler = RssSampler()
     sampler.start()
     triggered = time.time()

@@ -76,20 +76,6 @@ def push_stack(args: argparse.Namespace) -> ThrowawayStack:
     return ThrowawayStack(args, DAGS, env, log=log)
 
 
-def unpause_and_wait(stack: ThrowawayStack, dag_id: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            dag = stack.api("GET", f"/dags/{dag_id}")
-            if dag.get("is_paused"):
-                stack.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-            return
-        except requests.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-
-
 def run_initial_sync(stack: ThrowawayStack, users: int) -> float:
     dsn = stack.info["pg_dsn"]
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -98,7 +84,7 @@ def run_initial_sync(stack: ThrowawayStack, users: int) -> float:
         with conn.transaction():
             local_stack.copy_users(conn, local_stack.bench_rows(1, users))
     stack.sim("POST", "seed_synthetic", {"count": users, "start": 1})
-    unpause_and_wait(stack, "iys_initial_sync")
+    stack.unpause("iys_initial_sync")
     started = time.monotonic()
     run = stack.api("POST", "/dags/iys_initial_sync/dagRuns", json={"logical_date": None, "conf": {"rescan": True}})
     while True:
@@ -176,7 +162,7 @@ def run(args: argparse.Namespace) -> dict:
         dsn = stack.info["pg_dsn"]
         sync_seconds = run_initial_sync(stack, args.users)
         log(f"initial sync of {args.users:,} users in {sync_seconds:.1f} s")
-        unpause_and_wait(stack, "iys_push")
+        stack.unpause("iys_push")
         pairs = sendable_pairs(dsn, args.movements)
         with psycopg.connect(dsn, autocommit=True) as conn:
             inbox_before = conn.execute("SELECT count(*) FROM iys.push_inbox").fetchone()[0]

@@ -376,6 +376,21 @@ class ThrowawayStack:
             )
         return self.rest(method, path, **kwargs)
 
+    def unpause(self, dag_id: str, timeout: float = 240) -> None:
+        """Wait until the DAG processor has parsed ``dag_id``, and unpause it."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.api("GET", f"/dags/{dag_id}").get("is_paused"):
+                    self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+                return
+            except requests.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)  # polling the API until the DAG appears, with a deadline
+
     def sim(self, method: str, path: str, payload: dict | None = None) -> dict:
         """The simulator's control API."""
         response = requests.request(method, f"{self.info['sim_url']}/__sim/{path}", json=payload, timeout=60)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
@@ -26,8 +25,6 @@ class IysApplyPushInboxOperator(IysBaseOperator):
 
     :param asset: the asset to update, e.g. the brand's :func:`~iys_provider.assets.consents_asset`.
     """
-
-    template_fields: Sequence[str] = (*IysBaseOperator.template_fields,)
 
     def __init__(self, *, asset: Asset = CONSENTS_ASSET, **kwargs: Any) -> None:
         outlets = list(kwargs.pop("outlets", None) or [])
