@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -152,6 +153,11 @@ def test_a_token_block_is_waited_out_before_the_next_try(stack):
     assert second["state"] == "success" and first["try_number"] == 1
     assert datetime.fromisoformat(second["start_date"]) >= blocked_until + MARGIN - timedelta(seconds=1)
     seen = sim(stack, "counters")
+    sys.stderr.write(
+        f"\n[retry policy] block recorded until {blocked_until:%H:%M:%S.%f}; try 1 ended {ended:%H:%M:%S.%f}, "
+        f"retry delay {delay_seconds:.1f} s -> next try {next_try:%H:%M:%S.%f}; try 2 started "
+        f"{second['start_date']}; İYS counters: h084 {seen['h084']}, token requests {seen['token_requests']}\n"
+    )
     assert seen["h084"] == 1 and seen["token_requests"] == 2, seen
     endpoints = [(r["endpoint"], r["status"]) for r in sim(stack, "requests")["requests"]]
     assert endpoints[:2] == [("token", 429), ("token", 200)]
