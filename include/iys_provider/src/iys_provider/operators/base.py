@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from airflow.sdk import BaseOperator
@@ -15,6 +15,14 @@ from iys_provider.config import DEFAULT_POSTGRES_CONN_ID
 from iys_provider.database import iys_database
 from iys_provider.exceptions import IysStepFailure
 from iys_provider.hooks.iys import IysHook
+from iys_provider.lineage import (
+    LineagePlaces,
+    TaskLineage,
+    iys_dataset_name,
+    iys_namespace,
+    operator_lineage,
+    source_tables,
+)
 
 #: The pool name docs/configuration.md suggests when İYS work should share a budget across DAGs. No task
 #: uses a pool unless one is configured (``[iys] pool``, see :mod:`iys_provider.config`).
@@ -32,6 +40,8 @@ class IysConnections:
     postgres_conn_id: str
     hook_params: dict[str, Any]
     log: Any
+    #: What the task reads and writes, for OpenLineage (:mod:`iys_provider.lineage`); ``None``: nothing.
+    lineage: ClassVar[TaskLineage | None] = None
 
     def _use_connections(self, iys_conn_id: str, postgres_conn_id: str, hook_params: dict[str, Any] | None) -> None:
         self.iys_conn_id = iys_conn_id
@@ -47,6 +57,38 @@ class IysConnections:
         """The task's database connection (migrated, autocommit); closes it and the İYS hook on exit."""
         with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
             yield conn
+
+    # OpenLineage calls these (only when its provider is installed and configured); the datasets are
+    # the ones the class declares, so the start and the end of a run name the same ones.
+    def get_openlineage_facets_on_start(self) -> Any:
+        return self._openlineage_facets()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        return self._openlineage_facets()
+
+    def _openlineage_facets(self) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        if self.lineage is None:
+            return OperatorLineage()
+        postgres = PostgresHook(postgres_conn_id=self.postgres_conn_id)
+        # Host, port and database only: the namespace Airflow's SQL operators give the same database.
+        database = postgres.get_openlineage_database_info(postgres.get_connection(self.postgres_conn_id))
+        hook = self.iys_hook
+        places = LineagePlaces(
+            postgres_namespace=f"{database.scheme}://{database.authority}",
+            database=database.database or "",
+            iys_namespace=iys_namespace(hook.settings.base_url),
+            iys_name=iys_dataset_name(hook.iys_code, hook.brand_code),
+        )
+        user_tables: list[tuple[str, str]] = []
+        if self.lineage.user_source:
+            from iys_provider.people.user_source import configured_user_source
+
+            query = configured_user_source(getattr(self, "recipients_sql", None), iys_conn_id=self.iys_conn_id)
+            user_tables = source_tables(query.recipients_sql)
+        return operator_lineage(self.lineage, places, user_tables)
 
     def _close_hook(self) -> None:
         # Only a hook this task actually created; a later call (the next poke) reopens its session itself.

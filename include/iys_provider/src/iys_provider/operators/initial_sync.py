@@ -45,6 +45,7 @@ from iys_provider.initial_sync.scan_ledger_store import (
     scan_progress,
     schedule_scan,
 )
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.people.leavers import (
     DEFAULT_MAX_LEAVER_SHARE,
@@ -144,6 +145,19 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         far, or all of them, fails and forgets nobody (a broken source query looks like everybody
         leaving); 1 lets any departure through. Default 0.5. (templated)
     """
+
+    lineage = TaskLineage(
+        reads=("user_sources", "initial_sync_scans"),
+        writes=(
+            "initial_sync_scans",
+            "initial_sync_batches",
+            "initial_sync_queue",
+            "user_recipients",
+            "rejected_recipients",
+            "user_sources",
+        ),
+        user_source=True,
+    )
 
     template_fields: Sequence[str] = (
         *IysBaseOperator.template_fields,
@@ -316,6 +330,12 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
         bounds the aggregate rate; this only keeps latency from capping it.
     """
 
+    lineage = TaskLineage(
+        reads=("initial_sync_queue", "initial_sync_batches"),
+        writes=("consents", "user_recipients", "rejected_recipients", "user_sources", "initial_sync_batches"),
+        iys_reads=True,
+    )
+
     def __init__(self, *, batch: PlannedBatch, request_concurrency: int = 4, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch = batch
@@ -395,6 +415,8 @@ class IysFinishInitialSyncOperator(IysBaseOperator):
 
     Fails (so the run is visibly incomplete) if batches remain; the next run resumes them.
     """
+
+    lineage = TaskLineage(reads=("initial_sync_batches",), writes=("initial_sync_scans", "sync_state"))
 
     def execute(self, context: Context) -> FinishInitialSyncResult:
         brand_code = self.iys_hook.brand_code

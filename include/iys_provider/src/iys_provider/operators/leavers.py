@@ -9,6 +9,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from iys_provider.initial_sync.scan_ledger_store import initial_sync_done
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.people.leavers import (
     DEFAULT_LEAVER_CHUNK_SIZE,
@@ -46,6 +47,12 @@ class IysForgetLeaversOperator(IysBaseOperator):
     :param source_statement_timeout: seconds each statement running the source query may take
         (read-only, see :mod:`iys_provider.people.user_source`); default 15 minutes.
     """
+
+    lineage = TaskLineage(
+        reads=("user_sources",),
+        writes=("user_recipients", "rejected_recipients", "user_sources", "initial_sync_queue"),
+        user_source=True,
+    )
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "recipients_sql", "max_leaver_share")
     template_ext: Sequence[str] = (".sql",)

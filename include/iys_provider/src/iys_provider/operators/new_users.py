@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from iys_provider.initial_sync.consent_checks import check_users_in_chunks
 from iys_provider.initial_sync.scan_ledger_store import initial_sync_done
+from iys_provider.lineage import TaskLineage
 from iys_provider.models import StepKind
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.people.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source, second_connection
@@ -44,6 +45,13 @@ class IysCheckNewUsersOperator(IysBaseOperator):
     :param source_statement_timeout: seconds each statement running the source query may take
         (read-only, see :mod:`iys_provider.people.user_source`); default 15 minutes.
     """
+
+    lineage = TaskLineage(
+        reads=("user_sources",),
+        writes=("consents", "user_recipients", "rejected_recipients", "user_sources"),
+        iys_reads=True,
+        user_source=True,
+    )
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "recipients_sql")
     template_ext: Sequence[str] = (".sql",)

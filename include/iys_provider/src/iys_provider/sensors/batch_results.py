@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 
 from iys_provider.hooks.iys import IysHook
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IysConnections
 from iys_provider.outbox.rules import DEFAULT_MAX_BATCH_AGE
 from iys_provider.outbox.settlement import BatchResultsSummary, OutboxSettlement
@@ -42,6 +43,8 @@ class IysBatchResultSensor(IysConnections, BaseSensorOperator):
         submission goes back to pending.
     :param hook_params: keyword arguments for :class:`~iys_provider.hooks.iys.IysHook`.
     """
+
+    lineage = TaskLineage(reads=("consent_updates",), writes=("consent_updates", "consents"), iys_reads=True)
 
     template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id")
 

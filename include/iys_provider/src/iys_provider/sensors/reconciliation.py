@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from iys_provider.exceptions import IysApiError
 from iys_provider.hooks.iys import IysHook
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IysConnections, failing_without_retries
 from iys_provider.reconciliation.day import ensure_in_window, parse_report_date
 from iys_provider.reconciliation.rules import (
@@ -48,6 +49,8 @@ class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
     :param max_wait_minutes: how long a day's unfinished hash job is waited for. (templated)
     :param clock: the current time (aware), for tests; default the system clock.
     """
+
+    lineage = TaskLineage(reads=("reconciliations",), writes=("reconciliations",))
 
     template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id", "report_date", "max_wait_minutes")
 
