@@ -10,9 +10,10 @@ Two kinds of dataset, neither ever naming a person, an address or a secret:
   are read out of the source query with OpenLineage's SQL parser; the ``iys.*`` tables are declared by
   each operator (:class:`TaskLineage`).
 
-The ``iys`` asset URI scheme (registered in ``get_provider_info``) also covers the consents assets of
-:mod:`iys_provider.assets`, ``iys://consents/`` and ``iys://consents/<conn_id>``: :func:`sanitize_uri`
-returns them unchanged, so DAGs scheduled on them keep their asset.
+The ``iys`` asset URI scheme (registered in ``get_provider_info``) also covers the package's own
+assets between DAGs: ``iys://consents/`` and ``iys://consents/<conn_id>`` (:mod:`iys_provider.assets`)
+and ``iys://push-inbox/<conn_id>`` (the push DAG's inbox). :func:`sanitize_uri` returns them
+unchanged, so DAGs scheduled on them keep their asset.
 
 Nothing here imports OpenLineage at module level: the package works without the OpenLineage provider,
 and the functions that build OpenLineage objects are only called by it.
@@ -29,14 +30,13 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset
 
 IYS_SCHEME = "iys"
-#: The host part of the consents assets (``iys://consents/…``): an announcement, not an API host.
-CONSENTS_HOST = "consents"
-#: The connection a bare ``iys://consents/`` belongs to (the single-brand installation).
+#: The host part of the package's own Airflow assets (``iys://consents/…``, ``iys://push-inbox/…``):
+#: announcements between DAGs, not API hosts. Their path is empty or a connection id.
+ASSET_HOSTS = frozenset({"consents", "push-inbox"})
+#: The connection an asset without one belongs to (``iys://consents/``, the single-brand installation).
 DEFAULT_CONSENTS_CONN_ID = "iys_default"
 #: The schema the package's own tables live in.
 IYS_SCHEMA = "iys"
-# A connection id as the consents assets carry it: one path segment.
-_CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _CODES = re.compile(r"^/(\d+)/(\d+)$")
 # İYS endpoints whose calls read or write the brand's consents (hook lineage); the others (brands,
 # push links, the agreement) carry no consent data.
@@ -82,18 +82,17 @@ def iys_asset_uri(host: str, iys_code: int, brand_code: int) -> str:
 def sanitize_uri(uri: SplitResult) -> SplitResult:
     """The ``iys`` scheme's URI handler: validate and normalise an ``iys://`` asset URI.
 
-    ``iys://consents/`` and ``iys://consents/<conn_id>`` (the consents assets) come back unchanged;
-    ``iys://<host[:port]>/<iys_code>/<brand_code>`` comes back with the host lower-cased. Anything
-    else, and any user info (a URI is no place for credentials), is a ``ValueError``.
+    ``iys://consents/``, ``iys://consents/<conn_id>`` and ``iys://push-inbox/<conn_id>`` (the
+    package's assets) come back unchanged; ``iys://<host[:port]>/<iys_code>/<brand_code>`` comes back
+    with the host lower-cased. Anything else, and any user info (a URI is no place for credentials),
+    is a ``ValueError``.
     """
     if "@" in uri.netloc:
         raise ValueError("an iys:// URI must not carry user info or credentials")
     if not uri.netloc:
         raise ValueError("an iys:// URI needs a host: iys://<API host>/<iys_code>/<brand_code> or iys://consents/")
-    if uri.netloc == CONSENTS_HOST:
-        conn_id = uri.path.strip("/")
-        if uri.path not in ("", "/") and not (_CONN_ID.match(conn_id) and uri.path == f"/{conn_id}"):
-            raise ValueError("an iys://consents/ URI names at most one connection id: iys://consents/<conn_id>")
+    if uri.netloc in ASSET_HOSTS:
+        # The path is a connection id, as Airflow allows them (it may hold "/" or ":"): left as it is.
         return uri
     if not _CODES.match(uri.path):
         raise ValueError("an iys:// API URI is iys://<API host>/<iys_code>/<brand_code>, both codes numbers")
@@ -110,15 +109,16 @@ def create_asset(*, host: str, iys_code: int, brand_code: int, extra: dict | Non
 def convert_asset_to_openlineage(asset: Asset, lineage_context: Any = None) -> Any:
     """The ``iys`` scheme's OpenLineage converter.
 
-    An API asset becomes the İYS dataset (``iys://<host>``, ``<iys_code>/<brand_code>``); a consents
-    asset becomes ``iys://consents`` named after its connection (``iys_default`` for the bare one).
+    An API asset becomes the İYS dataset (``iys://<host>``, ``<iys_code>/<brand_code>``); one of the
+    package's assets becomes ``iys://consents`` (or ``iys://push-inbox``) named after its connection
+    (``iys_default`` for the bare ``iys://consents/``).
     """
     from airflow.providers.common.compat.openlineage.facet import Dataset
 
     parsed = sanitize_uri(urlsplit(asset.uri))
-    if parsed.netloc == CONSENTS_HOST:
+    if parsed.netloc in ASSET_HOSTS:
         return Dataset(
-            namespace=f"{IYS_SCHEME}://{CONSENTS_HOST}", name=parsed.path.strip("/") or DEFAULT_CONSENTS_CONN_ID
+            namespace=f"{IYS_SCHEME}://{parsed.netloc}", name=parsed.path.strip("/") or DEFAULT_CONSENTS_CONN_ID
         )
     return Dataset(namespace=f"{IYS_SCHEME}://{parsed.netloc}", name=parsed.path.strip("/"))
 

@@ -42,6 +42,8 @@ class IysConnections:
     log: Any
     #: What the task reads and writes, for OpenLineage (:mod:`iys_provider.lineage`); ``None``: nothing.
     lineage: ClassVar[TaskLineage | None] = None
+    #: The source query the task read its users with, kept for OpenLineage (see ``_openlineage_facets``).
+    _lineage_source_sql: str | None = None
 
     def _use_connections(self, iys_conn_id: str, postgres_conn_id: str, hook_params: dict[str, Any] | None) -> None:
         self.iys_conn_id = iys_conn_id
@@ -82,12 +84,11 @@ class IysConnections:
             iys_namespace=iys_namespace(hook.settings.base_url),
             iys_name=iys_dataset_name(hook.iys_code, hook.brand_code),
         )
-        user_tables: list[tuple[str, str]] = []
-        if self.lineage.user_source:
-            from iys_provider.people.user_source import configured_user_source
-
-            query = configured_user_source(getattr(self, "recipients_sql", None), iys_conn_id=self.iys_conn_id)
-            user_tables = source_tables(query.recipients_sql)
+        # The source query as the task ran it. OpenLineage builds its events in a forked process, where
+        # reading the Variable that usually holds the query is not possible; before the task has run
+        # (the START event), only an operator's own recipients_sql names the user tables.
+        query = self._lineage_source_sql or getattr(self, "recipients_sql", None)
+        user_tables = source_tables(query) if self.lineage.user_source and query else []
         return operator_lineage(self.lineage, places, user_tables)
 
     def _close_hook(self) -> None:

@@ -201,6 +201,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         source = configured_user_source(
             self.recipients_sql, iys_conn_id=self.iys_conn_id, statement_timeout=self.source_statement_timeout
         )
+        self._lineage_source_sql = source.recipients_sql  # OpenLineage reads it after the task
         max_leaver_share = parse_max_leaver_share(self.max_leaver_share)
         with self.database() as conn:
             if as_bool(self.dry_run, "dry_run"):

@@ -86,6 +86,7 @@ class IysForgetLeaversOperator(IysBaseOperator):
             source = configured_user_source(
                 self.recipients_sql, iys_conn_id=self.iys_conn_id, statement_timeout=self.source_statement_timeout
             )
+            self._lineage_source_sql = source.recipients_sql  # OpenLineage reads it after the task
             # The source query never shares a session with the deletes: whatever it may set for its
             # session stays on a connection that writes nothing.
             with second_connection(writer) as reader:

@@ -83,6 +83,7 @@ class IysCheckNewUsersOperator(IysBaseOperator):
             source = configured_user_source(
                 self.recipients_sql, iys_conn_id=self.iys_conn_id, statement_timeout=self.source_statement_timeout
             )
+            self._lineage_source_sql = source.recipients_sql  # OpenLineage reads it after the task
             # The changed users stream through a server-side cursor in a read-only transaction, which
             # stays open while each chunk is committed: that takes a second connection.
             with second_connection(writer) as reader:
