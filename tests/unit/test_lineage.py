@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -115,6 +116,15 @@ def test_openlineage_translates_an_iys_asset_through_the_registered_converter():
 
     dataset = translate_airflow_asset(Asset(uri="iys://api.iys.org.tr/700001/700002"), lineage_context=None)
     assert (dataset.namespace, dataset.name) == ("iys://api.iys.org.tr", "700001/700002")
+
+
+def test_the_hook_lineage_endpoints_are_endpoints_of_the_hook():
+    from iys_provider.lineage import IYS_READ_ENDPOINTS, IYS_WRITE_ENDPOINTS
+
+    hook_source = (PACKAGE / "hooks" / "iys.py").read_text(encoding="utf-8")
+    endpoints = set(re.findall(r'endpoint="([a-z_]+)"', hook_source))
+    assert IYS_READ_ENDPOINTS | IYS_WRITE_ENDPOINTS <= endpoints
+    assert not IYS_READ_ENDPOINTS & IYS_WRITE_ENDPOINTS
 
 
 # --------------------------------------------------------------------------- names

@@ -60,8 +60,8 @@ class IysConnections:
         with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
             yield conn
 
-    # OpenLineage calls these (only when its provider is installed and configured); the datasets are
-    # the ones the class declares, so the start and the end of a run name the same ones.
+    # OpenLineage calls these (only when its provider is installed and a transport configured); the
+    # datasets are the ones the class declares, at the start and at the end of a run alike.
     def get_openlineage_facets_on_start(self) -> Any:
         return self._openlineage_facets()
 
@@ -84,9 +84,10 @@ class IysConnections:
             iys_namespace=iys_namespace(hook.settings.base_url),
             iys_name=iys_dataset_name(hook.iys_code, hook.brand_code),
         )
-        # The source query as the task ran it. OpenLineage builds its events in a forked process, where
-        # reading the Variable that usually holds the query is not possible; before the task has run
-        # (the START event), only an operator's own recipients_sql names the user tables.
+        # The source query as the task ran it. OpenLineage builds its events in a forked process, which
+        # may not reach Airflow's API to read the Variable that usually holds the query (under dag.test()
+        # it cannot, and the event is lost): before the task has run (the START event) only an
+        # operator's own recipients_sql names the user tables.
         query = self._lineage_source_sql or getattr(self, "recipients_sql", None)
         user_tables = source_tables(query) if self.lineage.user_source and query else []
         return operator_lineage(self.lineage, places, user_tables)
