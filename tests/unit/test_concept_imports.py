@@ -34,6 +34,7 @@ SHARED = (
     "templating",
     "consent_store",
     "get_provider_info",
+    "lineage",
 )
 #: (importer, imported module, name), modules relative to the package: one workflow's step that runs
 #: another concept's SQL or service, or a setting checked by the rules of the concept it shapes.

@@ -41,6 +41,20 @@ def load_plugins(plugins_folder: pathlib.Path, lazy: bool) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+#: The OpenLineage provider (2.20.3) ships its plugin both as an ``airflow.plugins`` entry point and in
+#: its provider info: with eager discovery Airflow loads it once and records the second as this error.
+#: It is OpenLineage's own and harmless; any other error is not.
+OPENLINEAGE_TWICE = {"OpenLineageProviderPlugin": "Plugin 'OpenLineageProviderPlugin' already registered, skipping"}
+
+
+def other_errors(loaded: dict, *, lazy: bool) -> dict:
+    errors = dict(loaded["errors"])
+    if not lazy and errors.items() >= OPENLINEAGE_TWICE.items():
+        for name in OPENLINEAGE_TWICE:
+            del errors[name]
+    return errors
+
+
 def test_provider_info_names_the_plugin_class():
     assert get_provider_info()["plugins"] == [
         {"name": "iys", "plugin-class": "iys_provider.plugins.iys_plugin.IysPlugin"}
@@ -58,13 +72,13 @@ def test_plugins_folder_and_provider_register_it_once(lazy):
     iys = [source for name, source in loaded["plugins"] if name == "iys"]
     assert len(iys) == 1, loaded
     assert iys[0] == ("provider" if not lazy else "$PLUGINS_FOLDER/iys_dashboard.py"), loaded
-    assert not loaded["errors"], loaded
+    assert not other_errors(loaded, lazy=lazy), loaded
 
 
 def test_provider_alone_registers_it_without_lazy_discovery(tmp_path):
     loaded = load_plugins(tmp_path, lazy=False)  # an empty plugins folder: the pip-installed route
     assert [name for name, _ in loaded["plugins"]].count("iys") == 1
-    assert not loaded["errors"], loaded
+    assert not other_errors(loaded, lazy=False), loaded
 
 
 def test_plugin_adds_a_nav_page_backed_by_its_app():

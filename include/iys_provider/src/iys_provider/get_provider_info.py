@@ -33,6 +33,16 @@ def get_provider_info() -> dict:
         # The İYS page in the Airflow UI. Airflow loads provider plugins only with
         # [core] lazy_discover_providers = False; otherwise plugins/iys_dashboard.py registers it.
         "plugins": [{"name": "iys", "plugin-class": "iys_provider.plugins.iys_plugin.IysPlugin"}],
+        # The iys:// asset URIs: the consents assets (iys://consents/…) and, for hook lineage, the
+        # brand's consents at one İYS API (iys://<API host>/<iys_code>/<brand_code>); see iys_provider.lineage.
+        "asset-uris": [
+            {
+                "schemes": ["iys"],
+                "handler": "iys_provider.lineage.sanitize_uri",
+                "factory": "iys_provider.lineage.create_asset",
+                "to_openlineage_converter": "iys_provider.lineage.convert_asset_to_openlineage",
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "iys",

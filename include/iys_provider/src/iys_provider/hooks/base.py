@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import requests
 from airflow.sdk import BaseHook
+from airflow.sdk.lineage import get_hook_lineage_collector
 from airflow.sdk.log import mask_secret
 from tenacity import (
     RetryCallState,
@@ -38,6 +39,7 @@ from iys_provider.hooks.transport import open_session
 from iys_provider.limits.rate_control import is_per_second_limit
 from iys_provider.limits.shared_state import InProcessSharedState, PostgresSharedState, StoredToken, TokenSlot, utcnow
 from iys_provider.limits.success_ratio import GUARDED_ENDPOINTS, TRANSPORT_ERROR_STATUS, RatioReading, guard_verdict
+from iys_provider.lineage import IYS_READ_ENDPOINTS, IYS_SCHEME, IYS_WRITE_ENDPOINTS, api_host
 from iys_provider.models import TokenPair
 
 T = TypeVar("T")
@@ -221,7 +223,31 @@ class IysBaseHook(BaseHook):
                 return decode_body(response, endpoint, allow_empty=allow_empty or response.status_code == 204)
             raise api_error(response, endpoint)
 
-        return self._with_retries(endpoint, attempt)
+        answer = self._with_retries(endpoint, attempt)
+        self._report_lineage(endpoint)
+        return answer
+
+    def _report_lineage(self, endpoint: str) -> None:
+        """Tell Airflow's hook lineage that this task read or wrote the brand's consents in İYS.
+
+        Only the consent endpoints count; the asset names the API host and the codes, never a
+        recipient. Without a lineage reader (no OpenLineage) the collector does nothing.
+        """
+        if endpoint in IYS_READ_ENDPOINTS:
+            report = get_hook_lineage_collector().add_input_asset
+        elif endpoint in IYS_WRITE_ENDPOINTS:
+            report = get_hook_lineage_collector().add_output_asset
+        else:
+            return
+        report(
+            context=self,
+            scheme=IYS_SCHEME,
+            asset_kwargs={
+                "host": api_host(self.settings.base_url),
+                "iys_code": self.iys_code,
+                "brand_code": self.brand_code,
+            },
+        )
 
     def _with_retries(self, endpoint: str, attempt: Callable[[], T]) -> T:
         """``attempt`` (one request and the reading of its answer) until it succeeds or the retries are spent;

@@ -379,7 +379,9 @@ class IysHook(IysBaseHook):
                 destination.flush()
                 return size
 
-        return self._with_retries(endpoint, attempt)
+        size = self._with_retries(endpoint, attempt)
+        self._report_lineage(endpoint)
+        return size
 
 
 def _describe_brand(brand: Brand) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import psycopg
 from airflow.sdk import BaseOperator, RetryAction, RetryDecision, RetryPolicy
@@ -18,6 +18,14 @@ from iys_provider.database import iys_database
 from iys_provider.exceptions import IysStepFailure
 from iys_provider.hooks.iys import IysHook
 from iys_provider.limits.retry_policy import RetryVerdict, retry_advice
+from iys_provider.lineage import (
+    LineagePlaces,
+    TaskLineage,
+    iys_dataset_name,
+    iys_namespace,
+    operator_lineage,
+    source_tables,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -85,6 +93,10 @@ class IysConnections:
     postgres_conn_id: str
     hook_params: dict[str, Any]
     log: Any
+    #: What the task reads and writes, for OpenLineage (:mod:`iys_provider.lineage`); ``None``: nothing.
+    lineage: ClassVar[TaskLineage | None] = None
+    #: The source query the task read its users with, kept for OpenLineage (see ``_openlineage_facets``).
+    _lineage_source_sql: str | None = None
 
     def _use_connections(self, iys_conn_id: str, postgres_conn_id: str, hook_params: dict[str, Any] | None) -> None:
         self.iys_conn_id = iys_conn_id
@@ -100,6 +112,38 @@ class IysConnections:
         """The task's database connection (migrated, autocommit); closes it and the İYS hook on exit."""
         with iys_database(self.postgres_conn_id, log=self.log, also_close=self._close_hook) as conn:
             yield conn
+
+    # OpenLineage calls these (only when its provider is installed and a transport configured); the
+    # datasets are the ones the class declares, at the start and at the end of a run alike.
+    def get_openlineage_facets_on_start(self) -> Any:
+        return self._openlineage_facets()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        return self._openlineage_facets()
+
+    def _openlineage_facets(self) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        if self.lineage is None:
+            return OperatorLineage()
+        postgres = PostgresHook(postgres_conn_id=self.postgres_conn_id)
+        # Host, port and database only: the namespace Airflow's SQL operators give the same database.
+        database = postgres.get_openlineage_database_info(postgres.get_connection(self.postgres_conn_id))
+        hook = self.iys_hook
+        places = LineagePlaces(
+            postgres_namespace=f"{database.scheme}://{database.authority}",
+            database=database.database or "",
+            iys_namespace=iys_namespace(hook.settings.base_url),
+            iys_name=iys_dataset_name(hook.iys_code, hook.brand_code),
+        )
+        # The source query as the task ran it. OpenLineage builds its events in a forked process, which
+        # may not reach Airflow's API to read the Variable that usually holds the query (under dag.test()
+        # it cannot, and the event is lost): before the task has run (the START event) only an
+        # operator's own recipients_sql names the user tables.
+        query = self._lineage_source_sql or getattr(self, "recipients_sql", None)
+        user_tables = source_tables(query) if self.lineage.user_source and query else []
+        return operator_lineage(self.lineage, places, user_tables)
 
     def _close_hook(self) -> None:
         # Only a hook this task actually created; a later call (the next poke) reopens its session itself.

@@ -10,6 +10,7 @@ from airflow.sdk import Context
 
 from iys_provider.change_feed.pull import DEFAULT_MAX_PULL_GAP_HOURS, ChangeFeedPull, PullResult
 from iys_provider.change_feed.store import DEFAULT_CHECK_MARGIN
+from iys_provider.lineage import TaskLineage
 from iys_provider.models import ChangeStream
 from iys_provider.operators.base import IysBaseOperator, failing_without_retries
 from iys_provider.templating import as_int
@@ -40,6 +41,8 @@ class IysPullChangesOperator(IysBaseOperator):
     movement with a new status, channel or recipient type is kept in ``iys.consent_events`` and
     never applied. Each new value is logged once per run.
     """
+
+    lineage = TaskLineage(reads=("sync_state",), writes=("consent_events", "consents", "sync_state"), iys_reads=True)
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "stream", "max_pull_gap_hours")
 

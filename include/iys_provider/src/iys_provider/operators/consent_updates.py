@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
 
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.outbox.push import DEFAULT_MAX_ATTEMPTS, OutboxPush, PushResult, PushSettings
 from iys_provider.outbox.rules import (
@@ -53,6 +54,10 @@ class IysPushConsentUpdatesOperator(IysBaseOperator):
     :param max_requeues: how often a row that ended ``failed`` for a passing reason (5xx, network,
         an unreadable answer) goes back to the queue while İYS would still accept it.
     """
+
+    lineage = TaskLineage(
+        reads=("consent_updates", "consents"), writes=("consent_updates", "consents"), iys_reads=True, iys_writes=True
+    )
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "mode")
 

@@ -45,6 +45,7 @@ from iys_provider.initial_sync.scan_ledger_store import (
     scan_progress,
     schedule_scan,
 )
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.people.leavers import (
     DEFAULT_MAX_LEAVER_SHARE,
@@ -145,6 +146,19 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         leaving); 1 lets any departure through. Default 0.5. (templated)
     """
 
+    lineage = TaskLineage(
+        reads=("user_sources", "initial_sync_scans"),
+        writes=(
+            "initial_sync_scans",
+            "initial_sync_batches",
+            "initial_sync_queue",
+            "user_recipients",
+            "rejected_recipients",
+            "user_sources",
+        ),
+        user_source=True,
+    )
+
     template_fields: Sequence[str] = (
         *IysBaseOperator.template_fields,
         "recipients_sql",
@@ -187,6 +201,7 @@ class IysPlanInitialSyncOperator(IysBaseOperator):
         source = configured_user_source(
             self.recipients_sql, iys_conn_id=self.iys_conn_id, statement_timeout=self.source_statement_timeout
         )
+        self._lineage_source_sql = source.recipients_sql  # OpenLineage reads it after the task
         max_leaver_share = parse_max_leaver_share(self.max_leaver_share)
         with self.database() as conn:
             if as_bool(self.dry_run, "dry_run"):
@@ -316,6 +331,12 @@ class IysInitialSyncBatchOperator(IysBaseOperator):
         bounds the aggregate rate; this only keeps latency from capping it.
     """
 
+    lineage = TaskLineage(
+        reads=("initial_sync_queue", "initial_sync_batches"),
+        writes=("consents", "user_recipients", "rejected_recipients", "user_sources", "initial_sync_batches"),
+        iys_reads=True,
+    )
+
     def __init__(self, *, batch: PlannedBatch, request_concurrency: int = 4, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch = batch
@@ -395,6 +416,8 @@ class IysFinishInitialSyncOperator(IysBaseOperator):
 
     Fails (so the run is visibly incomplete) if batches remain; the next run resumes them.
     """
+
+    lineage = TaskLineage(reads=("initial_sync_batches",), writes=("initial_sync_scans", "sync_state"))
 
     def execute(self, context: Context) -> FinishInitialSyncResult:
         brand_code = self.iys_hook.brand_code

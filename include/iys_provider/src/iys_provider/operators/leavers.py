@@ -9,6 +9,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from iys_provider.initial_sync.scan_ledger_store import initial_sync_done
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.people.leavers import (
     DEFAULT_LEAVER_CHUNK_SIZE,
@@ -47,6 +48,12 @@ class IysForgetLeaversOperator(IysBaseOperator):
         (read-only, see :mod:`iys_provider.people.user_source`); default 15 minutes.
     """
 
+    lineage = TaskLineage(
+        reads=("user_sources",),
+        writes=("user_recipients", "rejected_recipients", "user_sources", "initial_sync_queue"),
+        user_source=True,
+    )
+
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "recipients_sql", "max_leaver_share")
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"recipients_sql": "sql"}
@@ -79,6 +86,7 @@ class IysForgetLeaversOperator(IysBaseOperator):
             source = configured_user_source(
                 self.recipients_sql, iys_conn_id=self.iys_conn_id, statement_timeout=self.source_statement_timeout
             )
+            self._lineage_source_sql = source.recipients_sql  # OpenLineage reads it after the task
             # The source query never shares a session with the deletes: whatever it may set for its
             # session stays on a connection that writes nothing.
             with second_connection(writer) as reader:

@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from iys_provider.initial_sync.consent_checks import check_users_in_chunks
 from iys_provider.initial_sync.scan_ledger_store import initial_sync_done
+from iys_provider.lineage import TaskLineage
 from iys_provider.models import StepKind
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.people.user_source import DEFAULT_STATEMENT_TIMEOUT_SECONDS, configured_user_source, second_connection
@@ -45,6 +46,13 @@ class IysCheckNewUsersOperator(IysBaseOperator):
         (read-only, see :mod:`iys_provider.people.user_source`); default 15 minutes.
     """
 
+    lineage = TaskLineage(
+        reads=("user_sources",),
+        writes=("consents", "user_recipients", "rejected_recipients", "user_sources"),
+        iys_reads=True,
+        user_source=True,
+    )
+
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "recipients_sql")
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"recipients_sql": "sql"}
@@ -75,6 +83,7 @@ class IysCheckNewUsersOperator(IysBaseOperator):
             source = configured_user_source(
                 self.recipients_sql, iys_conn_id=self.iys_conn_id, statement_timeout=self.source_statement_timeout
             )
+            self._lineage_source_sql = source.recipients_sql  # OpenLineage reads it after the task
             # The changed users stream through a server-side cursor in a read-only transaction, which
             # stays open while each chunk is committed: that takes a second connection.
             with second_connection(writer) as reader:

@@ -11,6 +11,7 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from iys_provider.lineage import TaskLineage
 from iys_provider.models import StepKind
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.outbox.approval import (
@@ -66,6 +67,8 @@ class IysApproveUnusualVolumeOperator(IysBaseOperator, HITLOperator):
     :param max_share: more than this share of the brand's ONAY consents waits for a person. (templated)
     :param approval_timeout_hours: how long to wait for an answer (default 12). (templated)
     """
+
+    lineage = TaskLineage(reads=("consent_updates", "consents"), writes=("consent_updates",))
 
     template_fields: Sequence[str] = (
         *IysBaseOperator.template_fields,

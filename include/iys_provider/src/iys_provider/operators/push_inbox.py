@@ -8,6 +8,7 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowSkipException
 
 from iys_provider.assets import CONSENTS_ASSET
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.push.apply import PushInboxSweep
 
@@ -25,6 +26,8 @@ class IysApplyPushInboxOperator(IysBaseOperator):
 
     :param asset: the asset to update, e.g. the brand's :func:`~iys_provider.assets.consents_asset`.
     """
+
+    lineage = TaskLineage(reads=("push_inbox",), writes=("push_inbox", "consent_events", "consents"))
 
     def __init__(self, *, asset: Asset = CONSENTS_ASSET, **kwargs: Any) -> None:
         outlets = list(kwargs.pop("outlets", None) or [])

@@ -20,6 +20,7 @@ from airflow.sdk import Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from iys_provider.consent_store import record_sendable_counts
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import IysBaseOperator, failing_without_retries
 from iys_provider.reconciliation.day import (
     DEFAULT_ARCHIVE,
@@ -83,6 +84,8 @@ class IysPlanReconciliationOperator(IysBaseOperator):
     :param archive_location: where the day's file and timestamp are archived (see
         :func:`archive_location_of`); ``default``: under the Airflow home; empty or ``none``: nowhere. (templated)
     """
+
+    lineage = TaskLineage(reads=("reconciliations",), writes=("reconciliations",))
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "report_date", "archive_location")
 
@@ -150,6 +153,8 @@ class IysCompareSummaryOperator(IysBaseOperator):
     :param report_date: the day, ``YYYY-MM-DD``. (templated)
     """
 
+    lineage = TaskLineage(reads=("consent_events",), writes=("reconciliations",), iys_reads=True)
+
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "report_date")
 
     def __init__(self, *, report_date: str, **kwargs: Any) -> None:
@@ -204,6 +209,12 @@ class IysReconcileDayOperator(IysBaseOperator):
     :param archive_location: base of the archive (:func:`archive_location_of`). (templated)
     :param file_format: ``auto`` (read İYS's file by its content), or a reading to write our file in. (templated)
     """
+
+    lineage = TaskLineage(
+        reads=("consent_events", "reconciliations"),
+        writes=("reconciliations", "reconciliation_movements", "consent_events", "consents"),
+        iys_reads=True,
+    )
 
     template_fields: Sequence[str] = (
         *IysBaseOperator.template_fields,
@@ -265,6 +276,8 @@ class IysReconciliationReportOperator(IysBaseOperator):
     :param report_dates: the planned days (the plan task's XCom). (templated)
     :param archive_location: as for the days; an archive is then required for every agreed day. (templated)
     """
+
+    lineage = TaskLineage(reads=("reconciliations",))
 
     template_fields: Sequence[str] = (*IysBaseOperator.template_fields, "report_dates", "archive_location")
 

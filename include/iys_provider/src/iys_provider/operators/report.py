@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from iys_provider.assets import CONSENTS_ASSET
 from iys_provider.consent_store import record_sendable_counts
+from iys_provider.lineage import TaskLineage, convert_asset_to_openlineage
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.outbox.deadline_watch import DEFAULT_DEADLINE_MARGIN, overdue_days, watch_ret_deadlines
 from iys_provider.outbox.store import acknowledge_rets, acknowledged_rets, held_updates, unsent_rets_by_day
@@ -50,6 +51,8 @@ class IysSyncReportOperator(IysBaseOperator):
         ``batch_results_task_id``, ``leavers_task_id``, ``retention_task_id`` and ``approval_task_id``;
         when any is given, the steps are these and ``step_task_ids`` (not every upstream task).
     """
+
+    lineage = TaskLineage(reads=("consent_updates", "consents"), writes=("sync_runs", "sendable_counts"))
 
     template_fields: Sequence[str] = (
         *IysBaseOperator.template_fields,
@@ -194,6 +197,8 @@ class IysAnnounceConsentChangesOperator(IysBaseOperator):
         :func:`~iys_provider.assets.consents_asset`; it becomes one of this task's outlets.
     """
 
+    lineage = TaskLineage(reads=("sync_runs",))
+
     def __init__(self, *, report_task_id: str, asset: Asset = CONSENTS_ASSET, **kwargs: Any) -> None:
         outlets = list(kwargs.pop("outlets", None) or [])
         # Airflow records an event only for an asset among the task's outlets.
@@ -201,6 +206,12 @@ class IysAnnounceConsentChangesOperator(IysBaseOperator):
         super().__init__(**kwargs)
         self.report_task_id = report_task_id
         self.asset = asset
+
+    def _openlineage_facets(self) -> Any:
+        lineage = super()._openlineage_facets()
+        # The announced asset is what this task produces: campaign DAGs scheduled on it follow from here.
+        lineage.outputs.append(convert_asset_to_openlineage(self.asset))
+        return lineage
 
     def execute(self, context: Context) -> None:
         report = context["ti"].xcom_pull(task_ids=self.report_task_id) or {}

@@ -7,6 +7,7 @@ from typing import Any, TypedDict
 
 from airflow.sdk import Context
 
+from iys_provider.lineage import TaskLineage
 from iys_provider.models import StepKind
 from iys_provider.operators.base import IysBaseOperator
 from iys_provider.people.retention import DEFAULT_RETENTION_CHUNK_SIZE, RetentionPolicy
@@ -38,6 +39,8 @@ class IysApplyRetentionOperator(IysBaseOperator):
         A failed opt-out (RET) stays until its legal deadline has passed. (templated)
     :param chunk_size: rows deleted per transaction.
     """
+
+    lineage = TaskLineage(writes=("consent_events", "consent_updates", "push_inbox", "push_quarantine"))
 
     template_fields: Sequence[str] = (
         *IysBaseOperator.template_fields,

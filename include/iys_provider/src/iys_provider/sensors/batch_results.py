@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, RetryPolicy
 
 from iys_provider.hooks.iys import IysHook
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IYS_RETRY_POLICY, IysConnections
 from iys_provider.outbox.rules import DEFAULT_MAX_BATCH_AGE
 from iys_provider.outbox.settlement import BatchResultsSummary, OutboxSettlement
@@ -44,6 +45,8 @@ class IysBatchResultSensor(IysConnections, BaseSensorOperator):
     :param retry_policy: :class:`~iys_provider.operators.base.IysRetryPolicy` unless given here or in the
         DAG's ``default_args`` (``None`` turns it off).
     """
+
+    lineage = TaskLineage(reads=("consent_updates",), writes=("consent_updates", "consents"), iys_reads=True)
 
     template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id")
 

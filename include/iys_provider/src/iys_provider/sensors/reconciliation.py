@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from iys_provider.exceptions import IysApiError
 from iys_provider.hooks.iys import IysHook
+from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import (
     DEFAULT_POSTGRES_CONN_ID,
     IYS_RETRY_POLICY,
@@ -55,6 +56,8 @@ class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
     :param retry_policy: :class:`~iys_provider.operators.base.IysRetryPolicy` unless given here or in the
         DAG's ``default_args`` (``None`` turns it off).
     """
+
+    lineage = TaskLineage(reads=("reconciliations",), writes=("reconciliations",))
 
     template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id", "report_date", "max_wait_minutes")
 
