@@ -538,7 +538,9 @@ def test_a_caught_up_feed_says_when_every_stream_was_last_read_to_its_end(db, pg
 
 
 def test_a_budget_names_the_iys_host_and_egress_label_it_is_kept_for(db, pg_dsn):
-    db.execute("INSERT INTO iys.rate_limiter (limiter_key, rate) VALUES ('127.0.0.1:8099', 5), ('api.iys.gov.tr|nat-b', 8)")
+    db.execute(
+        "INSERT INTO iys.rate_limiter (limiter_key, rate) VALUES ('127.0.0.1:8099', 5), ('api.iys.gov.tr|nat-b', 8)"
+    )
     keys = {k["budget_key"]: k for k in panels(pg_dsn)["budget"]["keys"]}
     assert (keys["127.0.0.1:8099"]["iys_host"], keys["127.0.0.1:8099"]["egress_label"]) == ("127.0.0.1:8099", None)
     assert (keys["api.iys.gov.tr|nat-b"]["iys_host"], keys["api.iys.gov.tr|nat-b"]["egress_label"]) == (
