@@ -235,6 +235,16 @@ def test_figures_times_and_links_match_the_database(browser, page_url, db):
         ".map((d) => JSON.stringify([d.borderDash, d.pointStyle]))"
     )
     assert len(set(styles)) == len(styles) == 7
+    # … and the legend gives each series' latest value, read from the newest row.
+    latest = dict(
+        zip(
+            ("pulled", "applied", "new users", "pushed", "skipped", "rejected", "failed"), expected[0][2:9], strict=True
+        )
+    )
+    legend = page.evaluate(
+        "() => Chart.getChart(document.getElementById('chart-runs')).data.datasets.map((d) => d.label)"
+    )
+    assert legend == [f"{name} (latest {value})" for name, value in latest.items()]
 
     # Sendable users above ONAY: a one-line note says why.
     consents = page.locator("#panel-consents")

@@ -196,9 +196,12 @@ function drawRuns(r) {
     type: "line",
     data: {
       labels,
+      // The legend carries each series' latest value: series on the same line still read apart.
       datasets: RUN_SERIES.map(([key, color, dash, pointStyle]) => ({
-        label: key.replace("_", " "), data: r.rows.map((x) => x[key]), borderColor: color, backgroundColor: color,
+        label: `${key.replace("_", " ")} (latest ${fmt(latest ? latest[key] : null)})`,
+        data: r.rows.map((x) => x[key]), borderColor: color, backgroundColor: color,
         borderDash: dash, pointStyle, pointRadius: 4, pointHoverRadius: 6, borderWidth: 2,
+        clip: false,  // a series on 0 is drawn whole on the axis, not cut in half
       })),
     },
     options: {
@@ -207,7 +210,7 @@ function drawRuns(r) {
       // Counts: from 0, whole numbers; an all-zero run gets 0…5, not Chart.js's −1…1.
       scales: { y: { min: 0, suggestedMax: 5, ticks: { precision: 0 } } },
       plugins: {
-        title: { display: true, text: `movements and outbox per run, finished at (${zone}); click a point: its report task` },
+        title: { display: true, text: `movements and outbox per run (times in ${zone}); click a point: its report task` },
         legend: { labels: { usePointStyle: true } },
       },
     },
