@@ -147,6 +147,14 @@ def test_a_quiet_brand_zero_runs_a_caught_up_feed_and_an_empty_outbox(browser, p
     )
     assert len(styles) == 7 and len(set(styles)) == 7
 
+    # The user picks a zone at UTC+0 in the Airflow UI: plain "UTC" after the offset.
+    page.evaluate("() => window.localStorage.setItem('timezone', JSON.stringify('Europe/London'))")
+    page.reload()
+    expect(page.locator("body[data-loaded]")).to_have_count(1)
+    expect(page.locator("#generated")).to_have_text(f"as of {shown(NOW, 'Europe/London')}")
+    assert shown(NOW, "Europe/London") == "2026-12-02 09:30 UTC"
+    expect(page.locator("#zone")).to_contain_text("times in Europe/London")
+
     # An empty outbox says so, not a bare table header.
     outbox = page.locator("#panel-outbox")
     expect(outbox.locator("table.states")).to_have_text("Nothing waiting: the outbox holds no consent change.")

@@ -64,7 +64,8 @@ function inZone(iso, tz) {
     timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
     hourCycle: "h23", timeZoneName: "shortOffset",
   }).formatToParts(new Date(iso)).forEach((p) => { parts[p.type] = p.value; });
-  const offset = parts.timeZoneName.replace("GMT", "UTC");
+  // Intl says "GMT", "GMT+0" or "GMT+3": a zero offset is plain "UTC".
+  const offset = /^GMT([+-]0)?$/.test(parts.timeZoneName) ? "UTC" : parts.timeZoneName.replace("GMT", "UTC");
   return { date: `${parts.year}-${parts.month}-${parts.day}`, time: `${parts.hour}:${parts.minute}`, offset };
 }
 
