@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from datetime import timedelta
+
+from airflow.sdk import RetryDecision, RetryPolicy
 
 SIM_USERNAME = "iys-test-user"
 SIM_PASSWORD = "s3cret-iys-password"
@@ -127,17 +130,34 @@ def recipients_of(users) -> list[tuple[str, str]]:
 
 
 def run_dag(dag_id: str, conf: dict | None = None):
-    """``dag.test()`` with Airflow's task retries kept but their 5-minute delay removed.
+    """``dag.test()`` with Airflow's task retries kept but their delays removed.
 
     A failed task is retried by Airflow exactly as in production (same try counting, a fresh
-    operator and hook), only without waiting, so a scenario shows that a *task* retry absorbs
-    what the hook's in-process retries could not.
+    operator and hook, İYS's retry policy deciding whether it is tried again), only without
+    waiting, so a scenario shows that a *task* retry absorbs what the hook's in-process retries
+    could not. ``dag.test()`` waits out a retry's delay, and the policy's delay for a token block
+    is the block's hour.
     """
     dag = load_dag(dag_id)
     for task in dag.tasks:
         task.retry_delay = timedelta(0)
         task.retry_exponential_backoff = False
+        if task.retry_policy is not None:
+            task.retry_policy = WithoutDelay(task.retry_policy)
     return dag.test(run_conf=conf or {})
+
+
+class WithoutDelay(RetryPolicy):
+    """``policy``'s verdicts, a retry's delay removed."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def evaluate(self, exception, try_number, max_tries, context=None) -> RetryDecision:
+        decision = self.policy.evaluate(exception, try_number, max_tries, context)
+        if decision.retry_delay is None:
+            return decision
+        return dataclasses.replace(decision, retry_delay=timedelta(0))
 
 
 def task_states(run) -> dict[str, list[str]]:

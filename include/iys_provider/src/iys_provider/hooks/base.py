@@ -495,8 +495,8 @@ class IysBaseHook(BaseHook):
         return IysTokenBlockedError(
             f"İYS blocked token requests from this IP ({self.settings.ip_budget_key}; H084, hourly "
             f"authentication limit). No token call is made until {blocked_until:%Y-%m-%d %H:%M:%S %Z}, by any "
-            "İYS account on this IP: any call during the block restarts İYS's hour. Wait, do not retry; the "
-            "next scheduled run continues.",
+            "İYS account on this IP: any call during the block restarts İYS's hour. Do not clear the task: one "
+            "with retries left is tried again after the block, else the next scheduled run continues.",
             blocked_until=blocked_until,
         )
 

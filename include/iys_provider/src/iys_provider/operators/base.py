@@ -1,24 +1,77 @@
-"""What every İYS operator and sensor shares: the two connections, migrations, and failing without retries."""
+"""What every İYS operator and sensor shares: the two connections, migrations, the retry policy, and failing
+without retries."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, RetryAction, RetryDecision, RetryPolicy
 from airflow.sdk.exceptions import AirflowFailException
 
 from iys_provider.config import DEFAULT_POSTGRES_CONN_ID
 from iys_provider.database import iys_database
 from iys_provider.exceptions import IysStepFailure
 from iys_provider.hooks.iys import IysHook
+from iys_provider.limits.retry_policy import RetryVerdict, retry_advice
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 #: The pool name docs/configuration.md suggests when İYS work should share a budget across DAGs. No task
 #: uses a pool unless one is configured (``[iys] pool``, see :mod:`iys_provider.config`).
 IYS_POOL = "iys_api"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class IysRetryPolicy(RetryPolicy):
+    """The default ``retry_policy`` of every İYS operator and sensor: İYS's answers decide the retry.
+
+    A refusal (a business H-code, a 4xx, credentials) fails the task at once, whatever its
+    ``retries``: İYS counts each repeat against the IP's success ratio. A token block (H084) or an
+    hourly quota retries once it is over; a per-second limit or a server fault retries shortly.
+    Anything that is not İYS's answer (the database, the network) gets the task's own
+    ``retries`` and ``retry_delay``. The verdicts are :func:`iys_provider.limits.retry_policy.retry_advice`.
+    Airflow never tries a task more than its ``retries`` allow: with ``retries=0`` a block still fails it.
+
+    :param clock: the current time (timezone-aware), for the wait until a block ends.
+    """
+
+    _ACTIONS = {
+        RetryVerdict.RETRY: RetryAction.RETRY,
+        RetryVerdict.FAIL: RetryAction.FAIL,
+        RetryVerdict.DEFAULT: RetryAction.DEFAULT,
+    }
+
+    def __init__(self, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.clock = clock
+
+    def evaluate(
+        self, exception: BaseException, try_number: int, max_tries: int, context: Context | None = None
+    ) -> RetryDecision:
+        advice = retry_advice(exception, self.clock())
+        return RetryDecision(action=self._ACTIONS[advice.verdict], retry_delay=advice.delay, reason=advice.reason)
+
+    def serialize(self) -> dict[str, Any]:
+        # Airflow stores only that a task has a policy; the worker evaluates the one in the DAG file.
+        return {"__type": "IysRetryPolicy"}
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any]) -> IysRetryPolicy:
+        return cls()
+
+
+#: The default ``retry_policy`` of the İYS operators and sensors. A parameter default (not set in the
+#: body of ``__init__``) so that ``.partial()`` of a mapped task, which reads the defaults from the
+#: signature, gets it too, and the DAG's ``default_args`` still win over it.
+IYS_RETRY_POLICY = IysRetryPolicy()
 
 
 class IysConnections:
@@ -63,6 +116,8 @@ class IysBaseOperator(IysConnections, BaseOperator):
         (templated)
     :param hook_params: keyword arguments for :class:`~iys_provider.hooks.iys.IysHook`, e.g.
         ``{"max_attempts": 3, "max_retry_seconds": 60}`` or ``{"brand_code": 700002}``.
+    :param retry_policy: Airflow's ``retry_policy``: :class:`IysRetryPolicy` unless given here or in
+        the DAG's ``default_args`` (``None`` turns it off).
     """
 
     template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id")
@@ -73,9 +128,10 @@ class IysBaseOperator(IysConnections, BaseOperator):
         iys_conn_id: str = IysHook.default_conn_name,
         postgres_conn_id: str = DEFAULT_POSTGRES_CONN_ID,
         hook_params: dict[str, Any] | None = None,
+        retry_policy: RetryPolicy | None = IYS_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(retry_policy=retry_policy, **kwargs)
         self._use_connections(iys_conn_id, postgres_conn_id, hook_params)
 
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, RetryPolicy
 
 from iys_provider.hooks.iys import IysHook
-from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IysConnections
+from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IYS_RETRY_POLICY, IysConnections
 from iys_provider.outbox.rules import DEFAULT_MAX_BATCH_AGE
 from iys_provider.outbox.settlement import BatchResultsSummary, OutboxSettlement
 
@@ -41,6 +41,8 @@ class IysBatchResultSensor(IysConnections, BaseSensorOperator):
     :param max_batch_age_seconds: a batch without complete results this long after its
         submission goes back to pending.
     :param hook_params: keyword arguments for :class:`~iys_provider.hooks.iys.IysHook`.
+    :param retry_policy: :class:`~iys_provider.operators.base.IysRetryPolicy` unless given here or in the
+        DAG's ``default_args`` (``None`` turns it off).
     """
 
     template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id")
@@ -55,9 +57,10 @@ class IysBatchResultSensor(IysConnections, BaseSensorOperator):
         timeout: float = 2 * 3600,
         max_batch_age_seconds: float = DEFAULT_MAX_BATCH_AGE.total_seconds(),
         hook_params: dict[str, Any] | None = None,
+        retry_policy: RetryPolicy | None = IYS_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, **kwargs)
+        super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, retry_policy=retry_policy, **kwargs)
         self._use_connections(iys_conn_id, postgres_conn_id, hook_params)
         self.max_batch_age = timedelta(seconds=max_batch_age_seconds)
         self._run_id_outside_a_run = f"adhoc-{uuid.uuid4()}"

@@ -7,12 +7,17 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, RetryPolicy
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from iys_provider.exceptions import IysApiError
 from iys_provider.hooks.iys import IysHook
-from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IysConnections, failing_without_retries
+from iys_provider.operators.base import (
+    DEFAULT_POSTGRES_CONN_ID,
+    IYS_RETRY_POLICY,
+    IysConnections,
+    failing_without_retries,
+)
 from iys_provider.reconciliation.day import ensure_in_window, parse_report_date
 from iys_provider.reconciliation.rules import (
     DEFAULT_MAX_WAIT,
@@ -47,6 +52,8 @@ class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
     :param report_date: the day, ``YYYY-MM-DD``. (templated)
     :param max_wait_minutes: how long a day's unfinished hash job is waited for. (templated)
     :param clock: the current time (aware), for tests; default the system clock.
+    :param retry_policy: :class:`~iys_provider.operators.base.IysRetryPolicy` unless given here or in the
+        DAG's ``default_args`` (``None`` turns it off).
     """
 
     template_fields: Sequence[str] = ("iys_conn_id", "postgres_conn_id", "report_date", "max_wait_minutes")
@@ -63,9 +70,10 @@ class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
         max_wait_minutes: float | str = DEFAULT_MAX_WAIT.total_seconds() / 60,
         hook_params: dict[str, Any] | None = None,
         clock: Callable[[], datetime] | None = None,
+        retry_policy: RetryPolicy | None = IYS_RETRY_POLICY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, **kwargs)
+        super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, retry_policy=retry_policy, **kwargs)
         self._use_connections(iys_conn_id, postgres_conn_id, hook_params)
         self.report_date = report_date
         self.max_wait_minutes = max_wait_minutes
