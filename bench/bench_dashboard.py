@@ -89,7 +89,9 @@ SELECT s, b, b::text, b::text || 'z',
        CASE WHEN s = 1 THEN now() - interval '199 days' WHEN b < 7 THEN now() - make_interval(mins => 60 - b) END
   FROM generate_series(1, 2) s, generate_series(0, 13) b;
 INSERT INTO iys.sync_state (brand_code, stream, last_success_at) VALUES (%(brand)s, 'initial_sync', now()),
-                                                                     (%(other)s, 'initial_sync', now());
+                                                                     (%(other)s, 'initial_sync', now()),
+                                                                     (%(brand)s, 'changes:IYS', now()),
+                                                                     (%(brand)s, 'changes:HS', now());
 
 INSERT INTO iys.sync_runs (run_id, brand_code, dag_id, started_at, finished_at, pulled_iys, pulled_hs, applied,
                            new_users_checked, pushed, skipped, rejected, failed, feed_lag_seconds)
@@ -166,6 +168,7 @@ def panel_queries() -> dict[str, Callable[[psycopg.Connection], object]]:
         "sendable users (recorded by the sync)": lambda c: recorded_sendable_counts(c, BRAND),
         "initial sync": lambda c: store.initial_sync_progress(c, BRAND),
         "last 30 runs": lambda c: store.recent_runs(c, BRAND),
+        "feed read to its end (change streams)": lambda c: store.feed_read_to_end_at(c, BRAND),
         "outbox by state and code": lambda c: c.execute(store.OUTBOX_SQL, (BRAND,)).fetchall(),
         "outbox: unsent RETs by day": lambda c: unsent_rets_by_day(c, BRAND),
         "quarantine by reason": lambda c: c.execute(store.QUARANTINE_SQL, (BRAND,)).fetchall(),

@@ -299,6 +299,9 @@ def test_the_hash_job_is_waited_for_and_a_stuck_day_is_left_pending_without_hold
     )
     planned = IysPlanReconciliationOperator(task_id="plan_days").execute({"run_id": "night-5"})
     assert {day.isoformat(), stuck.isoformat()} <= set(planned)
+    # Each planned day records its position, its map index in the run's "day" task group (the İYS
+    # page links a day to that task instance).
+    assert [reconciliation(pg, date.fromisoformat(d))["map_index"] for d in planned] == list(range(len(planned)))
     context = {"run_id": "night-5"}
     started = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # our clock, injected: 05:00 in Turkey
     clock = [started]

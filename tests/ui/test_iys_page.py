@@ -6,7 +6,8 @@ outbox, then ``iys_incremental_sync``. Then:
 
 * anonymously, every route of the page's app answers 401, with no data;
 * logged in, the side bar's "İYS" entry opens the page, and every panel holds data;
-* the panels link to the run and task that produced them.
+* the panels link to the run and task that produced them, a reconciliation day to its own
+  (mapped) task instance.
 
 The reconciliation panel says "not recorded" until ``iys_reconciliation`` has run (checked); the
 test then runs it (the demo's movements are today's, so its days D-1 … D-7 hold none and are
@@ -173,9 +174,20 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
     frame = page.frame_locator("iframe")
     for panel in PANELS:
         expect(frame.locator(f"#{panel}")).to_have_attribute("data-state", "ready")
-    expect(frame.locator("#panel-reconciliation a").first).to_have_attribute(
-        "href", f"{api_url}/dags/iys_reconciliation/runs/{_quoted(reconciliation_run)}"
-    )
+    # Each day links to its own task instance: Airflow's API says which map index holds which day.
+    instances = airflow_stack.api(
+        f"/dags/iys_reconciliation/dagRuns/{_quoted(reconciliation_run)}/taskInstances?task_id=day.reconcile_day"
+    )["task_instances"]
+    index_of_day = {ti["rendered_map_index"]: ti["map_index"] for ti in instances if ti["map_index"] >= 0}
+    day_links = frame.locator("#panel-reconciliation a")
+    expect(day_links.first).to_be_visible()
+    assert day_links.count() == len(index_of_day) > 0
+    for link in day_links.all():
+        day = link.inner_text()
+        assert link.get_attribute("href") == (
+            f"{api_url}/dags/iys_reconciliation/runs/{_quoted(reconciliation_run)}"
+            f"/tasks/day.reconcile_day/mapped/{index_of_day[day]}"
+        )
     page.screenshot(path=screenshot_dir / "iys-page-in-airflow.png", animations="disabled")
 
     # A panel's link opens the run in Airflow itself (target _top).
@@ -183,6 +195,16 @@ def test_page_shows_every_panel_with_data_and_links(page, airflow_stack, demo_ru
     expect(runs_link).to_have_attribute("href", f"{api_url}/dags/iys_incremental_sync/runs/{_quoted(incremental)}")
     runs_link.click()
     page.wait_for_url(f"{api_url}/dags/iys_incremental_sync/runs/**")
+
+    # A reconciliation day's link opens that day's task instance in Airflow itself.
+    page.goto(f"{api_url}/plugin/iys")
+    frame = page.frame_locator("iframe")
+    expect(frame.locator("body[data-loaded]")).to_have_count(1)
+    first_day = frame.locator("#panel-reconciliation a").first
+    first_day_href = first_day.get_attribute("href")
+    assert "/tasks/day.reconcile_day/mapped/" in first_day_href
+    first_day.click()
+    page.wait_for_url(first_day_href)
 
 
 def test_whole_page_on_its_own(page, airflow_stack, demo_run, screenshot_dir):

@@ -171,6 +171,7 @@ def test_last_thirty_runs_oldest_first_with_lag_levels_and_links(db, pg_dsn):
     assert rows[0]["feed_lag_level"] == "ok"  # 30 h
     assert [r["feed_lag_level"] for r in rows].count("warning") == 4  # 6 d ≤ lag < 7 d: runs 24..27
     assert last["link"] == "dags/iys_incremental_sync__brand_a/runs/run-34/tasks/report"
+    assert last["run_link"] == "dags/iys_incremental_sync__brand_a/runs/run-34"  # the per-run table's link
     assert shown["runs"]["link"] == "dags/iys_incremental_sync__brand_a/runs"
     assert shown["initial_sync"] is None
     assert shown["quarantine"]["link"] == "dags/iys_incremental_sync__brand_a/runs/run-34/tasks/check_new_users"
@@ -300,6 +301,7 @@ def test_reconciliation_days_once_recorded_linking_to_the_reconciliation_run(db,
     shown = panels(pg_dsn)["reconciliation"]
     assert [d["status"] for d in shown["days"]] == ["mismatch", "agreed"]
     assert shown["level"] == "danger"
+    # Rows written before the map index was recorded: the run, the best link there is.
     assert shown["days"][0]["link"] == "dags/iys_reconciliation/runs/night-1"
     # Agreed without an archive: the page says no evidence is kept for that day.
     assert [d["evidence_kept"] for d in shown["days"]] == [False, False]
@@ -481,3 +483,67 @@ def test_push_health_per_channel_from_the_inbox_tables(db, pg_dsn):
     assert shown["level"] == "warning"
     assert shown["link"] == "dags/iys_push__brand_a/runs"
     assert PUSH_PHONE not in json.dumps(shown)
+
+
+def test_a_reconciliation_day_links_to_its_own_mapped_task_instance(db, pg_dsn):
+    db.execute(
+        "INSERT INTO iys.sync_runs (run_id, brand_code, dag_id) VALUES ('r', %s, 'iys_incremental_sync__brand_a')",
+        (BRAND,),
+    )
+    run_id = "scheduled__2026-12-01T02:30:00+00:00"
+    db.execute(
+        """
+        INSERT INTO iys.reconciliations (brand_code, report_date, status, run_id, map_index) VALUES
+          (%(b)s, DATE '2026-11-30', 'agreed', %(run)s, 0), (%(b)s, DATE '2026-11-29', 'pending', %(run)s, 1)
+        """,
+        {"b": BRAND, "run": run_id},
+    )
+    days = panels(pg_dsn)["reconciliation"]["days"]
+    # The Airflow 3 UI's route of a mapped task instance: /dags/<dag>/runs/<run>/tasks/<task>/mapped/<index>.
+    quoted_run = "scheduled__2026-12-01T02%3A30%3A00%2B00%3A00"
+    assert [d["link"] for d in days] == [
+        f"dags/iys_reconciliation__brand_a/runs/{quoted_run}/tasks/day.reconcile_day/mapped/0",
+        f"dags/iys_reconciliation__brand_a/runs/{quoted_run}/tasks/day.reconcile_day/mapped/1",
+    ]
+
+
+def test_a_caught_up_feed_says_when_every_stream_was_last_read_to_its_end(db, pg_dsn):
+    db.execute(
+        "INSERT INTO iys.sync_runs (run_id, brand_code, dag_id, pulled_iys, feed_lag_seconds) "
+        "VALUES ('quiet', %s, 'iys_incremental_sync', 0, NULL)",
+        (BRAND,),
+    )
+    iys_read = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    hs_read = datetime(2026, 12, 1, 8, 55, tzinfo=UTC)
+    # Only one stream read so far: the feed cannot be called caught up.
+    db.execute(
+        "INSERT INTO iys.sync_state (brand_code, stream, last_success_at) VALUES (%s, 'changes:IYS', %s)",
+        (BRAND, iys_read),
+    )
+    db.execute(
+        "INSERT INTO iys.sync_state (brand_code, stream, last_success_at) VALUES (%s, 'changes:HS', NULL)", (BRAND,)
+    )
+    db.execute(
+        "INSERT INTO iys.sync_state (brand_code, stream, last_success_at) VALUES (%s, 'changes:IYS', %s)",
+        (OTHER, iys_read + timedelta(hours=5)),
+    )
+    assert panels(pg_dsn)["runs"]["feed_read_to_end_at"] is None
+    db.execute(
+        "UPDATE iys.sync_state SET last_success_at = %s WHERE brand_code = %s AND stream = 'changes:HS'",
+        (hs_read, BRAND),
+    )
+    shown = panels(pg_dsn)["runs"]
+    assert shown["rows"][-1]["feed_lag_days"] is None  # the quiet run recorded no lag
+    assert datetime.fromisoformat(shown["feed_read_to_end_at"]) == hs_read  # the older of the two streams
+
+
+def test_a_budget_names_the_iys_host_and_egress_label_it_is_kept_for(db, pg_dsn):
+    db.execute(
+        "INSERT INTO iys.rate_limiter (limiter_key, rate) VALUES ('127.0.0.1:8099', 5), ('api.iys.gov.tr|nat-b', 8)"
+    )
+    keys = {k["budget_key"]: k for k in panels(pg_dsn)["budget"]["keys"]}
+    assert (keys["127.0.0.1:8099"]["iys_host"], keys["127.0.0.1:8099"]["egress_label"]) == ("127.0.0.1:8099", None)
+    assert (keys["api.iys.gov.tr|nat-b"]["iys_host"], keys["api.iys.gov.tr|nat-b"]["egress_label"]) == (
+        "api.iys.gov.tr",
+        "nat-b",
+    )

@@ -175,6 +175,10 @@ def test_links_name_the_run_and_task_quoted_for_the_airflow_ui():
         "dags/iys_incremental_sync/runs/scheduled__2026-11-27T03%3A00%3A00%2B00%3A00"
     )
     assert task_path("d", "r/1", "report") == "dags/d/runs/r%2F1/tasks/report"
+    # A mapped task instance: the Airflow 3 UI's route /tasks/<task>/mapped/<index>; -1 is "not mapped".
+    assert task_path("d", "r", "day.reconcile_day", 3) == "dags/d/runs/r/tasks/day.reconcile_day/mapped/3"
+    assert task_path("d", "r", "day.reconcile_day", 0).endswith("/mapped/0")
+    assert task_path("d", "r", "report", -1) == "dags/d/runs/r/tasks/report"
     row = RunRow(run_id, "iys_incremental_sync", NOW, 5, 4, 1, 2, 0, 0, 0, 6 * DAY).as_json()
     assert row["link"].endswith("/tasks/report")
     assert (row["feed_lag_days"], row["feed_lag_level"]) == (6.0, "warning")

@@ -123,8 +123,12 @@ class IysPlanReconciliationOperator(IysBaseOperator):
             for day in days:
                 if is_done(known.get(day), archive):
                     continue
-                # Each run waits for İYS's hash job afresh (at most its own hash_wait_minutes).
-                save_reconciliation(conn, brand_code, day, run_id=run_id, hash_waiting_since=None)
+                # Each run waits for İYS's hash job afresh (at most its own hash_wait_minutes). The
+                # day's position in the returned list is its map index in the "day" task group: the
+                # İYS page links the day to that task instance.
+                save_reconciliation(
+                    conn, brand_code, day, run_id=run_id, hash_waiting_since=None, map_index=len(planned)
+                )
                 planned.append(day.isoformat())
         self.log.info(
             "Reconciling %d of %d days in İYS's window (%s … %s): %s",

@@ -52,8 +52,12 @@ def postgres_connector(conn_id: str | None = None) -> Callable[[], psycopg.Conne
     return connect
 
 
-def create_dashboard_app(connect: Callable[[], psycopg.Connection] | None = None) -> FastAPI:
+def create_dashboard_app(
+    connect: Callable[[], psycopg.Connection] | None = None, clock: Callable[[], datetime] | None = None
+) -> FastAPI:
+    """``clock`` (aware) is the moment the panels are read at; tests fix it, the plugin uses the wall clock."""
     connect = connect or postgres_connector()
+    clock = clock or (lambda: datetime.now(UTC))
     app = FastAPI(
         title="İYS",
         description="Consent health, legal clocks and the İYS budget",
@@ -87,13 +91,13 @@ def create_dashboard_app(connect: Callable[[], psycopg.Connection] | None = None
             if brand_code not in dashboard_store.brands(conn):
                 raise HTTPException(404, detail=f"brand {brand_code} is not synced in this database")
             counts, counted_at = recorded_sendable_counts(conn, brand_code)
-            return dashboard_store.read_panels(conn, brand_code, datetime.now(UTC), counts, counted_at)
+            return dashboard_store.read_panels(conn, brand_code, clock(), counts, counted_at)
 
     @app.get("/api/push/{brand_code}", dependencies=[Depends(require_reader)])
     def push(brand_code: int) -> dict[str, Any]:
         with dashboard_store.read_only(connect) as conn:
             if brand_code not in dashboard_store.brands(conn):
                 raise HTTPException(404, detail=f"brand {brand_code} is not synced in this database")
-            return dashboard_store.push_panel(conn, brand_code, datetime.now(UTC))
+            return dashboard_store.push_panel(conn, brand_code, clock())
 
     return app

@@ -56,6 +56,8 @@ INCREMENTAL_DAG_BASE = "iys_incremental_sync"
 INITIAL_DAG_BASE = "iys_initial_sync"
 RECONCILIATION_DAG_BASE = "iys_reconciliation"
 RECONCILIATION_ALARMS = frozenset({"mismatch", "hash_error"})
+#: The task of the reconciliation DAG's mapped "day" group that decides a day (agrees or records why not).
+RECONCILIATION_DAY_TASK = "day.reconcile_day"
 PUSH_DAG_BASE = "iys_push"
 #: The receiver applies a movement in the transaction that stores it; one left unapplied waits for
 #: the push DAG, which its trigger starts within a minute or two: longer means applying fails.
@@ -88,8 +90,10 @@ def run_path(dag_id: str, run_id: str) -> str:
     return f"dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
-def task_path(dag_id: str, run_id: str, task_id: str) -> str:
-    return f"{run_path(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
+def task_path(dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:
+    """One task of a run; with ``map_index``, that instance of a mapped task (the UI's ``/mapped/<index>``)."""
+    path = f"{run_path(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
+    return path if map_index is None or map_index < 0 else f"{path}/mapped/{map_index}"
 
 
 def dag_path(dag_id: str) -> str:
@@ -229,6 +233,7 @@ class RunRow:
             "feed_lag_days": None if self.feed_lag_seconds is None else round(self.feed_lag_seconds / 86400, 3),
             "feed_lag_level": str(feed_lag_level(self.feed_lag_seconds)),
             "link": task_path(self.dag_id, self.run_id, "report"),
+            "run_link": run_path(self.dag_id, self.run_id),
         }
 
 
@@ -277,7 +282,11 @@ def requests_level(requests: int | None, rate_limited: int | None) -> Level:
 
 @dataclass(frozen=True)
 class BudgetKey:
-    """İYS's limits on one client IP (API host, plus the egress label): shared by every brand on it."""
+    """İYS's limits as kept for one key: İYS's API host, plus the egress label when one is set.
+
+    İYS counts per client IP; the key names the İYS host the requests go to (and the label of the
+    egress IP they leave by), never the client IP itself, which the sync does not know.
+    """
 
     budget_key: str
     token_requests_last_hour: int | None
@@ -292,8 +301,11 @@ class BudgetKey:
 
     def as_json(self, now: datetime) -> dict[str, Any]:
         blocked = self.blocked_until is not None and self.blocked_until > now
+        iys_host, _, egress_label = self.budget_key.partition("|")
         return {
             "budget_key": self.budget_key,
+            "iys_host": iys_host,
+            "egress_label": egress_label or None,
             "token_requests_last_hour": self.token_requests_last_hour,
             "token_limit": self.token_limit,
             "token_level": str(token_level(self.token_requests_last_hour, self.token_limit, self.blocked_until, now)),

@@ -37,6 +37,7 @@ from iys_provider.plugins.dashboard import (
     CHANNELS,
     PUSH_QUARANTINE_WINDOW,
     PUSH_RECENT,
+    RECONCILIATION_DAY_TASK,
     RUNS_SHOWN,
     BudgetKey,
     ConsentMatrix,
@@ -117,9 +118,17 @@ SELECT date_trunc('hour', now()) - interval '1 hour',
 LEARNED_RATE_SQL = "SELECT rate FROM iys.rate_limiter WHERE limiter_key = %s"
 # The daily reconciliation's days (V013, written by iys_reconciliation).
 RECONCILIATIONS_SQL = """
-SELECT report_date, status, agreed_at, run_id, updated_at, archived_file IS NOT NULL AND archived_timestamp IS NOT NULL
+SELECT report_date, status, agreed_at, run_id, updated_at, archived_file IS NOT NULL AND archived_timestamp IS NOT NULL,
+       map_index
   FROM iys.reconciliations WHERE brand_code = %s
  ORDER BY report_date DESC LIMIT 30
+"""
+# When every change stream of the brand was last read to its end (the start of its last complete
+# pull): a run that pulled nothing records no feed lag, and this says how current the feed is.
+# NULL when a stream was never pulled completely (then the feed cannot be called caught up).
+FEED_READ_TO_END_SQL = """
+SELECT CASE WHEN bool_and(last_success_at IS NOT NULL) THEN min(last_success_at) END
+  FROM iys.sync_state WHERE brand_code = %s AND stream LIKE 'changes:%%'
 """
 
 # Per channel of the brand's push receiver. Received counts and "heard from" come from the
@@ -204,6 +213,11 @@ def initial_sync_progress(conn: psycopg.Connection, brand_code: int) -> InitialS
 def recent_runs(conn: psycopg.Connection, brand_code: int) -> list[RunRow]:
     """The brand's last runs, oldest first (the order of a time series)."""
     return [RunRow(*row) for row in reversed(conn.execute(RUNS_SQL, (brand_code,)).fetchall())]
+
+
+def feed_read_to_end_at(conn: psycopg.Connection, brand_code: int) -> datetime | None:
+    """The oldest of the brand's change streams' last complete pulls; ``None`` before every stream had one."""
+    return conn.execute(FEED_READ_TO_END_SQL, (brand_code,)).fetchone()[0]
 
 
 def budget_keys(conn: psycopg.Connection) -> list[BudgetKey]:
@@ -334,7 +348,11 @@ def read_panels(
             "level": str(scan.level),
             "link": dag_path(initial_dag),
         },
-        "runs": {"rows": [run.as_json() for run in runs], "link": dag_path(incremental_dag) if last else None},
+        "runs": {
+            "rows": [run.as_json() for run in runs],
+            "feed_read_to_end_at": _iso(feed_read_to_end_at(conn, brand_code)),
+            "link": dag_path(incremental_dag) if last else None,
+        },
         "outbox": {
             "by_state": [{"state": s, "code": c, "count": n} for s, c, n in outbox_rows],
             "unsent_rets": watch.unsent,
@@ -344,6 +362,8 @@ def read_panels(
             "held_for_approval": held_updates(conn, brand_code),
             "undelivered": undelivered,
             "earliest_deadline": watch.earliest_deadline.isoformat() if watch.earliest_deadline else None,
+            # Legal deadlines are days of Turkish law: the page shows them in this zone, labelled.
+            "deadline_time_zone": IYS_TIMEZONE.key,
             "level": str(deadline_level(watch.earliest_deadline, watch.overdue, now)),
             "link": last_task("push_consent_updates"),
         },
@@ -360,12 +380,25 @@ def read_panels(
                     "report_date": day.isoformat(),
                     "status": status,
                     "agreed_at": agreed.isoformat() if agreed else None,
-                    "link": run_path(reconciliation_dag_id(incremental_dag), run_id) if run_id else None,
+                    "link": _day_link(reconciliation_dag_id(incremental_dag), run_id, map_index),
                     "evidence_kept": archived,
                 }
-                for day, status, agreed, run_id, _, archived in reconciled
+                for day, status, agreed, run_id, _, archived, map_index in reconciled
             ],
             "level": str(reconciliation_level(row[1] for row in reconciled)),
         },
         "push": push_panel(conn, brand_code, now, incremental_dag),
     }
+
+
+def _day_link(dag_id: str, run_id: str | None, map_index: int | None) -> str | None:
+    """The day's own task instance in the run that last worked on it; the run when its index is unknown."""
+    if not run_id:
+        return None
+    if map_index is None:  # a row written before the map index was recorded
+        return run_path(dag_id, run_id)
+    return task_path(dag_id, run_id, RECONCILIATION_DAY_TASK, map_index)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

@@ -96,6 +96,7 @@ RECONCILIATION_COLUMNS = (
     "file_layout",
     "hash_waiting_since",
     "repair",
+    "map_index",
 )
 _JSON_COLUMNS = frozenset({"summary_ours", "summary_iys", "difference", "repair"})
 

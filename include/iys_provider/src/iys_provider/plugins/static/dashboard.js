@@ -33,7 +33,61 @@ document.addEventListener("click", (event) => {
 
 const fmt = (n) => (n === null || n === undefined ? NOT_RECORDED : Number(n).toLocaleString("en-US"));
 const pct = (x) => (x === null || x === undefined ? NOT_RECORDED : `${(100 * x).toFixed(1)} %`);
-const when = (iso) => (iso ? new Date(iso).toISOString().replace("T", " ").slice(0, 16) + " UTC" : NOT_RECORDED);
+
+// Times are shown in the Airflow UI's time zone: the user's choice, which the UI keeps in the
+// browser's localStorage under "timezone" (JSON-encoded; same origin, so this page reads it),
+// else the browser's own zone, as the UI itself defaults (Airflow 3 has no server-side UI zone).
+// Legal deadlines are days of Turkish law: always Turkey time, labelled as such.
+const UI_TIMEZONE_KEY = "timezone";
+const TURKEY = "Europe/Istanbul";
+
+function validZone(zone) {
+  try { new Intl.DateTimeFormat("en-US", { timeZone: zone }); return true; } catch { return false; }
+}
+
+function uiTimeZone() {
+  let chosen = null;
+  try {
+    const raw = window.localStorage.getItem(UI_TIMEZONE_KEY);
+    if (raw) { try { chosen = JSON.parse(raw); } catch { chosen = raw; } }
+  } catch { /* storage refused: the browser's zone */ }
+  if (typeof chosen === "string" && chosen && validZone(chosen)) return chosen;
+  return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+}
+
+let zone = uiTimeZone();
+
+// "2026-12-01 15:00 UTC+3": the moment in `tz`, with its offset as a label ("UTC" for UTC itself).
+function inZone(iso, tz) {
+  const parts = {};
+  new Intl.DateTimeFormat("en-US", {
+    timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+    hourCycle: "h23", timeZoneName: "shortOffset",
+  }).formatToParts(new Date(iso)).forEach((p) => { parts[p.type] = p.value; });
+  // Intl says "GMT", "GMT+0" or "GMT+3": a zero offset is plain "UTC".
+  const offset = /^GMT([+-]0)?$/.test(parts.timeZoneName) ? "UTC" : parts.timeZoneName.replace("GMT", "UTC");
+  return { date: `${parts.year}-${parts.month}-${parts.day}`, time: `${parts.hour}:${parts.minute}`, offset };
+}
+
+const when = (iso) => {
+  if (!iso) return NOT_RECORDED;
+  const t = inZone(iso, zone);
+  return `${t.date} ${t.time} ${t.offset}`;
+};
+const whenShort = (iso) => { const t = inZone(iso, zone); return `${t.date.slice(5)} ${t.time}`; };
+const legalDeadline = (iso) => {
+  const t = inZone(iso, TURKEY);
+  return `${t.date} ${t.time} Turkey time (${t.offset})`;
+};
+
+// Nothing to wait for: one line in place of the table, not a bare header.
+function emptyNote(table, text) {
+  table.replaceChildren();
+  const tr = table.insertRow();
+  const td = cell(text, "muted empty");
+  td.colSpan = 8;
+  tr.append(td);
+}
 
 function cell(text, cls) {
   const td = document.createElement("td");
@@ -87,6 +141,8 @@ function drawConsents(c) {
   rows(el.querySelector("table"), channels.map((ch) => [ch, fmt(c.counts[ch].ONAY), fmt(c.counts[ch].RET), fmt(c.counts[ch].unknown), [sendable(ch), "ok"], heldOut(ch)]),
     ["channel", "ONAY", "RET", "unknown", "sendable users", "ONAY held out now by opt-outs not yet in İYS"]);
   el.querySelector("table").createCaption().textContent = `sendable counted ${when(c.sendable_counted_at)}`;
+  el.querySelector(".sendable-note").textContent =
+    "Sendable users can exceed ONAY: several users may share one phone number or e-mail address, and each of them counts.";
 }
 
 function drawInitialSync(s) {
@@ -104,24 +160,61 @@ function drawInitialSync(s) {
   ]);
 }
 
+// Seven series share one axis and often one value (a quiet run: all zero; pulled = applied): each
+// has its own dash and point style, so a line lying on another still shows, and the table below
+// the chart gives every run's figures.
+const RUN_SERIES = [
+  ["pulled", "#3182ce", [], "circle"],
+  ["applied", "#2f855a", [8, 4], "rect"],
+  ["new_users", "#805ad5", [2, 3], "triangle"],
+  ["pushed", "#38a169", [12, 3, 2, 3], "rectRot"],
+  ["skipped", "#718096", [4, 4], "crossRot"],
+  ["rejected", "#dd6b20", [1, 5], "star"],
+  ["failed", "#c53030", [10, 6], "rectRounded"],
+];
+
+function feedLagNote(r, latest) {
+  if (latest && latest.feed_lag_days !== null) {
+    return `latest run's feed lag: ${(24 * latest.feed_lag_days).toFixed(1)} h (warning from 6 days; İYS serves 7 days of movements)`;
+  }
+  // A run that pulled nothing records no lag: say how current the feed is instead, from the last
+  // time every change stream was read to its end.
+  if (latest && latest.pulled === 0 && r.feed_read_to_end_at) {
+    return `feed caught up: nothing new in the latest run; every change stream read to its end at ${when(r.feed_read_to_end_at)}`;
+  }
+  return `latest run's feed lag: ${NOT_RECORDED}`;
+}
+
 function drawRuns(r) {
   const el = panel("panel-runs", { ready: r.rows.length > 0, link: r.link });
   const latest = r.rows[r.rows.length - 1];
   const note = el.querySelector(".lag-note");
-  note.textContent = latest && latest.feed_lag_days !== null
-    ? `latest run's feed lag: ${(24 * latest.feed_lag_days).toFixed(1)} h (warning from 6 days; İYS serves 7 days of movements)`
-    : `latest run's feed lag: ${NOT_RECORDED}`;
-  note.className = `lag-note ${latest ? latest.feed_lag_level : ""}`;
-  const labels = r.rows.map((x) => when(x.finished_at).slice(5, 16));
-  const series = [
-    ["pulled", "#3182ce"], ["applied", "#2f855a"], ["new_users", "#805ad5"], ["pushed", "#38a169"],
-    ["skipped", "#a0aec0"], ["rejected", "#dd6b20"], ["failed", "#c53030"],
-  ];
+  note.textContent = feedLagNote(r, latest);
+  note.className = `lag-note ${latest && latest.feed_lag_days !== null ? latest.feed_lag_level : latest && r.feed_read_to_end_at && latest.pulled === 0 ? "ok" : ""}`;
+  const labels = r.rows.map((x) => whenShort(x.finished_at));
   const open = (event, elements) => { if (elements.length) openInAirflow(new URL(r.rows[elements[0].index].link, AIRFLOW).href); };
   chart("chart-runs", {
     type: "line",
-    data: { labels, datasets: series.map(([key, color]) => ({ label: key.replace("_", " "), data: r.rows.map((x) => x[key]), borderColor: color, backgroundColor: color })) },
-    options: { onClick: open, plugins: { title: { display: true, text: "movements and outbox per run (click a point: its report task)" } } },
+    data: {
+      labels,
+      // The legend carries each series' latest value: series on the same line still read apart.
+      datasets: RUN_SERIES.map(([key, color, dash, pointStyle]) => ({
+        label: `${key.replace("_", " ")} (latest ${fmt(latest ? latest[key] : null)})`,
+        data: r.rows.map((x) => x[key]), borderColor: color, backgroundColor: color,
+        borderDash: dash, pointStyle, pointRadius: 4, pointHoverRadius: 6, borderWidth: 2,
+        clip: false,  // a series on 0 is drawn whole on the axis, not cut in half
+      })),
+    },
+    options: {
+      onClick: open,
+      interaction: { mode: "index", intersect: false },  // the tooltip lists every series of the run
+      // Counts: from 0, whole numbers; an all-zero run gets 0…5, not Chart.js's −1…1.
+      scales: { y: { min: 0, suggestedMax: 5, ticks: { precision: 0 } } },
+      plugins: {
+        title: { display: true, text: `movements and outbox per run (times in ${zone}); click a point: its report task` },
+        legend: { labels: { usePointStyle: true } },
+      },
+    },
   });
   chart("chart-lag", {
     type: "bar",
@@ -135,6 +228,22 @@ function drawRuns(r) {
     },
     options: { onClick: open, scales: { y: { beginAtZero: true, suggestedMax: 7.5 } } },
   });
+  // One row per run, newest first, with a link to the run itself.
+  const table = el.querySelector("table.runs");
+  const newestFirst = [...r.rows].reverse();
+  rows(table, newestFirst.map((x) => [
+    when(x.finished_at), fmt(x.pulled), fmt(x.applied), fmt(x.new_users), fmt(x.pushed), fmt(x.skipped),
+    [fmt(x.rejected), x.rejected ? "warning" : ""], [fmt(x.failed), x.failed ? "danger" : ""],
+    x.feed_lag_days === null ? "–" : [`${(24 * x.feed_lag_days).toFixed(1)} h`, x.feed_lag_level], "run",
+  ]), ["finished", "pulled", "applied", "new users", "pushed", "skipped", "rejected", "failed", "feed lag", ""]);
+  table.querySelectorAll("tr").forEach((tr, i) => {
+    const run = newestFirst[i - 1];
+    if (!run) return;
+    tr.dataset.runId = run.run_id;
+    const a = Object.assign(document.createElement("a"), { href: new URL(run.run_link, AIRFLOW).href, target: "_top", textContent: "run" });
+    a.title = run.run_id;
+    tr.lastElementChild.replaceChildren(a);
+  });
 }
 
 function drawOutbox(o) {
@@ -143,14 +252,18 @@ function drawOutbox(o) {
     ["unsent opt-outs (RET)", fmt(o.unsent_rets)],
     ["due within 24 h", [fmt(o.due_within_24h), o.due_within_24h ? "danger" : ""]],
     ["past their deadline", [fmt(o.overdue_rets), o.overdue_rets ? "danger" : ""]],
-    ["oldest unsent RET's legal deadline", [o.earliest_deadline ? when(o.earliest_deadline) : "none pending", o.level]],
+    ["oldest unsent RET's legal deadline", [o.earliest_deadline ? legalDeadline(o.earliest_deadline) : "none pending", o.level]],
   ]);
-  rows(el.querySelector("table.states"), o.by_state.map((x) => [x.state, x.code || "–", fmt(x.count)]), ["state", "code", "rows"]);
+  if (o.by_state.length) {
+    rows(el.querySelector("table.states"), o.by_state.map((x) => [x.state, x.code || "–", fmt(x.count)]), ["state", "code", "rows"]);
+  } else {
+    emptyNote(el.querySelector("table.states"), "Nothing waiting: the outbox holds no consent change.");
+  }
   rows(
     el.querySelector("table.undelivered"),
     o.undelivered.map((x) => [
       x.id, x.type, x.state, x.code || "–", when(x.consent_date),
-      [when(x.deadline), x.acknowledged_at ? "" : x.overdue ? "danger" : "warning"],
+      [legalDeadline(x.deadline), x.acknowledged_at ? "" : x.overdue ? "danger" : "warning"],
       x.acknowledged_at ? when(x.acknowledged_at) : "–",
     ]),
     o.undelivered.length ? ["RET not in İYS (outbox id)", "channel", "state", "code", "consent date", "legal deadline", "acknowledged"] : null,
@@ -175,13 +288,15 @@ function drawBudget(b) {
   if (!b.keys.length) { box.textContent = NOT_RECORDED; box.className = "keys not-recorded"; return; }
   for (const k of b.keys) {
     const h = document.createElement("h3");
-    h.textContent = `client IP ${k.budget_key}`;
+    // The key names İYS's host (and the egress label), not the client IP İYS counts against.
+    h.textContent = `İYS host ${k.iys_host}${k.egress_label ? `, egress ${k.egress_label}` : ""}`;
+    h.title = `budget and limiter key: ${k.budget_key}`;
     const table = document.createElement("table");
     table.className = "figures";
     rows(table, [
       ["token requests, last hour", [`${fmt(k.token_requests_last_hour)} of ${k.token_limit}`, k.token_level]],
       ["H084 block", k.blocked_until ? [`until ${when(k.blocked_until)}`, "danger"] : ["none", "ok"]],
-      [`requests since ${k.requests_since ? when(k.requests_since).slice(11) : "–"}`, [fmt(k.requests)]],
+      [`requests since ${k.requests_since ? when(k.requests_since) : "–"}`, [fmt(k.requests)]],
       ["of which 429", [fmt(k.rate_limited), k.requests_level]],
       ["success ratio, 24 h (İYS line 70 %)", [pct(k.success_ratio_24h), k.ratio_level]],
       ["learned request rate", k.learned_rate === null ? [NOT_RECORDED] : `${k.learned_rate.toFixed(2)} req/s`],
@@ -196,7 +311,7 @@ function drawReconciliation(r) {
   if (r === null) { rows(table, [["status per day", [NOT_RECORDED]]]); return; }
   const evidence = (d) => (d.evidence_kept ? "file and .tsr archived" : d.agreed_at ? ["no evidence kept", "warning"] : "–");
   rows(table, r.days.map((d) => [d.report_date, [d.status, { mismatch: "danger", hash_error: "danger", pending: "warning" }[d.status] || "ok"], when(d.agreed_at), evidence(d)]),
-    ["day", "status", "agreed at", "evidence"]);
+    ["day (Turkey time)", "status", "agreed at", "evidence"]);
   table.querySelectorAll("tr").forEach((tr, i) => {
     const day = r.days[i - 1];
     if (day && day.link) {
@@ -241,6 +356,7 @@ async function load(brand) {
   try {
     const data = await getJSON(`panels/${brand}`);
     document.getElementById("generated").textContent = `as of ${when(data.generated_at)}`;
+    document.getElementById("zone").textContent = `times in ${zone} (the Airflow UI's time zone); legal deadlines in Turkey time (${TURKEY})`;
     drawConsents(data.consents);
     drawInitialSync(data.initial_sync);
     drawRuns(data.runs);
@@ -270,6 +386,14 @@ function watchPush(brand) {
     }
   }, PUSH_REFRESH_MS);
 }
+
+// The user picks another zone in the Airflow UI (another window of this origin): redraw in it.
+window.addEventListener("storage", (event) => {
+  if (event.key !== UI_TIMEZONE_KEY && event.key !== null) return;
+  zone = uiTimeZone();
+  const brand = document.body.dataset.loaded;
+  if (brand) load(brand);
+});
 
 async function main() {
   const select = document.getElementById("brand");
