@@ -77,6 +77,7 @@ class IysSettings(BaseModel):
     reconciliation_archive: str = "default"
     reconciliation_file_format: str = DEFAULT_FILE_FORMAT
     reconciliation_hash_wait_minutes: float = Field(DEFAULT_MAX_WAIT.total_seconds() / 60, ge=0)
+    deferrable_waits: bool = False
     dashboard_postgres_conn_id: str = DEFAULT_POSTGRES_CONN_ID
     push_postgres_conn_id: str = DEFAULT_POSTGRES_CONN_ID
     push_receiver_host: str = "127.0.0.1"
@@ -120,6 +121,8 @@ class Option:
             return None
         if isinstance(value, tuple):
             return ",".join(value)
+        if isinstance(value, bool):
+            return str(value).lower()
         return format(value, "g") if isinstance(value, float) else str(value)
 
 
@@ -197,6 +200,18 @@ def _positive_seconds(text: str, label: str) -> float:
     if value == 0:
         raise IysConfigError(f"{label} must be a number of seconds above 0, not {text!r}")
     return value
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _boolean(text: str, label: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise IysConfigError(f"{label} must be true or false, not {text!r}")
 
 
 def _cron(text: str, label: str) -> str | None:
@@ -354,6 +369,16 @@ OPTIONS: tuple[Option, ...] = (
         _DAG_PARSE + "; default of the reconciliation's Param",
         "How long a day's unfinished İYS hash job is waited for before the day is left pending for the next run.",
         "30",
+    ),
+    Option(
+        "deferrable_waits",
+        "boolean",
+        _boolean,
+        _DAG_PARSE,
+        "Wait for İYS's batch results and the reconciliation's hash on the triggerer (deferrable sensors) "
+        "instead of rescheduling the tasks: no worker slot and no task start per look, but the triggerer then "
+        "calls İYS, so its egress IP must be whitelisted by İYS too.",
+        "true",
     ),
     Option(
         "dashboard_postgres_conn_id",

@@ -221,7 +221,12 @@ def build_incremental_sync_dag(
             task_id="push_consent_updates", trigger_rule="all_done", retries=2, **iys, **conns
         )
         wait = IysBatchResultSensor(
-            task_id="wait_for_batch_results", trigger_rule="all_done", retries=2, **iys, **conns
+            task_id="wait_for_batch_results",
+            trigger_rule="all_done",
+            retries=2,
+            deferrable=settings.deferrable_waits,
+            **iys,
+            **conns,
         )
         retention_step = IysApplyRetentionOperator(
             task_id="apply_retention",

@@ -138,6 +138,7 @@ def build_reconciliation_dag(
                 max_wait_minutes="{{ params.hash_wait_minutes }}",
                 trigger_rule="all_done",  # the summary is informative; the hash decides
                 retries=2,
+                deferrable=settings.deferrable_waits,
                 **iys,
                 **conns,
             )

@@ -14,6 +14,8 @@ from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IYS_RETRY_POLICY, IysConnections
 from iys_provider.outbox.rules import DEFAULT_MAX_BATCH_AGE
 from iys_provider.outbox.settlement import BatchResultsSummary, OutboxSettlement
+from iys_provider.triggers.batch_results import IysBatchResultsTrigger
+from iys_provider.triggers.polling import raise_trigger_error
 
 __all__ = ["BatchResultsSummary", "IysBatchResultSensor"]
 
@@ -44,6 +46,9 @@ class IysBatchResultSensor(IysConnections, BaseSensorOperator):
     :param hook_params: keyword arguments for :class:`~iys_provider.hooks.iys.IysHook`.
     :param retry_policy: :class:`~iys_provider.operators.base.IysRetryPolicy` unless given here or in the
         DAG's ``default_args`` (``None`` turns it off).
+    :param deferrable: after a first pass on the worker, wait on the triggerer
+        (:class:`~iys_provider.triggers.batch_results.IysBatchResultsTrigger`, the same pass every
+        ``poke_interval``, calling İYS from the triggerer's IP) instead of rescheduling the task.
     """
 
     lineage = TaskLineage(reads=("consent_updates",), writes=("consent_updates", "consents"), iys_reads=True)
@@ -61,10 +66,12 @@ class IysBatchResultSensor(IysConnections, BaseSensorOperator):
         max_batch_age_seconds: float = DEFAULT_MAX_BATCH_AGE.total_seconds(),
         hook_params: dict[str, Any] | None = None,
         retry_policy: RetryPolicy | None = IYS_RETRY_POLICY,
+        deferrable: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, retry_policy=retry_policy, **kwargs)
         self._use_connections(iys_conn_id, postgres_conn_id, hook_params)
+        self.deferrable = deferrable
         self.max_batch_age = timedelta(seconds=max_batch_age_seconds)
         self._run_id_outside_a_run = f"adhoc-{uuid.uuid4()}"
 
@@ -75,3 +82,27 @@ class IysBatchResultSensor(IysConnections, BaseSensorOperator):
                 self.iys_hook, conn, run_id, max_batch_age=self.max_batch_age, log=self.log
             ).run()
         return PokeReturnValue(is_done=settled.still_waiting == 0, xcom_value=settled.summary)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
+        self.defer(
+            trigger=IysBatchResultsTrigger(
+                iys_conn_id=self.iys_conn_id,
+                postgres_conn_id=self.postgres_conn_id,
+                hook_params=self.hook_params,
+                run_id=str(context.get("run_id") or self._run_id_outside_a_run),
+                max_batch_age_seconds=self.max_batch_age.total_seconds(),
+                poke_interval=self.poke_interval,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> BatchResultsSummary:
+        """Resumes a deferred wait: every batch is settled; the run's counts are the trigger's last pass."""
+        raise_trigger_error(event)
+        return event["summary"]

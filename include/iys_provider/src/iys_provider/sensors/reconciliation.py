@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, RetryPolicy
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from iys_provider.exceptions import IysApiError
 from iys_provider.hooks.iys import IysHook
 from iys_provider.lineage import TaskLineage
 from iys_provider.operators.base import (
@@ -20,18 +19,11 @@ from iys_provider.operators.base import (
     failing_without_retries,
 )
 from iys_provider.reconciliation.day import ensure_in_window, parse_report_date
-from iys_provider.reconciliation.rules import (
-    DEFAULT_MAX_WAIT,
-    SETTLED,
-    DayStatus,
-    HashJobVerdict,
-    describe_hash_method,
-    hash_job_verdict,
-    summary_total,
-    waiting_reason,
-)
-from iys_provider.reconciliation.store import read_reconciliation, save_reconciliation
+from iys_provider.reconciliation.hash_wait import HashLook, look_at_hash_job
+from iys_provider.reconciliation.rules import DEFAULT_MAX_WAIT, HashJobVerdict
 from iys_provider.templating import TemplatedValueError, as_float
+from iys_provider.triggers.polling import raise_trigger_error
+from iys_provider.triggers.reconciliation_hash import IysReconciliationHashTrigger
 
 
 class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
@@ -48,11 +40,16 @@ class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
     reschedules and retries measure from them. A 204 while neither side counts a movement that
     day ends the wait too (nothing to agree on).
 
-    Reschedule mode by default: no worker slot is held between pokes.
+    Reschedule mode by default: no worker slot is held between pokes. With ``deferrable=True`` the
+    worker looks once, then the wait runs as :class:`~iys_provider.triggers.reconciliation_hash.IysReconciliationHashTrigger`
+    on the triggerer (which then calls İYS, from its own IP), every ``poke_interval``; the same
+    service records each look, so both modes measure the same wait and end the same way.
 
     :param report_date: the day, ``YYYY-MM-DD``. (templated)
     :param max_wait_minutes: how long a day's unfinished hash job is waited for. (templated)
-    :param clock: the current time (aware), for tests; default the system clock.
+    :param clock: the current time (aware), for tests; default the system clock (the trigger's is always
+        the system clock).
+    :param deferrable: wait on the triggerer instead of rescheduling the task between looks.
     :param retry_policy: :class:`~iys_provider.operators.base.IysRetryPolicy` unless given here or in the
         DAG's ``default_args`` (``None`` turns it off).
     """
@@ -74,10 +71,12 @@ class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
         hook_params: dict[str, Any] | None = None,
         clock: Callable[[], datetime] | None = None,
         retry_policy: RetryPolicy | None = IYS_RETRY_POLICY,
+        deferrable: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, retry_policy=retry_policy, **kwargs)
         self._use_connections(iys_conn_id, postgres_conn_id, hook_params)
+        self.deferrable = deferrable
         self.report_date = report_date
         self.max_wait_minutes = max_wait_minutes
         self.clock = clock
@@ -93,74 +92,61 @@ class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
         return timedelta(minutes=minutes)
 
     def poke(self, context: Context) -> PokeReturnValue:
+        day, max_wait = self._day_and_max_wait()
+        with self.database() as conn, failing_without_retries():
+            look = look_at_hash_job(
+                self.iys_hook, conn, day, run_id=self._run_id(context), max_wait=max_wait, now=self._now()
+            )
+        return self._outcome(look)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        # One look from the worker first: a day already agreed on, or a job İYS has finished, ends here.
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
+        day, max_wait = self._day_and_max_wait()
+        self.defer(
+            trigger=IysReconciliationHashTrigger(
+                iys_conn_id=self.iys_conn_id,
+                postgres_conn_id=self.postgres_conn_id,
+                hook_params=self.hook_params,
+                report_date=day.isoformat(),
+                max_wait_seconds=max_wait.total_seconds(),
+                run_id=self._run_id(context),
+                poke_interval=self.poke_interval,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resumes a deferred wait: the trigger's last look decides, as a poke's would."""
+        with failing_without_retries():
+            raise_trigger_error(event)
+        return self._outcome(HashLook.from_event(event["look"])).xcom_value
+
+    def _outcome(self, look: HashLook) -> PokeReturnValue:
+        day = look.day
+        if look.verdict is HashJobVerdict.ERROR:
+            raise AirflowFailException(f"{day}: {look.detail}")
+        if look.verdict is HashJobVerdict.TOO_LONG:
+            self.log.warning("%s: %s", day, look.detail)
+            raise AirflowSkipException(f"{day}: {look.detail}")
+        if look.verdict is HashJobVerdict.WAIT:
+            self.log.info("%s: İYS's hash job is %s; waiting", day, look.process_status)
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value={"report_date": day.isoformat(), "process": look.outcome})
+
+    def _day_and_max_wait(self) -> tuple[date, timedelta]:
         with failing_without_retries():
             day = parse_report_date(self.report_date)
             ensure_in_window(day)
-        max_wait = self._max_wait()
-        run_id = str(context.get("run_id") or self._run_id_outside_a_run)
-        with self.database() as conn:
-            brand_code = self.iys_hook.brand_code
-            row = read_reconciliation(conn, brand_code, day) or {}
-            if row.get("status") in SETTLED and row.get("hash_iys"):
-                return PokeReturnValue(is_done=True, xcom_value={"report_date": day.isoformat(), "process": "agreed"})
-            try:
-                info = self.iys_hook.get_agreement(day)
-            except IysApiError as exc:
-                if exc.status_code in (400, 403, 404, 422):
-                    # A refusal will not change by asking again (and each one costs success ratio).
-                    save_reconciliation(conn, brand_code, day, run_id=run_id, detail=f"İYS refused: {exc}"[:500])
-                    raise AirflowFailException(f"{day}: İYS refused the hash query: {exc}") from None
-                raise
-            now = self.clock() if self.clock else datetime.now(UTC)
-            values: dict[str, Any] = {"run_id": run_id}
-            status = None if info is None else info.process_status.strip().lower()
-            queued_since = row.get("hash_queued_since")
-            if status == "queued":
-                if queued_since is None:
-                    values["hash_queued_since"] = now
-            elif queued_since is not None:
-                values["hash_queued_since"] = None
-            day_is_empty = (
-                row.get("summary_ours") is not None
-                and row.get("summary_iys") is not None
-                and not summary_total(row["summary_ours"])
-                and not summary_total(row["summary_iys"])
-            )
-            finished = status in ("completed", "error") and (status == "error" or bool(info and info.hash_value))
-            waiting_since = row.get("hash_waiting_since")
-            if finished or (info is None and day_is_empty):
-                if waiting_since is not None:
-                    values["hash_waiting_since"] = None
-            elif waiting_since is None:
-                waiting_since = values["hash_waiting_since"] = now
-            verdict = hash_job_verdict(
-                info,
-                waited_for=None if waiting_since is None else now - waiting_since,
-                max_wait=max_wait,
-                day_is_empty=day_is_empty,
-            )
-            values["process_status"] = ("no_movements" if day_is_empty else "no_value") if info is None else status
-            if verdict is HashJobVerdict.COMPLETED:
-                assert info is not None and info.hash_value
-                values["hash_iys"] = info.hash_value.strip().lower()
-                values["hash_method"] = describe_hash_method(info.hash_method, info.hash_value)
-            elif verdict is HashJobVerdict.ERROR:
-                values["status"] = DayStatus.HASH_ERROR.value
-                values["detail"] = "İYS's hash job ended in error"
-            elif verdict is HashJobVerdict.TOO_LONG:
-                assert waiting_since is not None
-                if row.get("status") not in SETTLED:
-                    values["status"] = DayStatus.PENDING.value
-                values["hash_iys"] = None
-                since = (queued_since or now) if status == "queued" else waiting_since
-                values["detail"] = waiting_reason(values["process_status"], since, max_wait)
-            save_reconciliation(conn, brand_code, day, **values)
-        if verdict is HashJobVerdict.ERROR:
-            raise AirflowFailException(f"{day}: {values['detail']}")
-        if verdict is HashJobVerdict.TOO_LONG:
-            self.log.warning("%s: %s", day, values["detail"])
-            raise AirflowSkipException(f"{day}: {values['detail']}")
-        if verdict is HashJobVerdict.WAIT:
-            self.log.info("%s: İYS's hash job is %s; waiting", day, values["process_status"])
-            return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value={"report_date": day.isoformat(), "process": verdict.value})
+        return day, self._max_wait()
+
+    def _run_id(self, context: Context) -> str:
+        return str(context.get("run_id") or self._run_id_outside_a_run)
+
+    def _now(self) -> datetime:
+        return self.clock() if self.clock else datetime.now(UTC)
