@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import random
 from datetime import timedelta
@@ -223,3 +224,38 @@ def run_bench_script(script: str, args: list[str], postgres_server_uri: str, db_
         assert raw["arguments"] and raw["machine"]["cpus"] >= 1
         assert postgres_server_uri not in json.dumps(raw), "the server URI (it may hold a password) was written"
     return result
+
+
+def rebuilt_trigger(trigger, **overrides):
+    """The trigger as the triggerer rebuilds it from its serialized form (``overrides`` replace kwargs)."""
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(**{**kwargs, **overrides})
+
+
+def first_event_after(trigger, *, looked, then, deadline: float = 60.0):
+    """Run ``trigger`` until ``looked()`` holds (checked while it waits), call ``then()``, return its first event.
+
+    Fails if the trigger fires before ``looked()`` holds or nothing comes within ``deadline`` seconds.
+    """
+    import asyncio
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        events = trigger.run()
+        first = asyncio.ensure_future(events.__anext__())
+        end = loop.time() + deadline
+        try:
+            while not await asyncio.to_thread(looked):
+                assert not first.done(), f"the trigger fired before the condition held: {first.result()}"
+                assert loop.time() < end, "the trigger never got to the condition"
+                await asyncio.wait({first}, timeout=0.02)
+            then()
+            return await asyncio.wait_for(first, deadline)
+        finally:
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+            await events.aclose()
+
+    return asyncio.run(main())

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import requests
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
 from incremental_support import consent, pull
 
 from iys_provider.models import IYS_TIMEZONE
@@ -30,7 +30,8 @@ from iys_provider.operators.reconciliation import (
 )
 from iys_provider.reconciliation.rules import reconciliation_window
 from iys_provider.sensors.reconciliation import IysReconciliationHashSensor
-from tests_support import SIM_BRAND_CODE, sim_control
+from iys_provider.triggers.reconciliation_hash import IysReconciliationHashTrigger
+from tests_support import SIM_BRAND_CODE, first_event_after, rebuilt_trigger, sim_control
 
 PHONE_A, PHONE_B, PHONE_C = "+905321110101", "+905321110102", "+905321110103"
 EMAIL = "ayse@example.com"
@@ -684,3 +685,63 @@ def test_a_stuck_day_does_not_hold_the_dag_run_and_a_later_run_agrees_it(airflow
     assert archived(stuck, "csv").read_bytes() == sim_daily_file(sim, stuck)
     asked = {r["path"].split("/")[6] for r in iys_requests(sim) if r["endpoint"] != "token"}
     assert asked == {stuck.isoformat()}
+
+
+def test_a_deferred_hash_wait_ends_on_the_triggerer_as_the_sensor_would(world, pg):
+    sim = world
+    day = days_ago(3)
+    movements_on(sim, day)
+    pull_both()
+    sim_control(sim, "config", {"reconciliation_queue_seconds": 30, "reconciliation_hash_seconds": 90})
+    context = {"run_id": "night-6"}
+    IysCompareSummaryOperator(task_id="compare_summary", report_date=day.isoformat()).execute(context)
+    sensor = IysReconciliationHashSensor(
+        task_id="wait_for_hash", report_date=day.isoformat(), deferrable=True, poke_interval=0.05
+    )
+
+    # The worker's look starts İYS's job (queued); the wait moves to the triggerer.
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context)
+    assert reconciliation(pg, day)["process_status"] == "queued"
+    trigger = rebuilt_trigger(deferred.value.trigger)
+    assert isinstance(trigger, IysReconciliationHashTrigger) and trigger.report_date == day.isoformat()
+
+    def looks() -> int:
+        return sum(r["method"] == "GET" and f"agreements/{day}" in r["path"] for r in iys_requests(sim))
+
+    # The trigger looks again while the job runs; İYS's clock then passes the job's end.
+    event = first_event_after(
+        trigger, looked=lambda: looks() >= 3, then=lambda: sim_control(sim, "clock", {"advance_seconds": 200})
+    )
+    assert event.payload["status"] == "done"
+    assert sensor.execute_complete(context, event.payload) == {"report_date": day.isoformat(), "process": "completed"}
+    row = reconciliation(pg, day)
+    assert row["process_status"] == "completed" and row["hash_iys"] and row["hash_waiting_since"] is None
+    assert run_day(day, context=context)["status"] == "agreed"
+
+
+def test_a_deferred_hash_wait_that_ends_in_error_fails_the_day(world, pg):
+    sim = world
+    day = days_ago(4)
+    movements_on(sim, day)
+    pull_both()
+    sim_control(
+        sim,
+        "config",
+        {"reconciliation_queue_seconds": 30, "reconciliation_job_modes": {day.isoformat(): "error"}},
+    )
+    context = {"run_id": "night-7"}
+    IysCompareSummaryOperator(task_id="compare_summary", report_date=day.isoformat()).execute(context)
+    sensor = IysReconciliationHashSensor(
+        task_id="wait_for_hash", report_date=day.isoformat(), deferrable=True, poke_interval=0.05
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context)
+    event = first_event_after(
+        rebuilt_trigger(deferred.value.trigger),
+        looked=lambda: True,
+        then=lambda: sim_control(sim, "clock", {"advance_seconds": 200}),
+    )
+    with pytest.raises(AirflowFailException, match="hash job ended in error"):
+        sensor.execute_complete(context, event.payload)
+    assert reconciliation(pg, day)["status"] == "hash_error"
