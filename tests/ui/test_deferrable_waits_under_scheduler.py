@@ -26,6 +26,9 @@ from iys_provider.models import IYS_TIMEZONE
 
 pytestmark = pytest.mark.stack
 BRAND = local_stack.SIM_BRAND_CODE
+CONN_ID = "iys_deferrable"
+#: More than the outbox sends one by one (``single_add_threshold``): they go to İYS as a batch.
+OPT_OUTS = 60
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def stack(postgres_server_uri, request):
         (dags / name).symlink_to(ROOT / "dags" / name)
     sim_port = _free_port()
     conn = local_stack.connections("postgresql://unused@127.0.0.1/unused", f"http://127.0.0.1:{sim_port}", 8)
-    conn["iys_default"]["extra"]["batch_result_delay_seconds"] = 0  # İYS requires 5 minutes; its simulator none
+    conn["iys_default"]["extra"]["batch_result_delay_seconds"] = 0  # İYS requires 5 minutes
     env = {
         "AIRFLOW_DAGS_FOLDER": str(dags),
         "AIRFLOW__IYS__DEFERRABLE_WAITS": "true",
@@ -47,7 +50,10 @@ def stack(postgres_server_uri, request):
         "IYS_DEMO_USERS": "20",
         "IYS_PUSH": "0",
         "IYS_SIM_PORT": str(sim_port),
-        "AIRFLOW_CONN_IYS_DEFAULT": json.dumps(conn["iys_default"]),
+        # A connection of its own (the stack writes iys_default): results are asked for at once.
+        "IYS_CONNECTIONS": CONN_ID,
+        f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(conn["iys_default"]),
+        f"AIRFLOW_VAR_IYS_RECIPIENTS_SQL__{CONN_ID.upper()}": "SELECT id::text AS user_id, phone, email FROM public.users",
     }
     with running_stack(postgres_server_uri, request, workdir, env) as stack:
         sim(stack, "config", {"batch_result_delay": 0})
@@ -92,27 +98,35 @@ def test_the_sync_and_the_reconciliation_complete_with_their_waits_on_the_trigge
                 "SELECT recipient FROM iys.consents WHERE type = 'MESAJ' AND status = 'ONAY' ORDER BY recipient LIMIT 2"
             )
         ]
-        (email,) = conn.execute(
-            "SELECT recipient FROM iys.consents WHERE type = 'EPOSTA' AND status = 'ONAY' ORDER BY recipient LIMIT 1"
-        ).fetchone()
-        # A citizen's RETs three days ago (a day for the reconciliation), and the app's opt-out to push.
+        # A citizen's RETs three days ago: a day for the reconciliation.
         for phone in phones:
-            sim(
-                stack,
-                "citizen_change",
-                {
-                    "recipient": phone,
-                    "type": "MESAJ",
-                    "status": "RET",
-                    "source": "IYS_KISAMESAJ",
-                    "creationDate": f"{day} 10:00:00",
-                },
-            )
-        (update_id,) = conn.execute(
-            "INSERT INTO iys.consent_updates (brand_code, recipient, type, status, consent_date, source) "
-            "VALUES (%s, %s, 'EPOSTA', 'RET', now() - interval '5 minutes', 'HS_MOBIL') RETURNING id",
-            (BRAND, email),
-        ).fetchone()
+            citizen = {"recipient": phone, "type": "MESAJ", "status": "RET", "source": "IYS_KISAMESAJ"}
+            sim(stack, "citizen_change", {**citizen, "creationDate": f"{day} 10:00:00"})
+        # The app's opt-outs for numbers İYS holds as ONAY: enough of them to go in a batch.
+        opted_out = [f"+90537{n:07d}" for n in range(OPT_OUTS)]
+        sim(
+            stack,
+            "seed",
+            {
+                "consents": [
+                    {
+                        "recipient": p,
+                        "type": "MESAJ",
+                        "status": "ONAY",
+                        "consentDate": "2024-03-01 10:00:00",
+                        "source": "HS_WEB",
+                    }
+                    for p in opted_out
+                ]
+            },
+        )
+        with conn.cursor().copy(
+            "COPY iys.consent_updates (brand_code, recipient, type, status, consent_date, source) FROM STDIN"
+        ) as copy:
+            for p in opted_out:
+                copy.write_row(
+                    (BRAND, "0" + p[3:], "MESAJ", "RET", datetime.now(UTC) - timedelta(minutes=5), "HS_MOBIL")
+                )
 
     # The batch's results stay "processing" until the wait is on the triggerer.
     sim(stack, "faults", {"batch_item_status": "processing"})
@@ -127,8 +141,12 @@ def test_the_sync_and_the_reconciliation_complete_with_their_waits_on_the_trigge
     )["task_instances"]
     assert (waited["try_number"], waited["state"]) == (1, "success")  # resumed, not retried or rescheduled
     with psycopg.connect(stack.info["pg_dsn"]) as conn:
-        assert conn.execute("SELECT state FROM iys.consent_updates WHERE id = %s", (update_id,)).fetchone() == ("sent",)
-    assert sim(stack, f"truth?recipient={email}&type=EPOSTA")["status"] == "RET"
+        settled = conn.execute(
+            "SELECT state, count(*) FROM iys.consent_updates WHERE recipient = ANY(%s) GROUP BY 1",
+            (["0" + p[3:] for p in opted_out],),
+        ).fetchall()
+    assert settled == [("sent", OPT_OUTS)]
+    assert sim(stack, f"truth?recipient=%2B{opted_out[0][1:]}&type=MESAJ")["status"] == "RET"
 
     # İYS's hash jobs take their time (on İYS's clock): the day's wait goes to the triggerer.
     sim(stack, "config", {"reconciliation_queue_seconds": 30, "reconciliation_hash_seconds": 60})

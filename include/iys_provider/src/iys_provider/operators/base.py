@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,6 +29,7 @@ from iys_provider.lineage import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.triggers.base import BaseTrigger
 
 #: The pool name docs/configuration.md suggests when İYS work should share a budget across DAGs. No task
 #: uses a pool unless one is configured (``[iys] pool``, see :mod:`iys_provider.config`).
@@ -149,6 +150,34 @@ class IysConnections:
         # Only a hook this task actually created; a later call (the next poke) reopens its session itself.
         if "iys_hook" in self.__dict__:
             self.iys_hook.close()
+
+
+class WaitsOnTheTriggerer:
+    """A sensor whose wait can run on the triggerer (``deferrable=True``): the İYS sensors' ``execute``.
+
+    The worker looks once (``poke``): a wait already over ends there. Otherwise the task defers to
+    :meth:`waiting_trigger`, whose looks are the poke's own service call, until ``timeout``; the
+    sensor's ``execute_complete`` finishes on a worker. Not deferrable: the sensor's own
+    reschedule/poke loop.
+    """
+
+    deferrable: bool
+    timeout: float
+
+    def waiting_trigger(self, context: Context) -> BaseTrigger:
+        raise NotImplementedError
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)  # type: ignore[misc]
+        first = self.poke(context)  # type: ignore[attr-defined]
+        if first.is_done:
+            return first.xcom_value
+        self.defer(  # type: ignore[attr-defined]
+            trigger=self.waiting_trigger(context),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
 
 
 class IysBaseOperator(IysConnections, BaseOperator):

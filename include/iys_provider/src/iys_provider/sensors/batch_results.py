@@ -11,7 +11,12 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, RetryPolic
 
 from iys_provider.hooks.iys import IysHook
 from iys_provider.lineage import TaskLineage
-from iys_provider.operators.base import DEFAULT_POSTGRES_CONN_ID, IYS_RETRY_POLICY, IysConnections
+from iys_provider.operators.base import (
+    DEFAULT_POSTGRES_CONN_ID,
+    IYS_RETRY_POLICY,
+    IysConnections,
+    WaitsOnTheTriggerer,
+)
 from iys_provider.outbox.rules import DEFAULT_MAX_BATCH_AGE
 from iys_provider.outbox.settlement import BatchResultsSummary, OutboxSettlement
 from iys_provider.triggers.batch_results import IysBatchResultsTrigger
@@ -20,7 +25,7 @@ from iys_provider.triggers.polling import raise_trigger_error
 __all__ = ["BatchResultsSummary", "IysBatchResultSensor"]
 
 
-class IysBatchResultSensor(IysConnections, BaseSensorOperator):
+class IysBatchResultSensor(WaitsOnTheTriggerer, IysConnections, BaseSensorOperator):
     """Poll the results of every submitted batch until none is outstanding.
 
     Each poke is one pass of :class:`~iys_provider.outbox.settlement.OutboxSettlement`. The
@@ -83,23 +88,14 @@ class IysBatchResultSensor(IysConnections, BaseSensorOperator):
             ).run()
         return PokeReturnValue(is_done=settled.still_waiting == 0, xcom_value=settled.summary)
 
-    def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        first = self.poke(context)
-        if first.is_done:
-            return first.xcom_value
-        self.defer(
-            trigger=IysBatchResultsTrigger(
-                iys_conn_id=self.iys_conn_id,
-                postgres_conn_id=self.postgres_conn_id,
-                hook_params=self.hook_params,
-                run_id=str(context.get("run_id") or self._run_id_outside_a_run),
-                max_batch_age_seconds=self.max_batch_age.total_seconds(),
-                poke_interval=self.poke_interval,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+    def waiting_trigger(self, context: Context) -> IysBatchResultsTrigger:
+        return IysBatchResultsTrigger(
+            iys_conn_id=self.iys_conn_id,
+            postgres_conn_id=self.postgres_conn_id,
+            hook_params=self.hook_params,
+            run_id=str(context.get("run_id") or self._run_id_outside_a_run),
+            max_batch_age_seconds=self.max_batch_age.total_seconds(),
+            poke_interval=self.poke_interval,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> BatchResultsSummary:

@@ -16,6 +16,7 @@ from iys_provider.operators.base import (
     DEFAULT_POSTGRES_CONN_ID,
     IYS_RETRY_POLICY,
     IysConnections,
+    WaitsOnTheTriggerer,
     failing_without_retries,
 )
 from iys_provider.reconciliation.day import ensure_in_window, parse_report_date
@@ -26,7 +27,7 @@ from iys_provider.triggers.polling import raise_trigger_error
 from iys_provider.triggers.reconciliation_hash import IysReconciliationHashTrigger
 
 
-class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
+class IysReconciliationHashSensor(WaitsOnTheTriggerer, IysConnections, BaseSensorOperator):
     """Poke ``GET …/agreements/{reportDate}`` until İYS's hash of the day is ``completed``.
 
     The first call starts İYS's job (``queued`` → ``inprogress`` → ``completed``). What each answer
@@ -99,26 +100,16 @@ class IysReconciliationHashSensor(IysConnections, BaseSensorOperator):
             )
         return self._outcome(look)
 
-    def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        # One look from the worker first: a day already agreed on, or a job İYS has finished, ends here.
-        first = self.poke(context)
-        if first.is_done:
-            return first.xcom_value
+    def waiting_trigger(self, context: Context) -> IysReconciliationHashTrigger:
         day, max_wait = self._day_and_max_wait()
-        self.defer(
-            trigger=IysReconciliationHashTrigger(
-                iys_conn_id=self.iys_conn_id,
-                postgres_conn_id=self.postgres_conn_id,
-                hook_params=self.hook_params,
-                report_date=day.isoformat(),
-                max_wait_seconds=max_wait.total_seconds(),
-                run_id=self._run_id(context),
-                poke_interval=self.poke_interval,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+        return IysReconciliationHashTrigger(
+            iys_conn_id=self.iys_conn_id,
+            postgres_conn_id=self.postgres_conn_id,
+            hook_params=self.hook_params,
+            report_date=day.isoformat(),
+            max_wait_seconds=max_wait.total_seconds(),
+            run_id=self._run_id(context),
+            poke_interval=self.poke_interval,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from iys_provider.database import iys_database
 from iys_provider.exceptions import (
     IysApiError,
     IysAuthError,
@@ -31,6 +34,7 @@ from iys_provider.exceptions import (
     IysSuccessRatioGuardError,
     IysTokenBlockedError,
 )
+from iys_provider.hooks.iys import IysHook
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +46,56 @@ _API_ERRORS: dict[str, type[IysApiError]] = {
 class IysPollingTrigger(BaseTrigger):
     """Looks every ``poke_interval`` seconds until :meth:`look` says the wait is over.
 
+    :param iys_conn_id: the brand's ``iys`` connection.
+    :param postgres_conn_id: the database holding schema ``iys``.
+    :param run_id: the DAG run the looks are recorded for.
     :param poke_interval: seconds between looks.
+    :param hook_params: keyword arguments of :class:`~iys_provider.hooks.iys.IysHook`.
     """
 
-    def __init__(self, *, poke_interval: float) -> None:
+    def __init__(
+        self,
+        *,
+        iys_conn_id: str,
+        postgres_conn_id: str,
+        run_id: str,
+        poke_interval: float,
+        hook_params: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
+        self.iys_conn_id = iys_conn_id
+        self.postgres_conn_id = postgres_conn_id
+        self.run_id = run_id
         self.poke_interval = float(poke_interval)
+        self.hook_params = dict(hook_params or {})
 
     @abstractmethod
     def look(self) -> dict[str, Any] | None:
         """One blocking look (runs in a worker thread): the event's payload when the wait is over, else None."""
+
+    def wait_arguments(self) -> dict[str, Any]:
+        """The subclass's own constructor arguments (besides the connections, run and interval)."""
+        return {}
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "iys_conn_id": self.iys_conn_id,
+                "postgres_conn_id": self.postgres_conn_id,
+                "run_id": self.run_id,
+                "poke_interval": self.poke_interval,
+                "hook_params": self.hook_params,
+                **self.wait_arguments(),
+            },
+        )
+
+    @contextmanager
+    def connections(self) -> Iterator[tuple[IysHook, psycopg.Connection]]:
+        """A fresh İYS hook (the shared token and limiter) and database connection for one look, closed after."""
+        hook = IysHook(iys_conn_id=self.iys_conn_id, **self.hook_params)
+        with iys_database(self.postgres_conn_id, log=log, also_close=hook.close) as conn:
+            yield hook, conn
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
