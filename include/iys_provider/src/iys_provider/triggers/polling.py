@@ -44,7 +44,8 @@ _API_ERRORS: dict[str, type[IysApiError]] = {
 
 
 class IysPollingTrigger(BaseTrigger):
-    """Looks every ``poke_interval`` seconds until :meth:`look` says the wait is over.
+    """Looks every ``poke_interval`` seconds (the first one interval after the task's own look) until
+    :meth:`look` says the wait is over.
 
     :param iys_conn_id: the brand's ``iys`` connection.
     :param postgres_conn_id: the database holding schema ``iys``.
@@ -99,6 +100,8 @@ class IysPollingTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
+            # The task has just looked on its worker (or an earlier look found İYS not done): one interval first.
+            await asyncio.sleep(self.poke_interval)
             try:
                 payload = await asyncio.to_thread(self.look)
             except Exception as exc:
@@ -108,7 +111,6 @@ class IysPollingTrigger(BaseTrigger):
             if payload is not None:
                 yield TriggerEvent({"status": "done", **payload})
                 return
-            await asyncio.sleep(self.poke_interval)
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
