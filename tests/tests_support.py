@@ -259,3 +259,15 @@ def first_event_after(trigger, *, looked, then, deadline: float = 60.0):
             await events.aclose()
 
     return asyncio.run(main())
+
+
+def interruptible_like_a_terminal() -> None:
+    """``preexec_fn`` for a child that must see Ctrl-C: SIGINT back to its default.
+
+    A shell runs background jobs with SIGINT ignored, and an ignored signal is inherited and cannot be
+    trapped by a shell script, so a test suite started in the background (``nohup make test &``)
+    would otherwise test a Ctrl-C the child never receives. In a terminal it is never ignored.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

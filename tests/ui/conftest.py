@@ -35,6 +35,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from tests_support import interruptible_like_a_terminal
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import local_stack  # noqa: E402  (scripts/ is not a package)
@@ -132,6 +134,7 @@ class AirflowStack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=interruptible_like_a_terminal,
             )
         self.info = local_stack.wait_for_stack(self.process, ready_file, STACK_START_TIMEOUT, self.log_tail)
 

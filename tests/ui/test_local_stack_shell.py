@@ -19,6 +19,8 @@ import sys
 
 import airflow
 
+from tests_support import interruptible_like_a_terminal
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "airflow_local.sh"
 HELPER = ROOT / "scripts" / "local_stack.py"
@@ -83,6 +85,7 @@ def test_ctrl_c_while_waiting_for_airflow_exits_quietly():
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=interruptible_like_a_terminal,
         )
         try:
             connection, _ = server.accept()  # the helper is inside its wait loop now
