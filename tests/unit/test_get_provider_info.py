@@ -93,3 +93,59 @@ def test_a_default_changed_in_the_settings_model_changes_the_form(monkeypatch):
     monkeypatch.setattr(IysConnectionSettings.model_fields["timeout"], "default", 45.0)
     fields = get_provider_info()["connection-types"][0]["conn-fields"]
     assert fields["timeout"]["schema"]["default"] == 45.0
+
+
+def _defined_in(package: str, base: type) -> dict[str, list[str]]:
+    """Every module of ``package`` that defines a concrete subclass of ``base``, with those classes."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    found: dict[str, list[str]] = {}
+    for module_info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        module = importlib.import_module(f"{package}.{module_info.name}")
+        classes = [
+            name
+            for name, value in vars(module).items()
+            if inspect.isclass(value)
+            and issubclass(value, base)
+            and value.__module__ == module.__name__
+            and not inspect.isabstract(value)
+            and "Base" not in name
+            and name != "IysPollingTrigger"
+        ]
+        if classes:
+            found[module.__name__] = classes
+    return found
+
+
+def test_provider_info_lists_every_operator_sensor_and_trigger_module_and_fits_airflows_schema():
+    import importlib.resources
+
+    import jsonschema
+    from airflow.providers_manager import ProvidersManager
+    from airflow.sdk import BaseOperator, BaseSensorOperator
+    from airflow.triggers.base import BaseTrigger
+
+    from iys_provider.get_provider_info import get_provider_info
+
+    info = get_provider_info()
+    schema = json.loads(importlib.resources.files("airflow").joinpath("provider_info.schema.json").read_text())
+    jsonschema.validate(info, schema)
+
+    def listed(section: str) -> set[str]:
+        return {module for entry in info[section] for module in entry["python-modules"]}
+
+    sensors = _defined_in("iys_provider.sensors", BaseSensorOperator)
+    operators = {
+        module: classes
+        for module, classes in _defined_in("iys_provider.operators", BaseOperator).items()
+        if module not in sensors
+    }
+    assert listed("sensors") == set(sensors)
+    assert listed("operators") == set(operators)
+    assert listed("triggers") == set(_defined_in("iys_provider.triggers", BaseTrigger))
+    # Airflow reads them: `airflow providers triggers` shows ours.
+    assert {t.trigger_class_name for t in ProvidersManager().trigger if t.package_name == "iys-airflow-provider"} == (
+        listed("triggers")
+    )

@@ -12,6 +12,31 @@ from iys_provider import __version__
 from iys_provider.config import provider_config
 from iys_provider.hooks.settings import DEFAULT_BASE_URL, EGRESS_LABEL_PATTERN, extra_default
 
+#: The public building blocks, by module (base modules left out: they hold no task of their own).
+OPERATOR_MODULES = tuple(
+    f"iys_provider.operators.{name}"
+    for name in (
+        "changes",
+        "consent_updates",
+        "initial_sync",
+        "leavers",
+        "new_users",
+        "outbox_approval",
+        "pool_check",
+        "push_inbox",
+        "push_registration",
+        "reconciliation",
+        "report",
+        "retention",
+    )
+)
+SENSOR_MODULES = ("iys_provider.sensors.batch_results", "iys_provider.sensors.reconciliation")
+TRIGGER_MODULES = (
+    "iys_provider.triggers.batch_results",
+    "iys_provider.triggers.push_inbox",
+    "iys_provider.triggers.reconciliation_hash",
+)
+
 
 def get_provider_info() -> dict:
     return {
@@ -27,7 +52,11 @@ def get_provider_info() -> dict:
                 "tags": ["service"],
             }
         ],
+        "operators": [{"integration-name": "İYS", "python-modules": list(OPERATOR_MODULES)}],
+        "sensors": [{"integration-name": "İYS", "python-modules": list(SENSOR_MODULES)}],
         "hooks": [{"integration-name": "İYS", "python-modules": ["iys_provider.hooks.iys"]}],
+        # `airflow providers triggers` lists these; the triggerer imports them by their serialized path.
+        "triggers": [{"integration-name": "İYS", "python-modules": list(TRIGGER_MODULES)}],
         # The [iys] section (iys_provider.config): `airflow config list` shows its options and defaults.
         "config": provider_config(),
         # The İYS page in the Airflow UI. Airflow loads provider plugins only with
