@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -81,9 +82,14 @@ def test_a_deferred_wait_settles_on_the_triggerer_as_a_poke_would(synced, pg):
     context = {"run_id": "night-3"}
 
     # The worker looks once; results still processing: the wait moves to the triggerer.
+    before = time.monotonic()
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(context)
+    looked_for = time.monotonic() - before
     assert deferred.value.method_name == "execute_complete"
+    # The sensor's timeout counts from the first look (as in reschedule mode): the trigger gets what is left.
+    left = deferred.value.timeout.total_seconds()
+    assert sensor.timeout - looked_for <= left < sensor.timeout
     trigger = rebuilt_trigger(deferred.value.trigger)
     assert isinstance(trigger, IysBatchResultsTrigger) and trigger.run_id == "night-3"
 

@@ -3,6 +3,7 @@ without retries."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -170,13 +171,16 @@ class WaitsOnTheTriggerer:
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)  # type: ignore[misc]
+        looking_since = time.monotonic()
         first = self.poke(context)  # type: ignore[attr-defined]
         if first.is_done:
             return first.xcom_value
+        # The sensor's timeout counts from its first look, as in reschedule mode: the deferral gets what is left.
+        left = max(self.timeout - (time.monotonic() - looking_since), 0.0)
         self.defer(  # type: ignore[attr-defined]
             trigger=self.waiting_trigger(context),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+            timeout=timedelta(seconds=left),
         )
 
 
