@@ -17,15 +17,23 @@ from iys_provider.operators.changes import IysPullChangesOperator
 CONN_ID = "iys_retry"
 REFUSED = "iys_retry_policy_refused"
 BLOCKED = "iys_retry_policy_blocked"
+BUSY = "iys_retry_policy_busy"
 
 
-def _pull_dag(dag_id: str) -> DAG:
+def _pull_dag(dag_id: str, **hook_params) -> DAG:
     with DAG(dag_id, schedule=None, catchup=False, tags=["test"]) as dag:
         IysPullChangesOperator(
-            task_id="pull_changes", stream="IYS", iys_conn_id=CONN_ID, retries=2, retry_delay=timedelta(seconds=2)
+            task_id="pull_changes",
+            stream="IYS",
+            iys_conn_id=CONN_ID,
+            hook_params=hook_params or None,
+            retries=2,
+            retry_delay=timedelta(seconds=2),
         )
     return dag
 
 
 refused_dag = _pull_dag(REFUSED)
 blocked_dag = _pull_dag(BLOCKED)
+# One attempt per request: a busy or failing İYS fails the task at once, and the task's retry is the one seen.
+busy_dag = _pull_dag(BUSY, max_attempts=1)

@@ -1,8 +1,9 @@
-"""İYS's retry policy under a real scheduler: a refusal is not retried, a token block is waited out.
+"""İYS's retry policy under a real scheduler: a refusal is not retried, a busy İYS is retried after its
+``Retry-After``, a token block is waited out.
 
 ``airflow standalone`` (LocalExecutor) with the DAGs of tests/retry_policy_dags/: one change-feed
 pull each, ``retries=2`` and a retry delay of two seconds. The simulator's control knobs cause the
-failures: a client error on the change feed, and a real H084 (a token quota of one an hour, spent
+failures: a client error on the change feed, a 503 or 429 with ``Retry-After`` on it, and a real H084 (a token quota of one an hour, spent
 by another client on the IP; then the quota back while the simulator's block still runs: a token
 call during the block would restart it and be refused again). What the scheduler decided is read from the REST API and, for the retry's
 delay (which the API does not show), from the ``task_instance`` row of the stack's metadata
@@ -30,6 +31,9 @@ DAGS = ROOT / "tests" / "retry_policy_dags"
 CONN_ID = "iys_retry"
 REFUSED = "iys_retry_policy_refused"
 BLOCKED = "iys_retry_policy_blocked"
+BUSY = "iys_retry_policy_busy"
+#: The simulator's Retry-After on the busy answers: neither the DAG's two seconds nor the policy's 60-s default.
+BUSY_RETRY_AFTER = 7
 TASK = "pull_changes"
 #: The simulator's H084 block and the connection's (``auth_block_seconds``): as long as each other,
 #: as on İYS (an hour), only shorter.
@@ -114,6 +118,34 @@ def test_a_client_error_is_not_retried_though_the_task_has_retries(stack):
     # İYS was asked once: no second client error against the IP's success ratio.
     feed_calls = [r for r in sim(stack, "requests")["requests"] if r["endpoint"] == "changes"]
     assert [r["status"] for r in feed_calls] == [400]
+
+
+@pytest.mark.parametrize(("status", "code"), [(503, "H192"), (429, "H124")])
+def test_a_busy_iys_is_retried_after_its_retry_after(stack, status, code):
+    sim(stack, "requests/reset", {})
+    busy = {"path_contains": "consents/changes", "status": status, "code": code, "retry_after": BUSY_RETRY_AFTER}
+    sim(stack, "faults", {"fail_next": [busy]})
+
+    run_id = trigger(stack, BUSY)
+    state, _ = wait_for_run(stack, BUSY, run_id, timeout=300)
+
+    assert state == "success", task_states(stack, BUSY, run_id)
+    first, second = tries(stack, BUSY, run_id)
+    assert (first["try_number"], second["try_number"], second["state"]) == (1, 2, "success")
+    # What the scheduler decided after try 1: İYS's Retry-After, not the task's two seconds nor the
+    # policy's 60-s default for a busy answer without one.
+    with psycopg.connect(stack.metadata_dsn) as conn:
+        delay_seconds, reason = conn.execute(
+            "SELECT retry_delay_override, retry_reason FROM task_instance_history "
+            "WHERE dag_id = %s AND run_id = %s AND task_id = %s AND try_number = 1",
+            (BUSY, run_id, TASK),
+        ).fetchone()
+    assert delay_seconds == BUSY_RETRY_AFTER and f"HTTP {status}" in reason, (delay_seconds, reason)
+    waited = datetime.fromisoformat(second["start_date"]) - datetime.fromisoformat(first["end_date"])
+    assert waited >= timedelta(seconds=BUSY_RETRY_AFTER), waited
+    # One busy answer (the hook made one attempt), then try 2's pull answered (204: nothing new).
+    feed = [r["status"] for r in sim(stack, "requests")["requests"] if r["endpoint"] == "changes"]
+    assert feed[0] == status and feed[1:] and set(feed[1:]) <= {200, 204}, feed
 
 
 def test_a_token_block_is_waited_out_before_the_next_try(stack):
