@@ -68,14 +68,20 @@ def run_with_openlineage(events_file: pathlib.Path) -> str:
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "iys_tests",
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
     }
-    script = f"from tests_support import load_dag; print('run state:', load_dag({DAG_ID!r}).test().state)"
+    # The state goes to a file of its own: OpenLineage's client logs to stdout from its own thread, and a
+    # log line can land in the middle of a printed one.
+    state_file = events_file.parent / "run_state"
+    script = (
+        "import pathlib; from tests_support import load_dag; "
+        f"pathlib.Path({str(state_file)!r}).write_text(str(load_dag({DAG_ID!r}).test().state))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600, check=False
     )
     # The run's log stays next to the events, for whoever reads a failure.
     (events_file.parent / "run.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     assert done.returncode == 0, done.stderr[-4000:]
-    return [line for line in done.stdout.splitlines() if line.startswith("run state: ")][-1].removeprefix("run state: ")
+    return state_file.read_text(encoding="utf-8")
 
 
 def test_each_task_of_an_incremental_run_reports_its_datasets_and_no_person(airflow_db, synced, pg, pg_dsn, tmp_path):
