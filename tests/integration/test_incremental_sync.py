@@ -25,6 +25,7 @@ from iys_provider.business_days import newest_expired_consent_date
 from iys_provider.change_feed.store import store_change_page
 from iys_provider.hooks.iys import IysHook
 from iys_provider.models import ChangeStream, Consent
+from iys_provider.outbox.rules import DEFAULT_CLOCK_SKEW
 from iys_provider.sensors.batch_results import IysBatchResultSensor
 from tests_support import SIM_BRAND_CODE, load_dag, sim_control
 
@@ -158,8 +159,12 @@ def test_each_outbox_rule_ends_in_its_state(synced, pg):
         "not_onay": add_update(pg, BOB, "RET"),  # İYS holds RET: nothing to withdraw, no single-status call
         "older": add_update(pg, ALICE, "ONAY", type_="ARAMA", when=iys_now() - timedelta(minutes=10)),
         # The newest date İYS refuses today by the business-day rule (now − 10 days is not always
-        # expired: around Ramazan and Kurban Bayramı the window spans more than 10 days).
-        "expired": add_update(pg, ALICE, "RET", type_="ARAMA", when=newest_expired_consent_date(iys_now())),
+        # expired: around Ramazan and Kurban Bayramı the window spans more than 10 days). Judged as
+        # of the push's clock skew earlier, as the push judges it: else, in the skew's seconds after
+        # Turkish midnight, the push still sees yesterday and sends the row.
+        "expired": add_update(
+            pg, ALICE, "RET", type_="ARAMA", when=newest_expired_consent_date(iys_now() - DEFAULT_CLOCK_SKEW)
+        ),
         "bad_recipient": add_update(pg, "0212 123 45 67", "RET"),
         "bad_enum": add_update(pg, ALICE, "MAYBE"),
         "bad_source": add_update(pg, ALICE, "RET", source="IYS_WEB"),

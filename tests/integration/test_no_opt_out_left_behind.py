@@ -14,6 +14,7 @@ from incremental_support import ALICE, add_update, consent, counters, iys_now, o
 
 from iys_provider.business_days import newest_expired_consent_date
 from iys_provider.operators.changes import DEFAULT_MAX_PULL_GAP_HOURS
+from iys_provider.outbox.rules import DEFAULT_CLOCK_SKEW
 from tests_support import run_dag, sim_control, task_states
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,8 +124,13 @@ def readme_acknowledgement_sql() -> str:
 
 
 def overdue_ret(pg) -> int:
-    """A RET that never reached İYS and is a day past its legal deadline."""
-    return add_update(pg, ALICE, "RET", when=newest_expired_consent_date(datetime.now(UTC)) - timedelta(days=1))
+    """A RET that never reached İYS and is a day past its legal deadline.
+
+    Expired as of the push's clock skew earlier, as the push judges it: in the skew's seconds after
+    Turkish midnight the push still sees yesterday, when a day before today's newest expired date
+    need not be expired (on a Thursday that is Saturday, registrable until Wednesday)."""
+    expired = newest_expired_consent_date(datetime.now(UTC) - DEFAULT_CLOCK_SKEW)
+    return add_update(pg, ALICE, "RET", when=expired - timedelta(days=1))
 
 
 @pytest.mark.parametrize("acknowledge", ["param", "readme_sql"])
